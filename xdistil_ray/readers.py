@@ -1,0 +1,129 @@
+"""Finding corpus files and reading them as Ray Datasets of raw rows.
+
+Files are read as raw bytes lines (text and JSON Lines) so that a bad byte costs only its own
+line, never the rest of the file; decoding happens in :mod:`xdistil_ray.corpus`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import pyarrow as pa
+
+from xdistil_ray.config import ConfigError
+
+SUFFIXES = {".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+_LINES_PER_BLOCK = 8192
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """Resolved input: ``kind`` is ``files`` (with ``files`` and their ``fmt``), ``hf_disk``
+    (a `datasets.save_to_disk` folder) or ``hf_hub`` (a hub id in ``path``)."""
+
+    kind: str
+    path: str
+    files: tuple[str, ...] = ()
+    fmt: str = ""
+
+
+def resolve_source(path: str, field: str) -> CorpusSource:
+    """Finds the files behind a corpus path; raises ConfigError naming ``field`` if none.
+
+    Accepts a file, a folder (its .txt/.jsonl/.parquet files, recursively), a glob, a folder
+    written by `datasets.save_to_disk`, or ``hf:<hub id>``.
+    """
+    if path.startswith("hf:"):
+        return CorpusSource("hf_hub", path[3:])
+    if os.path.isdir(path) and (os.path.exists(os.path.join(path, "dataset_info.json"))
+                                or os.path.exists(os.path.join(path, "dataset_dict.json"))):
+        return CorpusSource("hf_disk", path)
+    if os.path.isdir(path):
+        candidates = glob.glob(os.path.join(path, "**", "*"), recursive=True)
+    elif glob.has_magic(path):
+        candidates = glob.glob(path, recursive=True)
+    elif os.path.isfile(path):
+        candidates = [path]
+    else:
+        raise ConfigError(f"{field}: {path!r} does not exist")
+    files = sorted(os.path.abspath(p) for p in candidates
+                   if os.path.isfile(p) and _suffix(p) in SUFFIXES)
+    if not files:
+        raise ConfigError(f"{field}: {path!r} matches no .txt, .jsonl or .parquet file")
+    formats = {SUFFIXES[_suffix(p)] for p in files}
+    if len(formats) > 1:
+        raise ConfigError(f"{field}: {path!r} mixes file formats {sorted(formats)}; use one")
+    return CorpusSource("files", path, tuple(files), formats.pop())
+
+
+def _suffix(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
+def read_raw(source: CorpusSource, *, text_column: str, columns: list[str], hf_split: str):
+    """Reads a resolved source as a Ray Dataset of raw rows.
+
+    Returns:
+        (dataset, encoding): ``encoding`` tells :func:`xdistil_ray.corpus.clean_rows` how the
+        ``raw`` column is encoded (``txt``, ``jsonl`` or ``records``).
+    """
+    import ray.data
+
+    if source.kind == "files" and source.fmt in ("txt", "jsonl"):
+        return ray.data.read_datasource(LinesDatasource(list(source.files))), source.fmt
+    if source.kind == "files":
+        ds = ray.data.read_parquet(list(source.files))
+    else:
+        ds = ray.data.from_huggingface(_load_hf(source, hf_split))
+    missing = [c for c in columns if c not in ds.columns()]
+    if missing:
+        raise ConfigError(f"{source.path}: has no column {missing[0]!r}; columns: {ds.columns()}")
+    return ds.select_columns(columns), "records"
+
+
+def _load_hf(source: CorpusSource, split: str):
+    import datasets
+
+    if source.kind == "hf_disk":
+        data = datasets.load_from_disk(source.path)
+    else:
+        data = datasets.load_dataset(source.path, split=split)
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise ConfigError(f"{source.path}: no split {split!r}; splits: {list(data)}")
+        data = data[split]
+    return data
+
+
+def _lines_datasource_base():
+    from ray.data.datasource import FileBasedDatasource
+
+    return FileBasedDatasource
+
+
+class LinesDatasource(_lines_datasource_base()):
+    """Reads files as raw byte lines: column ``raw`` (binary), split on ``\\n`` only."""
+
+    def __init__(self, paths: list[str]):
+        super().__init__(paths)
+
+    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        lines: list[bytes] = []
+        tail = b""
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            parts = (tail + chunk).split(b"\n")
+            tail = parts.pop()
+            lines.extend(parts)
+            if len(lines) >= _LINES_PER_BLOCK:
+                yield pa.table({"raw": pa.array(lines, pa.large_binary())})
+                lines = []
+        if tail:  # a last line without a newline is still a line
+            lines.append(tail)
+        if lines:
+            yield pa.table({"raw": pa.array(lines, pa.large_binary())})

@@ -1,0 +1,170 @@
+"""The run folder: paths, atomic writes and commit markers, on any pyarrow filesystem.
+
+A step's output set is valid only once its marker (``COMPLETE``, a JSON manifest naming every
+file with its size) exists; the marker is written after every file it names. Readers go through
+:meth:`RunFolder.committed_files`, which trusts only what a marker names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import pyarrow.fs as pafs
+
+MARKER = "COMPLETE"
+
+
+class RunFolder:
+    """A run folder on local disk (object storage builds on the same pyarrow filesystem API).
+
+    Args:
+        uri: a local path or a URI pyarrow understands.
+    """
+
+    def __init__(self, uri: str):
+        if "://" not in uri:
+            uri = os.path.abspath(uri)
+        self.uri = uri.rstrip("/")
+        self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
+
+    def __reduce__(self):
+        # pyarrow filesystems pickle, but rebuilding from the URI keeps workers independent.
+        return (RunFolder, (self.uri,))
+
+    def path(self, *parts: str) -> str:
+        """Filesystem path of ``parts`` under the run root (for ``self.fs``)."""
+        return posixpath.join(self.root, *parts)
+
+    def local_path(self, *parts: str) -> str:
+        """Path usable by plain ``open`` (local run folders only)."""
+        assert isinstance(self.fs, pafs.LocalFileSystem), "not a local run folder"
+        return self.path(*parts)
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def makedirs(self, *parts: str) -> str:
+        path = self.path(*parts)
+        self.fs.create_dir(path, recursive=True)
+        return path
+
+    def delete(self, *parts: str) -> None:
+        """Removes a file or folder, if it exists."""
+        info = self.fs.get_file_info(self.path(*parts))
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(info.path)
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(info.path)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Writes a file so that readers see either nothing or all of it."""
+        path = self.path(rel)
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, path)  # rename is atomic on one local filesystem
+        else:
+            with self.fs.open_output_stream(path) as f:  # an object appears whole or not at all
+                f.write(data)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=False).encode())
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode("utf-8"))
+
+    def list_files(self, rel: str) -> dict[str, int]:
+        """Files under ``rel`` (recursive) as {path relative to rel: size in bytes}."""
+        base = self.path(rel)
+        if self.fs.get_file_info(base).type != pafs.FileType.Directory:
+            return {}
+        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        return {
+            posixpath.relpath(i.path, base): i.size
+            for i in infos
+            if i.type == pafs.FileType.File
+        }
+
+    # ------------------------------------------------------------------ markers
+
+    def commit(self, rel: str, files: dict[str, int] | None = None, **info: Any) -> dict:
+        """Writes ``rel/COMPLETE`` naming ``files`` (default: every file now under ``rel``).
+
+        Extra keyword arguments are stored in the marker (row counts, config fingerprint).
+        """
+        if files is None:
+            files = {
+                name: size
+                for name, size in self.list_files(rel).items()
+                if posixpath.basename(name) != MARKER and ".tmp-" not in name
+            }
+        marker = {"files": dict(sorted(files.items())), **info}
+        self.write_json(posixpath.join(rel, MARKER), marker)
+        return marker
+
+    def marker(self, rel: str) -> dict | None:
+        """The marker of ``rel``, or None when the set is not committed."""
+        try:
+            return self.read_json(posixpath.join(rel, MARKER))
+        except FileNotFoundError:
+            return None
+
+    def is_complete(self, rel: str) -> bool:
+        return self.marker(rel) is not None
+
+    def committed_files(self, rel: str) -> list[str]:
+        """Full filesystem paths of the files the marker of ``rel`` names, checked for size.
+
+        Raises:
+            FileNotFoundError: when ``rel`` has no marker.
+            RuntimeError: when a named file is missing or its size differs.
+        """
+        marker = self.marker(rel)
+        if marker is None:
+            raise FileNotFoundError(f"{self.path(rel)} is not complete (no {MARKER} marker)")
+        paths = []
+        for name, size in marker["files"].items():
+            path = self.path(rel, name)
+            info = self.fs.get_file_info(path)
+            if info.type != pafs.FileType.File or info.size != size:
+                raise RuntimeError(f"{path}: named by {MARKER} with {size} bytes, found {info.size}")
+            paths.append(path)
+        return paths
+
+    def download(self, rel: str, local_dir: str) -> str:
+        """Copies the committed files of ``rel`` into ``local_dir``; returns ``local_dir``."""
+        marker = self.marker(rel)
+        if marker is None:
+            raise FileNotFoundError(f"{self.path(rel)} is not complete (no {MARKER} marker)")
+        os.makedirs(local_dir, exist_ok=True)
+        for name in marker["files"]:
+            dest = os.path.join(local_dir, name)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            pafs.copy_files(self.path(rel, name), dest, source_filesystem=self.fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+        return local_dir
+
+    def upload(self, local_dir: str, rel: str) -> dict[str, int]:
+        """Copies every file of ``local_dir`` to ``rel``; returns {name: size} for the marker."""
+        files = {}
+        for dirpath, _, names in os.walk(local_dir):
+            for name in names:
+                src = os.path.join(dirpath, name)
+                sub = os.path.relpath(src, local_dir).replace(os.sep, "/")
+                with open(src, "rb") as f:
+                    self.write_bytes(posixpath.join(rel, sub), f.read())
+                files[sub] = os.path.getsize(src)
+        return files

@@ -1,0 +1,26 @@
+"""Step ``student``: the final student as a Hugging Face folder (config, safetensors, tokenizer)
+that ``AutoModelForSequenceClassification.from_pretrained`` and ``transformers.pipeline`` load."""
+
+from __future__ import annotations
+
+import tempfile
+
+from xdistil_ray.runfolder import RunFolder
+
+STEP = "student"
+
+
+def run_step(run: RunFolder, final_stage: str, tokenizer_path: str, label_names: list[str],
+             fingerprint: dict) -> dict:
+    """Copies the last stage's weights with the tokenizer and label names; commits ``student/``."""
+    from xdistil_ray import models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = models.load_classifier(run.download(f"{final_stage}/model", f"{tmp}/final"))
+        if label_names:
+            model.config.id2label = dict(enumerate(label_names))
+            model.config.label2id = {name: i for i, name in enumerate(label_names)}
+        models.save_pretrained(model, models.load_tokenizer(tokenizer_path), f"{tmp}/student")
+        run.delete(STEP)
+        files = run.upload(f"{tmp}/student", STEP)
+    return run.commit(STEP, files, params=models.num_params(model), fingerprint=fingerprint)

@@ -1,0 +1,207 @@
+"""Step ``data``: read, decode, clean, deduplicate and tokenize the corpus and labeled sets.
+
+Ray Data on CPU workers. The corpus goes through a staging folder (clean rows with their reject
+reasons) so that reject counts, dedup and tokenization each stream over it without the driver
+ever holding the corpus. Output: tokenized parquet shards under ``data/corpus/`` (the unit of
+teacher inference) and ``data/labeled/{train,dev}/``, committed by ``data/COMPLETE``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from xdistil_ray import corpus
+from xdistil_ray.readers import CorpusSource, read_raw
+from xdistil_ray.runfolder import RunFolder
+
+log = logging.getLogger(__name__)
+
+STEP = "data"
+CORPUS = "data/corpus"
+LABELED = "data/labeled"
+_STAGING = "data/_staging"
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """How rows become tokens; shared by the corpus and the labeled sets."""
+
+    tokenizer_path: str
+    max_length: int
+    max_chars: int
+    heldout_fraction: float
+
+
+def clean_batch(batch: dict, *, encoding: str, text_column: str,
+                label_column: str | None) -> dict:
+    """Ray Data UDF: raw rows -> text, reason, key (16-byte dedup digest, empty if dropped)."""
+    if encoding == "records":
+        columns = list(batch)
+        raw = [dict(zip(columns, values)) for values in zip(*(batch[c] for c in columns))]
+    else:
+        raw = list(batch["raw"])
+    out = corpus.clean_rows(raw, source=encoding, text_column=text_column,
+                            label_column=label_column)
+    out["key"] = np.array([corpus.dedup_key(t) if t is not None else b"" for t in out["text"]],
+                          dtype=object)
+    return out
+
+
+def drop_duplicates(block: pd.DataFrame) -> pd.DataFrame:
+    """Ray Data UDF over one hash partition: keeps one row per dedup key."""
+    return block.drop_duplicates(subset="key", keep="first")
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer(path: str):
+    from xdistil_ray.models import load_tokenizer
+
+    return load_tokenizer(path)
+
+
+def tokenize_batch(batch: pd.DataFrame, *, settings: TextSettings) -> pa.Table:
+    """Ray Data UDF: clean rows -> id, text, input_ids (int32, truncated), truncated, heldout."""
+    tok = _tokenizer(settings.tokenizer_path)
+    clipped = [corpus.clip_chars(t, settings.max_chars) for t in batch["text"]]
+    encoded = tok([t for t, _ in clipped], add_special_tokens=True, truncation=False)["input_ids"]
+    special = set(tok.all_special_ids)
+    ids, truncated = [], []
+    for (_, was_clipped), row in zip(clipped, encoded):
+        row, cut = corpus.truncate_ids(row, settings.max_length, special)
+        ids.append(np.asarray(row, dtype=np.int32))
+        truncated.append(cut or was_clipped)
+    keys = [bytes(k) for k in batch["key"]]
+    columns = {
+        "id": pa.array([corpus.row_id(k) for k in keys], pa.int64()),
+        "text": pa.array(list(batch["text"]), pa.string()),
+        "input_ids": pa.array(ids, pa.list_(pa.int32())),
+        "truncated": pa.array(truncated, pa.bool_()),
+        "heldout": pa.array([corpus.is_heldout(k, settings.heldout_fraction) for k in keys]),
+    }
+    if "label" in batch:
+        columns["label"] = pa.array(list(batch["label"]), pa.string())
+    return pa.table(columns)
+
+
+def _kept_rows(block: pd.DataFrame) -> pd.DataFrame:
+    return block[block["reason"] == ""]
+
+
+def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column: str,
+                 label_column: str | None, hf_split: str) -> dict:
+    """Reads and cleans one input into ``_staging/<name>``; returns its reject counts."""
+    import ray.data
+
+    columns = [text_column] + ([label_column] if label_column else [])
+    ds, encoding = read_raw(source, text_column=text_column, columns=columns, hf_split=hf_split)
+    staging = run.path(_STAGING, name)
+    run.delete(_STAGING, name)
+    ds.map_batches(clean_batch, batch_size=4096, batch_format="numpy",
+                   fn_kwargs=dict(encoding=encoding, text_column=text_column,
+                                  label_column=label_column)).write_parquet(staging, filesystem=run.fs)
+    staged = ray.data.read_parquet(staging, filesystem=run.fs)
+    counts = {r["reason"]: r["count()"] for r in
+              staged.select_columns(["reason"]).groupby("reason").count().take_all()}
+    input_rows = sum(counts.values())
+    kept = counts.pop("", 0)
+    return {"input_rows": input_rows, "clean": kept, "dropped": counts}
+
+
+def _write_tokenized(run: RunFolder, ds, rel: str, settings: TextSettings,
+                     rows_per_file: int | None) -> list[dict]:
+    run.delete(rel)
+    ds = ds.map_batches(tokenize_batch, batch_size=1024, batch_format="pandas",
+                        fn_kwargs=dict(settings=settings))
+    ds.write_parquet(run.path(rel), filesystem=run.fs, min_rows_per_file=rows_per_file)
+    files = []
+    for name, size in sorted(run.list_files(rel).items()):
+        with run.fs.open_input_file(run.path(rel, name)) as f:
+            rows = pq.ParquetFile(f).metadata.num_rows
+        files.append({"file": name, "rows": rows, "bytes": size})
+    return files
+
+
+def _sum_column(run: RunFolder, rel: str, files: list[dict], column: str) -> int:
+    import ray.data
+
+    if not files:
+        return 0
+    paths = [run.path(rel, f["file"]) for f in files]
+    return int(ray.data.read_parquet(paths, filesystem=run.fs, columns=[column]).sum(column) or 0)
+
+
+def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings, *,
+                   text_column: str, hf_split: str, rows_per_shard: int) -> dict:
+    """Cleans, deduplicates and tokenizes the transfer corpus into shards; returns its stats."""
+    import ray.data
+
+    stats = _stage_clean(run, source, "corpus", text_column=text_column, label_column=None,
+                         hf_split=hf_split)
+    num_partitions = max(1, math.ceil(stats["clean"] / rows_per_shard))
+    kept = (ray.data.read_parquet(run.path(_STAGING, "corpus"), filesystem=run.fs)
+            .map_batches(_kept_rows, batch_format="pandas", batch_size=None)
+            .repartition(num_partitions, keys=["key"])
+            .map_batches(drop_duplicates, batch_format="pandas", batch_size=None))
+    shards = _write_tokenized(run, kept, CORPUS, settings, rows_per_shard)
+    num_kept = sum(s["rows"] for s in shards)
+    stats["dropped"][corpus.DUPLICATE] = stats["clean"] - num_kept
+    stats.update(kept=num_kept, shards=shards,
+                 truncated=_sum_column(run, CORPUS, shards, "truncated"),
+                 heldout=_sum_column(run, CORPUS, shards, "heldout"))
+    del stats["clean"]
+    return stats
+
+
+def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: TextSettings, *,
+                    text_column: str, label_column: str) -> dict:
+    """Cleans and tokenizes the labeled splits; returns their stats and the label names."""
+    import ray.data
+
+    result: dict = {"splits": {}}
+    for split, source in sources.items():
+        stats = _stage_clean(run, source, f"labeled-{split}", text_column=text_column,
+                             label_column=label_column, hf_split=split)
+        staged = ray.data.read_parquet(run.path(_STAGING, f"labeled-{split}"), filesystem=run.fs)
+        kept = staged.map_batches(_kept_rows, batch_format="pandas", batch_size=None)
+        if split == "train":
+            result["label_names"] = sorted(kept.unique("label"))
+        else:
+            known = set(result["label_names"])
+            unknown = kept.filter(lambda row: row["label"] not in known).count()
+            if unknown:
+                stats["dropped"][corpus.UNKNOWN_LABEL] = unknown
+                kept = kept.filter(lambda row: row["label"] in known)
+        files = _write_tokenized(run, kept, f"{LABELED}/{split}", settings, None)
+        stats.update(kept=sum(f["rows"] for f in files), files=files,
+                     truncated=_sum_column(run, f"{LABELED}/{split}", files, "truncated"))
+        del stats["clean"]
+        result["splits"][split] = stats
+    return result
+
+
+def run_step(run: RunFolder, corpus_source: CorpusSource, labeled_sources: dict[str, CorpusSource],
+             settings: TextSettings, *, text_column: str, label_column: str,
+             labeled_text_column: str, hf_split: str, rows_per_shard: int,
+             fingerprint: dict) -> dict:
+    """Runs the step and commits ``data/``; returns the marker."""
+    start = time.time()
+    stats = prepare_corpus(run, corpus_source, settings, text_column=text_column,
+                           hf_split=hf_split, rows_per_shard=rows_per_shard)
+    log.info("corpus: %d rows in, %d kept, dropped %s, %d truncated", stats["input_rows"],
+             stats["kept"], stats["dropped"], stats["truncated"])
+    labeled = {"splits": {}, "label_names": []}
+    if labeled_sources:
+        labeled = prepare_labeled(run, labeled_sources, settings, text_column=labeled_text_column,
+                                  label_column=label_column)
+    run.delete(_STAGING)
+    return run.commit(STEP, corpus=stats, labeled=labeled, fingerprint=fingerprint,
+                      seconds=round(time.time() - start, 1))

@@ -1,0 +1,41 @@
+"""Step ``student_init``: the student's starting weights, built from the teacher.
+
+Runs as a Ray task so that the driver never loads the teacher (a BERT-large teacher does not
+belong in a small head node's memory).
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+from xdistil_ray.runfolder import RunFolder
+
+STEP = "student_init"
+
+
+def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, num_layers: int,
+                   hidden_size: int, num_heads: int, intermediate_size: int, init: str,
+                   seed: int) -> dict:
+    """Builds the student from the teacher and writes its Hugging Face folder to the run."""
+    from xdistil_ray import models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = run.download(teacher_path, f"{tmp}/teacher") if teacher_in_run else teacher_path
+        teacher = models.load_classifier(local)
+        student = models.build_student(teacher, num_layers=num_layers, hidden_size=hidden_size,
+                                       num_heads=num_heads, intermediate_size=intermediate_size,
+                                       init=init, seed=seed)
+        models.save_pretrained(student, None, f"{tmp}/student")
+        files = run.upload(f"{tmp}/student", STEP)
+        return {"files": files, "teacher_params": models.num_params(teacher),
+                "student_params": models.num_params(student),
+                "teacher_hidden": teacher.config.hidden_size}
+
+
+def run_step(run: RunFolder, *, fingerprint: dict, **kwargs) -> dict:
+    """Runs :func:`build_and_save` on a Ray worker and commits ``student_init/``."""
+    import ray
+
+    info = ray.get(ray.remote(num_cpus=1)(build_and_save).remote(run, **kwargs))
+    files = info.pop("files")
+    return run.commit(STEP, files, fingerprint=fingerprint, **info)

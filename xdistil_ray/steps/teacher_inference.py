@@ -1,0 +1,185 @@
+"""Step ``teacher``: the teacher's outputs for every kept sentence, stored fp16 per input shard.
+
+Ray Data reads the pending shards, a pool of :class:`TeacherInference` actors runs the teacher,
+and :class:`ShardPartsDatasink` writes each output part atomically under
+``teacher/shards/<shard>/``. A shard is committed (its own ``COMPLETE``) once its parts hold
+exactly one row per input row; a re-run recomputes only uncommitted shards, after deleting
+whatever an earlier attempt left of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from xdistil_ray.runfolder import RunFolder
+
+log = logging.getLogger(__name__)
+
+STEP = "teacher"
+SHARDS = "teacher/shards"
+SHARD_COLUMN = "shard"
+
+
+class TeacherInference:
+    """Callable class for ``map_batches``: token ids in, teacher outputs (fp16) out.
+
+    Args:
+        model_path: local folder or model id of the teacher classifier.
+        outputs: which outputs to keep: ``logits`` [C] and/or ``cls`` (last layer, [H]).
+        device: ``cuda``, ``cpu`` or ``auto``.
+        torch_threads: CPU threads for the forward pass (0 = torch's default).
+    """
+
+    def __init__(self, model_path: str, outputs: tuple[str, ...], device: str = "auto",
+                 torch_threads: int = 0):
+        from xdistil_ray.models import load_classifier
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model = load_classifier(model_path).to(self.device).eval()
+        self.outputs = outputs
+        self.pad_id = self.model.config.pad_token_id or 0
+
+    def __call__(self, batch: dict) -> dict:
+        """Batch with ``input_ids`` (arrays of ints) -> same batch plus ``logits``/``cls``."""
+        rows = list(batch["input_ids"])
+        order = np.argsort([len(r) for r in rows])  # similar lengths pad less
+        logits, cls = [None] * len(rows), [None] * len(rows)
+        for start in range(0, len(rows), 64):
+            idx = order[start:start + 64]
+            out_logits, out_cls = self._forward([rows[i] for i in idx])
+            for j, i in enumerate(idx):
+                logits[i], cls[i] = out_logits[j], out_cls[j]
+        result = {k: v for k, v in batch.items()}
+        if "logits" in self.outputs:
+            result["logits"] = np.stack(logits).astype(np.float16)
+        if "cls" in self.outputs:
+            result["cls"] = np.stack(cls).astype(np.float16)
+        return result
+
+    @torch.inference_mode()
+    def _forward(self, rows: list) -> tuple[np.ndarray, np.ndarray]:
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.as_tensor(r)
+            mask[i, : len(r)] = 1
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         output_hidden_states="cls" in self.outputs)
+        cls = out.hidden_states[-1][:, 0] if "cls" in self.outputs else out.logits[:, :0]
+        return out.logits.float().cpu().numpy(), cls.float().cpu().numpy()
+
+
+def _to_arrow(block) -> pa.Table:
+    """Block -> table with fp16 outputs as ``fixed_size_list<halffloat>`` (portable)."""
+    table = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block)
+    for name in ("logits", "cls"):
+        if name in table.column_names:
+            values = np.stack(table.column(name).to_numpy(zero_copy_only=False)).astype(np.float16)
+            column = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)),
+                                                       values.shape[1])
+            table = table.set_column(table.column_names.index(name), name, column)
+    return table
+
+
+class ShardPartsDatasink:
+    """Writes each block's rows under ``teacher/shards/<shard>/part-<uuid>.parquet``, atomically."""
+
+    def __init__(self, run: RunFolder):
+        self.run = run
+
+    def make(self):
+        from ray.data import Datasink
+
+        run = self.run
+
+        class _Sink(Datasink):
+            def write(self, blocks, ctx):
+                rows = 0
+                for block in blocks:
+                    table = _to_arrow(block)
+                    shards = table.column(SHARD_COLUMN).to_pylist()
+                    for shard in sorted(set(shards)):
+                        mask = pa.array([s == shard for s in shards])
+                        part = table.filter(mask).drop_columns([SHARD_COLUMN])
+                        sink = pa.BufferOutputStream()
+                        pq.write_table(part, sink)
+                        rel = posixpath.join(SHARDS, shard, f"part-{uuid.uuid4().hex}.parquet")
+                        run.write_bytes(rel, sink.getvalue().to_pybytes())
+                        rows += part.num_rows
+                return rows
+
+        return _Sink()
+
+
+def _shard_name(path: str) -> str:
+    return posixpath.splitext(posixpath.basename(path))[0]
+
+
+def add_shard_column(batch: dict) -> dict:
+    batch[SHARD_COLUMN] = np.array([_shard_name(p) for p in batch.pop("path")], dtype=object)
+    return batch
+
+
+def commit_shard(run: RunFolder, shard: str, expected_rows: int) -> bool:
+    """Commits a shard whose parts hold exactly ``expected_rows`` distinct rows."""
+    rel = posixpath.join(SHARDS, shard)
+    parts = {n: s for n, s in run.list_files(rel).items() if n.startswith("part-") and ".tmp-" not in n}
+    ids = []
+    for name in parts:
+        with run.fs.open_input_file(run.path(rel, name)) as f:
+            ids.extend(pq.read_table(f, columns=["id"]).column("id").to_pylist())
+    if len(ids) != expected_rows or len(set(ids)) != expected_rows:
+        return False
+    run.commit(rel, parts, rows=expected_rows)
+    return True
+
+
+def run_step(run: RunFolder, data_marker: dict, *, model_path: str, outputs: tuple[str, ...],
+             batch_size: int, num_actors: int, num_gpus: float, num_cpus: float,
+             fingerprint: dict) -> dict:
+    """Runs teacher inference over the uncommitted shards and commits ``teacher/``."""
+    import ray.data
+
+    start = time.time()
+    shards = {_shard_name(s["file"]): s for s in data_marker["corpus"]["shards"]}
+    done = [name for name in shards if run.is_complete(posixpath.join(SHARDS, name))]
+    pending = [name for name in shards if name not in done]
+    for name in pending:  # leftovers of a crashed attempt are never read
+        run.delete(SHARDS, name)
+    log.info("teacher inference: %d shards to run, %d already committed", len(pending), len(done))
+    if pending:
+        files = [run.path("data/corpus", shards[name]["file"]) for name in pending]
+        ds = ray.data.read_parquet(files, filesystem=run.fs, include_paths=True,
+                                   columns=["id", "input_ids", "heldout"])
+        ds = ds.map_batches(add_shard_column, batch_format="numpy", batch_size=None)
+        ds = ds.map_batches(
+            TeacherInference, batch_size=batch_size, batch_format="numpy",
+            fn_constructor_kwargs=dict(model_path=model_path, outputs=outputs,
+                                       torch_threads=max(1, int(num_cpus * 2))),
+            compute=ray.data.ActorPoolStrategy(size=num_actors),
+            num_cpus=num_cpus, num_gpus=num_gpus or None)
+        ds.write_datasink(ShardPartsDatasink(run).make())
+    failed = [n for n in pending if not commit_shard(run, n, shards[n]["rows"])]
+    if failed:
+        raise RuntimeError(f"teacher inference: shards {failed} do not hold one row per input row")
+    rows = sum(s["rows"] for s in shards.values())
+    files = {}
+    for name in shards:
+        for f, size in run.marker(posixpath.join(SHARDS, name))["files"].items():
+            files[posixpath.join("shards", name, f)] = size
+    return run.commit(STEP, files, rows=rows, outputs=list(outputs), shards_skipped=len(done),
+                      shards_run=len(pending), seconds=round(time.time() - start, 1),
+                      fingerprint=fingerprint)

@@ -1,0 +1,80 @@
+"""Step ``stages/<k>-<name>`` (and ``teacher_finetune``): one training stage on Ray Train.
+
+The driver side: build the stage's Ray Dataset from committed files, run a ``TorchTrainer``
+whose workers run :func:`xdistil_ray.train_loop.train_loop_per_worker` with DeepSpeed, then copy
+the final consolidated weights and the loss history out of the last checkpoint and commit.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.train_loop import LOSSES_FILE, MODEL_DIR, StageSpec, train_loop_per_worker
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Ray Train resources for a stage."""
+
+    num_workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    max_failures: int
+
+
+def stage_dataset(run: RunFolder, files: list[str], columns: list[str], heldout: bool | None):
+    """Ray Dataset over committed parquet ``files``; ``heldout`` filters the split (None: all)."""
+    import ray.data
+
+    ds = ray.data.read_parquet(files, filesystem=run.fs,
+                               columns=columns + (["heldout"] if heldout is not None else []))
+    if heldout is not None:
+        ds = ds.map_batches(lambda b: b[b["heldout"] == heldout].drop(columns=["heldout"]),
+                            batch_format="pandas", batch_size=None)
+    return ds
+
+
+def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scaling,
+              fingerprint: dict) -> dict:
+    """Trains one stage and commits ``rel`` (``model/`` + ``losses.json``); returns the marker."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    start = time.time()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker={"CPU": scaling.cpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        datasets={"train": dataset},
+        run_config=RunConfig(
+            name="ray", storage_path=run.path(rel), storage_filesystem=run.fs,
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    checkpoint_path = result.checkpoint.path
+    files = {}
+    for name in _files_under(run.fs, checkpoint_path, MODEL_DIR) + [LOSSES_FILE]:
+        src = posixpath.join(checkpoint_path, name)
+        dst = run.path(rel, name)
+        run.fs.create_dir(posixpath.dirname(dst), recursive=True)
+        run.fs.copy_file(src, dst)
+        files[name] = run.fs.get_file_info(dst).size
+    history = run.read_json(posixpath.join(rel, LOSSES_FILE))["history"]
+    return run.commit(rel, files, name=spec.name, loss=spec.loss, steps=spec.total_steps,
+                      first_loss=history[0][1], final_loss=history[-1][1],
+                      seconds=round(time.time() - start, 1), fingerprint=fingerprint)
+
+
+def _files_under(fs: pafs.FileSystem, root: str, sub: str) -> list[str]:
+    base = posixpath.join(root, sub)
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+    return sorted(posixpath.join(sub, posixpath.relpath(i.path, base))
+                  for i in infos if i.type == pafs.FileType.File)
