@@ -56,12 +56,15 @@ class LabeledConfig:
 
 @dataclass
 class FinetuneConfig:
-    epochs: float = 3.0
+    epochs: float = 1.5
     """Passes over the labeled training set when the teacher needs a task head."""
     learning_rate: float = 5e-5
     """Peak learning rate (linear warmup, linear decay)."""
     batch_size: int = 32
     """Sentences per step per worker."""
+    freeze_word_embeddings: bool = True
+    """Keep the teacher's word embeddings fixed: most of a small teacher's weights, and the
+    slowest part of its update on CPU."""
 
 
 @dataclass

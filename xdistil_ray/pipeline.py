@@ -171,7 +171,7 @@ def run(cfg: Config) -> dict:
     label_names = data["labeled"]["label_names"]
 
     teacher_rel, teacher_in_run = _teacher(steps, cfg, inputs, data, label_names)
-    teacher_local = folder.path(teacher_rel) if teacher_in_run else inputs.teacher_path
+    teacher_local = folder.local_path(teacher_rel, "model") if teacher_in_run else inputs.teacher_path
     outputs = _teacher_outputs(cfg)
     fp = fingerprint(cfg, *_TEACHER_KEYS, "corpus")
     teacher_marker = steps.done(teacher_inference.STEP, fp)
@@ -280,16 +280,18 @@ def _teacher(steps: Steps, cfg: Config, inputs: Inputs, data: dict,
         spec = _spec(cfg, name=rel, loss="labels", init_path=inputs.teacher_path, init_in_run=False,
                      rows=train_info["kept"], epochs=ft.epochs, batch_size=ft.batch_size,
                      learning_rate=ft.learning_rate, label_names=label_names, new_head=True,
-                     tokenizer_path=inputs.teacher_path, run=steps.run)
+                     tokenizer_path=inputs.teacher_path, run=steps.run,
+                     freeze_word_embeddings=ft.freeze_word_embeddings)
         files = [steps.run.path("data/labeled/train", f["file"]) for f in train_info["files"]]
         dataset = train.stage_dataset(steps.run, files, ["input_ids", "label"], None)
         train.run_stage(steps.run, rel, spec, dataset, _scaling(cfg), fp)
         steps.finish(rel, t)
-    return posixpath.join(rel, "model"), True
+    return rel, True
 
 
 def _spec(cfg: Config, *, name, loss, init_path, init_in_run, rows, epochs, batch_size,
-          learning_rate, label_names, run, new_head=False, teacher_hidden=0, tokenizer_path=""):
+          learning_rate, label_names, run, new_head=False, teacher_hidden=0, tokenizer_path="",
+          freeze_word_embeddings=False):
     from xdistil_ray.train_loop import StageSpec, total_steps
 
     t = cfg.train
@@ -299,7 +301,8 @@ def _spec(cfg: Config, *, name, loss, init_path, init_in_run, rows, epochs, batc
         learning_rate=learning_rate, zero_stage=t.zero_stage, log_every=t.log_every_steps,
         checkpoint_every=t.checkpoint_every_steps, seed=cfg.seed,
         torch_threads=t.torch_threads or max(1, int(t.cpus_per_worker)), label_names=label_names,
-        new_head=new_head, teacher_hidden=teacher_hidden, tokenizer_path=tokenizer_path)
+        new_head=new_head, teacher_hidden=teacher_hidden, tokenizer_path=tokenizer_path,
+        freeze_word_embeddings=freeze_word_embeddings)
 
 
 def _scaling(cfg: Config):
@@ -321,8 +324,8 @@ def _run_stage(folder, cfg, k, rel, previous, data, teacher_files, teacher_hidde
         rows = data["corpus"]["kept"] - data["corpus"]["heldout"]
         columns = ["input_ids", "cls" if stage.loss == "representation" else "logits"]
         heldout = False
-    spec = _spec(cfg, name=stage.name, loss=stage.loss, init_path=f"{previous}/model"
-                 if previous != "student_init" else previous, init_in_run=True, rows=rows,
+    spec = _spec(cfg, name=stage.name, loss=stage.loss, init_path=previous, init_in_run=True,
+                 rows=rows,
                  epochs=stage.epochs, batch_size=stage.batch_size,
                  learning_rate=stage.learning_rate, label_names=label_names,
                  teacher_hidden=teacher_hidden, run=folder)

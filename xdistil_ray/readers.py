@@ -84,6 +84,35 @@ def read_raw(source: CorpusSource, *, text_column: str, columns: list[str], hf_s
     return ds.select_columns(columns), "records"
 
 
+def load_records(source: CorpusSource, *, columns: list[str], split: str) -> tuple[list, str]:
+    """Reads a small input (a labeled set) into memory, without Ray.
+
+    Returns:
+        (rows, encoding) as :func:`xdistil_ray.corpus.clean_rows` takes them.
+    """
+    if source.kind == "files" and source.fmt == "txt":
+        raise ConfigError(f"{source.path}: labeled data needs .jsonl, .parquet or a dataset "
+                          "with text and label columns, not .txt")
+    if source.kind == "files" and source.fmt == "jsonl":
+        lines: list[bytes] = []
+        for path in source.files:
+            with open(path, "rb") as f:
+                data = f.read()
+            lines.extend(data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"))
+        return lines, "jsonl"
+    if source.kind == "files":
+        import pyarrow.parquet as pq
+
+        tables = [pq.read_table(p) for p in source.files]
+        rows = [r for t in tables for r in t.to_pylist()]
+    else:
+        rows = list(_load_hf(source, split))
+    if rows and any(c not in rows[0] for c in columns):
+        missing = [c for c in columns if c not in rows[0]]
+        raise ConfigError(f"{source.path}: has no column {missing[0]!r}; columns: {list(rows[0])}")
+    return [{c: r.get(c) for c in columns} for r in rows], "records"
+
+
 def _load_hf(source: CorpusSource, split: str):
     import datasets
 

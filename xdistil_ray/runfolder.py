@@ -144,14 +144,18 @@ class RunFolder:
             paths.append(path)
         return paths
 
-    def download(self, rel: str, local_dir: str) -> str:
-        """Copies the committed files of ``rel`` into ``local_dir``; returns ``local_dir``."""
+    def download(self, rel: str, local_dir: str, subdir: str = "") -> str:
+        """Copies the committed files of ``rel`` (only those under ``subdir``, if given) into
+        ``local_dir``; returns ``local_dir``."""
         marker = self.marker(rel)
         if marker is None:
             raise FileNotFoundError(f"{self.path(rel)} is not complete (no {MARKER} marker)")
         os.makedirs(local_dir, exist_ok=True)
+        prefix = subdir.rstrip("/") + "/" if subdir else ""
         for name in marker["files"]:
-            dest = os.path.join(local_dir, name)
+            if not name.startswith(prefix):
+                continue
+            dest = os.path.join(local_dir, name[len(prefix):])
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             pafs.copy_files(self.path(rel, name), dest, source_filesystem=self.fs,
                             destination_filesystem=pafs.LocalFileSystem())

@@ -33,7 +33,8 @@ class StageSpec:
     loss: str
     """representation | logits | labels"""
     init_path: str
-    """Hugging Face folder (local, or in the run folder when ``init_in_run``) or model id."""
+    """Hugging Face folder or model id; with ``init_in_run``, a committed set of the run folder
+    holding the folder as ``model/``."""
     init_in_run: bool
     run_uri: str
     total_steps: int
@@ -51,6 +52,8 @@ class StageSpec:
     """Teacher width, for the representation projection."""
     tokenizer_path: str = ""
     """Tokenizer saved beside the final weights."""
+    freeze_word_embeddings: bool = False
+    """Keep the word embeddings fixed in this stage."""
 
 
 def total_steps(num_rows: int, epochs: float, batch_size: int, num_workers: int) -> int:
@@ -119,6 +122,8 @@ def _build_module(spec: StageSpec, local_init: str):
     torch.manual_seed(spec.seed)
     model = load_classifier(local_init, spec.label_names if spec.new_head else None)
     module = DistillModule(model, spec.teacher_hidden if spec.loss == "representation" else None)
+    if spec.freeze_word_embeddings:
+        model.base_model.embeddings.word_embeddings.weight.requires_grad_(False)
     if spec.loss == "representation":  # the head plays no part in this loss
         for p in model.classifier.parameters():
             p.requires_grad_(False)
@@ -151,7 +156,8 @@ def train_loop_per_worker(config: dict) -> None:
     workdir = tempfile.mkdtemp(prefix=f"xdistil-{spec.name}-")
     local_init = spec.init_path
     if spec.init_in_run:
-        local_init = RunFolder(spec.run_uri).download(spec.init_path, os.path.join(workdir, "init"))
+        local_init = RunFolder(spec.run_uri).download(spec.init_path, os.path.join(workdir, "init"),
+                                                             MODEL_DIR)
     module = _build_module(spec, local_init)
     engine, _, _, _ = deepspeed.initialize(
         model=module, model_parameters=[p for p in module.parameters() if p.requires_grad],

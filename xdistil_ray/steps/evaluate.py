@@ -64,7 +64,7 @@ def evaluate(run: RunFolder, *, teacher_path: str, teacher_in_run: bool, heldout
     torch.set_num_threads(torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
         if teacher_in_run:
-            teacher_path = run.download(teacher_path, f"{tmp}/teacher")
+            teacher_path = run.download(teacher_path, f"{tmp}/teacher", "model")
         teacher = models.load_classifier(teacher_path).eval()
         student = models.load_classifier(run.download("student", f"{tmp}/student")).eval()
     heldout = _read_rows(run, heldout_paths, ["input_ids", "logits"], max_heldout_rows, True)

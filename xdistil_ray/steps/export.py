@@ -16,7 +16,7 @@ def run_step(run: RunFolder, final_stage: str, tokenizer_path: str, label_names:
     from xdistil_ray import models
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = models.load_classifier(run.download(f"{final_stage}/model", f"{tmp}/final"))
+        model = models.load_classifier(run.download(final_stage, f"{tmp}/final", "model"))
         if label_names:
             model.config.id2label = dict(enumerate(label_names))
             model.config.label2id = {name: i for i, name in enumerate(label_names)}

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from xdistil_ray import corpus
-from xdistil_ray.readers import CorpusSource, read_raw
+from xdistil_ray.readers import CorpusSource, load_records, read_raw
 from xdistil_ray.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -130,13 +131,17 @@ def _write_tokenized(run: RunFolder, ds, rel: str, settings: TextSettings,
     return files
 
 
-def _sum_column(run: RunFolder, rel: str, files: list[dict], column: str) -> int:
+def _sum_columns(run: RunFolder, rel: str, files: list[dict], columns: list[str]) -> dict:
+    """Sums of boolean/int columns over committed files, in one Ray Data pass."""
     import ray.data
 
     if not files:
-        return 0
+        return {c: 0 for c in columns}
     paths = [run.path(rel, f["file"]) for f in files]
-    return int(ray.data.read_parquet(paths, filesystem=run.fs, columns=[column]).sum(column) or 0)
+    ds = ray.data.read_parquet(paths, filesystem=run.fs, columns=columns)
+    sums = ds.map_batches(lambda t: {c: [int(t[c].sum())] for c in columns},
+                          batch_format="pandas", batch_size=None).sum(columns)
+    return {c: int(sums[f"sum({c})"] or 0) for c in columns}
 
 
 def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings, *,
@@ -155,36 +160,43 @@ def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings,
     num_kept = sum(s["rows"] for s in shards)
     stats["dropped"][corpus.DUPLICATE] = stats["clean"] - num_kept
     stats.update(kept=num_kept, shards=shards,
-                 truncated=_sum_column(run, CORPUS, shards, "truncated"),
-                 heldout=_sum_column(run, CORPUS, shards, "heldout"))
+                 **_sum_columns(run, CORPUS, shards, ["truncated", "heldout"]))
     del stats["clean"]
     return stats
 
 
 def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: TextSettings, *,
                     text_column: str, label_column: str) -> dict:
-    """Cleans and tokenizes the labeled splits; returns their stats and the label names."""
-    import ray.data
+    """Cleans and tokenizes the labeled splits (small by nature: in this process, no Ray).
 
-    result: dict = {"splits": {}}
+    Returns:
+        {"splits": {split: stats}, "label_names": sorted labels of the training split}.
+    """
+    result: dict = {"splits": {}, "label_names": []}
     for split, source in sources.items():
-        stats = _stage_clean(run, source, f"labeled-{split}", text_column=text_column,
-                             label_column=label_column, hf_split=split)
-        staged = ray.data.read_parquet(run.path(_STAGING, f"labeled-{split}"), filesystem=run.fs)
-        kept = staged.map_batches(_kept_rows, batch_format="pandas", batch_size=None)
+        raw, encoding = load_records(source, columns=[text_column, label_column], split=split)
+        rows = pd.DataFrame(corpus.clean_rows(raw, source=encoding, text_column=text_column,
+                                              label_column=label_column))
+        dropped = rows["reason"][rows["reason"] != ""].value_counts().to_dict()
+        kept = rows[rows["reason"] == ""]
         if split == "train":
-            result["label_names"] = sorted(kept.unique("label"))
-        else:
-            known = set(result["label_names"])
-            unknown = kept.filter(lambda row: row["label"] not in known).count()
-            if unknown:
-                stats["dropped"][corpus.UNKNOWN_LABEL] = unknown
-                kept = kept.filter(lambda row: row["label"] in known)
-        files = _write_tokenized(run, kept, f"{LABELED}/{split}", settings, None)
-        stats.update(kept=sum(f["rows"] for f in files), files=files,
-                     truncated=_sum_column(run, f"{LABELED}/{split}", files, "truncated"))
-        del stats["clean"]
-        result["splits"][split] = stats
+            result["label_names"] = sorted(kept["label"].unique().tolist())
+        known = kept["label"].isin(result["label_names"])
+        if (~known).any():
+            dropped[corpus.UNKNOWN_LABEL] = int((~known).sum())
+        kept = kept[known].assign(key=[corpus.dedup_key(t) for t in kept["text"][known]])
+        table = tokenize_batch(kept, settings=settings)
+        rel = f"{LABELED}/{split}"
+        run.delete(rel)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        run.write_bytes(f"{rel}/{split}.parquet", sink.getvalue().to_pybytes())
+        result["splits"][split] = {
+            "input_rows": len(rows), "kept": table.num_rows,
+            "dropped": {k: int(v) for k, v in dropped.items()},
+            "truncated": int(pa.compute.sum(table.column("truncated")).as_py() or 0),
+            "files": [{"file": f"{split}.parquet", "rows": table.num_rows,
+                       "bytes": run.list_files(rel)[f"{split}.parquet"]}]}
     return result
 
 

@@ -20,13 +20,14 @@ def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, n
     from xdistil_ray import models
 
     with tempfile.TemporaryDirectory() as tmp:
-        local = run.download(teacher_path, f"{tmp}/teacher") if teacher_in_run else teacher_path
+        local = run.download(teacher_path, f"{tmp}/teacher", "model") if teacher_in_run else teacher_path
         teacher = models.load_classifier(local)
         student = models.build_student(teacher, num_layers=num_layers, hidden_size=hidden_size,
                                        num_heads=num_heads, intermediate_size=intermediate_size,
                                        init=init, seed=seed)
         models.save_pretrained(student, None, f"{tmp}/student")
-        files = run.upload(f"{tmp}/student", STEP)
+        files = run.upload(f"{tmp}/student", f"{STEP}/model")
+        files = {f"model/{name}": size for name, size in files.items()}
         return {"files": files, "teacher_params": models.num_params(teacher),
                 "student_params": models.num_params(student),
                 "teacher_hidden": teacher.config.hidden_size}

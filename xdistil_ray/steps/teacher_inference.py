@@ -74,7 +74,7 @@ class TeacherInference:
         ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.long)
         for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.as_tensor(r)
+            ids[i, : len(r)] = torch.as_tensor(np.asarray(r, dtype=np.int64))
             mask[i, : len(r)] = 1
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          output_hidden_states="cls" in self.outputs)
@@ -164,7 +164,9 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, outputs: tup
         files = [run.path("data/corpus", shards[name]["file"]) for name in pending]
         ds = ray.data.read_parquet(files, filesystem=run.fs, include_paths=True,
                                    columns=["id", "input_ids", "heldout"])
-        ds = ds.map_batches(add_shard_column, batch_format="numpy", batch_size=None)
+        # Small shard files are read as one block; split it so every actor gets work.
+        ds = (ds.map_batches(add_shard_column, batch_format="numpy", batch_size=None)
+              .repartition(target_num_rows_per_block=batch_size * 4))
         ds = ds.map_batches(
             TeacherInference, batch_size=batch_size, batch_format="numpy",
             fn_constructor_kwargs=dict(model_path=model_path, outputs=outputs,

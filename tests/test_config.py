@@ -1,0 +1,102 @@
+import pytest
+
+from xdistil_ray.config import Config, ConfigError, load_config
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_are_the_embedded_run():
+    cfg = load_config()
+    assert cfg == Config()
+    assert cfg.corpus.path == "embedded" and cfg.teacher.model == "embedded"
+    assert [s.loss for s in cfg.stages] == ["representation", "logits", "labels"]
+
+
+def test_file_then_overrides_take_precedence(tmp_path):
+    path = _write(tmp_path, "output: /tmp/x\ncorpus:\n  max_length: 32\ntrain:\n  zero_stage: 2\n")
+    cfg = load_config(path, ["corpus.max_length=48", "stages.1.epochs=0.5", "teacher.model=bert-base"])
+    assert cfg.output == "/tmp/x"
+    assert cfg.corpus.max_length == 48
+    assert cfg.train.zero_stage == 2
+    assert cfg.stages[1].epochs == 0.5
+    assert cfg.teacher.model == "bert-base"
+    assert cfg.corpus.rows_per_shard == Config().corpus.rows_per_shard
+
+
+def test_stage_list_from_file_replaces_defaults(tmp_path):
+    path = _write(tmp_path, "stages:\n  - {name: only, loss: logits, epochs: 2}\n")
+    cfg = load_config(path)
+    assert len(cfg.stages) == 1 and cfg.stages[0].name == "only" and cfg.stages[0].batch_size == 64
+
+
+def test_int_accepted_for_float():
+    assert load_config(None, ["teacher.finetune.epochs=2"]).teacher.finetune.epochs == 2.0
+
+
+@pytest.mark.parametrize("override, field", [
+    ("corpus.max_lenght=3", "corpus.max_lenght"),
+    ("nonsense=1", "nonsense"),
+    ("stages.0.lossy=logits", "stages.0.lossy"),
+])
+def test_unknown_key_names_field_and_valid_keys(override, field):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert field in str(e.value) and "valid keys" in str(e.value)
+
+
+def test_unknown_key_in_file_lists_valid_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"'teacher.modle'.*valid keys: finetune, inference, model"):
+        load_config(_write(tmp_path, "teacher:\n  modle: x\n"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("corpus.max_length=long", "corpus.max_length: expected an integer"),
+    ("corpus.max_length=1.5", "corpus.max_length: expected an integer"),
+    ("train.use_gpu=maybe", "train.use_gpu: expected true or false"),
+    ("stages.0.learning_rate=fast", "stages.0.learning_rate: expected a number"),
+    ("corpus=5", "corpus: expected a mapping"),
+    ("stages=3", "stages: expected a list"),
+    ("stages.7.epochs=1", "stages.7: list index must be 0..2"),
+])
+def test_wrong_type_names_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.0.loss=magic", "stages.0.loss: must be one of"),
+    ("train.zero_stage=4", "train.zero_stage"),
+    ("student.hidden_size=130", "student.hidden_size: must be a multiple"),
+    ("corpus.heldout_fraction=0.9", "corpus.heldout_fraction"),
+    ("student.init=pretty", "student.init"),
+])
+def test_bad_value_names_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "a: [1, 2\n"))
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(_write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_override_without_equals():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(None, ["corpus.path"])
+
+
+def test_shipped_configs_parse():
+    import glob
+
+    paths = glob.glob("jobs/configs/*.yaml")
+    assert paths
+    for path in paths:
+        load_config(path)

@@ -1,0 +1,36 @@
+import numpy as np
+import torch
+
+from xdistil_ray.models import load_classifier
+from xdistil_ray.steps.teacher_inference import TeacherInference, _to_arrow
+
+
+def test_callable_on_numpy_batch_matches_unpadded_forward(tiny_classifier_dir):
+    infer = TeacherInference(tiny_classifier_dir, ("logits", "cls"), device="cpu")
+    rows = [np.array([101, 2023, 2003, 102], dtype=np.int32), np.array([101, 7592, 102], dtype=np.int32),
+            np.array([101] + [2000] * 20 + [102], dtype=np.int32)]
+    batch = {"id": np.array([7, 8, 9]), "input_ids": np.array(rows, dtype=object)}
+    out = infer(batch)
+    assert list(out["id"]) == [7, 8, 9]
+    assert out["logits"].shape == (3, 2) and out["logits"].dtype == np.float16
+    assert out["cls"].shape == (3, 48) and out["cls"].dtype == np.float16
+    model = load_classifier(tiny_classifier_dir).eval()
+    with torch.inference_mode():  # row by row, no padding: padding must not change the outputs
+        for i, r in enumerate(rows):
+            ref = model(input_ids=torch.as_tensor(r[None], dtype=torch.long), output_hidden_states=True)
+            np.testing.assert_allclose(out["logits"][i], ref.logits[0].numpy(), atol=2e-3)
+            np.testing.assert_allclose(out["cls"][i], ref.hidden_states[-1][0, 0].numpy(), atol=5e-3)
+
+
+def test_only_requested_outputs(tiny_classifier_dir):
+    out = TeacherInference(tiny_classifier_dir, ("logits",), device="cpu")(
+        {"input_ids": np.array([np.array([101, 102])], dtype=object)})
+    assert "cls" not in out and out["logits"].shape == (1, 2)
+
+
+def test_outputs_stored_as_portable_fixed_size_lists():
+    import pyarrow as pa
+
+    table = _to_arrow(pa.table({"id": [1, 2], "logits": [[0.5, 1.0], [2.0, -1.0]]}))
+    assert table.schema.field("logits").type == pa.list_(pa.float16(), 2)
+    assert table.column("logits").to_pylist() == [[0.5, 1.0], [2.0, -1.0]]
