@@ -56,7 +56,7 @@ class LabeledConfig:
 
 @dataclass
 class FinetuneConfig:
-    epochs: float = 1.5
+    epochs: float = 1.0
     """Passes over the labeled training set when the teacher needs a task head."""
     learning_rate: float = 5e-5
     """Peak learning rate (linear warmup, linear decay)."""
@@ -122,9 +122,9 @@ class StageConfig:
 
 def _default_stages() -> list[StageConfig]:
     return [
-        StageConfig(name="representation", loss="representation", epochs=2, learning_rate=1e-3),
-        StageConfig(name="logits", loss="logits", epochs=3, learning_rate=1e-3),
-        StageConfig(name="labels", loss="labels", epochs=2, learning_rate=1e-4, batch_size=32),
+        StageConfig(name="representation", loss="representation", epochs=1, learning_rate=1e-3),
+        StageConfig(name="logits", loss="logits", epochs=1.5, learning_rate=1e-3),
+        StageConfig(name="labels", loss="labels", epochs=1, learning_rate=1e-4, batch_size=32),
     ]
 
 

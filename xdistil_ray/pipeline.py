@@ -137,8 +137,9 @@ def init_ray(cfg: Config) -> None:
     if cfg.ray.address:
         ray.init(address=cfg.ray.address)
     else:
+        # Local Ray stays on loopback; the dashboard too (Ray Train queries its state API).
         ray.init(num_cpus=cfg.ray.num_cpus or None, _node_ip_address="127.0.0.1",
-                 include_dashboard=False)
+                 dashboard_host="127.0.0.1")
 
 
 def run(cfg: Config) -> dict:

@@ -1,0 +1,39 @@
+"""The job script's argument handling: user mistakes stop it before Ray starts."""
+
+import subprocess
+import sys
+import time
+
+
+def _run(*args, cwd="."):
+    start = time.time()
+    proc = subprocess.run([sys.executable, "jobs/distill.py", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    return proc, time.time() - start
+
+
+def test_unknown_key_stops_before_any_work(tmp_path):
+    proc, _ = _run(f"output={tmp_path}/run", "corpus.max_lenght=3")
+    assert proc.returncode == 2
+    assert "corpus.max_lenght" in proc.stderr and "valid keys" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_wrong_type_names_field(tmp_path):
+    proc, _ = _run("--config", "jobs/configs/tiny.yaml", f"output={tmp_path}/run",
+                   "train.num_workers=two")
+    assert proc.returncode == 2 and "train.num_workers: expected an integer" in proc.stderr
+
+
+def test_missing_corpus_is_clear_error_before_ray(tmp_path):
+    proc, seconds = _run(f"output={tmp_path}/run", f"corpus.path={tmp_path}/nope.txt")
+    assert proc.returncode == 2
+    assert f"corpus.path: '{tmp_path}/nope.txt' does not exist" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stdout + proc.stderr
+
+
+def test_glob_matching_nothing(tmp_path):
+    (tmp_path / "notes.md").write_text("x")
+    proc, _ = _run(f"output={tmp_path}/run", f"corpus.path={tmp_path}/*.txt")
+    assert proc.returncode == 2 and "matches no .txt, .jsonl or .parquet file" in proc.stderr
