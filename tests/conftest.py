@@ -33,3 +33,13 @@ def tiny_classifier_dir(tmp_path_factory, teacher_path) -> str:
     BertForSequenceClassification(config).save_pretrained(folder)
     load_tokenizer(teacher_path).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray on loopback, shared by the integration tests of one session."""
+    import ray
+
+    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
+    yield
+    ray.shutdown()

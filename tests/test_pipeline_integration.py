@@ -22,15 +22,6 @@ NASTY_DROPPED = {"empty": 1, "whitespace_only": 2, "invalid_utf8": 1, "nul_byte"
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("pipeline")
     data = write_embedded_data(str(root / "inputs"), seed=1, num_train=192, num_dev=96,

@@ -34,3 +34,19 @@ def test_outputs_stored_as_portable_fixed_size_lists():
     table = _to_arrow(pa.table({"id": [1, 2], "logits": [[0.5, 1.0], [2.0, -1.0]]}))
     assert table.schema.field("logits").type == pa.list_(pa.float16(), 2)
     assert table.column("logits").to_pylist() == [[0.5, 1.0], [2.0, -1.0]]
+
+
+def test_ray_tensor_columns_become_plain_lists():
+    """Ray turns ragged numpy columns into its own extension type; parquet readers without Ray
+    would see structs. The sink must write plain lists."""
+    import pyarrow as pa
+    from ray.data.block import BlockAccessor
+
+    batch = {"id": np.array([1, 2]),
+             "input_ids": np.array([np.array([101, 5, 102]), np.array([101, 102])], dtype=object),
+             "logits": np.array([[0.5, 1.0], [2.0, -1.0]], dtype=np.float16)}
+    block = BlockAccessor.batch_to_block(batch)
+    table = _to_arrow(block)
+    assert table.schema.field("input_ids").type == pa.list_(pa.int32())
+    assert table.column("input_ids").to_pylist() == [[101, 5, 102], [101, 102]]
+    assert table.schema.field("logits").type == pa.list_(pa.float16(), 2)

@@ -14,6 +14,11 @@ def _row_mean(per_row: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (per_row * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def _mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    per_row = (student.float() - teacher.float()).pow(2).mean(dim=-1)
+    return _row_mean(per_row, mask)
+
+
 def representation_mse(student: torch.Tensor, teacher: torch.Tensor,
                        mask: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between the student's (projected) hidden state and the teacher's.
@@ -26,8 +31,7 @@ def representation_mse(student: torch.Tensor, teacher: torch.Tensor,
     Returns:
         Scalar: mean over counted rows of the mean squared error over H.
     """
-    per_row = (student.float() - teacher.float()).pow(2).mean(dim=-1)
-    return _row_mean(per_row, mask)
+    return _mse(student, teacher, mask)
 
 
 def logit_mse(student: torch.Tensor, teacher: torch.Tensor,
@@ -42,8 +46,7 @@ def logit_mse(student: torch.Tensor, teacher: torch.Tensor,
     Returns:
         Scalar: mean over counted rows of the mean squared error over C.
     """
-    per_row = (student.float() - teacher.float()).pow(2).mean(dim=-1)
-    return _row_mean(per_row, mask)
+    return _mse(student, teacher, mask)
 
 
 def logit_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None,

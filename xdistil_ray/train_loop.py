@@ -166,7 +166,7 @@ def train_loop_per_worker(config: dict) -> None:
     pad_id = module.student.config.pad_token_id or 0
     label_index = {name: i for i, name in enumerate(spec.label_names)}
     batches = _batches_forever(ray.train.get_dataset_shard("train"), spec.batch_size, spec.seed)
-    window, start = [], time.time()
+    window, start, first_step = [], time.time(), step
     engine.train()
     while step < spec.total_steps:
         batch = {k: v.to(engine.device) for k, v in
@@ -180,7 +180,7 @@ def train_loop_per_worker(config: dict) -> None:
             history.append([step, _mean_across_ranks(window)])
             window = []
             if rank == 0:
-                _print_progress(spec, step, history[-1][1], time.time() - start, step)
+                _print_progress(spec, step, history[-1][1], time.time() - start, step - first_step)
         if step % spec.checkpoint_every == 0 or step == spec.total_steps:
             _save_and_report(engine, spec, step, history, workdir, rank)
         elif step % spec.log_every == 0:

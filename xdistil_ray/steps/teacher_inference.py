@@ -83,15 +83,24 @@ class TeacherInference:
 
 
 def _to_arrow(block) -> pa.Table:
-    """Block -> table with fp16 outputs as ``fixed_size_list<halffloat>`` (portable)."""
-    table = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block)
-    for name in ("logits", "cls"):
-        if name in table.column_names:
-            values = np.stack(table.column(name).to_numpy(zero_copy_only=False)).astype(np.float16)
-            column = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)),
-                                                       values.shape[1])
-            table = table.set_column(table.column_names.index(name), name, column)
-    return table
+    """Block -> table of plain Arrow types any parquet reader understands (no Ray tensor
+    extension types): ``input_ids`` as ``list<int32>``, outputs as ``fixed_size_list<halffloat>``.
+    """
+    from ray.data.block import BlockAccessor
+
+    columns = BlockAccessor.for_block(block).to_numpy()
+    table = {}
+    for name, values in columns.items():
+        if name == "input_ids":
+            table[name] = pa.array([np.asarray(v, dtype=np.int32) for v in values],
+                                   pa.list_(pa.int32()))
+        elif name in ("logits", "cls"):
+            matrix = np.stack(list(values)).astype(np.float16)
+            table[name] = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)),
+                                                            matrix.shape[1])
+        else:
+            table[name] = pa.array(list(values))
+    return pa.table(table)
 
 
 class ShardPartsDatasink:

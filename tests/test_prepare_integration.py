@@ -1,0 +1,79 @@
+"""The prepare step on every input format, with real Ray: exact counts, shards, labeled splits."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from xdistil_ray.config import ConfigError
+from xdistil_ray.readers import resolve_source
+from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.steps import prepare
+
+pytestmark = pytest.mark.integration
+
+TEXTS = ["first sentence", "second sentence", "first sentence", "", "  ", "третье предложение",
+         "x " * 5000]
+
+
+def _write(fmt: str, folder) -> str:
+    if fmt == "jsonl":
+        path = folder / "c.jsonl"
+        rows = [json.dumps({"text": t}) for t in TEXTS] + ['{"text": 5}', "{broken"]
+        path.write_text("\n".join(rows) + "\n")
+    elif fmt == "parquet":
+        path = folder / "c.parquet"
+        pq.write_table(pa.table({"text": TEXTS + [None, None], "other": list(range(9))}), path)
+    else:
+        import datasets
+
+        path = folder / "hf"
+        datasets.Dataset.from_dict({"text": TEXTS + [None, None]}).save_to_disk(str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf_disk"])
+def test_corpus_formats_count_every_row(fmt, tmp_path, ray_local, teacher_path):
+    source = resolve_source(_write(fmt, tmp_path), "corpus.path")
+    run = RunFolder(str(tmp_path / "run"))
+    settings = prepare.TextSettings(teacher_path, 16, 1000, 0.2)
+    stats = prepare.prepare_corpus(run, source, settings, text_column="text", hf_split="train",
+                                   rows_per_shard=2)
+    bad = {"jsonl": {"missing_text": 1, "bad_json": 1}}.get(fmt, {"missing_text": 2})
+    assert stats["input_rows"] == 9
+    assert stats["dropped"] == {"duplicate": 1, "empty": 1, "whitespace_only": 1, **bad}
+    assert stats["kept"] == 4 and stats["truncated"] == 1
+    assert stats["input_rows"] == stats["kept"] + sum(stats["dropped"].values())
+    assert sum(s["rows"] for s in stats["shards"]) == 4
+    table = pa.concat_tables(pq.read_table(run.path("data/corpus", s["file"]))
+                             for s in stats["shards"])
+    assert sorted(table.column("text").to_pylist())[:2] == ["first sentence", "second sentence"]
+    assert max(len(ids) for ids in table.column("input_ids").to_pylist()) == 16
+    assert len(set(table.column("id").to_pylist())) == 4
+
+
+def test_labeled_splits_and_unknown_labels(tmp_path, teacher_path):
+    train = tmp_path / "train.jsonl"
+    dev = tmp_path / "dev.jsonl"
+    train.write_text('{"text": "good", "label": "pos"}\n{"text": "bad", "label": "neg"}\n'
+                     '{"text": "meh"}\n')
+    dev.write_text('{"text": "fine", "label": "pos"}\n{"text": "odd", "label": "neutral"}\n')
+    run = RunFolder(str(tmp_path / "run"))
+    settings = prepare.TextSettings(teacher_path, 16, 1000, 0.2)
+    out = prepare.prepare_labeled(run, {"train": resolve_source(str(train), "labeled.train"),
+                                        "dev": resolve_source(str(dev), "labeled.dev")},
+                                  settings, text_column="text", label_column="label")
+    assert out["label_names"] == ["neg", "pos"]
+    assert out["splits"]["train"]["dropped"] == {"missing_label": 1}
+    assert out["splits"]["dev"]["dropped"] == {"unknown_label": 1}
+    assert out["splits"]["dev"]["kept"] == 1
+
+
+def test_txt_is_refused_for_labeled_data(tmp_path):
+    from xdistil_ray.readers import load_records
+
+    path = tmp_path / "l.txt"
+    path.write_text("a\n")
+    with pytest.raises(ConfigError, match="labeled data needs"):
+        load_records(resolve_source(str(path), "labeled.train"), columns=["text", "label"], split="train")
