@@ -24,7 +24,7 @@ NASTY_DROPPED = {"empty": 1, "whitespace_only": 2, "invalid_utf8": 1, "nul_byte"
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("pipeline")
-    data = write_embedded_data(str(root / "inputs"), seed=1, num_train=192, num_dev=96,
+    data = write_embedded_data(str(root / "inputs"), seed=1, num_train=384, num_dev=96,
                                num_corpus=700)
     corpus_dir = root / "corpus"
     corpus_dir.mkdir()

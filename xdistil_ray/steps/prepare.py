@@ -138,7 +138,7 @@ def _sum_columns(run: RunFolder, rel: str, files: list[dict], columns: list[str]
     if not files:
         return {c: 0 for c in columns}
     paths = [run.path(rel, f["file"]) for f in files]
-    ds = ray.data.read_parquet(paths, filesystem=run.fs, columns=columns)
+    ds = ray.data.read_parquet(paths, filesystem=run.fs).select_columns(columns)
     sums = ds.map_batches(lambda t: {c: [int(t[c].sum())] for c in columns},
                           batch_format="pandas", batch_size=None).sum(columns)
     return {c: int(sums[f"sum({c})"] or 0) for c in columns}

@@ -171,8 +171,8 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, outputs: tup
     log.info("teacher inference: %d shards to run, %d already committed", len(pending), len(done))
     if pending:
         files = [run.path("data/corpus", shards[name]["file"]) for name in pending]
-        ds = ray.data.read_parquet(files, filesystem=run.fs, include_paths=True,
-                                   columns=["id", "input_ids", "heldout"])
+        ds = ray.data.read_parquet(files, filesystem=run.fs, include_paths=True).select_columns(
+            ["id", "input_ids", "heldout", "path"])
         # Small shard files are read as one block; split it so every actor gets work.
         ds = (ds.map_batches(add_shard_column, batch_format="numpy", batch_size=None)
               .repartition(target_num_rows_per_block=batch_size * 4))

@@ -31,8 +31,8 @@ def stage_dataset(run: RunFolder, files: list[str], columns: list[str], heldout:
     """Ray Dataset over committed parquet ``files``; ``heldout`` filters the split (None: all)."""
     import ray.data
 
-    ds = ray.data.read_parquet(files, filesystem=run.fs,
-                               columns=columns + (["heldout"] if heldout is not None else []))
+    ds = ray.data.read_parquet(files, filesystem=run.fs).select_columns(
+        columns + (["heldout"] if heldout is not None else []))
     if heldout is not None:
         ds = ds.map_batches(lambda b: b[b["heldout"] == heldout].drop(columns=["heldout"]),
                             batch_format="pandas", batch_size=None)
