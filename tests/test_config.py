@@ -100,3 +100,22 @@ def test_shipped_configs_parse():
     assert paths
     for path in paths:
         load_config(path)
+
+
+def _data(kept=100, heldout=10, labels=("neg", "pos"), labeled_kept=50):
+    return {"corpus": {"input_rows": kept + 5, "kept": kept, "heldout": heldout,
+                       "dropped": {"empty": 5}},
+            "labeled": {"label_names": list(labels), "splits": {"train": {"kept": labeled_kept}}}}
+
+
+def test_prepared_data_that_cannot_feed_the_stages_is_refused():
+    from xdistil_ray.pipeline import check_data
+
+    cfg = load_config()
+    check_data(cfg, _data(kept=1000, labeled_kept=500))
+    with pytest.raises(ConfigError, match="no sentence survived cleaning"):
+        check_data(cfg, _data(kept=0, heldout=0))
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        check_data(cfg, _data(kept=1000, labels=("pos",)))
+    with pytest.raises(ConfigError, match="stages.0.batch_size: 40 training rows"):
+        check_data(cfg, _data(kept=50, heldout=10))

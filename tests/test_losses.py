@@ -59,3 +59,4 @@ def test_all_masked_gives_zero_not_nan(fn):
 def test_all_masked_cross_entropy():
     out = losses.label_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), torch.zeros(2, dtype=torch.bool))
     assert out.item() == 0.0
+

@@ -170,6 +170,7 @@ def run(cfg: Config) -> dict:
                                 rows_per_shard=cfg.corpus.rows_per_shard, fingerprint=fp)
         steps.finish(prepare.STEP, t)
     label_names = data["labeled"]["label_names"]
+    check_data(cfg, data)
 
     teacher_rel, teacher_in_run = _teacher(steps, cfg, inputs, data, label_names)
     teacher_local = folder.local_path(teacher_rel, "model") if teacher_in_run else inputs.teacher_path
@@ -237,6 +238,25 @@ def run(cfg: Config) -> dict:
                           finetuned=teacher_in_run, seconds=round(time.time() - started, 1))
     print(report.summary(folder, result), flush=True)
     return result
+
+
+def check_data(cfg: Config, data: dict) -> None:
+    """Stops with a clear message when the prepared data cannot feed the configured stages."""
+    c = data["corpus"]
+    train_rows = c["kept"] - c["heldout"]
+    if c["kept"] == 0:
+        raise ConfigError(f"corpus.path: no sentence survived cleaning ({c['input_rows']} rows "
+                          f"in, dropped {c['dropped']})")
+    splits = data["labeled"]["splits"]
+    names = data["labeled"]["label_names"]
+    if "train" in splits and len(names) < 2:
+        raise ConfigError(f"labeled.train: needs at least 2 classes, found {names}")
+    for k, stage in enumerate(cfg.stages):
+        rows = splits["train"]["kept"] if stage.loss == "labels" else train_rows
+        if rows < stage.batch_size * cfg.train.num_workers:
+            raise ConfigError(
+                f"stages.{k}.batch_size: {rows} training rows cannot fill one batch of "
+                f"{stage.batch_size} on each of {cfg.train.num_workers} workers")
 
 
 def stage_folder(k: int, name: str) -> str:

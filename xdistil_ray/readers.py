@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pyarrow as pa
+from ray.data.datasource import FileBasedDatasource
 
 from xdistil_ray.config import ConfigError
 
@@ -127,13 +128,7 @@ def _load_hf(source: CorpusSource, split: str):
     return data
 
 
-def _lines_datasource_base():
-    from ray.data.datasource import FileBasedDatasource
-
-    return FileBasedDatasource
-
-
-class LinesDatasource(_lines_datasource_base()):
+class LinesDatasource(FileBasedDatasource):
     """Reads files as raw byte lines: column ``raw`` (binary), split on ``\\n`` only."""
 
     def __init__(self, paths: list[str]):

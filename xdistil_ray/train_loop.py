@@ -130,13 +130,23 @@ def _build_module(spec: StageSpec, local_init: str):
     return module
 
 
-def _batches_forever(shard, batch_size: int, seed: int):
+def batches_forever(shard, batch_size: int, seed: int):
+    """Full batches from a Ray Data shard, epoch after epoch, reshuffled locally each epoch.
+
+    Raises:
+        RuntimeError: when a whole epoch holds less than one batch (the loop would never end).
+    """
     epoch = 0
     while True:
+        empty = True
         for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy",
                                         drop_last=True, local_shuffle_buffer_size=batch_size * 8,
                                         local_shuffle_seed=seed + epoch):
+            empty = False
             yield batch
+        if empty:
+            raise RuntimeError(f"this worker's data holds less than one batch of {batch_size} "
+                               "rows; lower the stage's batch_size or train.num_workers")
         epoch += 1
 
 
@@ -165,7 +175,7 @@ def train_loop_per_worker(config: dict) -> None:
     step, history = _restore(engine, workdir)
     pad_id = module.student.config.pad_token_id or 0
     label_index = {name: i for i, name in enumerate(spec.label_names)}
-    batches = _batches_forever(ray.train.get_dataset_shard("train"), spec.batch_size, spec.seed)
+    batches = batches_forever(ray.train.get_dataset_shard("train"), spec.batch_size, spec.seed)
     window, start, first_step = [], time.time(), step
     engine.train()
     while step < spec.total_steps:

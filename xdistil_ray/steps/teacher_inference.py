@@ -179,7 +179,7 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, outputs: tup
         ds = ds.map_batches(
             TeacherInference, batch_size=batch_size, batch_format="numpy",
             fn_constructor_kwargs=dict(model_path=model_path, outputs=outputs,
-                                       torch_threads=max(1, int(num_cpus * 2))),
+                                       torch_threads=max(1, int(num_cpus))),
             compute=ray.data.ActorPoolStrategy(size=num_actors),
             num_cpus=num_cpus, num_gpus=num_gpus or None)
         ds.write_datasink(ShardPartsDatasink(run).make())

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import torch
+
+from xdistil_ray.train_loop import pad_batch, total_steps
+
+
+def test_training_batches_refuse_an_epoch_without_a_full_batch():
+    from xdistil_ray.train_loop import batches_forever
+
+    class Shard:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def iter_batches(self, batch_size, drop_last, **_):
+            for start in range(0, self.rows - batch_size + 1, batch_size):
+                yield {"x": np.arange(start, start + batch_size)}
+
+    gen = batches_forever(Shard(10), 4, 0)
+    assert [next(gen)["x"][0] for _ in range(5)] == [0, 4, 0, 4, 0]  # cycles epochs
+    with pytest.raises(RuntimeError, match="less than one batch"):
+        next(batches_forever(Shard(3), 4, 0))
+
+
+def test_pad_batch_pads_and_maps_labels():
+    batch = {"input_ids": np.array([np.array([101, 7, 102]), np.array([101, 102])], dtype=object),
+             "logits": np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float16),
+             "label": np.array(["pos", "neg"], dtype=object)}
+    out = pad_batch(batch, 0, {"neg": 0, "pos": 1})
+    assert out["input_ids"].tolist() == [[101, 7, 102], [101, 102, 0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert out["teacher_logits"].dtype == torch.float32
+    assert out["labels"].tolist() == [1, 0]
+
+
+def test_total_steps():
+    assert total_steps(1000, 1.0, 64, 1) == 16
+    assert total_steps(1000, 1.5, 64, 2) == 12
+    assert total_steps(10, 0.01, 64, 4) == 1
