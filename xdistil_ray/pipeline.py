@@ -11,6 +11,7 @@ import os
 import posixpath
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from xdistil_ray import config as config_mod
 from xdistil_ray.config import EMBEDDED, Config, ConfigError
@@ -120,6 +121,15 @@ class Steps:
         print(f"[xdistil] {rel}: complete, skipped", flush=True)
         return marker
 
+    def ensure(self, rel: str, fp: dict, run_step: Callable[[dict], dict]) -> dict:
+        """The marker of step ``rel``: its committed one, or ``run_step(fp)``'s after running."""
+        marker = self.done(rel, fp)
+        if marker is None:
+            started = self.start(rel)
+            marker = run_step(fp)
+            self.finish(rel, started)
+        return marker
+
     def start(self, rel: str) -> float:
         print(f"[xdistil] {rel}: running", flush=True)
         return time.time()
@@ -145,7 +155,7 @@ def init_ray(cfg: Config) -> None:
 def run(cfg: Config) -> dict:
     """Runs the whole pipeline for ``cfg``; returns the report."""
     from xdistil_ray.steps import (evaluate, export, prepare, report, student_init,
-                                   teacher_inference, train)
+                                   teacher_inference)
 
     started = time.time()
     inputs = resolve_inputs(cfg)
@@ -156,88 +166,82 @@ def run(cfg: Config) -> dict:
     folder.write_text("config.yaml", config_mod.dump_yaml(cfg))
     init_ray(cfg)
 
-    settings = prepare.TextSettings(inputs.teacher_path, cfg.corpus.max_length,
-                                    cfg.corpus.max_chars, cfg.corpus.heldout_fraction)
-    fp = fingerprint(cfg, *_DATA_KEYS)
-    data = steps.done(prepare.STEP, fp)
-    if data is None:
-        t = steps.start(prepare.STEP)
-        data = prepare.run_step(folder, inputs.corpus, inputs.labeled, settings,
-                                text_column=cfg.corpus.text_column,
-                                label_column=cfg.labeled.label_column,
-                                labeled_text_column=cfg.labeled.text_column,
-                                hf_split=cfg.corpus.hf_split,
-                                rows_per_shard=cfg.corpus.rows_per_shard, fingerprint=fp)
-        steps.finish(prepare.STEP, t)
-    label_names = data["labeled"]["label_names"]
+    data = steps.ensure(prepare.STEP, fingerprint(cfg, *_DATA_KEYS),
+                        lambda fp: _prepare(folder, cfg, inputs, fp))
     check_data(cfg, data)
-
+    label_names = data["labeled"]["label_names"]
     teacher_rel, teacher_in_run = _teacher(steps, cfg, inputs, data, label_names)
-    teacher_local = folder.local_path(teacher_rel, "model") if teacher_in_run else inputs.teacher_path
-    outputs = _teacher_outputs(cfg)
-    fp = fingerprint(cfg, *_TEACHER_KEYS, "corpus")
-    teacher_marker = steps.done(teacher_inference.STEP, fp)
-    if teacher_marker is None:
-        t = steps.start(teacher_inference.STEP)
-        inf = cfg.teacher.inference
-        teacher_marker = teacher_inference.run_step(
-            folder, data, model_path=teacher_local, outputs=outputs, batch_size=inf.batch_size,
-            num_actors=inf.num_actors, num_gpus=inf.num_gpus_per_actor,
-            num_cpus=inf.num_cpus_per_actor, fingerprint=fp)
-        steps.finish(teacher_inference.STEP, t)
-
-    fp = fingerprint(cfg, "student", *_TEACHER_KEYS)
-    init_marker = steps.done(student_init.STEP, fp)
-    if init_marker is None:
-        t = steps.start(student_init.STEP)
-        s = cfg.student
-        init_marker = student_init.run_step(
-            folder, teacher_path=teacher_rel if teacher_in_run else inputs.teacher_path,
-            teacher_in_run=teacher_in_run, num_layers=s.num_layers, hidden_size=s.hidden_size,
-            num_heads=s.num_heads, intermediate_size=s.intermediate_size, init=s.init,
-            seed=cfg.seed, fingerprint=fp)
-        steps.finish(student_init.STEP, t)
-
-    previous = student_init.STEP
+    teacher_local = folder.local_path(teacher_rel, "model") if teacher_in_run else teacher_rel
+    teacher_marker = steps.ensure(
+        teacher_inference.STEP, fingerprint(cfg, *_TEACHER_KEYS, "corpus"),
+        lambda fp: teacher_inference.run_step(
+            folder, data, model_path=teacher_local, outputs=_teacher_outputs(cfg),
+            batch_size=cfg.teacher.inference.batch_size,
+            num_actors=cfg.teacher.inference.num_actors,
+            num_gpus=cfg.teacher.inference.num_gpus_per_actor,
+            num_cpus=cfg.teacher.inference.num_cpus_per_actor, fingerprint=fp))
+    init_marker = steps.ensure(
+        student_init.STEP, fingerprint(cfg, "student", *_TEACHER_KEYS),
+        lambda fp: student_init.run_step(
+            folder, teacher_path=teacher_rel, teacher_in_run=teacher_in_run,
+            num_layers=cfg.student.num_layers, hidden_size=cfg.student.hidden_size,
+            num_heads=cfg.student.num_heads, intermediate_size=cfg.student.intermediate_size,
+            init=cfg.student.init, seed=cfg.seed, fingerprint=fp))
     teacher_files = [folder.path("teacher", f) for f in teacher_marker["files"]]
-    stage_markers = []
-    for k, stage in enumerate(cfg.stages):
-        rel = stage_folder(k, stage.name)
-        fp = fingerprint(cfg, *_stage_keys(k))
-        marker = steps.done(rel, fp)
-        if marker is None:
-            t = steps.start(rel)
-            marker = _run_stage(folder, cfg, k, rel, previous, data, teacher_files,
-                                init_marker["teacher_hidden"], label_names, inputs, fp, train)
-            steps.finish(rel, t)
-        stage_markers.append(marker)
-        previous = rel
-
-    fp = fingerprint(cfg, *_stage_keys(len(cfg.stages) - 1))
-    if steps.done(export.STEP, fp) is None:
-        t = steps.start(export.STEP)
-        export.run_step(folder, previous, inputs.teacher_path, label_names, fp)
-        steps.finish(export.STEP, t)
-
-    fp = fingerprint(cfg, *_stage_keys(len(cfg.stages) - 1), "eval")
-    eval_marker = steps.done(evaluate.STEP, fp)
-    if eval_marker is None:
-        t = steps.start(evaluate.STEP)
-        e = cfg.eval
-        dev = data["labeled"]["splits"].get("dev")
-        eval_marker = evaluate.run_step(
-            folder, num_cpus=e.num_cpus, fingerprint=fp, teacher_path=teacher_rel,
-            teacher_in_run=teacher_in_run, heldout_paths=teacher_files,
-            dev_paths=[folder.path("data/labeled/dev", f["file"]) for f in dev["files"]] if dev else [],
-            label_names=label_names, max_heldout_rows=e.max_heldout_rows,
-            speed_batch_size=e.speed_batch_size, speed_repeats=e.speed_repeats)
-        steps.finish(evaluate.STEP, t)
-
+    stage_markers = _stages(steps, cfg, data, teacher_files, init_marker["teacher_hidden"])
+    final_fp = fingerprint(cfg, *_stage_keys(len(cfg.stages) - 1))
+    final_stage = stage_folder(len(cfg.stages) - 1, cfg.stages[-1].name)
+    steps.ensure(export.STEP, final_fp, lambda fp: export.run_step(
+        folder, final_stage, inputs.teacher_path, label_names, fp))
+    eval_marker = steps.ensure(
+        evaluate.STEP, {**final_fp, **fingerprint(cfg, "eval")},
+        lambda fp: _evaluate(folder, cfg, data, teacher_rel, teacher_in_run, teacher_files, fp))
     result = report.write(folder, cfg, data=data, teacher=teacher_marker, init=init_marker,
                           stages=stage_markers, evaluation=eval_marker,
                           finetuned=teacher_in_run, seconds=round(time.time() - started, 1))
     print(report.summary(folder, result), flush=True)
     return result
+
+
+def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:
+    from xdistil_ray.steps import prepare
+
+    settings = prepare.TextSettings(inputs.teacher_path, cfg.corpus.max_length,
+                                    cfg.corpus.max_chars, cfg.corpus.heldout_fraction)
+    return prepare.run_step(folder, inputs.corpus, inputs.labeled, settings,
+                            text_column=cfg.corpus.text_column,
+                            label_column=cfg.labeled.label_column,
+                            labeled_text_column=cfg.labeled.text_column,
+                            hf_split=cfg.corpus.hf_split,
+                            rows_per_shard=cfg.corpus.rows_per_shard, fingerprint=fp)
+
+
+def _stages(steps: Steps, cfg: Config, data: dict, teacher_files: list[str],
+            teacher_hidden: int) -> list[dict]:
+    """Runs (or skips) each training stage in order, each from the previous one's weights."""
+    from xdistil_ray.steps import student_init
+
+    markers, previous = [], student_init.STEP
+    for k, stage in enumerate(cfg.stages):
+        rel = stage_folder(k, stage.name)
+        markers.append(steps.ensure(rel, fingerprint(cfg, *_stage_keys(k)), lambda fp: _run_stage(
+            steps.run, cfg, k, rel, previous, data, teacher_files, teacher_hidden, fp)))
+        previous = rel
+    return markers
+
+
+def _evaluate(folder: RunFolder, cfg: Config, data: dict, teacher_rel: str,
+              teacher_in_run: bool, teacher_files: list[str], fp: dict) -> dict:
+    from xdistil_ray.steps import evaluate
+
+    dev = data["labeled"]["splits"].get("dev")
+    e = cfg.eval
+    return evaluate.run_step(
+        folder, num_cpus=e.num_cpus, fingerprint=fp, teacher_path=teacher_rel,
+        teacher_in_run=teacher_in_run, heldout_paths=teacher_files,
+        dev_paths=[folder.path("data/labeled/dev", f["file"]) for f in dev["files"]] if dev else [],
+        label_names=data["labeled"]["label_names"], max_heldout_rows=e.max_heldout_rows,
+        speed_batch_size=e.speed_batch_size, speed_repeats=e.speed_repeats)
 
 
 def check_data(cfg: Config, data: dict) -> None:
@@ -286,28 +290,30 @@ def _teacher(steps: Steps, cfg: Config, inputs: Inputs, data: dict,
              label_names: list[str]) -> tuple[str, bool]:
     """Fine-tunes the teacher when it has no head for the task; returns (path, in run folder)."""
     from xdistil_ray.models import has_task_head
-    from xdistil_ray.steps import train
 
     if not label_names:
         raise ConfigError("labeled.train: the teacher needs a task; give labeled data")
     if has_task_head(inputs.teacher_path, len(label_names)):
         return inputs.teacher_path, False
-    rel = TEACHER_FINETUNE
-    fp = fingerprint(cfg, *_TEACHER_KEYS)
-    if steps.done(rel, fp) is None:
-        t = steps.start(rel)
-        ft = cfg.teacher.finetune
-        train_info = data["labeled"]["splits"]["train"]
-        spec = _spec(cfg, name=rel, loss="labels", init_path=inputs.teacher_path, init_in_run=False,
-                     rows=train_info["kept"], epochs=ft.epochs, batch_size=ft.batch_size,
-                     learning_rate=ft.learning_rate, label_names=label_names, new_head=True,
-                     tokenizer_path=inputs.teacher_path, run=steps.run,
-                     freeze_word_embeddings=ft.freeze_word_embeddings)
-        files = [steps.run.path("data/labeled/train", f["file"]) for f in train_info["files"]]
-        dataset = train.stage_dataset(steps.run, files, ["input_ids", "label"], None)
-        train.run_stage(steps.run, rel, spec, dataset, _scaling(cfg), fp)
-        steps.finish(rel, t)
-    return rel, True
+    steps.ensure(TEACHER_FINETUNE, fingerprint(cfg, *_TEACHER_KEYS),
+                 lambda fp: _finetune_teacher(steps.run, cfg, inputs, data, fp))
+    return TEACHER_FINETUNE, True
+
+
+def _finetune_teacher(folder: RunFolder, cfg: Config, inputs: Inputs, data: dict, fp: dict):
+    from xdistil_ray.steps import train
+
+    ft = cfg.teacher.finetune
+    info = data["labeled"]["splits"]["train"]
+    spec = _spec(cfg, name=TEACHER_FINETUNE, loss="labels", init_path=inputs.teacher_path,
+                 init_in_run=False, rows=info["kept"], epochs=ft.epochs,
+                 batch_size=ft.batch_size, learning_rate=ft.learning_rate,
+                 label_names=data["labeled"]["label_names"], new_head=True,
+                 tokenizer_path=inputs.teacher_path, run=folder,
+                 freeze_word_embeddings=ft.freeze_word_embeddings)
+    files = [folder.path("data/labeled/train", f["file"]) for f in info["files"]]
+    dataset = train.stage_dataset(folder, files, ["input_ids", "label"], None)
+    return train.run_stage(folder, TEACHER_FINETUNE, spec, dataset, _scaling(cfg), fp)
 
 
 def _spec(cfg: Config, *, name, loss, init_path, init_in_run, rows, epochs, batch_size,
@@ -333,8 +339,10 @@ def _scaling(cfg: Config):
     return Scaling(t.num_workers, t.use_gpu, t.cpus_per_worker, t.max_failures)
 
 
-def _run_stage(folder, cfg, k, rel, previous, data, teacher_files, teacher_hidden, label_names,
-               inputs, fp, train):
+def _run_stage(folder: RunFolder, cfg: Config, k: int, rel: str, previous: str, data: dict,
+               teacher_files: list[str], teacher_hidden: int, fp: dict) -> dict:
+    from xdistil_ray.steps import train
+
     stage = cfg.stages[k]
     if stage.loss == "labels":
         info = data["labeled"]["splits"]["train"]
@@ -346,9 +354,8 @@ def _run_stage(folder, cfg, k, rel, previous, data, teacher_files, teacher_hidde
         columns = ["input_ids", "cls" if stage.loss == "representation" else "logits"]
         heldout = False
     spec = _spec(cfg, name=stage.name, loss=stage.loss, init_path=previous, init_in_run=True,
-                 rows=rows,
-                 epochs=stage.epochs, batch_size=stage.batch_size,
-                 learning_rate=stage.learning_rate, label_names=label_names,
+                 rows=rows, epochs=stage.epochs, batch_size=stage.batch_size,
+                 learning_rate=stage.learning_rate, label_names=data["labeled"]["label_names"],
                  teacher_hidden=teacher_hidden, run=folder)
     dataset = train.stage_dataset(folder, files, columns, heldout)
     return train.run_stage(folder, rel, spec, dataset, _scaling(cfg), fp)
