@@ -123,7 +123,7 @@ class StageConfig:
 def _default_stages() -> list[StageConfig]:
     return [
         StageConfig(name="representation", loss="representation", epochs=1, learning_rate=1e-3),
-        StageConfig(name="logits", loss="logits", epochs=1.5, learning_rate=1e-3),
+        StageConfig(name="logits", loss="logits", epochs=1, learning_rate=1e-3),
         StageConfig(name="labels", loss="labels", epochs=1, learning_rate=1e-4, batch_size=32),
     ]
 

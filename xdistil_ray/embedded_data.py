@@ -92,7 +92,7 @@ def _unique_reviews(rng: random.Random, count: int, seen: set[str]) -> list[tupl
 
 
 def write_embedded_data(folder: str, *, seed: int = 0, num_train: int = 2000, num_dev: int = 500,
-                        num_corpus: int = 24_000) -> dict[str, str]:
+                        num_corpus: int = 20_800) -> dict[str, str]:
     """Writes ``train.jsonl``, ``dev.jsonl`` and ``corpus.txt`` into ``folder`` (if absent).
 
     The corpus is disjoint from the labeled sets and, like real crawled text, carries a few
