@@ -89,6 +89,8 @@ _DATA_KEYS = ("seed", "corpus.path", "corpus.text_column", "corpus.hf_split", "c
               "corpus.max_chars", "corpus.rows_per_shard", "corpus.heldout_fraction", "labeled",
               "teacher.model")
 _TEACHER_KEYS = ("teacher.model", "teacher.finetune", "labeled", "seed")
+_INFERENCE_KEYS = _TEACHER_KEYS + ("corpus",)
+_INIT_KEYS = ("student",) + _TEACHER_KEYS
 
 
 def _stage_keys(k: int) -> tuple[str, ...]:
@@ -110,7 +112,6 @@ class Steps:
 
     def __init__(self, run: RunFolder):
         self.run = run
-        self.timings: dict[str, float] = {}
 
     def done(self, rel: str, fp: dict) -> dict | None:
         """The marker of a committed step, after checking its config fingerprint."""
@@ -135,8 +136,7 @@ class Steps:
         return time.time()
 
     def finish(self, rel: str, started: float) -> None:
-        self.timings[rel] = round(time.time() - started, 1)
-        print(f"[xdistil] {rel}: done in {self.timings[rel]:.0f}s", flush=True)
+        print(f"[xdistil] {rel}: done in {time.time() - started:.0f}s", flush=True)
 
 
 def init_ray(cfg: Config) -> None:
@@ -173,7 +173,7 @@ def run(cfg: Config) -> dict:
     teacher_rel, teacher_in_run = _teacher(steps, cfg, inputs, data, label_names)
     teacher_local = folder.local_path(teacher_rel, "model") if teacher_in_run else teacher_rel
     teacher_marker = steps.ensure(
-        teacher_inference.STEP, fingerprint(cfg, *_TEACHER_KEYS, "corpus"),
+        teacher_inference.STEP, fingerprint(cfg, *_INFERENCE_KEYS),
         lambda fp: teacher_inference.run_step(
             folder, data, model_path=teacher_local, outputs=_teacher_outputs(cfg),
             batch_size=cfg.teacher.inference.batch_size,
@@ -181,7 +181,7 @@ def run(cfg: Config) -> dict:
             num_gpus=cfg.teacher.inference.num_gpus_per_actor,
             num_cpus=cfg.teacher.inference.num_cpus_per_actor, fingerprint=fp))
     init_marker = steps.ensure(
-        student_init.STEP, fingerprint(cfg, "student", *_TEACHER_KEYS),
+        student_init.STEP, fingerprint(cfg, *_INIT_KEYS),
         lambda fp: student_init.run_step(
             folder, teacher_path=teacher_rel, teacher_in_run=teacher_in_run,
             num_layers=cfg.student.num_layers, hidden_size=cfg.student.hidden_size,
@@ -270,7 +270,7 @@ def stage_folder(k: int, name: str) -> str:
 def _check_all(steps: Steps, cfg: Config) -> None:
     """Refuses an unsafe config change before any work (each committed step is checked)."""
     checks = [("data", _DATA_KEYS), (TEACHER_FINETUNE, _TEACHER_KEYS),
-              ("teacher", _TEACHER_KEYS + ("corpus",)), ("student_init", ("student",) + _TEACHER_KEYS)]
+              ("teacher", _INFERENCE_KEYS), ("student_init", _INIT_KEYS)]
     checks += [(stage_folder(k, s.name), _stage_keys(k)) for k, s in enumerate(cfg.stages)]
     for rel, keys in checks:
         marker = steps.run.marker(rel)

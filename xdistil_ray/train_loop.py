@@ -166,8 +166,8 @@ def train_loop_per_worker(config: dict) -> None:
     workdir = tempfile.mkdtemp(prefix=f"xdistil-{spec.name}-")
     local_init = spec.init_path
     if spec.init_in_run:
-        local_init = RunFolder(spec.run_uri).download(spec.init_path, os.path.join(workdir, "init"),
-                                                             MODEL_DIR)
+        local_init = RunFolder(spec.run_uri).download(
+            spec.init_path, os.path.join(workdir, "init"), MODEL_DIR)
     module = _build_module(spec, local_init)
     engine, _, _, _ = deepspeed.initialize(
         model=module, model_parameters=[p for p in module.parameters() if p.requires_grad],
