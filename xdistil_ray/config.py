@@ -16,7 +16,10 @@ from typing import Any
 import yaml
 
 EMBEDDED = "embedded"
-LOSSES = ("representation", "logits", "labels")
+TASKS = ("sentence", "pair", "token", "none")
+LOSSES = ("representation", "hidden_states", "attention_relations", "logits", "labels")
+LAYER_MAPS = ("last", "uniform", "explicit")
+ONLINE_ONLY = ("hidden_states", "attention_relations")
 
 
 class ConfigError(ValueError):
@@ -30,6 +33,8 @@ class CorpusConfig:
     written by `datasets.save_to_disk`, or `hf:<hub id>`; `embedded` = the built-in corpus."""
     text_column: str = "text"
     """Column holding the sentence in .jsonl/.parquet/datasets input."""
+    text_pair_column: str = ""
+    """Column holding the second sentence, for `task: pair` (as MNLI's hypothesis)."""
     hf_split: str = "train"
     """Split to read when `path` is a Hugging Face dataset."""
     max_length: int = 64
@@ -49,9 +54,12 @@ class LabeledConfig:
     dev: str = EMBEDDED
     """Labeled dev set used to report accuracy; empty string = none."""
     text_column: str = "text"
-    """Column holding the sentence."""
+    """Column holding the sentence; for `task: token`, the list of words."""
+    text_pair_column: str = ""
+    """Column holding the second sentence, for `task: pair`."""
     label_column: str = "label"
-    """Column holding the gold label (string or integer)."""
+    """Column holding the gold label (string or integer); for `task: token`, the list of tags,
+    one per word."""
 
 
 @dataclass
@@ -101,30 +109,84 @@ class StudentConfig:
     intermediate_size: int = 512
     """Feed-forward width of the student."""
     init: str = "teacher"
-    """`teacher`: its layers and word embeddings reduced to the student's width (SVD);
-    `random`: from scratch."""
+    """`teacher`: a subset of its layers, word embeddings reduced to the student's width (SVD);
+    `random`: from scratch with this shape; `pretrained`: the small model at `pretrained`."""
+    teacher_layers: list[int] = field(default_factory=list)
+    """With `init: teacher`, the teacher blocks (1-based) the student's blocks start from, one
+    per student block; empty = uniformly spaced, ending at the top block."""
+    pretrained: str = ""
+    """With `init: pretrained`, a Hugging Face folder or id of a small model that uses the
+    teacher's vocabulary; its shape replaces the shape fields above."""
+
+
+@dataclass
+class LossConfig:
+    type: str = "logits"
+    """`representation`: MSE of the student's hidden states (through a learned projection to
+    the teacher's width) to the teacher's: the CLS vector for sentence tasks, every real token
+    for token tasks; `hidden_states`: the same on every real token, for a layer mapping (HS);
+    `attention_relations`: MiniLMv2 query-query, key-key and value-value relation KL (MHA);
+    `logits`: MSE (or KL) on the teacher's logits (OD); `labels`: cross-entropy on gold labels."""
+    weight: float = 1.0
+    """Weight of this loss in the stage's sum."""
+    function: str = "mse"
+    """`logits` only: `mse` on raw logits (as XtremeDistil) or `kl` with `temperature`."""
+    temperature: float = 1.0
+    """`logits` with `function: kl`: softening temperature (the loss is scaled by T^2)."""
+    layer_map: str = "last"
+    """`representation`/`hidden_states`: which (student, teacher) layers are matched: `last`
+    (the last `last_k` layers of each, top-down), `uniform` (every student block to a uniformly
+    spaced teacher block) or `explicit` (`layers`)."""
+    last_k: int = 1
+    """With `layer_map: last`: how many layers are matched from the top."""
+    layers: list[list[int]] = field(default_factory=list)
+    """With `layer_map: explicit`: [student layer, teacher layer] pairs; 0 = embedding output,
+    1..L = blocks, negative counts from the top (-1 = last block)."""
+    relation_heads: int = 0
+    """`attention_relations`: relation heads the Q/K/V vectors are split into (may differ from
+    either model's attention heads; must divide both widths); 0 = the teacher's head count."""
+    teacher_layer: int = -1
+    """`attention_relations`: teacher block the relations come from (1-based, -1 = last)."""
+    student_layer: int = -1
+    """`attention_relations`: student block that learns them (1-based, -1 = last)."""
 
 
 @dataclass
 class StageConfig:
     name: str = "stage"
     """Name of the stage; its folder is `stages/<k>-<name>`."""
-    loss: str = "logits"
-    """`representation` (MSE on the teacher's last-layer CLS state), `logits` (MSE on the
-    teacher's logits) or `labels` (cross-entropy on gold labels)."""
+    losses: list[LossConfig] = field(default_factory=lambda: [LossConfig()])
+    """The stage's losses, summed with their weights."""
+    data: str = "auto"
+    """`corpus` (the unlabeled transfer corpus), `labeled` (labeled.train) or `auto`: labeled
+    when a loss is `labels`, else the corpus."""
+    targets: str = "stored"
+    """`stored`: the teacher's outputs computed once by teacher inference (last-layer states and
+    logits only); `online`: a frozen teacher inside each training worker (bf16 on GPU) computes
+    them per batch; needed for `hidden_states`, `attention_relations` and several layers."""
     epochs: float = 1.0
     """Passes over the stage's data (fractions allowed)."""
     learning_rate: float = 1e-3
     """Peak learning rate (linear warmup, linear decay)."""
     batch_size: int = 64
     """Sentences per step per worker."""
+    unfreeze: str = "none"
+    """`none`: everything trains; `gradual`: the stage starts with the encoder frozen (only the
+    task head and projections train) and unfreezes one block at a time from the top down to the
+    embeddings, every `unfreeze_steps` steps."""
+    unfreeze_steps: int = 0
+    """Steps per unfreezing phase; 0 = the stage split evenly into (blocks + 2) phases."""
 
 
 def _default_stages() -> list[StageConfig]:
+    """XtremeDistil's three stages."""
     return [
-        StageConfig(name="representation", loss="representation", epochs=1, learning_rate=1e-3),
-        StageConfig(name="logits", loss="logits", epochs=1, learning_rate=1e-3),
-        StageConfig(name="labels", loss="labels", epochs=1, learning_rate=1e-4, batch_size=32),
+        StageConfig(name="representation", losses=[LossConfig(type="representation")],
+                    epochs=1, learning_rate=1e-3),
+        StageConfig(name="logits", losses=[LossConfig(type="logits")], epochs=1,
+                    learning_rate=1e-3, unfreeze="gradual"),
+        StageConfig(name="labels", losses=[LossConfig(type="labels")], epochs=1,
+                    learning_rate=1e-4, batch_size=32, unfreeze="gradual"),
     ]
 
 
@@ -175,6 +237,10 @@ class Config:
     """Run folder (local path; object storage comes later)."""
     seed: int = 0
     """Seed for initialization, data order and the embedded data."""
+    task: str = "sentence"
+    """`sentence` classification, sentence-`pair` classification (as MNLI), `token`
+    classification (NER-style: words with tags), or `none`: task-agnostic distillation of a
+    plain encoder (no head; representation, hidden-state and attention transfer only)."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     """Unlabeled transfer corpus."""
     labeled: LabeledConfig = field(default_factory=LabeledConfig)
@@ -348,8 +414,19 @@ def validate(cfg: Config) -> None:
     _check(inf.num_gpus_per_actor >= 0, "teacher.inference.num_gpus_per_actor: must be >= 0")
     _check(inf.num_cpus_per_actor > 0, "teacher.inference.num_cpus_per_actor: must be > 0")
     _check(cfg.teacher.finetune.epochs > 0, "teacher.finetune.epochs: must be > 0")
+    _check(cfg.task in TASKS, f"task: must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    if cfg.task == "pair":
+        _check(bool(cfg.labeled.text_pair_column) or not cfg.labeled.train,
+               "labeled.text_pair_column: a pair task needs the second sentence's column")
     s = cfg.student
-    _check(s.init in ("teacher", "random"), "student.init: must be 'teacher' or 'random'")
+    _check(s.init in ("teacher", "random", "pretrained"),
+           "student.init: must be 'teacher', 'random' or 'pretrained'")
+    _check(s.init != "pretrained" or bool(s.pretrained),
+           "student.pretrained: give the small model's folder or id for init: pretrained")
+    _check(not s.teacher_layers or (s.init == "teacher" and len(s.teacher_layers) == s.num_layers),
+           f"student.teacher_layers: give one teacher block per student block "
+           f"({s.num_layers}), with init: teacher")
+    _check(all(i >= 1 for i in s.teacher_layers), "student.teacher_layers: blocks are 1-based")
     _check(s.num_layers >= 1, "student.num_layers: must be at least 1")
     _check(s.num_heads >= 1 and s.hidden_size % s.num_heads == 0,
            "student.hidden_size: must be a multiple of student.num_heads")
@@ -358,14 +435,7 @@ def validate(cfg: Config) -> None:
     names = [st.name for st in cfg.stages]
     _check(len(set(names)) == len(names), f"stages: stage names must be unique, got {names}")
     for i, st in enumerate(cfg.stages):
-        _check(st.loss in LOSSES, f"stages.{i}.loss: must be one of {', '.join(LOSSES)}, got {st.loss!r}")
-        _check(st.name.replace("-", "").replace("_", "").isalnum(),
-               f"stages.{i}.name: use letters, digits, '-' and '_' only, got {st.name!r}")
-        _check(st.epochs > 0, f"stages.{i}.epochs: must be > 0")
-        _check(st.learning_rate > 0, f"stages.{i}.learning_rate: must be > 0")
-        _check(st.batch_size >= 1, f"stages.{i}.batch_size: must be at least 1")
-        if st.loss == "labels":
-            _check(bool(cfg.labeled.train), f"stages.{i}: a 'labels' stage needs labeled.train")
+        _validate_stage(cfg, st, f"stages.{i}")
     t = cfg.train
     _check(t.num_workers >= 1, "train.num_workers: must be at least 1")
     _check(0 <= t.zero_stage <= 3, "train.zero_stage: must be 0, 1, 2 or 3")
@@ -375,3 +445,60 @@ def validate(cfg: Config) -> None:
     _check(cfg.eval.max_heldout_rows >= 1, "eval.max_heldout_rows: must be at least 1")
     _check(cfg.eval.speed_batch_size >= 1, "eval.speed_batch_size: must be at least 1")
     _check(cfg.eval.speed_repeats >= 1, "eval.speed_repeats: must be at least 1")
+
+
+def stage_data(stage: StageConfig) -> str:
+    """Where a stage's rows come from: ``corpus`` or ``labeled`` (``auto`` resolved)."""
+    if stage.data != "auto":
+        return stage.data
+    return "labeled" if any(loss.type == "labels" for loss in stage.losses) else "corpus"
+
+
+def _validate_stage(cfg: Config, st: StageConfig, where: str) -> None:
+    _check(st.name.replace("-", "").replace("_", "").isalnum(),
+           f"{where}.name: use letters, digits, '-' and '_' only, got {st.name!r}")
+    _check(st.epochs > 0, f"{where}.epochs: must be > 0")
+    _check(st.learning_rate > 0, f"{where}.learning_rate: must be > 0")
+    _check(st.batch_size >= 1, f"{where}.batch_size: must be at least 1")
+    _check(st.data in ("auto", "corpus", "labeled"),
+           f"{where}.data: must be auto, corpus or labeled, got {st.data!r}")
+    _check(st.targets in ("stored", "online"),
+           f"{where}.targets: must be stored or online, got {st.targets!r}")
+    _check(st.unfreeze in ("none", "gradual"),
+           f"{where}.unfreeze: must be none or gradual, got {st.unfreeze!r}")
+    _check(st.unfreeze_steps >= 0, f"{where}.unfreeze_steps: must be >= 0")
+    _check(len(st.losses) >= 1, f"{where}.losses: give at least one loss")
+    data = stage_data(st)
+    if data == "labeled":
+        _check(bool(cfg.labeled.train), f"{where}: trains on labeled data; give labeled.train")
+        _check(cfg.task != "none", f"{where}.data: task none has no labeled data; use corpus")
+    for j, loss in enumerate(st.losses):
+        _validate_loss(cfg, st, loss, data, f"{where}.losses.{j}")
+
+
+def _validate_loss(cfg: Config, st: StageConfig, loss: LossConfig, data: str, where: str) -> None:
+    _check(loss.type in LOSSES, f"{where}.type: must be one of {', '.join(LOSSES)}, got {loss.type!r}")
+    _check(loss.weight > 0, f"{where}.weight: must be > 0")
+    _check(loss.function in ("mse", "kl"), f"{where}.function: must be mse or kl")
+    _check(loss.temperature > 0, f"{where}.temperature: must be > 0")
+    _check(loss.layer_map in LAYER_MAPS, f"{where}.layer_map: must be one of {', '.join(LAYER_MAPS)}")
+    _check(loss.last_k >= 1, f"{where}.last_k: must be at least 1")
+    _check(loss.layer_map != "explicit" or bool(loss.layers),
+           f"{where}.layers: give [student layer, teacher layer] pairs for layer_map: explicit")
+    _check(all(len(pair) == 2 for pair in loss.layers),
+           f"{where}.layers: each item must be a [student layer, teacher layer] pair")
+    _check(loss.relation_heads >= 0, f"{where}.relation_heads: must be >= 0")
+    if loss.type in ("logits", "labels"):
+        _check(cfg.task != "none", f"{where}.type: task none has no head: {loss.type} cannot "
+               "be distilled; use representation, hidden_states or attention_relations")
+    if loss.type == "labels":
+        _check(data == "labeled", f"{where}: a labels loss needs the stage's data: labeled")
+    elif data == "labeled":
+        _check(st.targets == "online", f"{where}: teacher targets on labeled data are computed "
+               "online; set the stage's targets: online")
+    if st.targets == "stored":
+        _check(loss.type not in ONLINE_ONLY, f"{where}.type: {loss.type} targets are too large "
+               "to store; set the stage's targets: online")
+        _check(loss.type != "representation" or (loss.layer_map == "last" and loss.last_k == 1),
+               f"{where}.layer_map: stored targets hold the teacher's last layer only; set the "
+               "stage's targets: online to match several layers")

@@ -1,9 +1,13 @@
-"""One Ray Train worker's loop: DeepSpeed engine, stage loss, checkpoints, final weights.
+"""One Ray Train worker's loop: DeepSpeed engine, stage objective, unfreezing, checkpoints.
 
 Build the model, restore the newest checkpoint if Ray Train hands one over, then a plain loop
 over steps that reports the loss every ``log_every`` steps and a checkpoint every
 ``checkpoint_every`` steps and at the end. The last checkpoint also holds ``model/``, the
 consolidated Hugging Face folder the next stage and export start from.
+
+Gradual unfreezing rebuilds the DeepSpeed engine at each phase boundary with the new set of
+trainable parameters (a fresh optimizer, as the paper's Keras code re-compiled its model), so
+frozen parameters are outside the optimizer: no gradient, no weight decay, bit-identical.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from xdistil_ray import losses
+from xdistil_ray import objective, schedule
+from xdistil_ray.losses import IGNORE_LABEL
+from xdistil_ray.objective import LossSpec
 
 _TAG = "ds"
 MODEL_DIR = "model"
 LOSSES_FILE = "losses.json"
+PROGRESS_FILE = "progress.json"
 
 
 @dataclass
@@ -30,8 +37,7 @@ class StageSpec:
     """Everything a worker needs for one stage; plain data, sent to every worker."""
 
     name: str
-    loss: str
-    """representation | logits | labels"""
+    losses: list[LossSpec]
     init_path: str
     """Hugging Face folder or model id; with ``init_in_run``, a committed set of the run folder
     holding the folder as ``model/``."""
@@ -45,15 +51,28 @@ class StageSpec:
     checkpoint_every: int
     seed: int
     torch_threads: int
+    task: str = "sentence"
     label_names: list[str] = field(default_factory=list)
     new_head: bool = False
-    """Give the model a fresh classification head for ``label_names`` (teacher fine-tuning)."""
+    """Give the model a fresh task head for ``label_names`` (teacher fine-tuning)."""
     teacher_hidden: int = 0
-    """Teacher width, for the representation projection."""
+    """Teacher width, for the projections of representation and hidden-state losses."""
+    teacher_layers: int = 0
+    """Teacher blocks (for stored last-layer targets)."""
+    online_teacher: str = ""
+    """Teacher model for online targets (with ``online_teacher_in_run`` as ``init_path``);
+    empty = targets stored in the batches, or none needed."""
+    online_teacher_in_run: bool = False
     tokenizer_path: str = ""
     """Tokenizer saved beside the final weights."""
     freeze_word_embeddings: bool = False
     """Keep the word embeddings fixed in this stage."""
+    unfreeze_steps: int = -1
+    """Steps per gradual-unfreezing phase (0 = even split); -1 = no gradual unfreezing."""
+
+    @property
+    def per_token(self) -> bool:
+        return self.task == "token"
 
 
 def total_steps(num_rows: int, epochs: float, batch_size: int, num_workers: int) -> int:
@@ -62,6 +81,8 @@ def total_steps(num_rows: int, epochs: float, batch_size: int, num_workers: int)
 
 
 def deepspeed_config(spec: StageSpec, use_cuda: bool) -> dict:
+    """DeepSpeed settings. Step i (0-based) runs at the schedule's LR of iteration i + 1 (see
+    :meth:`StageTrainer.build`), so that neither the first nor the last step has LR 0."""
     warmup = max(1, spec.total_steps // 10)
     return {
         "train_micro_batch_size_per_gpu": spec.batch_size,
@@ -71,7 +92,7 @@ def deepspeed_config(spec: StageSpec, use_cuda: bool) -> dict:
             "lr": spec.learning_rate, "weight_decay": 0.01, "torch_adam": True}},
         "scheduler": {"type": "WarmupDecayLR", "params": {
             "warmup_min_lr": 0.0, "warmup_max_lr": spec.learning_rate,
-            "warmup_num_steps": warmup, "total_num_steps": max(spec.total_steps, warmup + 1),
+            "warmup_num_steps": warmup, "total_num_steps": max(spec.total_steps + 1, warmup + 1),
             "warmup_type": "linear"}},
         "zero_optimization": {"stage": spec.zero_stage},
         "zero_force_ds_cpu_optimizer": False,
@@ -80,54 +101,58 @@ def deepspeed_config(spec: StageSpec, use_cuda: bool) -> dict:
     }
 
 
-def pad_batch(batch: dict, pad_id: int, label_index: dict[str, int] | None) -> dict:
-    """Numpy batch of variable-length ``input_ids`` -> padded torch tensors.
+# ---------------------------------------------------------------------- batches
 
-    Returns:
-        input_ids [B, T] int64, attention_mask [B, T] int64, and where present
-        teacher_logits [B, C] / teacher_cls [B, H] float32, labels [B] int64.
-    """
-    rows = list(batch["input_ids"])
-    length = max(len(r) for r in rows)
-    ids = np.full((len(rows), length), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), length), dtype=np.int64)
+def _pad(rows: list[np.ndarray], length: int, value, dtype, tail: tuple = ()) -> torch.Tensor:
+    out = np.full((len(rows), length) + tail, value, dtype=dtype)
     for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-        mask[i, : len(r)] = 1
-    out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-    for column, key in (("logits", "teacher_logits"), ("cls", "teacher_cls")):
-        if column in batch:
-            out[key] = torch.from_numpy(_stack(batch[column]).astype(np.float32))
-    if label_index is not None and "label" in batch:
-        out["labels"] = torch.tensor([label_index[str(v)] for v in batch["label"]])
+        out[i, : len(r)] = r
+    return torch.from_numpy(out)
+
+
+def _token_labels(word_ids: list, tags: list, label_index: dict[str, int]) -> np.ndarray:
+    """Per-token labels: each word's tag on its first sub-word, IGNORE_LABEL elsewhere."""
+    out = np.full(len(word_ids), IGNORE_LABEL, dtype=np.int64)
+    previous = -1
+    for t, w in enumerate(word_ids):
+        if w >= 0 and w != previous:
+            out[t] = label_index[str(tags[w])]
+        previous = w
     return out
 
 
-def _stack(column) -> np.ndarray:
-    return np.stack(list(column)) if column.dtype == object else np.asarray(column)
+def pad_batch(batch: dict, pad_id: int, label_index: dict[str, int] | None,
+              per_token: bool = False) -> dict:
+    """Numpy batch of variable-length rows -> padded torch tensors.
 
-
-def stage_loss(spec: StageSpec, module, batch: dict) -> torch.Tensor:
-    logits, cls = module(batch["input_ids"], batch["attention_mask"])
-    if spec.loss == "representation":
-        return losses.representation_mse(cls, batch["teacher_cls"])
-    if spec.loss == "logits":
-        return losses.logit_mse(logits, batch["teacher_logits"])
-    return losses.label_cross_entropy(logits, batch["labels"])
-
-
-def _build_module(spec: StageSpec, local_init: str):
-    from xdistil_ray.models import DistillModule, load_classifier
-
-    torch.manual_seed(spec.seed)
-    model = load_classifier(local_init, spec.label_names if spec.new_head else None)
-    module = DistillModule(model, spec.teacher_hidden if spec.loss == "representation" else None)
-    if spec.freeze_word_embeddings:
-        model.base_model.embeddings.word_embeddings.weight.requires_grad_(False)
-    if spec.loss == "representation":  # the head plays no part in this loss
-        for p in model.classifier.parameters():
-            p.requires_grad_(False)
-    return module
+    Returns:
+        input_ids [B, T] int64, attention_mask [B, T] int64, token_type_ids [B, T] when stored,
+        teacher_logits [B, C] / teacher_hidden [B, H] float32 (per token: [B, T, C] / [B, T, H],
+        zero-padded), labels [B] int64 (per token: [B, T], IGNORE_LABEL where not counted).
+    """
+    rows = [np.asarray(r) for r in batch["input_ids"]]
+    lengths = [len(r) for r in rows]
+    length = max(lengths)
+    out = {"input_ids": _pad(rows, length, pad_id, np.int64),
+           "attention_mask": _pad([np.ones(n) for n in lengths], length, 0, np.int64)}
+    if "token_type_ids" in batch:
+        out["token_type_ids"] = _pad(list(batch["token_type_ids"]), length, 0, np.int64)
+    for column, key in objective.STORED_COLUMNS.items():
+        if column not in batch:
+            continue
+        values = [np.asarray(v, dtype=np.float32) for v in batch[column]]
+        if per_token:
+            width = len(values[0]) // lengths[0]
+            values = [v.reshape(n, width) for v, n in zip(values, lengths)]
+            out[key] = _pad(values, length, 0.0, np.float32, (width,))
+        else:
+            out[key] = torch.from_numpy(np.stack(values))
+    if label_index is not None and "tags" in batch:
+        labels = [_token_labels(w, t, label_index) for w, t in zip(batch["word_ids"], batch["tags"])]
+        out["labels"] = _pad(labels, length, IGNORE_LABEL, np.int64)
+    elif label_index is not None and "label" in batch:
+        out["labels"] = torch.tensor([label_index[str(v)] for v in batch["label"]])
+    return out
 
 
 def batches_forever(shard, batch_size: int, seed: int):
@@ -150,51 +175,178 @@ def batches_forever(shard, batch_size: int, seed: int):
         epoch += 1
 
 
+# ---------------------------------------------------------------------- the stage trainer
+
+class StageTrainer:
+    """A stage's model, objective and DeepSpeed engine, phase by phase; no Ray in here.
+
+    Args:
+        spec: the stage.
+        local_init: local folder of the starting weights.
+        teacher: the teacher model for online targets, or None.
+    """
+
+    def __init__(self, spec: StageSpec, local_init: str, teacher: torch.nn.Module | None = None):
+        self.spec = spec
+        self.local_init = local_init
+        self.module = self._new_module()
+        self.num_blocks = self.module.student.config.num_hidden_layers
+        self.phase_length = schedule.phase_length(spec.total_steps, self.num_blocks,
+                                                  max(0, spec.unfreeze_steps))
+        self.never = self._never_trained()
+        self.engine = None
+        self.phase = -1
+        self.teacher = teacher
+        self.online = None
+
+    def _new_module(self):
+        from xdistil_ray.models import DistillModule, load_model
+
+        spec = self.spec
+        torch.manual_seed(spec.seed)
+        model = load_model(self.local_init, spec.task, spec.label_names if spec.new_head else None)
+        return DistillModule(model, objective.projections(spec.losses, spec.teacher_hidden))
+
+    def _never_trained(self) -> set[str]:
+        """Parameters no loss of this stage reaches (an unused head), or kept fixed."""
+        never = set()
+        for name, _ in self.module.named_parameters():
+            if (not objective.uses_head(self.spec.losses)
+                    and schedule.group_of(name) == schedule.HEAD
+                    and not name.startswith("projections.")):
+                never.add(name)
+            if self.spec.freeze_word_embeddings and "word_embeddings" in name:
+                never.add(name)
+        return never
+
+    def phase_for(self, step: int) -> int:
+        """Unfreezing phase of 0-based optimizer step ``step`` (the last one: all groups)."""
+        if self.spec.unfreeze_steps < 0:
+            return schedule.num_phases(self.num_blocks) - 1
+        return schedule.phase_at(step, self.phase_length, self.num_blocks)
+
+    def build(self, phase: int, step: int) -> None:
+        """(Re)builds the engine for ``phase``; keeps the weights trained so far."""
+        import deepspeed
+
+        if self.engine is not None:
+            state = self._full_state()
+            self.engine = None
+            self.module = self._new_module()
+            self.module.load_state_dict(state)
+        groups = schedule.trainable_groups(phase, self.num_blocks)
+        schedule.apply_groups(self.module, groups, self.never)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=self.module, model_parameters=params,
+            config=deepspeed_config(self.spec, torch.cuda.is_available()))
+        self.engine.lr_scheduler.step(step + 1)  # continues the schedule across rebuilds
+        self.engine.train()
+        self.phase = phase
+        if self.teacher is not None and self.online is None:
+            self.online = objective.OnlineTeacher(self.teacher, self.spec.losses, self.engine.device)
+
+    def _full_state(self) -> dict:
+        """The module's full weights on CPU (gathered across ranks under ZeRO-3)."""
+        import deepspeed
+
+        params = list(self.engine.module.parameters())
+        with deepspeed.zero.GatheredParameters(params, enabled=self.spec.zero_stage == 3):
+            return {k: v.detach().to("cpu", torch.float32).clone()
+                    for k, v in self.engine.module.state_dict().items()}
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Forward pass of the student (and online teacher) and the stage's loss."""
+        spec = self.spec
+        student = self.engine(batch, hidden_states=objective.needs_hidden_states(spec.losses),
+                              qkv_block=objective.qkv_block(spec.losses, "student"))
+        if self.online is not None:
+            targets = self.online(batch)
+        else:
+            targets = objective.stored_targets(batch, spec.losses, self.num_blocks,
+                                               spec.teacher_layers)
+        return objective.compute(spec.losses, student, targets, batch,
+                                 self.engine.module.projections, per_token=spec.per_token)
+
+    def train_step(self, batch: dict) -> float:
+        loss, _ = self.loss(batch)
+        self.engine.backward(loss)
+        self.engine.step()
+        return loss.item()
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.engine.device) for k, v in batch.items()}
+
+    @property
+    def pad_id(self) -> int:
+        return self.module.student.config.pad_token_id or 0
+
+
+# ---------------------------------------------------------------------- Ray Train entry point
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config["spec"]`` is a :class:`StageSpec`."""
     spec: StageSpec = config["spec"]
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed
     import ray.train
 
-    from xdistil_ray.runfolder import RunFolder
-
     torch.set_num_threads(spec.torch_threads)
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank = ray.train.get_context().get_world_rank()
     workdir = tempfile.mkdtemp(prefix=f"xdistil-{spec.name}-")
-    local_init = spec.init_path
-    if spec.init_in_run:
-        local_init = RunFolder(spec.run_uri).download(
-            spec.init_path, os.path.join(workdir, "init"), MODEL_DIR)
-    module = _build_module(spec, local_init)
-    engine, _, _, _ = deepspeed.initialize(
-        model=module, model_parameters=[p for p in module.parameters() if p.requires_grad],
-        config=deepspeed_config(spec, torch.cuda.is_available()))
-    step, history = _restore(engine, workdir)
-    pad_id = module.student.config.pad_token_id or 0
+    trainer = StageTrainer(spec, _local(spec, spec.init_path, spec.init_in_run, workdir, "init"),
+                           _online_teacher(spec, workdir))
+    checkpoint = ray.train.get_checkpoint()
+    step, history, restore_dir = 0, [], None
+    if checkpoint is not None:
+        # to_directory per rank, not as_directory: see shared/NOTES.md (ray issue 48726).
+        restore_dir = checkpoint.to_directory(os.path.join(workdir, "restore"))
+        with open(os.path.join(restore_dir, PROGRESS_FILE)) as f:
+            progress = json.load(f)
+        step, history = progress["step"], progress["history"]
+    trainer.build(trainer.phase_for(max(0, step - 1)), step)
+    if restore_dir is not None:
+        trainer.engine.load_checkpoint(restore_dir, tag=_TAG)
+        print(f"resumed from step {step}", flush=True)
     label_index = {name: i for i, name in enumerate(spec.label_names)}
     batches = batches_forever(ray.train.get_dataset_shard("train"), spec.batch_size, spec.seed)
     window, start, first_step = [], time.time(), step
-    engine.train()
     while step < spec.total_steps:
-        batch = {k: v.to(engine.device) for k, v in
-                 pad_batch(next(batches), pad_id, label_index).items()}
-        loss = stage_loss(spec, engine, batch)
-        engine.backward(loss)
-        engine.step()
+        if trainer.phase_for(step) != trainer.phase:
+            trainer.build(trainer.phase_for(step), step)
+            if rank == 0:
+                print(f"[{spec.name}] step {step}: unfreezing phase {trainer.phase}", flush=True)
+        batch = trainer.to_device(pad_batch(next(batches), trainer.pad_id, label_index,
+                                            spec.per_token))
+        window.append(trainer.train_step(batch))
         step += 1
-        window.append(loss.item())
         if step % spec.log_every == 0 or step == spec.total_steps:
             history.append([step, _mean_across_ranks(window)])
             window = []
             if rank == 0:
                 _print_progress(spec, step, history[-1][1], time.time() - start, step - first_step)
         if step % spec.checkpoint_every == 0 or step == spec.total_steps:
-            _save_and_report(engine, spec, step, history, workdir, rank)
+            _save_and_report(trainer, step, history, workdir, rank)
         elif step % spec.log_every == 0:
             ray.train.report({"step": step, "loss": history[-1][1]})
+
+
+def _local(spec: StageSpec, path: str, in_run: bool, workdir: str, name: str) -> str:
+    """A model folder on this worker: downloaded from the run folder, or as given."""
+    from xdistil_ray.runfolder import RunFolder
+
+    if not in_run:
+        return path
+    return RunFolder(spec.run_uri).download(path, os.path.join(workdir, name), MODEL_DIR)
+
+
+def _online_teacher(spec: StageSpec, workdir: str):
+    if not spec.online_teacher:
+        return None
+    from xdistil_ray.models import load_model
+
+    local = _local(spec, spec.online_teacher, spec.online_teacher_in_run, workdir, "teacher")
+    return load_model(local, spec.task)
 
 
 def _mean_across_ranks(values: list[float]) -> float:
@@ -211,41 +363,32 @@ def _print_progress(spec: StageSpec, step: int, loss: float, elapsed_s: float, d
           f"elapsed {elapsed_s:.0f}s left ~{left_s:.0f}s", flush=True)
 
 
-def _restore(engine, workdir: str) -> tuple[int, list]:
-    """Loads the newest checkpoint Ray Train hands over; returns (step, loss history)."""
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return 0, []
-    # to_directory per rank, not as_directory: see shared/NOTES.md (ray issue 48726).
-    local = checkpoint.to_directory(os.path.join(workdir, "restore"))
-    _, client = engine.load_checkpoint(local, tag=_TAG)
-    print(f"resumed from step {client['step']}", flush=True)
-    return int(client["step"]), list(client["history"])
-
-
-def _save_and_report(engine, spec: StageSpec, step: int, history: list, workdir: str,
+def _save_and_report(trainer: StageTrainer, step: int, history: list, workdir: str,
                      rank: int) -> None:
     import ray.train
     from ray.train import Checkpoint
 
+    spec = trainer.spec
     out = tempfile.mkdtemp(dir=workdir, prefix=f"ckpt-{step}-")
-    engine.save_checkpoint(out, tag=_TAG, client_state={"step": step, "history": history})
+    trainer.engine.save_checkpoint(out, tag=_TAG, client_state={"step": step})
     if step == spec.total_steps:
-        _save_final_model(engine, spec, out, rank)
+        _save_final_model(trainer, out, rank)
     if rank == 0:
+        with open(os.path.join(out, PROGRESS_FILE), "w") as f:
+            json.dump({"step": step, "history": history}, f)
         with open(os.path.join(out, LOSSES_FILE), "w") as f:
-            json.dump({"stage": spec.name, "loss": spec.loss, "history": history}, f)
+            json.dump({"stage": spec.name, "losses": [s.type for s in spec.losses],
+                       "history": history}, f)
     ray.train.report({"step": step, "loss": history[-1][1] if history else float("nan")},
                      checkpoint=Checkpoint.from_directory(out))
 
 
-def _save_final_model(engine, spec: StageSpec, out: str, rank: int) -> None:
+def _save_final_model(trainer: StageTrainer, out: str, rank: int) -> None:
     """Writes the consolidated Hugging Face folder ``model/`` (gathered under ZeRO-3)."""
     import deepspeed
 
-    student = engine.module.student
+    spec = trainer.spec
+    student = trainer.engine.module.student
     params = list(student.parameters())
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=spec.zero_stage == 3):
         if rank == 0:

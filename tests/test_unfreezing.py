@@ -1,0 +1,106 @@
+"""Gradual unfreezing through the real DeepSpeed engine (one process, gloo): at each phase
+exactly the scheduled blocks receive gradients and change; the frozen ones stay bit-identical."""
+
+import os
+import socket
+
+import pytest
+import torch
+
+from xdistil_ray import schedule
+from xdistil_ray.objective import LossSpec
+from xdistil_ray.train_loop import StageSpec, StageTrainer
+
+
+def test_phases_unfreeze_top_down_then_embeddings():
+    assert schedule.trainable_groups(0, 3) == {"head"}
+    assert schedule.trainable_groups(1, 3) == {"head", "block2"}
+    assert schedule.trainable_groups(3, 3) == {"head", "block2", "block1", "block0"}
+    assert schedule.trainable_groups(4, 3) == schedule.all_groups(3) == {
+        "head", "block2", "block1", "block0", "embeddings"}
+    assert schedule.phase_length(50, 3, 0) == 10 and schedule.phase_length(50, 3, 4) == 4
+    assert [schedule.phase_at(s, 2, 3) for s in range(12)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 4]
+
+
+def test_parameter_groups():
+    assert schedule.group_of("student.bert.embeddings.word_embeddings.weight") == "embeddings"
+    assert schedule.group_of("student.bert.encoder.layer.11.output.dense.bias") == "block11"
+    assert schedule.group_of("student.classifier.weight") == "head"
+    assert schedule.group_of("student.bert.pooler.dense.weight") == "head"
+    assert schedule.group_of("projections.loss0_s3_t6.weight") == "head"
+    assert schedule.group_of("roberta.encoder.layer.0.attention.self.query.weight") == "block0"
+
+
+@pytest.fixture(scope="module")
+def single_process_group():
+    os.environ["DS_ACCELERATOR"] = "cpu"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
+                      LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    torch.distributed.destroy_process_group()
+
+
+def _batch(step: int) -> dict:
+    g = torch.Generator().manual_seed(step)
+    ids = torch.randint(1000, 2000, (8, 6), generator=g)
+    ids[:, 0], ids[:, -1] = 101, 102
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "teacher_logits": torch.randn(8, 2, generator=g) * 3}
+
+
+def _groups(module) -> dict[str, dict[str, torch.Tensor]]:
+    out: dict = {}
+    for name, p in module.named_parameters():
+        out.setdefault(schedule.group_of(name), {})[name] = p.detach().clone()
+    return out
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_each_phase_trains_exactly_its_blocks(single_process_group, tiny_classifier_dir, zero_stage):
+    steps_per_phase = 2
+    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
+                     init_in_run=False, run_uri="", total_steps=5 * steps_per_phase, batch_size=8,
+                     learning_rate=1e-2, zero_stage=zero_stage, log_every=1, checkpoint_every=100,
+                     seed=0, torch_threads=1, unfreeze_steps=steps_per_phase)
+    trainer = StageTrainer(spec, tiny_classifier_dir)
+    assert trainer.num_blocks == 3
+    seen_phases = []
+    for step in range(spec.total_steps):
+        phase = trainer.phase_for(step)
+        if phase != trainer.phase:
+            trainer.build(phase, step)
+            seen_phases.append(phase)
+        expected = schedule.trainable_groups(phase, 3)
+        before = _groups(trainer.engine.module)
+        loss, _ = trainer.loss(_batch(step))
+        trainer.engine.backward(loss)
+        if zero_stage == 0:  # gradients stay on the parameters until the step
+            with_grad = {schedule.group_of(n) for n, p in trainer.engine.module.named_parameters()
+                         if p.grad is not None and p.grad.abs().sum() > 0}
+            assert with_grad == expected, (phase, with_grad)
+        trainer.engine.step()
+        after = _groups(trainer.engine.module)
+        for group, params in before.items():
+            changed = any(not torch.equal(params[n], after[group][n]) for n in params)
+            if group in expected:
+                assert changed, (phase, group)
+            else:
+                assert all(torch.equal(params[n], after[group][n]) for n in params), (phase, group)
+    assert seen_phases == [0, 1, 2, 3, 4]
+
+
+def test_learning_rate_schedule_continues_across_rebuilds(single_process_group, tiny_classifier_dir):
+    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
+                     init_in_run=False, run_uri="", total_steps=20, batch_size=8,
+                     learning_rate=1e-2, zero_stage=1, log_every=1, checkpoint_every=100,
+                     seed=0, torch_threads=1, unfreeze_steps=4)
+    trainer = StageTrainer(spec, tiny_classifier_dir)
+    trainer.build(0, 0)
+    first = trainer.engine.get_lr()[0]
+    trainer.build(3, 12)  # warmup 2 steps, then linear decay to 0 after the last step
+    assert first == pytest.approx(1e-2 / 2)
+    assert trainer.engine.get_lr()[0] == pytest.approx(1e-2 * (21 - 13) / (21 - 2), rel=1e-6)
