@@ -24,8 +24,11 @@ WHITESPACE_ONLY = "whitespace_only"
 DUPLICATE = "duplicate"
 MISSING_LABEL = "missing_label"
 UNKNOWN_LABEL = "unknown_label"
+TAGS_MISMATCH = "tags_mismatch"
 REASONS = (INVALID_UTF8, NUL_BYTE, BAD_JSON, MISSING_TEXT, EMPTY, WHITESPACE_ONLY, DUPLICATE,
-           MISSING_LABEL, UNKNOWN_LABEL)
+           MISSING_LABEL, UNKNOWN_LABEL, TAGS_MISMATCH)
+PAIR_SEPARATOR = "\x1f"
+"""Joins a sentence pair into one text for dedup keys (a control character: never in clean text)."""
 
 _WHITESPACE = re.compile(r"\s+")
 # Control characters (Unicode Cc) other than whitespace; format characters (Cf, e.g. the ZWJ in
@@ -97,8 +100,8 @@ def is_heldout(key: bytes, fraction: float) -> bool:
     return int.from_bytes(key[8:12], "little") < fraction * 2**32
 
 
-def clean_rows(raw: list, *, source: str, text_column: str,
-               label_column: str | None = None) -> dict[str, np.ndarray]:
+def clean_rows(raw: list, *, source: str, text_column: str, label_column: str | None = None,
+               pair_column: str | None = None) -> dict[str, np.ndarray]:
     """Cleans a batch of input rows.
 
     Args:
@@ -107,51 +110,116 @@ def clean_rows(raw: list, *, source: str, text_column: str,
         source: how ``raw`` is encoded: ``txt``, ``jsonl``, ``text`` or ``records``.
         text_column: key of the sentence in JSON rows.
         label_column: key of the label in JSON rows, for labeled data.
+        pair_column: key of the second sentence, for sentence-pair data.
 
     Returns:
-        Columns ``text`` (clean text or None), ``reason`` ("" for kept rows) and, with
-        ``label_column``, ``label`` (the label as a string, or None).
+        Columns ``text`` (clean text or None), ``reason`` ("" for kept rows), with
+        ``label_column`` ``label`` (the label as a string, or None), with ``pair_column``
+        ``text_pair`` (clean second sentence, or None).
     """
-    texts, reasons, labels = [], [], []
+    texts, reasons, labels, pairs = [], [], [], []
     for item in raw:
-        text, label, reason = _clean_one(item, source, text_column, label_column)
+        text, label, reason, pair = _clean_one(item, source, text_column, label_column, pair_column)
         texts.append(text)
         reasons.append(reason or "")
         labels.append(label)
+        pairs.append(pair)
     out = {"text": np.array(texts, dtype=object), "reason": np.array(reasons, dtype=object)}
     if label_column:
         out["label"] = np.array(labels, dtype=object)
+    if pair_column:
+        out["text_pair"] = np.array(pairs, dtype=object)
     return out
 
 
-def _clean_one(item: Any, source: str, text_column: str, label_column: str | None):
+def clean_token_rows(raw: list, *, source: str, words_column: str,
+                     tags_column: str) -> dict[str, np.ndarray]:
+    """Cleans a batch of token-classification rows (a list of words and one tag per word).
+
+    Words are cleaned like sentences; a word that cleans to nothing is dropped with its tag.
+
+    Returns:
+        Columns ``words`` and ``tags`` (lists, or None), ``text`` (the words joined by spaces,
+        for dedup keys) and ``reason`` ("" for kept rows).
+    """
+    out: dict[str, list] = {"words": [], "tags": [], "text": [], "reason": []}
+    for item in raw:
+        words, tags, reason = _clean_token_row(item, source, words_column, tags_column)
+        out["words"].append(words)
+        out["tags"].append(tags)
+        out["text"].append(" ".join(words) if words else None)
+        out["reason"].append(reason or "")
+    return {k: np.array(v, dtype=object) for k, v in out.items()}
+
+
+def _clean_token_row(item: Any, source: str, words_column: str, tags_column: str):
+    if source == "jsonl":
+        line, reason = decode_line(bytes(item))
+        if reason:
+            return None, None, reason
+        if not line.strip():
+            return None, None, EMPTY if line == "" else WHITESPACE_ONLY
+        try:
+            item = json.loads(line)
+        except ValueError:
+            return None, None, BAD_JSON
+    if not isinstance(item, dict):
+        return None, None, BAD_JSON
+    words, tags = item.get(words_column), item.get(tags_column)
+    if not _is_list(words) or not all(isinstance(w, str) for w in words):
+        return None, None, MISSING_TEXT
+    if not _is_list(tags) or any(t is None or isinstance(t, (dict, list, float)) for t in tags):
+        return None, None, MISSING_LABEL
+    if len(tags) != len(words):
+        return None, None, TAGS_MISMATCH
+    kept = [(c, str(t)) for c, t in ((clean_text(w)[0], t) for w, t in zip(words, tags)) if c]
+    if not kept:
+        return None, None, EMPTY
+    return [w for w, _ in kept], [t for _, t in kept], None
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def _clean_one(item: Any, source: str, text_column: str, label_column: str | None,
+               pair_column: str | None):
+    """(text, label, reason, text_pair) of one row."""
     obj: Any = None
     if source in ("txt", "jsonl"):
         item, reason = decode_line(bytes(item))
         if reason:
-            return None, None, reason
+            return None, None, reason, None
     if source == "jsonl":
         if not item.strip():
-            return None, None, EMPTY if item == "" else WHITESPACE_ONLY
+            return None, None, EMPTY if item == "" else WHITESPACE_ONLY, None
         obj, reason = text_from_json(item, text_column)
         if reason:
-            return None, None, reason
+            return None, None, reason, None
         item = obj[text_column]
     elif source == "records":
         obj = item if isinstance(item, dict) else {}
         item = obj.get(text_column)
     if not isinstance(item, str):
-        return None, None, MISSING_TEXT
+        return None, None, MISSING_TEXT, None
     text, reason = clean_text(item)
     if reason:
-        return None, None, reason
+        return None, None, reason, None
+    pair = None
+    if pair_column:
+        value = obj.get(pair_column) if isinstance(obj, dict) else None
+        if not isinstance(value, str):
+            return None, None, MISSING_TEXT, None
+        pair, reason = clean_text(value)
+        if reason:
+            return None, None, reason, None
     label = None
     if label_column:
         value = obj.get(label_column) if isinstance(obj, dict) else None
         if value is None or isinstance(value, (dict, list, float)):
-            return None, None, MISSING_LABEL
+            return None, None, MISSING_LABEL, None
         label = str(value)
-    return text, label, None
+    return text, label, None, pair
 
 
 def clip_chars(text: str, max_chars: int) -> tuple[str, bool]:

@@ -42,19 +42,28 @@ class TextSettings:
     heldout_fraction: float
 
 
-def clean_batch(batch: dict, *, encoding: str, text_column: str,
-                label_column: str | None) -> dict:
-    """Ray Data UDF: raw rows -> text, reason, key (16-byte dedup digest, empty if dropped)."""
+def clean_batch(batch: dict, *, encoding: str, text_column: str, label_column: str | None,
+                pair_column: str | None = None) -> dict:
+    """Ray Data UDF: raw rows -> text (+ text_pair), reason, key (16-byte dedup digest, empty
+    if dropped)."""
     if encoding == "records":
         columns = list(batch)
         raw = [dict(zip(columns, values)) for values in zip(*(batch[c] for c in columns))]
     else:
         raw = list(batch["raw"])
     out = corpus.clean_rows(raw, source=encoding, text_column=text_column,
-                            label_column=label_column)
-    out["key"] = np.array([corpus.dedup_key(t) if t is not None else b"" for t in out["text"]],
+                            label_column=label_column, pair_column=pair_column)
+    out["key"] = np.array([b"" if t is None else corpus.dedup_key(t) for t in _dedup_texts(out)],
                           dtype=object)
     return out
+
+
+def _dedup_texts(rows) -> list:
+    """The text a row is deduplicated on: the sentence, or both sentences of a pair."""
+    if "text_pair" not in rows:
+        return list(rows["text"])
+    return [None if t is None else t + corpus.PAIR_SEPARATOR + p
+            for t, p in zip(rows["text"], rows["text_pair"])]
 
 
 def drop_duplicates(block: pd.DataFrame) -> pd.DataFrame:
@@ -70,8 +79,31 @@ def _tokenizer(path: str):
 
 
 def tokenize_batch(batch: pd.DataFrame, *, settings: TextSettings) -> pa.Table:
-    """Ray Data UDF: clean rows -> id, text, input_ids (int32, truncated), truncated, heldout."""
+    """Ray Data UDF: clean rows -> id, text, input_ids (int32, truncated), truncated, heldout;
+    with ``text_pair`` also token_type_ids; with ``words`` (token tasks) word_ids (-1 for
+    special tokens) and the words' tags."""
     tok = _tokenizer(settings.tokenizer_path)
+    if "words" in batch:
+        ids, truncated, extra = _encode_words(tok, batch, settings)
+    elif "text_pair" in batch:
+        ids, truncated, extra = _encode_pairs(tok, batch, settings)
+    else:
+        ids, truncated, extra = _encode_texts(tok, batch, settings)
+    keys = [bytes(k) for k in batch["key"]]
+    columns = {
+        "id": pa.array([corpus.row_id(k) for k in keys], pa.int64()),
+        "text": pa.array(list(batch["text"]), pa.string()),
+        "input_ids": pa.array(ids, pa.list_(pa.int32())),
+        "truncated": pa.array(truncated, pa.bool_()),
+        "heldout": pa.array([corpus.is_heldout(k, settings.heldout_fraction) for k in keys]),
+        **extra,
+    }
+    if "label" in batch:
+        columns["label"] = pa.array(list(batch["label"]), pa.string())
+    return pa.table(columns)
+
+
+def _encode_texts(tok, batch, settings: TextSettings):
     clipped = [corpus.clip_chars(t, settings.max_chars) for t in batch["text"]]
     encoded = tok([t for t, _ in clipped], add_special_tokens=True, truncation=False)["input_ids"]
     special = set(tok.all_special_ids)
@@ -80,17 +112,40 @@ def tokenize_batch(batch: pd.DataFrame, *, settings: TextSettings) -> pa.Table:
         row, cut = corpus.truncate_ids(row, settings.max_length, special)
         ids.append(np.asarray(row, dtype=np.int32))
         truncated.append(cut or was_clipped)
-    keys = [bytes(k) for k in batch["key"]]
-    columns = {
-        "id": pa.array([corpus.row_id(k) for k in keys], pa.int64()),
-        "text": pa.array(list(batch["text"]), pa.string()),
-        "input_ids": pa.array(ids, pa.list_(pa.int32())),
-        "truncated": pa.array(truncated, pa.bool_()),
-        "heldout": pa.array([corpus.is_heldout(k, settings.heldout_fraction) for k in keys]),
-    }
-    if "label" in batch:
-        columns["label"] = pa.array(list(batch["label"]), pa.string())
-    return pa.table(columns)
+    return ids, truncated, {}
+
+
+def _encode_pairs(tok, batch, settings: TextSettings):
+    """Pairs: truncated longest-first, as the tokenizer does; token types kept."""
+    first = [corpus.clip_chars(t, settings.max_chars) for t in batch["text"]]
+    second = [corpus.clip_chars(t, settings.max_chars) for t in batch["text_pair"]]
+    args = ([t for t, _ in first], [t for t, _ in second])
+    full = tok(*args, truncation=False)["input_ids"]
+    enc = tok(*args, truncation="longest_first", max_length=settings.max_length)
+    truncated = [len(f) > settings.max_length or a[1] or b[1]
+                 for f, a, b in zip(full, first, second)]
+    ids = [np.asarray(r, dtype=np.int32) for r in enc["input_ids"]]
+    types = enc.get("token_type_ids") or [[0] * len(r) for r in enc["input_ids"]]
+    return ids, truncated, {"token_type_ids": pa.array(
+        [np.asarray(t, dtype=np.int8) for t in types], pa.list_(pa.int8()))}
+
+
+def _encode_words(tok, batch, settings: TextSettings):
+    """Token tasks: words tokenized apart; word_ids map every token to its word (-1: special)."""
+    enc = tok([list(w) for w in batch["words"]], is_split_into_words=True, truncation=False)
+    special = set(tok.all_special_ids)
+    ids, truncated, word_ids = [], [], []
+    for i, row in enumerate(enc["input_ids"]):
+        words = [-1 if w is None else w for w in enc.word_ids(i)]
+        cut_row, cut = corpus.truncate_ids(row, settings.max_length, special)
+        if cut:
+            words = words[: len(cut_row) - 1] + [words[-1]]
+        ids.append(np.asarray(cut_row, dtype=np.int32))
+        word_ids.append(np.asarray(words, dtype=np.int32))
+        truncated.append(cut)
+    return ids, truncated, {
+        "word_ids": pa.array(word_ids, pa.list_(pa.int32())),
+        "tags": pa.array([list(t) for t in batch["tags"]], pa.list_(pa.string()))}
 
 
 def _kept_rows(block: pd.DataFrame) -> pd.DataFrame:
@@ -98,17 +153,18 @@ def _kept_rows(block: pd.DataFrame) -> pd.DataFrame:
 
 
 def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column: str,
-                 label_column: str | None, hf_split: str) -> dict:
+                 label_column: str | None, hf_split: str, pair_column: str = "") -> dict:
     """Reads and cleans one input into ``_staging/<name>``; returns its reject counts."""
     import ray.data
 
-    columns = [text_column] + ([label_column] if label_column else [])
+    columns = [text_column] + [c for c in (pair_column, label_column) if c]
     ds, encoding = read_raw(source, text_column=text_column, columns=columns, hf_split=hf_split)
     staging = run.path(_STAGING, name)
     run.delete(_STAGING, name)
     ds.map_batches(clean_batch, batch_size=4096, batch_format="numpy",
                    fn_kwargs=dict(encoding=encoding, text_column=text_column,
-                                  label_column=label_column)).write_parquet(staging, filesystem=run.fs)
+                                  label_column=label_column, pair_column=pair_column or None)
+                   ).write_parquet(staging, filesystem=run.fs)
     staged = ray.data.read_parquet(staging, filesystem=run.fs)
     counts = {r["reason"]: r["count()"] for r in
               staged.select_columns(["reason"]).groupby("reason").count().take_all()}
@@ -145,12 +201,13 @@ def _sum_columns(run: RunFolder, rel: str, files: list[dict], columns: list[str]
 
 
 def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings, *,
-                   text_column: str, hf_split: str, rows_per_shard: int) -> dict:
+                   text_column: str, hf_split: str, rows_per_shard: int,
+                   pair_column: str = "") -> dict:
     """Cleans, deduplicates and tokenizes the transfer corpus into shards; returns its stats."""
     import ray.data
 
     stats = _stage_clean(run, source, "corpus", text_column=text_column, label_column=None,
-                         hf_split=hf_split)
+                         hf_split=hf_split, pair_column=pair_column)
     num_partitions = max(1, math.ceil(stats["clean"] / rows_per_shard))
     kept = (ray.data.read_parquet(run.path(_STAGING, "corpus"), filesystem=run.fs)
             .map_batches(_kept_rows, batch_format="pandas", batch_size=None)
@@ -166,54 +223,77 @@ def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings,
 
 
 def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: TextSettings, *,
-                    text_column: str, label_column: str) -> dict:
+                    text_column: str, label_column: str, pair_column: str = "",
+                    task: str = "sentence") -> dict:
     """Cleans and tokenizes the labeled splits (small by nature: in this process, no Ray).
 
     Returns:
-        {"splits": {split: stats}, "label_names": sorted labels of the training split}.
+        {"splits": {split: stats}, "label_names": sorted labels (tags for token tasks) of the
+        training split}.
     """
     result: dict = {"splits": {}, "label_names": []}
     for split, source in sources.items():
-        raw, encoding = load_records(source, columns=[text_column, label_column], split=split)
-        rows = pd.DataFrame(corpus.clean_rows(raw, source=encoding, text_column=text_column,
-                                              label_column=label_column))
+        columns = [text_column] + [c for c in (pair_column, label_column) if c]
+        raw, encoding = load_records(source, columns=columns, split=split)
+        rows = pd.DataFrame(_clean_labeled(raw, encoding, text_column, label_column, pair_column,
+                                           task))
         dropped = rows["reason"][rows["reason"] != ""].value_counts().to_dict()
         kept = rows[rows["reason"] == ""]
+        labels_of = (lambda r: r["tags"]) if task == "token" else (lambda r: [r["label"]])
         if split == "train":
-            result["label_names"] = sorted(kept["label"].unique().tolist())
-        known = kept["label"].isin(result["label_names"])
+            result["label_names"] = sorted({t for _, r in kept.iterrows() for t in labels_of(r)})
+        names = set(result["label_names"])
+        known = pd.Series([set(labels_of(r)) <= names for _, r in kept.iterrows()],
+                          index=kept.index, dtype=bool)
         if (~known).any():
             dropped[corpus.UNKNOWN_LABEL] = int((~known).sum())
-        kept = kept[known].assign(key=[corpus.dedup_key(t) for t in kept["text"][known]])
+        kept = kept[known]
+        kept = kept.assign(key=[corpus.dedup_key(t) for t in _dedup_texts(kept)])
         table = tokenize_batch(kept, settings=settings)
-        rel = f"{LABELED}/{split}"
-        run.delete(rel)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        run.write_bytes(f"{rel}/{split}.parquet", sink.getvalue().to_pybytes())
-        result["splits"][split] = {
-            "input_rows": len(rows), "kept": table.num_rows,
+        result["splits"][split] = _write_labeled(run, split, table, len(rows), dropped)
+    return result
+
+
+def _clean_labeled(raw, encoding, text_column, label_column, pair_column, task) -> dict:
+    if task == "token":
+        return corpus.clean_token_rows(raw, source=encoding, words_column=text_column,
+                                       tags_column=label_column)
+    return corpus.clean_rows(raw, source=encoding, text_column=text_column,
+                             label_column=label_column, pair_column=pair_column or None)
+
+
+def _write_labeled(run: RunFolder, split: str, table: pa.Table, input_rows: int,
+                   dropped: dict) -> dict:
+    rel = f"{LABELED}/{split}"
+    run.delete(rel)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    run.write_bytes(f"{rel}/{split}.parquet", sink.getvalue().to_pybytes())
+    return {"input_rows": input_rows, "kept": table.num_rows,
             "dropped": {k: int(v) for k, v in dropped.items()},
             "truncated": int(pa.compute.sum(table.column("truncated")).as_py() or 0),
             "files": [{"file": f"{split}.parquet", "rows": table.num_rows,
                        "bytes": run.list_files(rel)[f"{split}.parquet"]}]}
-    return result
 
 
 def run_step(run: RunFolder, corpus_source: CorpusSource, labeled_sources: dict[str, CorpusSource],
              settings: TextSettings, *, text_column: str, label_column: str,
              labeled_text_column: str, hf_split: str, rows_per_shard: int,
-             fingerprint: dict) -> dict:
+             fingerprint: dict, pair_column: str = "", labeled_pair_column: str = "",
+             task: str = "sentence") -> dict:
     """Runs the step and commits ``data/``; returns the marker."""
     start = time.time()
     stats = prepare_corpus(run, corpus_source, settings, text_column=text_column,
-                           hf_split=hf_split, rows_per_shard=rows_per_shard)
+                           hf_split=hf_split, rows_per_shard=rows_per_shard,
+                           pair_column=pair_column)
     log.info("corpus: %d rows in, %d kept, dropped %s, %d truncated", stats["input_rows"],
              stats["kept"], stats["dropped"], stats["truncated"])
     labeled = {"splits": {}, "label_names": []}
     if labeled_sources:
         labeled = prepare_labeled(run, labeled_sources, settings, text_column=labeled_text_column,
-                                  label_column=label_column)
+                                  label_column=label_column, pair_column=labeled_pair_column,
+                                  task=task)
     run.delete(_STAGING)
-    return run.commit(STEP, corpus=stats, labeled=labeled, fingerprint=fingerprint,
+    return run.commit(STEP, corpus=stats, labeled=labeled, pairs=bool(pair_column), task=task,
+                      fingerprint=fingerprint,
                       seconds=round(time.time() - start, 1))

@@ -32,59 +32,82 @@ class TeacherInference:
     """Callable class for ``map_batches``: token ids in, teacher outputs (fp16) out.
 
     Args:
-        model_path: local folder or model id of the teacher classifier.
-        outputs: which outputs to keep: ``logits`` [C] and/or ``cls`` (last layer, [H]).
+        model_path: local folder or model id of the teacher.
+        outputs: which outputs to keep: ``logits`` and/or ``hidden`` (last layer).
+        task: ``token`` keeps them for every real token (flattened [T * C] / [T * H] per row);
+            other tasks keep the sentence's logits [C] and CLS state [H].
         device: ``cuda``, ``cpu`` or ``auto``.
         torch_threads: CPU threads for the forward pass (0 = torch's default).
     """
 
-    def __init__(self, model_path: str, outputs: tuple[str, ...], device: str = "auto",
-                 torch_threads: int = 0):
-        from xdistil_ray.models import load_classifier
+    def __init__(self, model_path: str, outputs: tuple[str, ...], task: str = "sentence",
+                 device: str = "auto", torch_threads: int = 0):
+        from xdistil_ray.models import load_model
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.model = load_classifier(model_path).to(self.device).eval()
+        self.model = load_model(model_path, task).to(self.device).eval()
         self.outputs = outputs
+        self.per_token = task == "token"
         self.pad_id = self.model.config.pad_token_id or 0
 
     def __call__(self, batch: dict) -> dict:
-        """Batch with ``input_ids`` (arrays of ints) -> same batch plus ``logits``/``cls``."""
+        """Batch with ``input_ids`` (arrays of ints, optional ``token_type_ids``) -> the same
+        batch plus the requested outputs."""
         rows = list(batch["input_ids"])
+        types = list(batch["token_type_ids"]) if "token_type_ids" in batch else None
         order = np.argsort([len(r) for r in rows])  # similar lengths pad less
-        logits, cls = [None] * len(rows), [None] * len(rows)
+        results: dict[str, list] = {name: [None] * len(rows) for name in self.outputs}
         for start in range(0, len(rows), 64):
             idx = order[start:start + 64]
-            out_logits, out_cls = self._forward([rows[i] for i in idx])
-            for j, i in enumerate(idx):
-                logits[i], cls[i] = out_logits[j], out_cls[j]
-        result = {k: v for k, v in batch.items()}
-        if "logits" in self.outputs:
-            result["logits"] = np.stack(logits).astype(np.float16)
-        if "cls" in self.outputs:
-            result["cls"] = np.stack(cls).astype(np.float16)
+            out = self._forward([rows[i] for i in idx], None if types is None else [types[i] for i in idx])
+            for name in self.outputs:
+                for j, i in enumerate(idx):
+                    results[name][i] = out[name][j]
+        result = dict(batch)
+        for name, values in results.items():
+            if self.per_token:
+                result[name] = _object_array([v.reshape(-1).astype(np.float16) for v in values])
+            else:
+                result[name] = np.stack(values).astype(np.float16)
         return result
 
     @torch.inference_mode()
-    def _forward(self, rows: list) -> tuple[np.ndarray, np.ndarray]:
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.as_tensor(np.asarray(r, dtype=np.int64))
-            mask[i, : len(r)] = 1
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         output_hidden_states="cls" in self.outputs)
-        cls = out.hidden_states[-1][:, 0] if "cls" in self.outputs else out.logits[:, :0]
-        return out.logits.float().cpu().numpy(), cls.float().cpu().numpy()
+    def _forward(self, rows: list, types: list | None) -> dict[str, list[np.ndarray]]:
+        from xdistil_ray.train_loop import pad_batch
+
+        batch = pad_batch({"input_ids": rows, **({"token_type_ids": types} if types else {})},
+                          self.pad_id, None)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        out = self.model(**batch, output_hidden_states="hidden" in self.outputs)
+        values = {}
+        if "logits" in self.outputs:
+            values["logits"] = out.logits.float().cpu().numpy()
+        if "hidden" in self.outputs:
+            values["hidden"] = out.hidden_states[-1].float().cpu().numpy()
+        per_row = {}
+        for name, array in values.items():
+            if self.per_token:  # real tokens only
+                per_row[name] = [array[i, : len(r)] for i, r in enumerate(rows)]
+            else:
+                per_row[name] = list(array[:, 0] if name == "hidden" else array)
+        return per_row
 
 
-def _to_arrow(block) -> pa.Table:
+def _object_array(items: list) -> np.ndarray:
+    """A 1-D object array of arrays (np.array would stack equal-length ones into 2-D)."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def _to_arrow(block, per_token: bool = False) -> pa.Table:
     """Block -> table of plain Arrow types any parquet reader understands (no Ray tensor
-    extension types): ``input_ids`` as ``list<int32>``, outputs as ``fixed_size_list<halffloat>``.
+    extension types): ``input_ids`` as ``list<int32>``, per-sentence outputs as
+    ``fixed_size_list<halffloat>``, per-token outputs as ``list<halffloat>``.
     """
     from ray.data.block import BlockAccessor
 
@@ -94,7 +117,12 @@ def _to_arrow(block) -> pa.Table:
         if name == "input_ids":
             table[name] = pa.array([np.asarray(v, dtype=np.int32) for v in values],
                                    pa.list_(pa.int32()))
-        elif name in ("logits", "cls"):
+        elif name == "token_type_ids":
+            table[name] = pa.array([np.asarray(v, dtype=np.int8) for v in values], pa.list_(pa.int8()))
+        elif name in ("logits", "hidden") and per_token:
+            table[name] = pa.array([np.asarray(v, dtype=np.float16) for v in values],
+                                   pa.list_(pa.float16()))
+        elif name in ("logits", "hidden"):
             matrix = np.stack(list(values)).astype(np.float16)
             table[name] = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)),
                                                             matrix.shape[1])
@@ -106,19 +134,20 @@ def _to_arrow(block) -> pa.Table:
 class ShardPartsDatasink:
     """Writes each block's rows under ``teacher/shards/<shard>/part-<uuid>.parquet``, atomically."""
 
-    def __init__(self, run: RunFolder):
+    def __init__(self, run: RunFolder, per_token: bool = False):
         self.run = run
+        self.per_token = per_token
 
     def make(self):
         from ray.data import Datasink
 
-        run = self.run
+        run, per_token = self.run, self.per_token
 
         class _Sink(Datasink):
             def write(self, blocks, ctx):
                 rows = 0
                 for block in blocks:
-                    table = _to_arrow(block)
+                    table = _to_arrow(block, per_token)
                     shards = table.column(SHARD_COLUMN).to_pylist()
                     for shard in sorted(set(shards)):
                         mask = pa.array([s == shard for s in shards])
@@ -158,7 +187,7 @@ def commit_shard(run: RunFolder, shard: str, expected_rows: int) -> bool:
 
 def run_step(run: RunFolder, data_marker: dict, *, model_path: str, outputs: tuple[str, ...],
              batch_size: int, num_actors: int, num_gpus: float, num_cpus: float,
-             fingerprint: dict) -> dict:
+             fingerprint: dict, task: str = "sentence") -> dict:
     """Runs teacher inference over the uncommitted shards and commits ``teacher/``."""
     import ray.data
 
@@ -171,18 +200,21 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, outputs: tup
     log.info("teacher inference: %d shards to run, %d already committed", len(pending), len(done))
     if pending:
         files = [run.path("data/corpus", shards[name]["file"]) for name in pending]
+        columns = ["id", "input_ids", "heldout", "path"]
+        if data_marker.get("pairs"):
+            columns.append("token_type_ids")
         ds = ray.data.read_parquet(files, filesystem=run.fs, include_paths=True).select_columns(
-            ["id", "input_ids", "heldout", "path"])
+            columns)
         # Small shard files are read as one block; split it so every actor gets work.
         ds = (ds.map_batches(add_shard_column, batch_format="numpy", batch_size=None)
               .repartition(target_num_rows_per_block=batch_size * 4))
         ds = ds.map_batches(
             TeacherInference, batch_size=batch_size, batch_format="numpy",
-            fn_constructor_kwargs=dict(model_path=model_path, outputs=outputs,
+            fn_constructor_kwargs=dict(model_path=model_path, outputs=outputs, task=task,
                                        torch_threads=max(1, int(num_cpus))),
             compute=ray.data.ActorPoolStrategy(size=num_actors),
             num_cpus=num_cpus, num_gpus=num_gpus or None)
-        ds.write_datasink(ShardPartsDatasink(run).make())
+        ds.write_datasink(ShardPartsDatasink(run, task == "token").make())
     failed = [n for n in pending if not commit_shard(run, n, shards[n]["rows"])]
     if failed:
         raise RuntimeError(f"teacher inference: shards {failed} do not hold one row per input row")
