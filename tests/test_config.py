@@ -13,7 +13,9 @@ def test_defaults_are_the_embedded_run():
     cfg = load_config()
     assert cfg == Config()
     assert cfg.corpus.path == "embedded" and cfg.teacher.model == "embedded"
-    assert [s.loss for s in cfg.stages] == ["representation", "logits", "labels"]
+    assert [[loss.type for loss in s.losses] for s in cfg.stages] == [
+        ["representation"], ["logits"], ["labels"]]
+    assert [s.unfreeze for s in cfg.stages] == ["none", "gradual", "gradual"]
 
 
 def test_file_then_overrides_take_precedence(tmp_path):
@@ -28,7 +30,7 @@ def test_file_then_overrides_take_precedence(tmp_path):
 
 
 def test_stage_list_from_file_replaces_defaults(tmp_path):
-    path = _write(tmp_path, "stages:\n  - {name: only, loss: logits, epochs: 2}\n")
+    path = _write(tmp_path, "stages:\n  - {name: only, losses: [{type: logits}], epochs: 2}\n")
     cfg = load_config(path)
     assert len(cfg.stages) == 1 and cfg.stages[0].name == "only" and cfg.stages[0].batch_size == 64
 
@@ -41,6 +43,7 @@ def test_int_accepted_for_float():
     ("corpus.max_lenght=3", "corpus.max_lenght"),
     ("nonsense=1", "nonsense"),
     ("stages.0.lossy=logits", "stages.0.lossy"),
+    ("stages.0.losses.0.wieght=2", "stages.0.losses.0.wieght"),
 ])
 def test_unknown_key_names_field_and_valid_keys(override, field):
     with pytest.raises(ConfigError) as e:
@@ -68,7 +71,14 @@ def test_wrong_type_names_field(override, message):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("stages.0.loss=magic", "stages.0.loss: must be one of"),
+    ("stages.0.losses.0.type=magic", "stages.0.losses.0.type: must be one of"),
+    ("stages.0.losses.0.type=attention_relations", "set the stage's targets: online"),
+    ("stages.0.losses.0.last_k=2", "stages.0.losses.0.layer_map: stored targets"),
+    ("stages.1.unfreeze=sometimes", "stages.1.unfreeze: must be none or gradual"),
+    ("stages.1.losses.0.function=l1", "stages.1.losses.0.function"),
+    ("task=ner", "task: must be one of"),
+    ("student.init=pretrained", "student.pretrained: give"),
+    ("student.teacher_layers=[1,2]", "student.teacher_layers: give one teacher block per"),
     ("train.zero_stage=4", "train.zero_stage"),
     ("student.hidden_size=130", "student.hidden_size: must be a multiple"),
     ("corpus.heldout_fraction=0.9", "corpus.heldout_fraction"),
@@ -119,3 +129,37 @@ def test_prepared_data_that_cannot_feed_the_stages_is_refused():
         check_data(cfg, _data(kept=1000, labels=("pos",)))
     with pytest.raises(ConfigError, match="stages.0.batch_size: 40 training rows"):
         check_data(cfg, _data(kept=50, heldout=10))
+
+
+def test_task_agnostic_refuses_head_losses():
+    with pytest.raises(ConfigError, match="stages.1.losses.0.type: task none has no head"):
+        load_config(None, ["task=none"])
+
+
+def test_layer_mapping_is_checked_against_the_models(teacher_path):
+    from xdistil_ray.pipeline import check_models
+
+    cfg = load_config(None, ["stages.0.targets=online", "stages.0.losses.0.type=hidden_states",
+                             "stages.0.losses.0.layer_map=explicit",
+                             "stages.0.losses.0.layers=[[4, 6], [2, 9]]"])
+    with pytest.raises(ConfigError, match="stages.0.losses: teacher layer 9 does not exist"):
+        check_models(cfg, teacher_path)
+    cfg = load_config(None, ["stages.0.targets=online", "stages.0.losses.0.type=attention_relations",
+                             "stages.0.losses.0.relation_heads=5"])
+    with pytest.raises(ConfigError, match="relation_heads 5 does not divide"):
+        check_models(cfg, teacher_path)
+    shapes = check_models(load_config(), teacher_path)
+    assert (shapes.teacher_layers, shapes.teacher_hidden, shapes.student_layers) == (6, 384, 4)
+
+
+def test_student_with_another_vocabulary_is_refused(tmp_path, teacher_path):
+    from transformers import BertConfig, BertModel
+
+    from xdistil_ray.pipeline import check_models
+
+    BertModel(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(tmp_path)
+    cfg = load_config(None, ["student.init=pretrained", f"student.pretrained={tmp_path}"])
+    with pytest.raises(ConfigError, match="vocabulary of 1000 tokens but the teacher's tokenizer "
+                                          "has 30522"):
+        check_models(cfg, teacher_path)

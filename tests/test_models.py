@@ -47,10 +47,50 @@ def test_has_task_head(tiny_classifier_dir, teacher_path):
     assert not models.has_task_head(teacher_path, 2)  # a plain encoder
 
 
-def test_distill_module_projects_cls(tiny_classifier_dir):
-    module = models.DistillModule(models.load_classifier(tiny_classifier_dir), teacher_hidden=96)
-    ids = torch.tensor([[101, 2000, 102, 0]])
-    logits, cls = module(ids, (ids != 0).long())
-    assert logits.shape == (1, 2) and cls.shape == (1, 96)
-    logits, cls = models.DistillModule(models.load_classifier(tiny_classifier_dir), None)(ids, (ids != 0).long())
-    assert cls is None
+def test_forward_outputs_capture_qkv_of_the_chosen_block(tiny_classifier_dir):
+    model = models.load_classifier(tiny_classifier_dir).eval()
+    ids = torch.tensor([[101, 2000, 2001, 102]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    out = models.forward_outputs(model, batch, hidden_states=True, qkv_block=1)
+    assert out["logits"].shape == (1, 2) and len(out["hidden_states"]) == 4
+    q, k, v = out["qkv"]
+    layer = model.bert.encoder.layer[1]
+    x = out["hidden_states"][1]  # the block's input
+    assert torch.allclose(q, layer.attention.self.query(x), atol=1e-5)
+    assert torch.allclose(v, layer.attention.self.value(x), atol=1e-5)
+    module = models.DistillModule(model, {"loss0_s3_t6": 96, "loss1_s3_t3": 48})
+    assert isinstance(module.projections["loss0_s3_t6"], torch.nn.Linear)
+    assert isinstance(module.projections["loss1_s3_t3"], torch.nn.Identity)
+
+
+def test_student_from_chosen_teacher_layers(tiny_classifier_dir):
+    teacher = models.load_classifier(tiny_classifier_dir)
+    student = models.build_student(teacher, num_layers=2, hidden_size=48, num_heads=4,
+                                   intermediate_size=96, init="teacher", seed=0,
+                                   teacher_layers=[1, 2])
+    # same width: the projection is a rotation of the teacher's space; blocks 1 and 2 (1-based)
+    p = models.embedding_projection(teacher.bert.embeddings.word_embeddings.weight, 48)
+    for s_i, t_i in ((0, 0), (1, 1)):
+        expected = p.T @ teacher.bert.encoder.layer[t_i].output.dense.bias
+        assert torch.allclose(student.bert.encoder.layer[s_i].output.dense.bias, expected, atol=1e-5)
+
+
+def test_students_for_each_task(tmp_path, tiny_classifier_dir):
+    teacher = models.load_classifier(tiny_classifier_dir)
+    plain = models.build_student(teacher.bert, num_layers=1, hidden_size=24, num_heads=2,
+                                 intermediate_size=32, init="teacher", seed=0, task="none")
+    assert type(plain).__name__ == "BertModel"
+    from transformers import BertForTokenClassification
+
+    tagger = BertForTokenClassification.from_pretrained(tiny_classifier_dir, num_labels=3, ignore_mismatched_sizes=True,
+                                                        id2label={0: "B", 1: "I", 2: "O"})
+    token_student = models.build_student(tagger, num_layers=1, hidden_size=24, num_heads=2,
+                                         intermediate_size=32, init="random", seed=0, task="token")
+    assert type(token_student).__name__ == "BertForTokenClassification"
+    assert token_student.config.id2label == {0: "B", 1: "I", 2: "O"}
+    token_student.save_pretrained(tmp_path)
+    again = models.build_student(tagger, num_layers=9, hidden_size=8, num_heads=1,
+                                 intermediate_size=8, init="pretrained", seed=0, task="token",
+                                 pretrained=str(tmp_path))
+    assert again.config.num_hidden_layers == 1  # the pretrained model's own shape
+    assert torch.equal(again.classifier.weight, token_student.classifier.weight)

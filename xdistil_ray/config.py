@@ -33,7 +33,7 @@ class CorpusConfig:
     written by `datasets.save_to_disk`, or `hf:<hub id>`; `embedded` = the built-in corpus."""
     text_column: str = "text"
     """Column holding the sentence in .jsonl/.parquet/datasets input."""
-    text_pair_column: str = ""
+    text_pair_column: str = "text_pair"
     """Column holding the second sentence, for `task: pair` (as MNLI's hypothesis)."""
     hf_split: str = "train"
     """Split to read when `path` is a Hugging Face dataset."""
@@ -55,7 +55,7 @@ class LabeledConfig:
     """Labeled dev set used to report accuracy; empty string = none."""
     text_column: str = "text"
     """Column holding the sentence; for `task: token`, the list of words."""
-    text_pair_column: str = ""
+    text_pair_column: str = "text_pair"
     """Column holding the second sentence, for `task: pair`."""
     label_column: str = "label"
     """Column holding the gold label (string or integer); for `task: token`, the list of tags,
@@ -416,7 +416,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.teacher.finetune.epochs > 0, "teacher.finetune.epochs: must be > 0")
     _check(cfg.task in TASKS, f"task: must be one of {', '.join(TASKS)}, got {cfg.task!r}")
     if cfg.task == "pair":
-        _check(bool(cfg.labeled.text_pair_column) or not cfg.labeled.train,
+        _check(bool(cfg.labeled.text_pair_column),
                "labeled.text_pair_column: a pair task needs the second sentence's column")
     s = cfg.student
     _check(s.init in ("teacher", "random", "pretrained"),

@@ -92,15 +92,23 @@ def _unique_reviews(rng: random.Random, count: int, seen: set[str]) -> list[tupl
 
 
 def write_embedded_data(folder: str, *, seed: int = 0, num_train: int = 2000, num_dev: int = 500,
-                        num_corpus: int = 20_800) -> dict[str, str]:
-    """Writes ``train.jsonl``, ``dev.jsonl`` and ``corpus.txt`` into ``folder`` (if absent).
+                        num_corpus: int = 20_800, task: str = "sentence") -> dict[str, str]:
+    """Writes ``train.jsonl``, ``dev.jsonl`` and the corpus into ``folder/<task>`` (if absent).
 
-    The corpus is disjoint from the labeled sets and, like real crawled text, carries a few
-    empty lines and repeated sentences for the cleaning step to count.
+    ``sentence``/``none``: review sentiment, corpus.txt. ``pair``: (review, claim) pairs labeled
+    entailment / contradiction, corpus.jsonl with ``text`` and ``text_pair``. ``token``: review
+    words tagged (``text`` holds the word list, ``label`` the tags: B-/I- ASPECT, PRODUCT,
+    OPINION, and O), corpus.txt. The corpus is disjoint from the labeled sets and, like real
+    crawled text, carries a few empty lines and repeated sentences for the cleaning step.
 
     Returns:
         {"train": path, "dev": path, "corpus": path}.
     """
+    from xdistil_ray import embedded_tasks
+
+    if task in ("pair", "token"):
+        return embedded_tasks.write(os.path.join(folder, task), task, seed=seed,
+                                    num_train=num_train, num_dev=num_dev, num_corpus=num_corpus)
     paths = {name: os.path.join(folder, f) for name, f in
              (("train", "train.jsonl"), ("dev", "dev.jsonl"), ("corpus", "corpus.txt"))}
     if all(os.path.exists(p) for p in paths.values()):
@@ -113,13 +121,13 @@ def write_embedded_data(folder: str, *, seed: int = 0, num_train: int = 2000, nu
     corpus += rng.sample(corpus, num_corpus // 100) + [""] * (num_corpus // 500)
     rng.shuffle(corpus)
     for name, rows in (("train", labeled[:num_train]), ("dev", labeled[num_train:])):
-        _write_atomic(paths[name], "".join(
+        write_atomic(paths[name], "".join(
             json.dumps({"text": t, "label": label}, ensure_ascii=False) + "\n" for t, label in rows))
-    _write_atomic(paths["corpus"], "".join(line + "\n" for line in corpus))
+    write_atomic(paths["corpus"], "".join(line + "\n" for line in corpus))
     return paths
 
 
-def _write_atomic(path: str, content: str) -> None:
+def write_atomic(path: str, content: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(content)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 from xdistil_ray import config as config_mod
-from xdistil_ray.config import EMBEDDED, Config, ConfigError
+from xdistil_ray import stage_plan
+from xdistil_ray.config import EMBEDDED, Config, ConfigError, stage_data
 from xdistil_ray.readers import CorpusSource, resolve_source
 from xdistil_ray.runfolder import RunFolder
 
@@ -30,6 +30,18 @@ class Inputs:
     corpus: CorpusSource
     labeled: dict[str, CorpusSource]
     teacher_path: str
+    shapes: "Shapes"
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Sizes of the two models that layer mappings and relation heads are checked against."""
+
+    student_layers: int
+    student_hidden: int
+    teacher_layers: int
+    teacher_hidden: int
+    teacher_heads: int
 
 
 def resolve_inputs(cfg: Config) -> Inputs:
@@ -42,22 +54,75 @@ def resolve_inputs(cfg: Config) -> Inputs:
 
         if "://" in cfg.output:
             raise ConfigError("corpus.path: the embedded data needs a local output folder")
-        embedded = write_embedded_data(os.path.join(cfg.output, "inputs"), seed=cfg.seed)
+        embedded = write_embedded_data(os.path.join(cfg.output, "inputs"), seed=cfg.seed,
+                                       task=cfg.task)
 
     def source(value: str, field: str) -> CorpusSource:
         return resolve_source(embedded[_EMBEDDED_FILE[field]] if value == EMBEDDED else value, field)
 
     labeled = {}
-    if cfg.labeled.train:
+    # Task-agnostic runs need no labels; the embedded default's labeled sets do not apply.
+    wants_labels = cfg.task != "none" or EMBEDDED not in (cfg.labeled.train, cfg.labeled.dev)
+    if cfg.labeled.train and wants_labels:
         labeled["train"] = source(cfg.labeled.train, "labeled.train")
-    if cfg.labeled.dev:
+    if cfg.labeled.dev and wants_labels:
         if not cfg.labeled.train:
             raise ConfigError("labeled.dev: give labeled.train too")
         labeled["dev"] = source(cfg.labeled.dev, "labeled.dev")
     teacher = resolve_teacher_path(cfg.teacher.model)
     if "/" in teacher and not os.path.isdir(teacher) and os.path.exists(os.path.dirname(teacher)):
         raise ConfigError(f"teacher.model: folder {teacher!r} does not exist")
-    return Inputs(source(cfg.corpus.path, "corpus.path"), labeled, teacher)
+    corpus = source(cfg.corpus.path, "corpus.path")
+    if cfg.task == "pair" and (corpus.fmt == "txt" or not cfg.corpus.text_pair_column):
+        raise ConfigError("corpus.text_pair_column: a pair task's corpus needs .jsonl/.parquet "
+                          "rows with both sentences (corpus.text_column, corpus.text_pair_column)")
+    if cfg.task != "none" and not labeled:
+        raise ConfigError("labeled.train: the teacher needs a task; give labeled data "
+                          "(or task: none for task-agnostic distillation)")
+    shapes = check_models(cfg, teacher)
+    return Inputs(corpus, labeled, teacher, shapes)
+
+
+def check_models(cfg: Config, teacher_path: str) -> Shapes:
+    """Checks the student against the teacher and every stage's layer mapping, before any
+    cluster work; returns the models' sizes."""
+    from transformers import AutoConfig
+
+    from xdistil_ray import models
+
+    try:
+        t = AutoConfig.from_pretrained(teacher_path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"teacher.model: cannot load {cfg.teacher.model!r}: {e}") from None
+    s = cfg.student
+    student = Shapes(s.num_layers, s.hidden_size, t.num_hidden_layers, t.hidden_size,
+                     t.num_attention_heads)
+    if s.init == "pretrained":
+        try:
+            models.check_vocabulary(teacher_path, s.pretrained)
+            p = AutoConfig.from_pretrained(s.pretrained)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"student.pretrained: {e}") from None
+        student = Shapes(p.num_hidden_layers, p.hidden_size, t.num_hidden_layers,
+                         t.hidden_size, t.num_attention_heads)
+    if s.init == "teacher" and s.teacher_layers and max(s.teacher_layers) > t.num_hidden_layers:
+        raise ConfigError(f"student.teacher_layers: the teacher has {t.num_hidden_layers} blocks, "
+                          f"got {s.teacher_layers}")
+    for k, stage in enumerate(cfg.stages):
+        try:
+            resolve_stage_losses(stage, student)
+        except ValueError as e:
+            raise ConfigError(f"stages.{k}.losses: {e}") from None
+    return student
+
+
+def resolve_stage_losses(stage, shapes: Shapes) -> list:
+    from xdistil_ray import objective
+
+    return objective.resolve_losses(
+        stage.losses, num_student=shapes.student_layers, num_teacher=shapes.teacher_layers,
+        student_hidden=shapes.student_hidden, teacher_hidden=shapes.teacher_hidden,
+        teacher_heads=shapes.teacher_heads)
 
 
 _EMBEDDED_FILE = {"corpus.path": "corpus", "labeled.train": "train", "labeled.dev": "dev"}
@@ -85,10 +150,10 @@ def fingerprint(cfg: Config, *sections: str) -> dict:
     return {k: v for k, v in data.items() if any(k == s or k.startswith(s + ".") for s in sections)}
 
 
-_DATA_KEYS = ("seed", "corpus.path", "corpus.text_column", "corpus.hf_split", "corpus.max_length",
-              "corpus.max_chars", "corpus.rows_per_shard", "corpus.heldout_fraction", "labeled",
-              "teacher.model")
-_TEACHER_KEYS = ("teacher.model", "teacher.finetune", "labeled", "seed")
+_DATA_KEYS = ("seed", "task", "corpus.path", "corpus.text_column", "corpus.text_pair_column",
+              "corpus.hf_split", "corpus.max_length", "corpus.max_chars", "corpus.rows_per_shard",
+              "corpus.heldout_fraction", "labeled", "teacher.model")
+_TEACHER_KEYS = ("task", "teacher.model", "teacher.finetune", "labeled", "seed")
 _INFERENCE_KEYS = _TEACHER_KEYS + ("corpus",)
 _INIT_KEYS = ("student",) + _TEACHER_KEYS
 
@@ -170,35 +235,39 @@ def run(cfg: Config) -> dict:
                         lambda fp: _prepare(folder, cfg, inputs, fp))
     check_data(cfg, data)
     label_names = data["labeled"]["label_names"]
-    teacher_rel, teacher_in_run = _teacher(steps, cfg, inputs, data, label_names)
-    teacher_local = folder.local_path(teacher_rel, "model") if teacher_in_run else teacher_rel
-    teacher_marker = steps.ensure(
-        teacher_inference.STEP, fingerprint(cfg, *_INFERENCE_KEYS),
-        lambda fp: teacher_inference.run_step(
-            folder, data, model_path=teacher_local, outputs=_teacher_outputs(cfg),
-            batch_size=cfg.teacher.inference.batch_size,
-            num_actors=cfg.teacher.inference.num_actors,
-            num_gpus=cfg.teacher.inference.num_gpus_per_actor,
-            num_cpus=cfg.teacher.inference.num_cpus_per_actor, fingerprint=fp))
+    teacher = _teacher(steps, cfg, inputs, data, label_names)
+    teacher_marker = None
+    outputs = teacher_outputs(cfg)
+    if outputs:
+        teacher_local = folder.local_path(teacher.path, "model") if teacher.in_run else teacher.path
+        inf = cfg.teacher.inference
+        teacher_marker = steps.ensure(
+            teacher_inference.STEP, fingerprint(cfg, *_INFERENCE_KEYS),
+            lambda fp: teacher_inference.run_step(
+                folder, data, model_path=teacher_local, outputs=outputs, task=cfg.task,
+                batch_size=inf.batch_size, num_actors=inf.num_actors,
+                num_gpus=inf.num_gpus_per_actor, num_cpus=inf.num_cpus_per_actor, fingerprint=fp))
+    s_cfg = cfg.student
     init_marker = steps.ensure(
         student_init.STEP, fingerprint(cfg, *_INIT_KEYS),
         lambda fp: student_init.run_step(
-            folder, teacher_path=teacher_rel, teacher_in_run=teacher_in_run,
-            num_layers=cfg.student.num_layers, hidden_size=cfg.student.hidden_size,
-            num_heads=cfg.student.num_heads, intermediate_size=cfg.student.intermediate_size,
-            init=cfg.student.init, seed=cfg.seed, fingerprint=fp))
-    teacher_files = [folder.path("teacher", f) for f in teacher_marker["files"]]
-    stage_markers = _stages(steps, cfg, data, teacher_files, init_marker["teacher_hidden"])
+            folder, teacher_path=teacher.path, teacher_in_run=teacher.in_run, task=cfg.task,
+            num_layers=s_cfg.num_layers, hidden_size=s_cfg.hidden_size,
+            num_heads=s_cfg.num_heads, intermediate_size=s_cfg.intermediate_size,
+            init=s_cfg.init, teacher_layers=s_cfg.teacher_layers, pretrained=s_cfg.pretrained,
+            seed=cfg.seed, fingerprint=fp))
+    sources = stage_plan.Sources.of(folder, data, teacher_marker)
+    stage_markers = _stages(steps, cfg, data, sources, teacher, inputs.shapes)
     final_fp = fingerprint(cfg, *_stage_keys(len(cfg.stages) - 1))
-    final_stage = stage_folder(len(cfg.stages) - 1, cfg.stages[-1].name)
+    final_stage = stage_plan.stage_folder(len(cfg.stages) - 1, cfg.stages[-1].name)
     steps.ensure(export.STEP, final_fp, lambda fp: export.run_step(
-        folder, final_stage, inputs.teacher_path, label_names, fp))
+        folder, final_stage, inputs.teacher_path, label_names, fp, task=cfg.task))
     eval_marker = steps.ensure(
         evaluate.STEP, {**final_fp, **fingerprint(cfg, "eval")},
-        lambda fp: _evaluate(folder, cfg, data, teacher_rel, teacher_in_run, teacher_files, fp))
+        lambda fp: _evaluate(folder, cfg, data, teacher, sources, fp))
     result = report.write(folder, cfg, data=data, teacher=teacher_marker, init=init_marker,
                           stages=stage_markers, evaluation=eval_marker,
-                          finetuned=teacher_in_run, seconds=round(time.time() - started, 1))
+                          finetuned=teacher.in_run, seconds=round(time.time() - started, 1))
     print(report.summary(folder, result), flush=True)
     return result
 
@@ -213,32 +282,41 @@ def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:
                             label_column=cfg.labeled.label_column,
                             labeled_text_column=cfg.labeled.text_column,
                             hf_split=cfg.corpus.hf_split,
-                            rows_per_shard=cfg.corpus.rows_per_shard, fingerprint=fp)
+                            rows_per_shard=cfg.corpus.rows_per_shard, fingerprint=fp,
+                            pair_column=cfg.corpus.text_pair_column if cfg.task == "pair" else "",
+                            labeled_pair_column=cfg.labeled.text_pair_column
+                            if cfg.task == "pair" else "", task=cfg.task)
 
 
-def _stages(steps: Steps, cfg: Config, data: dict, teacher_files: list[str],
-            teacher_hidden: int) -> list[dict]:
+def _stages(steps: Steps, cfg: Config, data: dict, sources, teacher, shapes: Shapes) -> list[dict]:
     """Runs (or skips) each training stage in order, each from the previous one's weights."""
-    from xdistil_ray.steps import student_init
+    from xdistil_ray.steps import student_init, train
 
     markers, previous = [], student_init.STEP
     for k, stage in enumerate(cfg.stages):
-        rel = stage_folder(k, stage.name)
-        markers.append(steps.ensure(rel, fingerprint(cfg, *_stage_keys(k)), lambda fp: _run_stage(
-            steps.run, cfg, k, rel, previous, data, teacher_files, teacher_hidden, fp)))
+        rel = stage_plan.stage_folder(k, stage.name)
+
+        def run_step(fp, k=k, stage=stage, rel=rel, previous=previous):
+            specs = resolve_stage_losses(stage, shapes)
+            spec, files, columns, heldout = stage_plan.plan(
+                cfg, k, specs, sources, data, run=steps.run, init_path=previous, teacher=teacher,
+                shapes=shapes)
+            dataset = train.stage_dataset(steps.run, files, columns, heldout)
+            return train.run_stage(steps.run, rel, spec, dataset, stage_plan.scaling(cfg), fp)
+
+        markers.append(steps.ensure(rel, fingerprint(cfg, *_stage_keys(k)), run_step))
         previous = rel
     return markers
 
 
-def _evaluate(folder: RunFolder, cfg: Config, data: dict, teacher_rel: str,
-              teacher_in_run: bool, teacher_files: list[str], fp: dict) -> dict:
+def _evaluate(folder: RunFolder, cfg: Config, data: dict, teacher, sources, fp: dict) -> dict:
     from xdistil_ray.steps import evaluate
 
     dev = data["labeled"]["splits"].get("dev")
     e = cfg.eval
     return evaluate.run_step(
-        folder, num_cpus=e.num_cpus, fingerprint=fp, teacher_path=teacher_rel,
-        teacher_in_run=teacher_in_run, heldout_paths=teacher_files,
+        folder, num_cpus=e.num_cpus, fingerprint=fp, task=cfg.task, teacher_path=teacher.path,
+        teacher_in_run=teacher.in_run, heldout_paths=sources.heldout_files(),
         dev_paths=[folder.path("data/labeled/dev", f["file"]) for f in dev["files"]] if dev else [],
         label_names=data["labeled"]["label_names"], max_heldout_rows=e.max_heldout_rows,
         speed_batch_size=e.speed_batch_size, speed_repeats=e.speed_repeats)
@@ -253,109 +331,55 @@ def check_data(cfg: Config, data: dict) -> None:
                           f"in, dropped {c['dropped']})")
     splits = data["labeled"]["splits"]
     names = data["labeled"]["label_names"]
-    if "train" in splits and len(names) < 2:
+    if cfg.task != "none" and len(names) < 2:
         raise ConfigError(f"labeled.train: needs at least 2 classes, found {names}")
     for k, stage in enumerate(cfg.stages):
-        rows = splits["train"]["kept"] if stage.loss == "labels" else train_rows
+        rows = splits["train"]["kept"] if stage_data(stage) == "labeled" else train_rows
         if rows < stage.batch_size * cfg.train.num_workers:
             raise ConfigError(
                 f"stages.{k}.batch_size: {rows} training rows cannot fill one batch of "
                 f"{stage.batch_size} on each of {cfg.train.num_workers} workers")
 
 
-def stage_folder(k: int, name: str) -> str:
-    return posixpath.join("stages", f"{k + 1}-{name}")
-
-
 def _check_all(steps: Steps, cfg: Config) -> None:
     """Refuses an unsafe config change before any work (each committed step is checked)."""
     checks = [("data", _DATA_KEYS), (TEACHER_FINETUNE, _TEACHER_KEYS),
               ("teacher", _INFERENCE_KEYS), ("student_init", _INIT_KEYS)]
-    checks += [(stage_folder(k, s.name), _stage_keys(k)) for k, s in enumerate(cfg.stages)]
+    checks += [(stage_plan.stage_folder(k, s.name), _stage_keys(k))
+               for k, s in enumerate(cfg.stages)]
     for rel, keys in checks:
         marker = steps.run.marker(rel)
         if marker is not None:
             refuse_changed(steps.run, rel, marker, fingerprint(cfg, *keys))
 
 
-def _teacher_outputs(cfg: Config) -> tuple[str, ...]:
-    losses = {s.loss for s in cfg.stages}
-    outputs = ["logits"]  # always: agreement with the teacher is measured on them
-    if "representation" in losses:
-        outputs.append("cls")
+def teacher_outputs(cfg: Config) -> tuple[str, ...]:
+    """What teacher inference stores: logits for every task with a head (agreement with the
+    teacher is measured on them), last-layer states where a stage reads them stored."""
+    outputs = [] if cfg.task == "none" else ["logits"]
+    if any(s.targets == "stored" and any(loss.type == "representation" for loss in s.losses)
+           for s in cfg.stages):
+        outputs.append("hidden")
     return tuple(outputs)
 
 
 def _teacher(steps: Steps, cfg: Config, inputs: Inputs, data: dict,
-             label_names: list[str]) -> tuple[str, bool]:
-    """Fine-tunes the teacher when it has no head for the task; returns (path, in run folder)."""
+             label_names: list[str]) -> stage_plan.Teacher:
+    """Fine-tunes the teacher when it has no head for the task."""
     from xdistil_ray.models import has_task_head
 
-    if not label_names:
-        raise ConfigError("labeled.train: the teacher needs a task; give labeled data")
-    if has_task_head(inputs.teacher_path, len(label_names)):
-        return inputs.teacher_path, False
+    if cfg.task == "none" or has_task_head(inputs.teacher_path, len(label_names), cfg.task):
+        return stage_plan.Teacher(inputs.teacher_path, False)
     steps.ensure(TEACHER_FINETUNE, fingerprint(cfg, *_TEACHER_KEYS),
                  lambda fp: _finetune_teacher(steps.run, cfg, inputs, data, fp))
-    return TEACHER_FINETUNE, True
+    return stage_plan.Teacher(TEACHER_FINETUNE, True)
 
 
 def _finetune_teacher(folder: RunFolder, cfg: Config, inputs: Inputs, data: dict, fp: dict):
     from xdistil_ray.steps import train
 
-    ft = cfg.teacher.finetune
-    info = data["labeled"]["splits"]["train"]
-    spec = _spec(cfg, name=TEACHER_FINETUNE, loss="labels", init_path=inputs.teacher_path,
-                 init_in_run=False, rows=info["kept"], epochs=ft.epochs,
-                 batch_size=ft.batch_size, learning_rate=ft.learning_rate,
-                 label_names=data["labeled"]["label_names"], new_head=True,
-                 tokenizer_path=inputs.teacher_path, run=folder,
-                 freeze_word_embeddings=ft.freeze_word_embeddings)
-    files = [folder.path("data/labeled/train", f["file"]) for f in info["files"]]
-    dataset = train.stage_dataset(folder, files, ["input_ids", "label"], None)
-    return train.run_stage(folder, TEACHER_FINETUNE, spec, dataset, _scaling(cfg), fp)
-
-
-def _spec(cfg: Config, *, name, loss, init_path, init_in_run, rows, epochs, batch_size,
-          learning_rate, label_names, run, new_head=False, teacher_hidden=0, tokenizer_path="",
-          freeze_word_embeddings=False):
-    from xdistil_ray.train_loop import StageSpec, total_steps
-
-    t = cfg.train
-    return StageSpec(
-        name=name, loss=loss, init_path=init_path, init_in_run=init_in_run, run_uri=run.uri,
-        total_steps=total_steps(rows, epochs, batch_size, t.num_workers), batch_size=batch_size,
-        learning_rate=learning_rate, zero_stage=t.zero_stage, log_every=t.log_every_steps,
-        checkpoint_every=t.checkpoint_every_steps, seed=cfg.seed,
-        torch_threads=t.torch_threads or max(1, int(t.cpus_per_worker)), label_names=label_names,
-        new_head=new_head, teacher_hidden=teacher_hidden, tokenizer_path=tokenizer_path,
-        freeze_word_embeddings=freeze_word_embeddings)
-
-
-def _scaling(cfg: Config):
-    from xdistil_ray.steps.train import Scaling
-
-    t = cfg.train
-    return Scaling(t.num_workers, t.use_gpu, t.cpus_per_worker, t.max_failures)
-
-
-def _run_stage(folder: RunFolder, cfg: Config, k: int, rel: str, previous: str, data: dict,
-               teacher_files: list[str], teacher_hidden: int, fp: dict) -> dict:
-    from xdistil_ray.steps import train
-
-    stage = cfg.stages[k]
-    if stage.loss == "labels":
-        info = data["labeled"]["splits"]["train"]
-        files = [folder.path("data/labeled/train", f["file"]) for f in info["files"]]
-        rows, columns, heldout = info["kept"], ["input_ids", "label"], None
-    else:
-        files = teacher_files
-        rows = data["corpus"]["kept"] - data["corpus"]["heldout"]
-        columns = ["input_ids", "cls" if stage.loss == "representation" else "logits"]
-        heldout = False
-    spec = _spec(cfg, name=stage.name, loss=stage.loss, init_path=previous, init_in_run=True,
-                 rows=rows, epochs=stage.epochs, batch_size=stage.batch_size,
-                 learning_rate=stage.learning_rate, label_names=data["labeled"]["label_names"],
-                 teacher_hidden=teacher_hidden, run=folder)
-    dataset = train.stage_dataset(folder, files, columns, heldout)
-    return train.run_stage(folder, rel, spec, dataset, _scaling(cfg), fp)
+    sources = stage_plan.Sources.of(folder, data, None)
+    spec, files, columns = stage_plan.finetune_plan(cfg, data, sources, run=folder,
+                                                    teacher_path=inputs.teacher_path)
+    dataset = train.stage_dataset(folder, files, columns, None)
+    return train.run_stage(folder, TEACHER_FINETUNE, spec, dataset, stage_plan.scaling(cfg), fp)

@@ -1,5 +1,7 @@
 """Step ``student``: the final student as a Hugging Face folder (config, safetensors, tokenizer)
-that ``AutoModelForSequenceClassification.from_pretrained`` and ``transformers.pipeline`` load."""
+that the task's Auto class (``AutoModelForSequenceClassification``,
+``AutoModelForTokenClassification``, or ``AutoModel`` for a plain encoder) and
+``transformers.pipeline`` load."""
 
 from __future__ import annotations
 
@@ -11,13 +13,13 @@ STEP = "student"
 
 
 def run_step(run: RunFolder, final_stage: str, tokenizer_path: str, label_names: list[str],
-             fingerprint: dict) -> dict:
+             fingerprint: dict, task: str = "sentence") -> dict:
     """Copies the last stage's weights with the tokenizer and label names; commits ``student/``."""
     from xdistil_ray import models
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = models.load_classifier(run.download(final_stage, f"{tmp}/final", "model"))
-        if label_names:
+        model = models.load_model(run.download(final_stage, f"{tmp}/final", "model"), task)
+        if label_names and task != "none":
             model.config.id2label = dict(enumerate(label_names))
             model.config.label2id = {name: i for i, name in enumerate(label_names)}
         models.save_pretrained(model, models.load_tokenizer(tokenizer_path), f"{tmp}/student")

@@ -19,17 +19,20 @@ def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[di
                         for split, info in data["labeled"]["splits"].items()},
             "label_names": data["labeled"]["label_names"],
         },
+        "task": cfg.task,
         "teacher": {"model": cfg.teacher.model, "params": init["teacher_params"],
                     "finetuned": finetuned},
         "student": {"params": init["student_params"], "init": cfg.student.init,
-                    "num_layers": cfg.student.num_layers, "hidden_size": cfg.student.hidden_size,
-                    "num_heads": cfg.student.num_heads,
-                    "intermediate_size": cfg.student.intermediate_size},
-        "teacher_inference": {"rows": teacher["rows"], "outputs": teacher["outputs"],
-                              "shards_run": teacher["shards_run"],
-                              "shards_skipped": teacher["shards_skipped"],
-                              "seconds": teacher["seconds"]},
-        "stages": [{"name": s["name"], "loss": s["loss"], "steps": s["steps"],
+                    "num_layers": init["student_shape"]["num_hidden_layers"],
+                    "hidden_size": init["student_shape"]["hidden_size"],
+                    "num_heads": init["student_shape"]["num_attention_heads"],
+                    "intermediate_size": init["student_shape"]["intermediate_size"]},
+        "teacher_inference": None if teacher is None else {
+            "rows": teacher["rows"], "outputs": teacher["outputs"],
+            "shards_run": teacher["shards_run"], "shards_skipped": teacher["shards_skipped"],
+            "seconds": teacher["seconds"]},
+        "stages": [{"name": s["name"], "losses": s["losses"], "targets": s["targets"],
+                    "unfreeze": s["unfreeze"], "steps": s["steps"],
                     "first_loss": s["first_loss"], "final_loss": s["final_loss"],
                     "seconds": s["seconds"]} for s in stages],
         "eval": evaluation["eval"],
@@ -39,36 +42,50 @@ def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[di
     }
 
 
+def _fidelity_line(e: dict) -> str:
+    if "representation_cka" in e:
+        return (f"- representation similarity to the teacher (linear CKA, mean-pooled last layer) "
+                f"on {e['heldout_rows']} held-out sentences: {e['representation_cka']:.3f}")
+    return (f"- agreement with the teacher on {e['heldout_rows']} held-out transfer sentences: "
+            f"{_pct(e['agreement'])}")
+
+
+def _dev(e: dict, who: str) -> str:
+    if f"{who}_f1" in e:
+        return f"{_pct(e[f'{who}_f1'])} F1, {_pct(e[f'{who}_word_accuracy'])} word acc."
+    return _pct(e.get(f"{who}_accuracy"))
+
+
 def markdown(report: dict) -> str:
     d, e, sp, sz = report["data"], report["eval"], report["speed"], report["size"]
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(d["dropped"].items())) or "none"
+    ti = report["teacher_inference"]
     lines = [
-        "# xdistil_ray report", "",
-        "| model | parameters | dev accuracy | batch latency (CPU) |",
+        f"# xdistil_ray report (task: {report['task']})", "",
+        "| model | parameters | dev score | batch latency (CPU) |",
         "|---|---:|---:|---:|",
         f"| teacher ({report['teacher']['model']}) | {sz['teacher_params'] / 1e6:.1f}M | "
-        f"{_pct(e.get('teacher_accuracy'))} | {sp['teacher_batch_s'] * 1000:.1f} ms |",
+        f"{_dev(e, 'teacher')} | {sp['teacher_batch_s'] * 1000:.1f} ms |",
         f"| student (L{report['student']['num_layers']}-H{report['student']['hidden_size']}) | "
-        f"{sz['student_params'] / 1e6:.1f}M | {_pct(e.get('student_accuracy'))} | "
+        f"{sz['student_params'] / 1e6:.1f}M | {_dev(e, 'student')} | "
         f"{sp['student_batch_s'] * 1000:.1f} ms |", "",
         f"- compression: {sz['compression']:.1f}x fewer parameters; speedup "
         f"{sp['speedup']:.1f}x (batch of {sp['batch_size']}, {sp['torch_threads']} CPU threads)",
-        f"- agreement with the teacher on {e['heldout_rows']} held-out transfer sentences: "
-        f"{_pct(e['agreement'])}",
+        _fidelity_line(e),
         "", "## Data", "",
         f"- input rows {d['input_rows']} = kept {d['kept']} + dropped "
         f"{sum(d['dropped'].values())} ({dropped}); truncated {d['truncated']}",
         f"- {d['shards']} shards; {d['heldout']} sentences held out for fidelity",
-        f"- teacher outputs ({', '.join(report['teacher_inference']['outputs'])}) for "
-        f"{report['teacher_inference']['rows']} sentences in "
-        f"{report['teacher_inference']['seconds']:.0f}s",
+        f"- teacher outputs ({', '.join(ti['outputs'])}) for {ti['rows']} sentences in "
+        f"{ti['seconds']:.0f}s" if ti else "- no stored teacher outputs (all targets online)",
         "", "## Stages", "",
-        "| stage | loss | steps | first loss | final loss | seconds |",
-        "|---|---|---:|---:|---:|---:|",
+        "| stage | losses | targets | unfreezing | steps | first loss | final loss | seconds |",
+        "|---|---|---|---|---:|---:|---:|---:|",
     ]
     for s in report["stages"]:
-        lines.append(f"| {s['name']} | {s['loss']} | {s['steps']} | {s['first_loss']:.4f} | "
-                     f"{s['final_loss']:.4f} | {s['seconds']:.0f} |")
+        lines.append(f"| {s['name']} | {' + '.join(s['losses'])} | {s['targets']} | "
+                     f"{'gradual' if s['unfreeze'] else 'none'} | {s['steps']} | "
+                     f"{s['first_loss']:.4f} | {s['final_loss']:.4f} | {s['seconds']:.0f} |")
     lines += ["", f"Total wall time of this invocation: {report['seconds']:.0f}s", ""]
     return "\n".join(lines)
 
@@ -86,9 +103,11 @@ def write(run: RunFolder, cfg: Config, **kwargs) -> dict:
 
 def summary(run: RunFolder, report: dict) -> str:
     e, sp, sz = report["eval"], report["speed"], report["size"]
+    fidelity = (f"CKA {e['representation_cka']:.3f}" if "representation_cka" in e
+                else f"agreement {_pct(e['agreement'])}")
     return (f"[xdistil] student: {run.path('student')}\n"
             f"[xdistil] report:  {run.path('report.md')}\n"
-            f"[xdistil] agreement {_pct(e['agreement'])}, dev accuracy student "
-            f"{_pct(e.get('student_accuracy'))} / teacher {_pct(e.get('teacher_accuracy'))}, "
+            f"[xdistil] {fidelity}, dev student {_dev(e, 'student')} / teacher "
+            f"{_dev(e, 'teacher')}, "
             f"{sz['compression']:.1f}x smaller, {sp['speedup']:.1f}x faster\n"
             f"[xdistil] run folder: {run.uri}")

@@ -1,4 +1,5 @@
-"""Step ``student_init``: the student's starting weights, built from the teacher.
+"""Step ``student_init``: the student's starting weights (from the teacher, at random, or a
+pretrained small model).
 
 Runs as a Ray task so that the driver never loads the teacher (a BERT-large teacher does not
 belong in a small head node's memory).
@@ -13,24 +14,28 @@ from xdistil_ray.runfolder import RunFolder
 STEP = "student_init"
 
 
-def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, num_layers: int,
-                   hidden_size: int, num_heads: int, intermediate_size: int, init: str,
-                   seed: int) -> dict:
-    """Builds the student from the teacher and writes its Hugging Face folder to the run."""
+def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, task: str,
+                   num_layers: int, hidden_size: int, num_heads: int, intermediate_size: int,
+                   init: str, teacher_layers: list[int], pretrained: str, seed: int) -> dict:
+    """Builds the student (see :func:`xdistil_ray.models.build_student`) and writes its Hugging
+    Face folder to the run."""
     from xdistil_ray import models
 
     with tempfile.TemporaryDirectory() as tmp:
         local = run.download(teacher_path, f"{tmp}/teacher", "model") if teacher_in_run else teacher_path
-        teacher = models.load_classifier(local)
+        teacher = models.load_model(local, task)
         student = models.build_student(teacher, num_layers=num_layers, hidden_size=hidden_size,
                                        num_heads=num_heads, intermediate_size=intermediate_size,
-                                       init=init, seed=seed)
+                                       init=init, seed=seed, task=task,
+                                       teacher_layers=teacher_layers, pretrained=pretrained)
         models.save_pretrained(student, None, f"{tmp}/student")
         files = run.upload(f"{tmp}/student", f"{STEP}/model")
         files = {f"model/{name}": size for name, size in files.items()}
         return {"files": files, "teacher_params": models.num_params(teacher),
                 "student_params": models.num_params(student),
-                "teacher_hidden": teacher.config.hidden_size}
+                "teacher_hidden": teacher.config.hidden_size,
+                "student_shape": {k: getattr(student.config, k) for k in (
+                    "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")}}
 
 
 def run_step(run: RunFolder, *, fingerprint: dict, **kwargs) -> dict:

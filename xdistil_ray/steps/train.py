@@ -68,7 +68,9 @@ def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scali
         run.fs.copy_file(src, dst)
         files[name] = run.fs.get_file_info(dst).size
     history = run.read_json(posixpath.join(rel, LOSSES_FILE))["history"]
-    return run.commit(rel, files, name=spec.name, loss=spec.loss, steps=spec.total_steps,
+    return run.commit(rel, files, name=spec.name, losses=[s.type for s in spec.losses],
+                      unfreeze=spec.unfreeze_steps >= 0,
+                      targets="online" if spec.online_teacher else "stored", steps=spec.total_steps,
                       first_loss=history[0][1], final_loss=history[-1][1],
                       seconds=round(time.time() - start, 1), fingerprint=fingerprint)
 

@@ -1,0 +1,128 @@
+"""From config and committed steps to one training stage's plain inputs: the worker's
+:class:`~xdistil_ray.train_loop.StageSpec`, and the files and columns its rows come from."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from xdistil_ray.config import Config, stage_data
+from xdistil_ray.objective import LossSpec
+from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.train_loop import StageSpec, total_steps
+
+CORPUS = "data/corpus"
+LABELED_TRAIN = "data/labeled/train"
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """Where the teacher is: a folder or id, or a committed set of the run (``model/``)."""
+
+    path: str
+    in_run: bool
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Committed files that stages read."""
+
+    corpus: tuple[str, ...]
+    """Tokenized corpus shards (ids, held-out flag)."""
+    teacher: tuple[str, ...]
+    """Teacher output parts (ids, held-out flag, stored targets); empty without inference."""
+    labeled_train: tuple[str, ...]
+    pairs: bool
+
+    @classmethod
+    def of(cls, run: RunFolder, data: dict, teacher_marker: dict | None) -> "Sources":
+        labeled = data["labeled"]["splits"].get("train")
+        return cls(
+            corpus=tuple(run.path(CORPUS, s["file"]) for s in data["corpus"]["shards"]),
+            teacher=tuple(run.path("teacher", f) for f in teacher_marker["files"])
+            if teacher_marker else (),
+            labeled_train=tuple(run.path(LABELED_TRAIN, f["file"]) for f in labeled["files"])
+            if labeled else (),
+            pairs=bool(data.get("pairs")))
+
+    def heldout_files(self) -> list[str]:
+        """Files holding the held-out sentences (with the teacher's logits when stored)."""
+        return list(self.teacher or self.corpus)
+
+
+def stage_folder(k: int, name: str) -> str:
+    return posixpath.join("stages", f"{k + 1}-{name}")
+
+
+def stored_columns(specs: list[LossSpec]) -> list[str]:
+    """Teacher inference columns a stage with stored targets reads."""
+    types = {s.type for s in specs}
+    return [c for c, needed in (("logits", "logits" in types), ("hidden", "representation" in types))
+            if needed]
+
+
+def rows_of(cfg: Config, k: int, data: dict) -> int:
+    """Training rows of stage ``k`` per epoch (all workers together)."""
+    if stage_data(cfg.stages[k]) == "labeled":
+        return data["labeled"]["splits"]["train"]["kept"]
+    return data["corpus"]["kept"] - data["corpus"]["heldout"]
+
+
+def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dict, *,
+         run: RunFolder, init_path: str, teacher: Teacher, shapes) -> tuple:
+    """Stage ``k``'s worker spec and rows.
+
+    Returns:
+        (StageSpec, files, columns, heldout filter: False for corpus rows, None for labeled).
+    """
+    stage = cfg.stages[k]
+    extra = ["token_type_ids"] if sources.pairs else []
+    online = stage.targets == "online" and any(s.type != "labels" for s in specs)
+    if stage_data(stage) == "labeled":
+        files, heldout = list(sources.labeled_train), None
+        columns = ["input_ids"] + (["word_ids", "tags"] if cfg.task == "token" else ["label"])
+    elif online:
+        files, heldout, columns = list(sources.corpus), False, ["input_ids"]
+    else:
+        files, heldout = list(sources.teacher), False
+        columns = ["input_ids"] + stored_columns(specs)
+    spec = _spec(cfg, name=stage.name, losses=specs, init_path=init_path, init_in_run=True,
+                 rows=rows_of(cfg, k, data), epochs=stage.epochs, batch_size=stage.batch_size,
+                 learning_rate=stage.learning_rate, label_names=data["labeled"]["label_names"],
+                 run=run, teacher_hidden=shapes.teacher_hidden,
+                 teacher_layers=shapes.teacher_layers,
+                 unfreeze_steps=stage.unfreeze_steps if stage.unfreeze == "gradual" else -1,
+                 online_teacher=teacher.path if online else "",
+                 online_teacher_in_run=online and teacher.in_run)
+    return spec, files, columns + extra, heldout
+
+
+def finetune_plan(cfg: Config, data: dict, sources: Sources, *, run: RunFolder,
+                  teacher_path: str) -> tuple:
+    """The teacher fine-tuning stage: (StageSpec, files, columns)."""
+    ft = cfg.teacher.finetune
+    info = data["labeled"]["splits"]["train"]
+    columns = ["input_ids"] + (["word_ids", "tags"] if cfg.task == "token" else ["label"])
+    spec = _spec(cfg, name="teacher_finetune", losses=[LossSpec("labels")],
+                 init_path=teacher_path, init_in_run=False, rows=info["kept"], epochs=ft.epochs,
+                 batch_size=ft.batch_size, learning_rate=ft.learning_rate,
+                 label_names=data["labeled"]["label_names"], new_head=True,
+                 tokenizer_path=teacher_path, run=run,
+                 freeze_word_embeddings=ft.freeze_word_embeddings)
+    return spec, list(sources.labeled_train), columns + (["token_type_ids"] if sources.pairs else [])
+
+
+def _spec(cfg: Config, *, rows: int, epochs: float, run: RunFolder, **kwargs) -> StageSpec:
+    t = cfg.train
+    return StageSpec(
+        run_uri=run.uri, total_steps=total_steps(rows, epochs, kwargs["batch_size"], t.num_workers),
+        zero_stage=t.zero_stage, log_every=t.log_every_steps,
+        checkpoint_every=t.checkpoint_every_steps, seed=cfg.seed, task=cfg.task,
+        torch_threads=t.torch_threads or max(1, int(t.cpus_per_worker)), **kwargs)
+
+
+def scaling(cfg: Config):
+    from xdistil_ray.steps.train import Scaling
+
+    t = cfg.train
+    return Scaling(t.num_workers, t.use_gpu, t.cpus_per_worker, t.max_failures)
