@@ -103,13 +103,16 @@ def test_override_without_equals():
         load_config(None, ["corpus.path"])
 
 
-def test_shipped_configs_parse():
+def test_shipped_configs_parse_and_fit_the_embedded_teacher(teacher_path):
     import glob
 
+    from xdistil_ray.pipeline import check_models
+
     paths = glob.glob("jobs/configs/*.yaml")
-    assert paths
+    names = {p.rsplit("/", 1)[1] for p in paths}
+    assert {"three_stage.yaml", "od.yaml", "hs.yaml", "mha.yaml", "task_agnostic.yaml"} <= names
     for path in paths:
-        load_config(path)
+        check_models(load_config(path), teacher_path)
 
 
 def _data(kept=100, heldout=10, labels=("neg", "pos"), labeled_kept=50):

@@ -37,3 +37,22 @@ def test_total_steps():
     assert total_steps(1000, 1.0, 64, 1) == 16
     assert total_steps(1000, 1.5, 64, 2) == 12
     assert total_steps(10, 0.01, 64, 4) == 1
+
+
+def test_pad_batch_token_rows():
+    from xdistil_ray.losses import IGNORE_LABEL
+
+    batch = {"input_ids": np.array([np.array([101, 7, 8, 9, 102]), np.array([101, 5, 102])], dtype=object),
+             "token_type_ids": np.array([np.array([0, 0, 0, 1, 1]), np.array([0, 0, 1])], dtype=object),
+             "logits": np.array([np.arange(10, dtype=np.float16), np.arange(6, dtype=np.float16)],
+                                dtype=object),
+             # words: row 0 "ab" = tokens 7, 8 and "c" = 9; row 1 "d" = 5
+             "word_ids": np.array([np.array([-1, 0, 0, 1, -1]), np.array([-1, 0, -1])], dtype=object),
+             "tags": np.array([np.array(["B", "O"]), np.array(["O"])], dtype=object)}
+    out = pad_batch(batch, 0, {"B": 0, "O": 1}, per_token=True)
+    assert out["token_type_ids"].tolist() == [[0, 0, 0, 1, 1], [0, 0, 1, 0, 0]]
+    assert out["teacher_logits"].shape == (2, 5, 2)
+    assert out["teacher_logits"][1, 2].tolist() == [4.0, 5.0]
+    assert out["teacher_logits"][1, 3].tolist() == [0.0, 0.0]
+    i = IGNORE_LABEL
+    assert out["labels"].tolist() == [[i, 0, i, 1, i], [i, 1, i, i, i]]

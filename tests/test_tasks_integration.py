@@ -1,0 +1,111 @@
+"""Every task shape end to end on CPU: real Ray, the real teacher, real files.
+
+Token classification (NER-style), sentence pairs (MNLI-style) and task-agnostic distillation of
+a plain encoder (MHA + HS, online targets), each on the tiny config with small embedded data.
+"""
+
+import json
+
+import pytest
+
+from xdistil_ray.config import load_config
+from xdistil_ray.embedded_data import write_embedded_data
+
+pytestmark = pytest.mark.integration
+
+_STAGE_BASE = {"batch_size": 16, "learning_rate": 2.0e-3}
+
+
+def _run(root, task: str, stages: list[dict], extra: list[str] = ()):
+    from xdistil_ray import pipeline
+
+    data = write_embedded_data(str(root / "inputs"), seed=3, num_train=256, num_dev=64,
+                               num_corpus=640, task="sentence" if task == "none" else task)
+    overrides = [f"output={root}/run", f"task={task}", f"corpus.path={data['corpus']}",
+                 f"labeled.train={data['train'] if task != 'none' else ''}",
+                 f"labeled.dev={data['dev'] if task != 'none' else ''}",
+                 "stages=" + json.dumps([{**_STAGE_BASE, **s} for s in stages]), *extra]
+    cfg = load_config("jobs/configs/tiny.yaml", overrides)
+    return pipeline.run(cfg)
+
+
+def _losses_fell(report):
+    for stage in report["stages"]:
+        assert stage["steps"] > 0
+        assert stage["final_loss"] < stage["first_loss"], stage
+
+
+@pytest.fixture(scope="module")
+def token_run(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("token")
+    report = _run(root, "token", [
+        {"name": "representation", "losses": [{"type": "representation"}], "epochs": 2},
+        {"name": "logits", "losses": [{"type": "logits"}], "epochs": 2, "unfreeze": "gradual"},
+        {"name": "labels", "losses": [{"type": "labels"}], "epochs": 3}])
+    return root, report
+
+
+def test_token_classification_run(token_run):
+    root, report = token_run
+    assert report["task"] == "token" and report["teacher"]["finetuned"] is True
+    assert set(report["data"]["label_names"]) == {
+        "B-ASPECT", "I-ASPECT", "B-OPINION", "I-OPINION", "B-PRODUCT", "I-PRODUCT", "O"}
+    e = report["eval"]
+    assert 0.5 < e["teacher_word_accuracy"] <= 1.0 and 0.0 <= e["student_f1"] <= 1.0
+    assert 0.0 <= e["agreement"] <= 1.0
+    assert report["teacher_inference"]["outputs"] == ["logits", "hidden"]
+    _losses_fell(report)
+
+
+def test_token_student_tags_words(token_run):
+    root, report = token_run
+    from transformers import AutoModelForTokenClassification, pipeline
+
+    folder = str(root / "run" / "student")
+    assert type(AutoModelForTokenClassification.from_pretrained(folder)).__name__ == \
+        "BertForTokenClassification"
+    tagger = pipeline("token-classification", model=folder, tokenizer=folder,
+                      aggregation_strategy="first")
+    words = tagger("the battery of this phone is great")
+    assert words and all(w["entity_group"] in {"ASPECT", "OPINION", "PRODUCT", "O"} for w in words)
+
+
+def test_sentence_pair_run(tmp_path_factory, ray_local):
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("pair")
+    report = _run(root, "pair", [
+        {"name": "logits", "losses": [{"type": "logits", "function": "kl", "temperature": 2.0}],
+         "epochs": 2},
+        {"name": "labels", "losses": [{"type": "labels"}], "epochs": 3, "unfreeze": "gradual"}])
+    assert report["data"]["label_names"] == ["contradiction", "entailment"]
+    assert report["data"]["labeled"]["train"]["kept"] == 256
+    shard = next((root / "run" / "data" / "corpus").glob("*.parquet"))
+    types = pq.read_table(shard, columns=["token_type_ids"]).column("token_type_ids").to_pylist()
+    assert all(t[0] == 0 and t[-1] == 1 for t in types)  # second sentence marked
+    assert 0.0 <= report["eval"]["agreement"] <= 1.0
+    assert report["eval"]["teacher_accuracy"] > 0.5
+    _losses_fell(report)
+    from transformers import pipeline
+
+    folder = str(root / "run" / "student")
+    out = pipeline("text-classification", model=folder, tokenizer=folder)(
+        {"text": "The battery is great.", "text_pair": "The reviewer is satisfied."})
+    assert out["label"] in ("contradiction", "entailment")
+
+
+def test_task_agnostic_run_with_mha_and_hs(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("agnostic")
+    report = _run(root, "none", [
+        {"name": "mha-hs", "targets": "online", "epochs": 2, "unfreeze": "none",
+         "losses": [{"type": "attention_relations", "relation_heads": 4},
+                    {"type": "hidden_states", "layer_map": "uniform", "weight": 0.1}]}])
+    assert report["task"] == "none" and report["teacher_inference"] is None
+    assert report["teacher"]["finetuned"] is False
+    assert report["stages"][0]["targets"] == "online"
+    assert 0.0 < report["eval"]["representation_cka"] <= 1.0
+    _losses_fell(report)
+    from transformers import AutoModel
+
+    student = AutoModel.from_pretrained(str(root / "run" / "student"))
+    assert type(student).__name__ == "BertModel" and student.config.num_hidden_layers == 2
