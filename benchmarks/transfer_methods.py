@@ -1,0 +1,110 @@
+"""Transfer methods compared at equal training budget on the embedded default.
+
+The paper's three-stage recipe (the baseline), output-distribution transfer alone (OD),
+hidden-state transfer with a uniform layer mapping (HS) and MiniLMv2 attention-relation transfer
+(MHA) distill the embedded default's student (L4-H128, initialized from the teacher) from the
+same fine-tuned teacher, data and stored teacher outputs, for the same number of optimizer
+steps of the same batch size. HS and MHA are task-agnostic methods: their budget ends with the
+same labels stage as the three-stage recipe, so that the task head is fitted and dev accuracy
+can be compared. Prints student dev accuracy and agreement with the teacher, with ratios to the
+three-stage baseline.
+
+    python benchmarks/transfer_methods.py [--root runs/bench-methods] [--budget 372]
+
+The first variant runs the whole pipeline; the others start from copies of its committed
+data, teacher and student_init steps (their fingerprints match: only the stages differ).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from xdistil_ray.config import load_config  # noqa: E402
+
+SHARED_STEPS = ("inputs", "data", "teacher_finetune", "teacher", "student_init")
+TRAIN_ROWS = 19_760  # the embedded corpus's training rows (kept minus held out)
+LABELED_ROWS = 2_000
+BATCH = 64
+
+
+def _epochs(steps: int, rows: int, batch: int = BATCH) -> float:
+    return round(steps * batch / rows, 4)
+
+
+def variants(budget: int) -> dict[str, list[dict]]:
+    """Stages of each method; every variant takes ``budget`` optimizer steps in all."""
+    label_steps = math.ceil(LABELED_ROWS / 32)
+    label_stage = {"name": "labels", "losses": [{"type": "labels"}], "batch_size": 32,
+                   "epochs": 1, "learning_rate": 1.0e-4}
+    transfer = budget - label_steps
+    half = transfer // 2
+    online = {"targets": "online", "learning_rate": 1.0e-3,
+              "epochs": _epochs(transfer, TRAIN_ROWS)}
+    return {
+        "three-stage": [
+            {"name": "representation", "losses": [{"type": "representation"}],
+             "epochs": _epochs(half, TRAIN_ROWS), "learning_rate": 1.0e-3},
+            {"name": "logits", "losses": [{"type": "logits"}], "unfreeze": "gradual",
+             "epochs": _epochs(transfer - half, TRAIN_ROWS), "learning_rate": 1.0e-3},
+            {**label_stage, "unfreeze": "gradual"}],
+        "OD": [{"name": "logits", "losses": [{"type": "logits", "function": "kl",
+                                              "temperature": 2.0}],
+                "epochs": _epochs(budget, TRAIN_ROWS), "learning_rate": 1.0e-3}],
+        "HS": [{"name": "hidden-states", **online,
+                "losses": [{"type": "hidden_states", "layer_map": "uniform"}]}, label_stage],
+        "MHA": [{"name": "attention", **online,
+                 "losses": [{"type": "attention_relations", "relation_heads": 8}]}, label_stage],
+    }
+
+
+def run_variant(root: str, name: str, stages: list[dict], first: str | None) -> dict:
+    from xdistil_ray import pipeline
+
+    folder = os.path.join(root, name)
+    if first is not None and not os.path.exists(os.path.join(folder, "data")):
+        for step in SHARED_STEPS:
+            if os.path.exists(os.path.join(first, step)):
+                shutil.copytree(os.path.join(first, step), os.path.join(folder, step))
+    cfg = load_config(None, [f"output={folder}", "stages=" + json.dumps(stages)])
+    start = time.time()
+    report = pipeline.run(cfg)
+    report["wall_s"] = time.time() - start
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default="runs/bench-methods")
+    parser.add_argument("--budget", type=int, default=372,
+                        help="optimizer steps per variant, labels stage included")
+    args = parser.parse_args()
+    reports, first = {}, None
+    for name, stages in variants(args.budget).items():
+        reports[name] = run_variant(args.root, name, stages, first)
+        first = first or os.path.join(args.root, name)
+    base = reports["three-stage"]["eval"]
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs; budget {args.budget} "
+          f"steps per variant; student L4-H128 from all-MiniLM-L6-v2 (fine-tuned)")
+    print(f"teacher dev accuracy {base['teacher_accuracy']:.3f}\n")
+    print("| method | steps | training s | dev accuracy | ratio | agreement | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in reports.items():
+        e = r["eval"]
+        steps = sum(s["steps"] for s in r["stages"])
+        seconds = sum(s["seconds"] for s in r["stages"])
+        print(f"| {name} | {steps} | {seconds:.0f} | {e['student_accuracy']:.3f} | "
+              f"{e['student_accuracy'] / base['student_accuracy']:.3f} | {e['agreement']:.3f} | "
+              f"{e['agreement'] / base['agreement']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
