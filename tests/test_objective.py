@@ -72,3 +72,20 @@ def test_token_representation_covers_every_real_token():
     per_token = (student["hidden_states"][2] - teacher_states).pow(2).mean(-1)
     expected = per_token[mask.bool()].mean()
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_parameters_no_loss_reaches_are_identified():
+    mha = [LossSpec("attention_relations", relation_heads=4, student_block=2, teacher_block=5)]
+    layer = "student.bert.encoder.layer"
+    assert objective.reached(f"{layer}.2.attention.self.key.weight", mha)
+    assert not objective.reached(f"{layer}.2.attention.output.dense.weight", mha)
+    assert not objective.reached(f"{layer}.3.attention.self.key.weight", mha)
+    assert objective.reached(f"{layer}.1.output.dense.weight", mha)
+    assert objective.reached("student.bert.embeddings.word_embeddings.weight", mha)
+    assert not objective.reached("student.classifier.weight", mha)
+    assert not objective.reached("student.bert.pooler.dense.weight", mha)
+    hs = [LossSpec("hidden_states", pairs=((2, 6),))]
+    assert objective.reached(f"{layer}.1.output.dense.weight", hs)
+    assert not objective.reached(f"{layer}.2.output.dense.weight", hs)
+    assert objective.reached("projections.loss0_s2_t6.weight", hs)
+    assert objective.reached(f"{layer}.3.output.dense.weight", [LossSpec("logits")])

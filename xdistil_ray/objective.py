@@ -77,6 +77,35 @@ def uses_head(specs: list[LossSpec]) -> bool:
     return any(s.type in ("logits", "labels") for s in specs)
 
 
+_QKV = (".attention.self.query.", ".attention.self.key.", ".attention.self.value.")
+
+
+def reached(param_name: str, specs: list[LossSpec]) -> bool:
+    """Whether any loss of the stage sends a gradient to the parameter.
+
+    A parameter no loss reaches is kept out of the optimizer: it would otherwise still be moved
+    by weight decay (and, under ZeRO, by zero-filled gradients). Logits and labels reach the
+    whole model; hidden states reach the blocks up to the matched student layer (and the
+    projections); attention relations reach the blocks below their block and its Q/K/V.
+    """
+    if param_name.startswith("projections."):
+        return True
+    group = schedule.group_of(param_name)
+    if group == schedule.HEAD:
+        return uses_head(specs)
+    if uses_head(specs) or group == schedule.EMBEDDINGS:
+        return True
+    block = int(group[len("block"):])
+    for spec in specs:
+        if spec.pairs and block < max(s for s, _ in spec.pairs):
+            return True
+        if spec.type == "attention_relations" and (
+                block < spec.student_block or
+                block == spec.student_block and any(q in param_name for q in _QKV)):
+            return True
+    return False
+
+
 def needs_hidden_states(specs: list[LossSpec]) -> bool:
     return any(s.pairs for s in specs)
 

@@ -208,12 +208,10 @@ class StageTrainer:
         return DistillModule(model, objective.projections(spec.losses, spec.teacher_hidden))
 
     def _never_trained(self) -> set[str]:
-        """Parameters no loss of this stage reaches (an unused head), or kept fixed."""
+        """Parameters no loss of this stage reaches (e.g. an unused head), or kept fixed."""
         never = set()
         for name, _ in self.module.named_parameters():
-            if (not objective.uses_head(self.spec.losses)
-                    and schedule.group_of(name) == schedule.HEAD
-                    and not name.startswith("projections.")):
+            if not objective.reached(name, self.spec.losses):
                 never.add(name)
             if self.spec.freeze_word_embeddings and "word_embeddings" in name:
                 never.add(name)
