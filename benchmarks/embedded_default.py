@@ -26,7 +26,7 @@ def bare_teacher_seconds(run_dir: str, marker: dict, batch_size: int) -> tuple[f
     from xdistil_ray.steps.teacher_inference import TeacherInference
 
     torch.set_num_threads(os.cpu_count() or 1)
-    infer = TeacherInference(os.path.join(run_dir, "teacher_finetune", "model"), ("logits", "cls"),
+    infer = TeacherInference(os.path.join(run_dir, "teacher_finetune", "model"), ("logits", "hidden"),
                              device="cpu")
     table = pa.concat_tables(pq.read_table(os.path.join(run_dir, "data", "corpus", s["file"]),
                                            columns=["input_ids"]) for s in marker["corpus"]["shards"])
