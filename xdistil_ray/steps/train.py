@@ -70,9 +70,16 @@ def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scali
     history = run.read_json(posixpath.join(rel, LOSSES_FILE))["history"]
     return run.commit(rel, files, name=spec.name, losses=[s.type for s in spec.losses],
                       unfreeze=spec.unfreeze_steps >= 0,
-                      targets="online" if spec.online_teacher else "stored", steps=spec.total_steps,
+                      targets=_targets(spec), steps=spec.total_steps,
                       first_loss=history[0][1], final_loss=history[-1][1],
                       seconds=round(time.time() - start, 1), fingerprint=fingerprint)
+
+
+def _targets(spec: StageSpec) -> str:
+    """Where the stage's teacher targets came from: ``online``, ``stored`` or ``none``."""
+    if spec.online_teacher:
+        return "online"
+    return "none" if all(s.type == "labels" for s in spec.losses) else "stored"
 
 
 def _files_under(fs: pafs.FileSystem, root: str, sub: str) -> list[str]:
