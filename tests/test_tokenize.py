@@ -61,3 +61,37 @@ def test_pair_rows_need_both_sentences():
     out = corpus.clean_rows(rows, source="jsonl", text_column="a", pair_column="b")
     assert list(out["reason"]) == ["", "missing_text", "whitespace_only"]
     assert out["text_pair"][0] == "y"
+
+
+def _sentencepiece_like_tokenizer(folder) -> str:
+    """An XLM-R-like tokenizer (Unigram, metaspace, <s> </s>, no token types), trained here."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = ["Привет, это отзыв о телефоне", "这是一个评论 关于 电话", "هذا تعليق على الهاتف",
+             "the battery is great", "la batería es excelente"] * 20
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.train_from_iterator(texts, trainers.UnigramTrainer(
+        vocab_size=150, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                            pad_token="<pad>", unk_token="<unk>",
+                            model_input_names=["input_ids", "attention_mask"]).save_pretrained(folder)
+    return str(folder)
+
+
+def test_any_script_with_a_sentencepiece_tokenizer(tmp_path):
+    path = _sentencepiece_like_tokenizer(tmp_path)
+    words = [["Привет", "телефоне"], ["这是一个评论", "电话"], ["هذا", "الهاتف"]]
+    batch = _rows(text=[" ".join(w) for w in words], words=words, tags=[["B", "O"]] * 3)
+    table = tokenize_batch(batch, settings=_settings(path)).to_pydict()
+    for ids, word_ids in zip(table["input_ids"], table["word_ids"]):
+        assert ids[0] == 0 and ids[-1] == 2 and len(ids) == len(word_ids)
+        assert sorted(set(word_ids) - {-1}) == [0, 1]
+    pairs = _rows(text=["Привет, это отзыв"], text_pair=["هذا تعليق"])
+    table = tokenize_batch(pairs, settings=_settings(path)).to_pydict()
+    assert table["input_ids"][0].count(2) == 3  # <s> A </s> </s> B </s>
+    assert set(table["token_type_ids"][0]) == {0}  # no token types: zeros, as XLM-R expects
