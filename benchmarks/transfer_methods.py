@@ -10,9 +10,11 @@ can be compared. Prints student dev accuracy and agreement with the teacher, wit
 three-stage baseline.
 
     python benchmarks/transfer_methods.py [--root runs/bench-methods] [--budget 372]
+        [--init teacher|random] [--reuse runs/bench-methods/three-stage]
 
-The first variant runs the whole pipeline; the others start from copies of its committed
-data, teacher and student_init steps (their fingerprints match: only the stages differ).
+The first variant runs the whole pipeline (or, with --reuse, starts from another run's data,
+teacher fine-tuning and teacher outputs); the others start from copies of its committed data,
+teacher and student_init steps (their fingerprints match: only the stages differ).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from xdistil_ray.config import load_config  # noqa: E402
 
 SHARED_STEPS = ("inputs", "data", "teacher_finetune", "teacher", "student_init")
+TEACHER_STEPS = SHARED_STEPS[:-1]  # what does not depend on the student
 TRAIN_ROWS = 19_760  # the embedded corpus's training rows (kept minus held out)
 LABELED_ROWS = 2_000
 BATCH = 64
@@ -66,15 +69,24 @@ def variants(budget: int) -> dict[str, list[dict]]:
     }
 
 
-def run_variant(root: str, name: str, stages: list[dict], first: str | None) -> dict:
+def _copy_steps(source: str, folder: str, steps: tuple[str, ...]) -> None:
+    for step in steps:
+        if os.path.exists(os.path.join(source, step)):
+            shutil.copytree(os.path.join(source, step), os.path.join(folder, step))
+
+
+def run_variant(root: str, name: str, stages: list[dict], first: str | None, *, init: str,
+                reuse: str | None) -> dict:
     from xdistil_ray import pipeline
 
     folder = os.path.join(root, name)
-    if first is not None and not os.path.exists(os.path.join(folder, "data")):
-        for step in SHARED_STEPS:
-            if os.path.exists(os.path.join(first, step)):
-                shutil.copytree(os.path.join(first, step), os.path.join(folder, step))
-    cfg = load_config(None, [f"output={folder}", "stages=" + json.dumps(stages)])
+    if not os.path.exists(os.path.join(folder, "data")):
+        if first is not None:
+            _copy_steps(first, folder, SHARED_STEPS)
+        elif reuse:
+            _copy_steps(reuse, folder, TEACHER_STEPS)
+    cfg = load_config(None, [f"output={folder}", f"student.init={init}",
+                             "stages=" + json.dumps(stages)])
     start = time.time()
     report = pipeline.run(cfg)
     report["wall_s"] = time.time() - start
@@ -86,14 +98,20 @@ def main() -> None:
     parser.add_argument("--root", default="runs/bench-methods")
     parser.add_argument("--budget", type=int, default=372,
                         help="optimizer steps per variant, labels stage included")
+    parser.add_argument("--init", default="teacher", choices=("teacher", "random"),
+                        help="student initialization (random makes the methods' part larger)")
+    parser.add_argument("--reuse", default=None,
+                        help="a finished run of this benchmark to take data and teacher from")
     args = parser.parse_args()
     reports, first = {}, None
     for name, stages in variants(args.budget).items():
-        reports[name] = run_variant(args.root, name, stages, first)
+        reports[name] = run_variant(args.root, name, stages, first, init=args.init,
+                                    reuse=args.reuse)
         first = first or os.path.join(args.root, name)
     base = reports["three-stage"]["eval"]
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs; budget {args.budget} "
-          f"steps per variant; student L4-H128 from all-MiniLM-L6-v2 (fine-tuned)")
+          f"steps per variant; student L4-H128 ({args.init} init) from all-MiniLM-L6-v2 "
+          "(fine-tuned)")
     print(f"teacher dev accuracy {base['teacher_accuracy']:.3f}\n")
     print("| method | steps | training s | dev accuracy | ratio | agreement | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")

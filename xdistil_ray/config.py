@@ -15,15 +15,9 @@ from typing import Any
 
 import yaml
 
+from xdistil_ray.config_checks import ConfigError, validate  # noqa: F401  (re-exported)
+
 EMBEDDED = "embedded"
-TASKS = ("sentence", "pair", "token", "none")
-LOSSES = ("representation", "hidden_states", "attention_relations", "logits", "labels")
-LAYER_MAPS = ("last", "uniform", "explicit")
-ONLINE_ONLY = ("hidden_states", "attention_relations")
-
-
-class ConfigError(ValueError):
-    """A user mistake in the configuration; the message names the field and the fix."""
 
 
 @dataclass
@@ -389,116 +383,3 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return str(value)
     raise AssertionError(f"unsupported config type {hint} at {where}")
-
-
-# ---------------------------------------------------------------------------- validation
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def validate(cfg: Config) -> None:
-    """Checks values that are well-typed but make no sense; raises ConfigError naming the field."""
-    _check(bool(cfg.output), "output: give a run folder, e.g. output=runs/my-run")
-    _check(bool(cfg.corpus.path), "corpus.path: give the transfer corpus")
-    _check(bool(cfg.teacher.model), "teacher.model: give a model id or folder")
-    _check(cfg.corpus.max_length >= 8, "corpus.max_length: must be at least 8 tokens")
-    _check(cfg.corpus.max_chars >= cfg.corpus.max_length, "corpus.max_chars: must be >= max_length")
-    _check(cfg.corpus.rows_per_shard >= 1, "corpus.rows_per_shard: must be at least 1")
-    _check(0 < cfg.corpus.heldout_fraction < 0.5, "corpus.heldout_fraction: must be in (0, 0.5)")
-    inf = cfg.teacher.inference
-    _check(inf.batch_size >= 1, "teacher.inference.batch_size: must be at least 1")
-    _check(inf.num_actors >= 1, "teacher.inference.num_actors: must be at least 1")
-    _check(inf.num_gpus_per_actor >= 0, "teacher.inference.num_gpus_per_actor: must be >= 0")
-    _check(inf.num_cpus_per_actor > 0, "teacher.inference.num_cpus_per_actor: must be > 0")
-    _check(cfg.teacher.finetune.epochs > 0, "teacher.finetune.epochs: must be > 0")
-    _check(cfg.task in TASKS, f"task: must be one of {', '.join(TASKS)}, got {cfg.task!r}")
-    if cfg.task == "pair":
-        _check(bool(cfg.labeled.text_pair_column),
-               "labeled.text_pair_column: a pair task needs the second sentence's column")
-    s = cfg.student
-    _check(s.init in ("teacher", "random", "pretrained"),
-           "student.init: must be 'teacher', 'random' or 'pretrained'")
-    _check(s.init != "pretrained" or bool(s.pretrained),
-           "student.pretrained: give the small model's folder or id for init: pretrained")
-    _check(not s.teacher_layers or (s.init == "teacher" and len(s.teacher_layers) == s.num_layers),
-           f"student.teacher_layers: give one teacher block per student block "
-           f"({s.num_layers}), with init: teacher")
-    _check(all(i >= 1 for i in s.teacher_layers), "student.teacher_layers: blocks are 1-based")
-    _check(s.num_layers >= 1, "student.num_layers: must be at least 1")
-    _check(s.num_heads >= 1 and s.hidden_size % s.num_heads == 0,
-           "student.hidden_size: must be a multiple of student.num_heads")
-    _check(s.intermediate_size >= 1, "student.intermediate_size: must be at least 1")
-    _check(len(cfg.stages) >= 1, "stages: give at least one training stage")
-    names = [st.name for st in cfg.stages]
-    _check(len(set(names)) == len(names), f"stages: stage names must be unique, got {names}")
-    for i, st in enumerate(cfg.stages):
-        _validate_stage(cfg, st, f"stages.{i}")
-    t = cfg.train
-    _check(t.num_workers >= 1, "train.num_workers: must be at least 1")
-    _check(0 <= t.zero_stage <= 3, "train.zero_stage: must be 0, 1, 2 or 3")
-    _check(t.log_every_steps >= 1, "train.log_every_steps: must be at least 1")
-    _check(t.checkpoint_every_steps >= 1, "train.checkpoint_every_steps: must be at least 1")
-    _check(t.max_failures >= 0, "train.max_failures: must be >= 0")
-    _check(cfg.eval.max_heldout_rows >= 1, "eval.max_heldout_rows: must be at least 1")
-    _check(cfg.eval.speed_batch_size >= 1, "eval.speed_batch_size: must be at least 1")
-    _check(cfg.eval.speed_repeats >= 1, "eval.speed_repeats: must be at least 1")
-
-
-def stage_data(stage: StageConfig) -> str:
-    """Where a stage's rows come from: ``corpus`` or ``labeled`` (``auto`` resolved)."""
-    if stage.data != "auto":
-        return stage.data
-    return "labeled" if any(loss.type == "labels" for loss in stage.losses) else "corpus"
-
-
-def _validate_stage(cfg: Config, st: StageConfig, where: str) -> None:
-    _check(st.name.replace("-", "").replace("_", "").isalnum(),
-           f"{where}.name: use letters, digits, '-' and '_' only, got {st.name!r}")
-    _check(st.epochs > 0, f"{where}.epochs: must be > 0")
-    _check(st.learning_rate > 0, f"{where}.learning_rate: must be > 0")
-    _check(st.batch_size >= 1, f"{where}.batch_size: must be at least 1")
-    _check(st.data in ("auto", "corpus", "labeled"),
-           f"{where}.data: must be auto, corpus or labeled, got {st.data!r}")
-    _check(st.targets in ("stored", "online"),
-           f"{where}.targets: must be stored or online, got {st.targets!r}")
-    _check(st.unfreeze in ("none", "gradual"),
-           f"{where}.unfreeze: must be none or gradual, got {st.unfreeze!r}")
-    _check(st.unfreeze_steps >= 0, f"{where}.unfreeze_steps: must be >= 0")
-    _check(len(st.losses) >= 1, f"{where}.losses: give at least one loss")
-    data = stage_data(st)
-    if data == "labeled":
-        _check(bool(cfg.labeled.train), f"{where}: trains on labeled data; give labeled.train")
-        _check(cfg.task != "none", f"{where}.data: task none has no labeled data; use corpus")
-    for j, loss in enumerate(st.losses):
-        _validate_loss(cfg, st, loss, data, f"{where}.losses.{j}")
-
-
-def _validate_loss(cfg: Config, st: StageConfig, loss: LossConfig, data: str, where: str) -> None:
-    _check(loss.type in LOSSES, f"{where}.type: must be one of {', '.join(LOSSES)}, got {loss.type!r}")
-    _check(loss.weight > 0, f"{where}.weight: must be > 0")
-    _check(loss.function in ("mse", "kl"), f"{where}.function: must be mse or kl")
-    _check(loss.temperature > 0, f"{where}.temperature: must be > 0")
-    _check(loss.layer_map in LAYER_MAPS, f"{where}.layer_map: must be one of {', '.join(LAYER_MAPS)}")
-    _check(loss.last_k >= 1, f"{where}.last_k: must be at least 1")
-    _check(loss.layer_map != "explicit" or bool(loss.layers),
-           f"{where}.layers: give [student layer, teacher layer] pairs for layer_map: explicit")
-    _check(all(len(pair) == 2 for pair in loss.layers),
-           f"{where}.layers: each item must be a [student layer, teacher layer] pair")
-    _check(loss.relation_heads >= 0, f"{where}.relation_heads: must be >= 0")
-    if loss.type in ("logits", "labels"):
-        _check(cfg.task != "none", f"{where}.type: task none has no head: {loss.type} cannot "
-               "be distilled; use representation, hidden_states or attention_relations")
-    if loss.type == "labels":
-        _check(data == "labeled", f"{where}: a labels loss needs the stage's data: labeled")
-    elif data == "labeled":
-        _check(st.targets == "online", f"{where}: teacher targets on labeled data are computed "
-               "online; set the stage's targets: online")
-    if st.targets == "stored":
-        _check(loss.type not in ONLINE_ONLY, f"{where}.type: {loss.type} targets are too large "
-               "to store; set the stage's targets: online")
-        _check(loss.type != "representation" or (loss.layer_map == "last" and loss.last_k == 1),
-               f"{where}.layer_map: stored targets hold the teacher's last layer only; set the "
-               "stage's targets: online to match several layers")

@@ -14,7 +14,8 @@ from typing import Callable
 
 from xdistil_ray import config as config_mod
 from xdistil_ray import stage_plan
-from xdistil_ray.config import EMBEDDED, Config, ConfigError, stage_data
+from xdistil_ray.config import EMBEDDED, Config, ConfigError
+from xdistil_ray.config_checks import stage_data
 from xdistil_ray.readers import CorpusSource, resolve_source
 from xdistil_ray.runfolder import RunFolder
 
@@ -247,6 +248,11 @@ def run(cfg: Config) -> dict:
                 folder, data, model_path=teacher_local, outputs=outputs, task=cfg.task,
                 batch_size=inf.batch_size, num_actors=inf.num_actors,
                 num_gpus=inf.num_gpus_per_actor, num_cpus=inf.num_cpus_per_actor, fingerprint=fp))
+        missing = sorted(set(outputs) - set(teacher_marker["outputs"]))
+        if missing:
+            raise ConfigError(
+                f"{folder.uri}: the stored teacher outputs lack {', '.join(missing)}, which a "
+                "stage now reads; set that stage's targets: online, or use a new output folder")
     s_cfg = cfg.student
     init_marker = steps.ensure(
         student_init.STEP, fingerprint(cfg, *_INIT_KEYS),

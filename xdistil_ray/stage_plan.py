@@ -6,7 +6,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from xdistil_ray.config import Config, stage_data
+from xdistil_ray.config import Config
+from xdistil_ray.config_checks import stage_data
 from xdistil_ray.objective import LossSpec
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.train_loop import StageSpec, total_steps
