@@ -50,7 +50,7 @@ def test_stored_representation_compares_the_cls_vector_and_weights_sum():
     batch = {"attention_mask": torch.ones(2, 3, dtype=torch.long),
              "teacher_hidden": teacher_cls, "teacher_logits": torch.zeros(2, 2)}
     specs = [LossSpec("representation", weight=2.0, pairs=((2, 6),)), LossSpec("logits", weight=0.5)]
-    targets = objective.stored_targets(batch, specs, 2, 6)
+    targets = objective.stored_targets(batch, 6)
     total, parts = objective.compute(specs, student, targets, batch,
                                      torch.nn.ModuleDict({"loss0_s2_t6": torch.nn.Identity()}),
                                      per_token=False)
@@ -66,7 +66,7 @@ def test_token_representation_covers_every_real_token():
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
     batch = {"attention_mask": mask, "teacher_hidden": teacher_states}
     specs = [LossSpec("representation", pairs=((2, 6),))]
-    total, _ = objective.compute(specs, student, objective.stored_targets(batch, specs, 2, 6), batch,
+    total, _ = objective.compute(specs, student, objective.stored_targets(batch, 6), batch,
                                  torch.nn.ModuleDict({"loss0_s2_t6": torch.nn.Identity()}),
                                  per_token=True)
     per_token = (student["hidden_states"][2] - teacher_states).pow(2).mean(-1)

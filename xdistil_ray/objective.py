@@ -141,9 +141,9 @@ class OnlineTeacher:
                 if v is not None else None for k, v in out.items()}
 
 
-def stored_targets(batch: dict, specs: list[LossSpec], num_student: int,
-                   num_teacher: int) -> dict:
-    """Targets from stored teacher outputs, shaped like :class:`OnlineTeacher`'s."""
+def stored_targets(batch: dict, num_teacher: int) -> dict:
+    """Targets from stored teacher outputs, shaped like :class:`OnlineTeacher`'s: the stored
+    last-layer states sit at the teacher's top layer index ``num_teacher``."""
     hidden = None
     if "teacher_hidden" in batch:
         hidden = [None] * num_teacher + [batch["teacher_hidden"]]

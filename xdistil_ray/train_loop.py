@@ -261,8 +261,7 @@ class StageTrainer:
         if self.online is not None:
             targets = self.online(batch)
         else:
-            targets = objective.stored_targets(batch, spec.losses, self.num_blocks,
-                                               spec.teacher_layers)
+            targets = objective.stored_targets(batch, spec.teacher_layers)
         return objective.compute(spec.losses, student, targets, batch,
                                  self.engine.module.projections, per_token=spec.per_token)
 
