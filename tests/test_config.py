@@ -134,6 +134,14 @@ def test_prepared_data_that_cannot_feed_the_stages_is_refused():
         check_data(cfg, _data(kept=50, heldout=10))
 
 
+def test_two_attention_relation_losses_in_one_stage_are_refused(tmp_path):
+    path = _write(tmp_path, "stages:\n  - name: a\n    targets: online\n    losses:\n"
+                            "      - {type: attention_relations}\n"
+                            "      - {type: attention_relations, teacher_layer: 3}\n")
+    with pytest.raises(ConfigError, match="stages.0.losses: one attention_relations loss"):
+        load_config(path)
+
+
 def test_task_agnostic_refuses_head_losses():
     with pytest.raises(ConfigError, match="stages.1.losses.0.type: task none has no head"):
         load_config(None, ["task=none"])

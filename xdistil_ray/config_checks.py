@@ -101,6 +101,9 @@ def _validate_stage(cfg: Config, st: StageConfig, where: str) -> None:
         _check(cfg.task != "none", f"{where}.data: task none has no labeled data; use corpus")
     for j, loss in enumerate(st.losses):
         _validate_loss(cfg, st, loss, data, f"{where}.losses.{j}")
+    _check(sum(loss.type == "attention_relations" for loss in st.losses) <= 1,
+           f"{where}.losses: one attention_relations loss per stage (one teacher block to one "
+           "student block); use another stage for another pair of blocks")
 
 
 def _validate_loss(cfg: Config, st: StageConfig, loss: LossConfig, data: str, where: str) -> None:
