@@ -82,8 +82,9 @@ def test_students_for_each_task(tmp_path, tiny_classifier_dir):
     assert type(plain).__name__ == "BertModel"
     from transformers import BertForTokenClassification
 
-    tagger = BertForTokenClassification.from_pretrained(tiny_classifier_dir, num_labels=3, ignore_mismatched_sizes=True,
-                                                        id2label={0: "B", 1: "I", 2: "O"})
+    tagger = BertForTokenClassification.from_pretrained(
+        tiny_classifier_dir, num_labels=3, ignore_mismatched_sizes=True,
+        id2label={0: "B", 1: "I", 2: "O"})
     token_student = models.build_student(tagger, num_layers=1, hidden_size=24, num_heads=2,
                                          intermediate_size=32, init="random", seed=0, task="token")
     assert type(token_student).__name__ == "BertForTokenClassification"
