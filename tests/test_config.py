@@ -35,6 +35,15 @@ def test_stage_list_from_file_replaces_defaults(tmp_path):
     assert len(cfg.stages) == 1 and cfg.stages[0].name == "only" and cfg.stages[0].batch_size == 64
 
 
+def test_exponent_without_dot_is_a_number(tmp_path):
+    # PyYAML reads 1e-4 (no dot) as a string; users write it on the command line and in files
+    cfg = load_config(_write(tmp_path, "teacher:\n  finetune:\n    learning_rate: 3e-5\n"),
+                      ["stages.0.learning_rate=1e-4"])
+    assert cfg.teacher.finetune.learning_rate == 3e-5 and cfg.stages[0].learning_rate == 1e-4
+    with pytest.raises(ConfigError, match="stages.0.learning_rate: expected a number"):
+        load_config(None, ["stages.0.learning_rate=fast"])
+
+
 def test_int_accepted_for_float():
     assert load_config(None, ["teacher.finetune.epochs=2"]).teacher.finetune.epochs == 2.0
 

@@ -353,6 +353,14 @@ def _build(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+def _yaml_float(text: str) -> float | str:
+    """``1e-4`` and the like as a float; any other string unchanged."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
@@ -373,6 +381,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):
+            value = _yaml_float(value)  # PyYAML (YAML 1.1) reads 1e-4 as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
