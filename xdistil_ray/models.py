@@ -86,8 +86,8 @@ def check_vocabulary(teacher_path: str, student_path: str) -> None:
         return  # no tokenizer of its own: it will be given the teacher's
     theirs = tokenizer.get_vocab()
     if own != theirs:
-        token = next(t for t in sorted(set(own) ^ set(theirs)) or
-                     sorted(t for t in own if own[t] != theirs.get(t)))
+        differing = sorted(set(own) ^ set(theirs)) or sorted(t for t in own if own[t] != theirs[t])
+        token = differing[0]
         raise ValueError(f"student {student_path!r} and the teacher tokenize differently "
                          f"(token {token!r} differs): the student must use the teacher's tokenizer")
 
@@ -97,7 +97,7 @@ def num_params(model: nn.Module) -> int:
 
 
 def student_config(teacher_config, *, num_layers: int, hidden_size: int, num_heads: int,
-                   intermediate_size: int, task: str = "sentence"):
+                   intermediate_size: int):
     """The student's Hugging Face config: the teacher's, with the student's shape."""
     config = teacher_config.__class__.from_dict(teacher_config.to_dict())
     config.num_hidden_layers = num_layers
@@ -127,7 +127,7 @@ def build_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_
     if init == "pretrained":
         return load_model(pretrained, task, labels)
     config = student_config(teacher.config, num_layers=num_layers, hidden_size=hidden_size,
-                            num_heads=num_heads, intermediate_size=intermediate_size, task=task)
+                            num_heads=num_heads, intermediate_size=intermediate_size)
     student = auto_class(task).from_config(config)
     if init == "teacher":
         layers = teacher_layers or uniform_layers(teacher.config.num_hidden_layers, num_layers)

@@ -130,9 +130,9 @@ def _dev_scores(task: str, model, dev: dict, label_names: list[str]) -> dict:
     out = predict(model, dev)
     if task == "token":
         index = {name: i for i, name in enumerate(label_names)}
-        gold = [[index[t] for t in tags][: len(word_predictions(o, w))]
-                for o, w, tags in zip(out, dev["word_ids"], dev["tags"])]
         pred = [word_predictions(o, w) for o, w in zip(out, dev["word_ids"])]
+        # words cut off by truncation have no prediction and are not scored
+        gold = [[index[t] for t in tags][: len(p)] for p, tags in zip(pred, dev["tags"])]
         return tag_scores(gold, pred, index.get("O"))
     gold = np.array([label_names.index(str(v)) for v in dev["label"]])
     return {"accuracy": float((np.stack(out).argmax(-1) == gold).mean())}
