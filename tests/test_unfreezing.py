@@ -62,7 +62,7 @@ def _groups(trainer) -> dict[str, dict[str, torch.Tensor]]:
 def _gathered(trainer) -> dict[str, dict[str, torch.Tensor]]:
     """Under ZeRO-3 the module holds partitions: compare full weights."""
     out: dict = {}
-    for name, value in trainer._full_state().items():
+    for name, value in trainer.full_state().items():
         out.setdefault(schedule.group_of(name), {})[name] = value
     return out
 
@@ -71,7 +71,7 @@ def _gathered(trainer) -> dict[str, dict[str, torch.Tensor]]:
 def test_each_phase_trains_exactly_its_blocks(single_process_group, tiny_classifier_dir, zero_stage):
     steps_per_phase = 2
     spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
-                     init_in_run=False, run_uri="", total_steps=5 * steps_per_phase, batch_size=8,
+                     init_in_run=False, run=None, total_steps=5 * steps_per_phase, batch_size=8,
                      learning_rate=1e-2, zero_stage=zero_stage, log_every=1, checkpoint_every=100,
                      seed=0, torch_threads=1, unfreeze_steps=steps_per_phase)
     trainer = StageTrainer(spec, tiny_classifier_dir)
@@ -104,7 +104,7 @@ def test_each_phase_trains_exactly_its_blocks(single_process_group, tiny_classif
 
 def test_learning_rate_schedule_continues_across_rebuilds(single_process_group, tiny_classifier_dir):
     spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
-                     init_in_run=False, run_uri="", total_steps=20, batch_size=8,
+                     init_in_run=False, run=None, total_steps=20, batch_size=8,
                      learning_rate=1e-2, zero_stage=1, log_every=1, checkpoint_every=100,
                      seed=0, torch_threads=1, unfreeze_steps=4)
     trainer = StageTrainer(spec, tiny_classifier_dir)
@@ -118,7 +118,7 @@ def test_learning_rate_schedule_continues_across_rebuilds(single_process_group, 
 def test_restore_mid_stage_rebuilds_the_phase_and_continues(single_process_group,
                                                              tiny_classifier_dir, tmp_path):
     spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
-                     init_in_run=False, run_uri="", total_steps=10, batch_size=8,
+                     init_in_run=False, run=None, total_steps=10, batch_size=8,
                      learning_rate=1e-2, zero_stage=2, log_every=1, checkpoint_every=100,
                      seed=0, torch_threads=1, unfreeze_steps=2)
     first = StageTrainer(spec, tiny_classifier_dir)
@@ -127,15 +127,15 @@ def test_restore_mid_stage_rebuilds_the_phase_and_continues(single_process_group
             first.build(first.phase_for(step), step)
         first.train_step(_batch(step))
     first.engine.save_checkpoint(str(tmp_path), tag="ds")
-    saved = first._full_state()
+    saved = first.full_state()
     second = StageTrainer(spec, tiny_classifier_dir)
     second.build(second.phase_for(5 - 1), 5)
     second.engine.load_checkpoint(str(tmp_path), tag="ds")
-    restored = second._full_state()
+    restored = second.full_state()
     assert all(torch.equal(saved[k], restored[k]) for k in saved)
     assert second.engine.get_lr() == first.engine.get_lr()
     for trainer in (first, second):  # the same next step from the same state (and dropout)
         torch.manual_seed(123)
         trainer.train_step(_batch(5))
-    a, b = first._full_state(), second._full_state()
+    a, b = first.full_state(), second.full_state()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -226,9 +226,23 @@ class RayConfig:
 
 
 @dataclass
+class StorageConfig:
+    """How to reach object storage. Credentials never go here: every process reads them from
+    the standard AWS sources (environment, `AWS_PROFILE`, the instance or pod role)."""
+
+    endpoint: str = ""
+    """`http(s)://host:port` of an S3-compatible store (MinIO, SeaweedFS, Ceph); empty = AWS,
+    or the `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` environment variables."""
+    region: str = ""
+    """Bucket region; empty = `AWS_REGION` / `AWS_DEFAULT_REGION`, else us-east-1."""
+    max_attempts: int = 11
+    """Attempts per storage request, with exponential backoff (11 rides out ~50 s of outage)."""
+
+
+@dataclass
 class Config:
     output: str = "runs/default"
-    """Run folder (local path; object storage comes later)."""
+    """Run folder: a local path or `s3://bucket/prefix`."""
     seed: int = 0
     """Seed for initialization, data order and the embedded data."""
     task: str = "sentence"
@@ -251,6 +265,14 @@ class Config:
     """Evaluation settings."""
     ray: RayConfig = field(default_factory=RayConfig)
     """Where Ray runs."""
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    """How object storage is reached (output and inputs on `s3://`)."""
+
+    def storage_options(self):
+        from xdistil_ray.storage import StorageOptions
+
+        return StorageOptions(endpoint=self.storage.endpoint, region=self.storage.region,
+                              max_attempts=self.storage.max_attempts)
 
 
 # ---------------------------------------------------------------------------- loading

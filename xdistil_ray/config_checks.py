@@ -29,6 +29,16 @@ def _check(ok: bool, message: str) -> None:
 def validate(cfg: Config) -> None:
     """Checks values that are well-typed but make no sense; raises ConfigError naming the field."""
     _check(bool(cfg.output), "output: give a run folder, e.g. output=runs/my-run")
+    from xdistil_ray import storage
+
+    storage.check_uri(cfg.output, "output")
+    for field_name, value in (("corpus.path", cfg.corpus.path), ("labeled.train", cfg.labeled.train),
+                              ("labeled.dev", cfg.labeled.dev)):
+        storage.check_uri(value, field_name)
+    endpoint = cfg.storage.endpoint
+    _check(not endpoint or (endpoint.startswith(("http://", "https://")) and "@" not in endpoint),
+           "storage.endpoint: give http(s)://host:port, without credentials")
+    _check(cfg.storage.max_attempts >= 1, "storage.max_attempts: must be at least 1")
     _check(bool(cfg.corpus.path), "corpus.path: give the transfer corpus")
     _check(bool(cfg.teacher.model), "teacher.model: give a model id or folder")
     _check(cfg.corpus.max_length >= 8, "corpus.max_length: must be at least 8 tokens")

@@ -45,21 +45,18 @@ class Shapes:
     teacher_heads: int
 
 
-def resolve_inputs(cfg: Config) -> Inputs:
+def resolve_inputs(cfg: Config, folder: RunFolder) -> Inputs:
     """Resolves paths (generating the embedded data if asked); raises ConfigError on a bad one."""
     from xdistil_ray.models import resolve_teacher_path
 
     embedded = {}
     if EMBEDDED in (cfg.corpus.path, cfg.labeled.train, cfg.labeled.dev):
-        from xdistil_ray.embedded_data import write_embedded_data
-
-        if "://" in cfg.output:
-            raise ConfigError("corpus.path: the embedded data needs a local output folder")
-        embedded = write_embedded_data(os.path.join(cfg.output, "inputs"), seed=cfg.seed,
-                                       task=cfg.task)
+        embedded = _embedded_inputs(cfg, folder)
+    options = cfg.storage_options()
 
     def source(value: str, field: str) -> CorpusSource:
-        return resolve_source(embedded[_EMBEDDED_FILE[field]] if value == EMBEDDED else value, field)
+        return resolve_source(embedded[_EMBEDDED_FILE[field]] if value == EMBEDDED else value,
+                              field, options)
 
     labeled = {}
     # Task-agnostic runs need no labels; the embedded default's labeled sets do not apply.
@@ -82,6 +79,27 @@ def resolve_inputs(cfg: Config) -> Inputs:
                           "(or task: none for task-agnostic distillation)")
     shapes = check_models(cfg, teacher)
     return Inputs(corpus, labeled, teacher, shapes)
+
+
+def _embedded_inputs(cfg: Config, folder: RunFolder) -> dict[str, str]:
+    """The embedded data under ``<run>/inputs`` (generated locally, uploaded to a remote run so
+    that every node reads the same files)."""
+    import tempfile
+
+    from xdistil_ray.embedded_data import write_embedded_data
+
+    if folder.is_local:
+        return write_embedded_data(folder.local_path("inputs"), seed=cfg.seed, task=cfg.task)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = write_embedded_data(tmp, seed=cfg.seed, task=cfg.task)
+        remote = {}
+        for name, path in local.items():
+            rel = "inputs/" + os.path.relpath(path, tmp).replace(os.sep, "/")
+            if not folder.exists(rel):
+                with open(path, "rb") as f:
+                    folder.write_bytes(rel, f.read())
+            remote[name] = folder.uri_of(rel)
+        return remote
 
 
 def check_models(cfg: Config, teacher_path: str) -> Shapes:
@@ -163,13 +181,19 @@ def _stage_keys(k: int) -> tuple[str, ...]:
     return ("student",) + tuple(f"stages.{i}" for i in range(k + 1)) + _TEACHER_KEYS
 
 
-def refuse_changed(run: RunFolder, rel: str, marker: dict, fp: dict) -> None:
-    """Raises ConfigError naming the fields that changed since ``rel`` was committed."""
+STARTED = "STARTED"
+"""Marker of a resumable step's first attempt (its config fingerprint): a re-run with changed
+fields would mix old and new work, and is refused like a change to a complete step."""
+
+
+def refuse_changed(run: RunFolder, rel: str, marker: dict, fp: dict, state: str = "complete") -> None:
+    """Raises ConfigError naming the fields that changed since ``rel`` was committed (or
+    started)."""
     old = marker.get("fingerprint", {})
     changed = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
     if changed:
         raise ConfigError(
-            f"{run.uri}: step {rel!r} is complete but these fields changed since: "
+            f"{run.uri}: step {rel!r} is {state} but these fields changed since: "
             f"{', '.join(changed)}. Use a new output folder, or restore the old values.")
 
 
@@ -179,30 +203,33 @@ class Steps:
     def __init__(self, run: RunFolder):
         self.run = run
 
-    def done(self, rel: str, fp: dict) -> dict | None:
-        """The marker of a committed step, after checking its config fingerprint."""
+    def check(self, rel: str, fp: dict) -> dict | None:
+        """Refuses a changed config for ``rel`` (complete, or started and resumable); returns
+        its marker when complete."""
         marker = self.run.marker(rel)
-        if marker is None:
-            return None
-        refuse_changed(self.run, rel, marker, fp)
-        print(f"[xdistil] {rel}: complete, skipped", flush=True)
-        return marker
+        if marker is not None:
+            refuse_changed(self.run, rel, marker, fp)
+            return marker
+        if self.run.exists(rel, STARTED):
+            started = self.run.read_json(f"{rel}/{STARTED}")
+            refuse_changed(self.run, rel, started, fp, "half done (it resumes)")
+        return None
 
-    def ensure(self, rel: str, fp: dict, run_step: Callable[[dict], dict]) -> dict:
-        """The marker of step ``rel``: its committed one, or ``run_step(fp)``'s after running."""
-        marker = self.done(rel, fp)
-        if marker is None:
-            started = self.start(rel)
-            marker = run_step(fp)
-            self.finish(rel, started)
-        return marker
-
-    def start(self, rel: str) -> float:
+    def ensure(self, rel: str, fp: dict, run_step: Callable[[dict], dict],
+               resumable: bool = False) -> dict:
+        """The marker of step ``rel``: its committed one, or ``run_step(fp)``'s after running.
+        A ``resumable`` step keeps (and is checked against) what an earlier attempt did."""
+        marker = self.check(rel, fp)
+        if marker is not None:
+            print(f"[xdistil] {rel}: complete, skipped", flush=True)
+            return marker
+        if resumable and not self.run.exists(rel, STARTED):
+            self.run.write_json(f"{rel}/{STARTED}", {"fingerprint": fp})
+        started = time.time()
         print(f"[xdistil] {rel}: running", flush=True)
-        return time.time()
-
-    def finish(self, rel: str, started: float) -> None:
+        marker = run_step(fp)
         print(f"[xdistil] {rel}: done in {time.time() - started:.0f}s", flush=True)
+        return marker
 
 
 def init_ray(cfg: Config) -> None:
@@ -223,9 +250,12 @@ def run(cfg: Config) -> dict:
     from xdistil_ray.steps import (evaluate, export, prepare, report, student_init,
                                    teacher_inference)
 
+    from xdistil_ray import storage
+
     started = time.time()
-    inputs = resolve_inputs(cfg)
-    folder = RunFolder(cfg.output)
+    folder = RunFolder(cfg.output, cfg.storage_options())
+    storage.check_access(folder.uri, folder.options)  # seconds, before any compute
+    inputs = resolve_inputs(cfg, folder)
     print(f"[xdistil] run folder: {folder.uri}", flush=True)
     steps = Steps(folder)
     _check_all(steps, cfg)
@@ -240,14 +270,14 @@ def run(cfg: Config) -> dict:
     teacher_marker = None
     outputs = teacher_outputs(cfg)
     if outputs:
-        teacher_local = folder.local_path(teacher.path, "model") if teacher.in_run else teacher.path
         inf = cfg.teacher.inference
         teacher_marker = steps.ensure(
             teacher_inference.STEP, fingerprint(cfg, *_INFERENCE_KEYS),
             lambda fp: teacher_inference.run_step(
-                folder, data, model_path=teacher_local, outputs=outputs, task=cfg.task,
+                folder, data, model_path=teacher.path, model_in_run=teacher.in_run, outputs=outputs, task=cfg.task,
                 batch_size=inf.batch_size, num_actors=inf.num_actors,
-                num_gpus=inf.num_gpus_per_actor, num_cpus=inf.num_cpus_per_actor, fingerprint=fp))
+                num_gpus=inf.num_gpus_per_actor, num_cpus=inf.num_cpus_per_actor, fingerprint=fp),
+            resumable=True)
         missing = sorted(set(outputs) - set(teacher_marker["outputs"]))
         if missing:
             raise ConfigError(
@@ -310,7 +340,8 @@ def _stages(steps: Steps, cfg: Config, data: dict, sources, teacher, shapes: Sha
             dataset = train.stage_dataset(steps.run, files, columns, heldout)
             return train.run_stage(steps.run, rel, spec, dataset, stage_plan.scaling(cfg), fp)
 
-        markers.append(steps.ensure(rel, fingerprint(cfg, *_stage_keys(k)), run_step))
+        markers.append(steps.ensure(rel, fingerprint(cfg, *_stage_keys(k)), run_step,
+                                    resumable=True))
         previous = rel
     return markers
 
@@ -348,15 +379,14 @@ def check_data(cfg: Config, data: dict) -> None:
 
 
 def _check_all(steps: Steps, cfg: Config) -> None:
-    """Refuses an unsafe config change before any work (each committed step is checked)."""
+    """Refuses an unsafe config change before any work (each committed or started step is
+    checked)."""
     checks = [("data", _DATA_KEYS), (TEACHER_FINETUNE, _TEACHER_KEYS),
               ("teacher", _INFERENCE_KEYS), ("student_init", _INIT_KEYS)]
     checks += [(stage_plan.stage_folder(k, s.name), _stage_keys(k))
                for k, s in enumerate(cfg.stages)]
     for rel, keys in checks:
-        marker = steps.run.marker(rel)
-        if marker is not None:
-            refuse_changed(steps.run, rel, marker, fingerprint(cfg, *keys))
+        steps.check(rel, fingerprint(cfg, *keys))
 
 
 def teacher_outputs(cfg: Config) -> tuple[str, ...]:
@@ -377,7 +407,7 @@ def _teacher(steps: Steps, cfg: Config, inputs: Inputs, data: dict,
     if cfg.task == "none" or has_task_head(inputs.teacher_path, len(label_names), cfg.task):
         return stage_plan.Teacher(inputs.teacher_path, False)
     steps.ensure(TEACHER_FINETUNE, fingerprint(cfg, *_TEACHER_KEYS),
-                 lambda fp: _finetune_teacher(steps.run, cfg, inputs, data, fp))
+                 lambda fp: _finetune_teacher(steps.run, cfg, inputs, data, fp), resumable=True)
     return stage_plan.Teacher(TEACHER_FINETUNE, True)
 
 

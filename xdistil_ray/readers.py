@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 from ray.data.datasource import FileBasedDatasource
 
+from xdistil_ray import storage
 from xdistil_ray.config import ConfigError
 
 SUFFIXES = {".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -29,16 +32,22 @@ class CorpusSource:
     path: str
     files: tuple[str, ...] = ()
     fmt: str = ""
+    fs: Any = None
+    """pyarrow filesystem of ``files`` (object storage); None = local files."""
 
 
-def resolve_source(path: str, field: str) -> CorpusSource:
+def resolve_source(path: str, field: str,
+                   options: storage.StorageOptions | None = None) -> CorpusSource:
     """Finds the files behind a corpus path; raises ConfigError naming ``field`` if none.
 
     Accepts a file, a folder (its .txt/.jsonl/.parquet files, recursively), a glob, a folder
-    written by `datasets.save_to_disk`, or ``hf:<hub id>``.
+    written by `datasets.save_to_disk`, ``hf:<hub id>``, or an ``s3://bucket/key`` file or
+    prefix (read with the run's storage settings and the standard AWS credentials).
     """
     if path.startswith("hf:"):
         return CorpusSource("hf_hub", path[3:])
+    if storage.is_remote(path):
+        return _resolve_remote(path, field, options or storage.StorageOptions())
     if os.path.isdir(path) and (os.path.exists(os.path.join(path, "dataset_info.json"))
                                 or os.path.exists(os.path.join(path, "dataset_dict.json"))):
         return CorpusSource("hf_disk", path)
@@ -52,12 +61,33 @@ def resolve_source(path: str, field: str) -> CorpusSource:
         raise ConfigError(f"{field}: {path!r} does not exist")
     files = sorted(os.path.abspath(p) for p in candidates
                    if os.path.isfile(p) and _suffix(p) in SUFFIXES)
+    return _files_source(path, field, files, None)
+
+
+def _files_source(path: str, field: str, files: list[str], fs) -> CorpusSource:
     if not files:
         raise ConfigError(f"{field}: {path!r} matches no .txt, .jsonl or .parquet file")
     formats = {SUFFIXES[_suffix(p)] for p in files}
     if len(formats) > 1:
         raise ConfigError(f"{field}: {path!r} mixes file formats {sorted(formats)}; use one")
-    return CorpusSource("files", path, tuple(files), formats.pop())
+    return CorpusSource("files", path, tuple(files), formats.pop(), fs)
+
+
+def _resolve_remote(path: str, field: str, options: storage.StorageOptions) -> CorpusSource:
+    """A file or a prefix (its files, recursively) in object storage."""
+    storage.check_access(path, options, field, write=False)
+    fs, root = storage.filesystem(path, options)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        candidates = [root]
+    elif info.type == pafs.FileType.Directory:
+        candidates = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                      if i.type == pafs.FileType.File]
+    else:
+        raise ConfigError(f"{field}: {path!r} does not exist")
+    files = sorted(p for p in candidates if _suffix(p) in SUFFIXES
+                   and not posixpath.basename(p).startswith("."))
+    return _files_source(path, field, files, fs)
 
 
 def _suffix(path: str) -> str:
@@ -74,9 +104,10 @@ def read_raw(source: CorpusSource, *, text_column: str, columns: list[str], hf_s
     import ray.data
 
     if source.kind == "files" and source.fmt in ("txt", "jsonl"):
-        return ray.data.read_datasource(LinesDatasource(list(source.files))), source.fmt
+        return (ray.data.read_datasource(LinesDatasource(list(source.files), source.fs)),
+                source.fmt)
     if source.kind == "files":
-        ds = ray.data.read_parquet(list(source.files))
+        ds = ray.data.read_parquet(list(source.files), filesystem=source.fs)
     else:
         ds = ray.data.from_huggingface(_load_hf(source, hf_split))
     missing = [c for c in columns if c not in ds.columns()]
@@ -96,15 +127,16 @@ def load_records(source: CorpusSource, *, columns: list[str], split: str) -> tup
                           "with text and label columns, not .txt")
     if source.kind == "files" and source.fmt == "jsonl":
         lines: list[bytes] = []
+        fs = source.fs or pafs.LocalFileSystem()
         for path in source.files:
-            with open(path, "rb") as f:
+            with fs.open_input_stream(path) as f:
                 data = f.read()
             lines.extend(data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"))
         return lines, "jsonl"
     if source.kind == "files":
         import pyarrow.parquet as pq
 
-        tables = [pq.read_table(p) for p in source.files]
+        tables = [pq.read_table(p, filesystem=source.fs) for p in source.files]
         rows = [r for t in tables for r in t.to_pylist()]
     else:
         rows = list(_load_hf(source, split))
@@ -131,8 +163,8 @@ def _load_hf(source: CorpusSource, split: str):
 class LinesDatasource(FileBasedDatasource):
     """Reads files as raw byte lines: column ``raw`` (binary), split on ``\\n`` only."""
 
-    def __init__(self, paths: list[str]):
-        super().__init__(paths)
+    def __init__(self, paths: list[str], filesystem=None):
+        super().__init__(paths, filesystem=filesystem)
 
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
         lines: list[bytes] = []

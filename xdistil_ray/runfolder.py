@@ -15,25 +15,38 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from xdistil_ray import storage
+from xdistil_ray.storage import StorageOptions
+
 MARKER = "COMPLETE"
 
 
 class RunFolder:
-    """A run folder on local disk (object storage builds on the same pyarrow filesystem API).
+    """A run folder on local disk or in object storage, through one pyarrow filesystem API.
 
     Args:
-        uri: a local path or a URI pyarrow understands.
+        uri: a local path or a URI (``s3://bucket/prefix``).
+        options: how to reach object storage (endpoint, region, retries; never credentials).
     """
 
-    def __init__(self, uri: str):
-        if "://" not in uri:
-            uri = os.path.abspath(uri)
+    def __init__(self, uri: str, options: StorageOptions | None = None):
+        if not storage.is_remote(uri):
+            uri = os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
         self.uri = uri.rstrip("/")
-        self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
+        self.options = options or StorageOptions()
+        self.fs, self.root = storage.filesystem(self.uri, self.options)
 
     def __reduce__(self):
-        # pyarrow filesystems pickle, but rebuilding from the URI keeps workers independent.
-        return (RunFolder, (self.uri,))
+        # Rebuilt from the URI on each worker, which reads its own credentials.
+        return (RunFolder, (self.uri, self.options))
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def uri_of(self, *parts: str) -> str:
+        """URI of ``parts`` under the run (a local path for a local run)."""
+        return posixpath.join(self.uri, *parts)
 
     def path(self, *parts: str) -> str:
         """Filesystem path of ``parts`` under the run root (for ``self.fs``)."""
@@ -41,7 +54,7 @@ class RunFolder:
 
     def local_path(self, *parts: str) -> str:
         """Path usable by plain ``open`` (local run folders only)."""
-        assert isinstance(self.fs, pafs.LocalFileSystem), "not a local run folder"
+        assert self.is_local, "not a local run folder"
         return self.path(*parts)
 
     def exists(self, *parts: str) -> bool:
@@ -64,7 +77,7 @@ class RunFolder:
         """Writes a file so that readers see either nothing or all of it."""
         path = self.path(rel)
         self.fs.create_dir(posixpath.dirname(path), recursive=True)
-        if isinstance(self.fs, pafs.LocalFileSystem):
+        if self.is_local:
             tmp = f"{path}.tmp-{uuid.uuid4().hex}"
             with self.fs.open_output_stream(tmp) as f:
                 f.write(data)

@@ -116,7 +116,7 @@ def finetune_plan(cfg: Config, data: dict, sources: Sources, *, run: RunFolder,
 def _spec(cfg: Config, *, rows: int, epochs: float, run: RunFolder, **kwargs) -> StageSpec:
     t = cfg.train
     return StageSpec(
-        run_uri=run.uri, total_steps=total_steps(rows, epochs, kwargs["batch_size"], t.num_workers),
+        run=run, total_steps=total_steps(rows, epochs, kwargs["batch_size"], t.num_workers),
         zero_stage=t.zero_stage, log_every=t.log_every_steps,
         checkpoint_every=t.checkpoint_every_steps, seed=cfg.seed, task=cfg.task,
         torch_threads=t.torch_threads or max(1, int(t.cpus_per_worker)), **kwargs)

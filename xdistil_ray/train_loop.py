@@ -18,6 +18,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,10 +27,15 @@ from xdistil_ray import objective, schedule
 from xdistil_ray.losses import IGNORE_LABEL
 from xdistil_ray.objective import LossSpec
 
+if TYPE_CHECKING:
+    from xdistil_ray.runfolder import RunFolder
+
 _TAG = "ds"
 MODEL_DIR = "model"
 LOSSES_FILE = "losses.json"
 PROGRESS_FILE = "progress.json"
+MODULE_FILE = "module.pt"
+RANK_MANIFEST = "files-rank{rank}.json"
 
 
 @dataclass
@@ -42,7 +48,8 @@ class StageSpec:
     """Hugging Face folder or model id; with ``init_in_run``, a committed set of the run folder
     holding the folder as ``model/``."""
     init_in_run: bool
-    run_uri: str
+    run: "RunFolder"
+    """The run folder (rebuilt on each worker from its URI and storage options)."""
     total_steps: int
     batch_size: int
     learning_rate: float
@@ -223,14 +230,16 @@ class StageTrainer:
             return schedule.num_phases(self.num_blocks) - 1
         return schedule.phase_at(step, self.phase_length, self.num_blocks)
 
-    def build(self, phase: int, step: int) -> None:
-        """(Re)builds the engine for ``phase``; keeps the weights trained so far."""
+    def build(self, phase: int, step: int, state: dict | None = None) -> None:
+        """(Re)builds the engine for ``phase``; keeps the weights trained so far, or starts from
+        the full module ``state`` when given."""
         import deepspeed
 
         if self.engine is not None:
-            state = self._full_state()
+            state = self.full_state()
             self.engine = None
             self.module = self._new_module()
+        if state is not None:
             self.module.load_state_dict(state)
         groups = schedule.trainable_groups(phase, self.num_blocks)
         schedule.apply_groups(self.module, groups, self.never)
@@ -244,7 +253,7 @@ class StageTrainer:
         if self.teacher is not None and self.online is None:
             self.online = objective.OnlineTeacher(self.teacher, self.spec.losses, self.engine.device)
 
-    def _full_state(self) -> dict:
+    def full_state(self) -> dict:
         """The module's full weights on CPU (gathered across ranks under ZeRO-3)."""
         import deepspeed
 
@@ -293,21 +302,29 @@ def train_loop_per_worker(config: dict) -> None:
     workdir = tempfile.mkdtemp(prefix=f"xdistil-{spec.name}-")
     trainer = StageTrainer(spec, _local(spec, spec.init_path, spec.init_in_run, workdir, "init"),
                            _online_teacher(spec, workdir))
+    world = ray.train.get_context().get_world_size()
     checkpoint = ray.train.get_checkpoint()
-    step, history, restore_dir = 0, [], None
+    step, history, resumed, restore_dir = 0, [], [], None
     if checkpoint is not None:
         # to_directory per rank, not as_directory: see shared/NOTES.md (ray issue 48726).
         restore_dir = checkpoint.to_directory(os.path.join(workdir, "restore"))
-        with open(os.path.join(restore_dir, PROGRESS_FILE)) as f:
-            progress = json.load(f)
+        progress = verify_checkpoint(restore_dir)
         step, history = progress["step"], progress["history"]
-    trainer.build(trainer.phase_for(max(0, step - 1)), step)
-    if restore_dir is not None:
+        resumed = progress.get("resumed_from", []) + [step]
+    # Same number of workers: DeepSpeed's own state (weights, optimizer, schedule). Another
+    # number (ZeRO partitions differ): the full module saved beside it, a fresh optimizer.
+    same_world = restore_dir is not None and progress["world_size"] == world
+    state = (torch.load(os.path.join(restore_dir, MODULE_FILE), map_location="cpu")
+             if restore_dir is not None and not same_world else None)
+    trainer.build(trainer.phase_for(max(0, step - 1)), step, state)
+    if same_world:
         trainer.engine.load_checkpoint(restore_dir, tag=_TAG)
-        print(f"resumed from step {step}", flush=True)
+    if restore_dir is not None and rank == 0:
+        print(f"[{spec.name}] resumed from step {step} of {spec.total_steps} (checkpoint of "
+              f"{progress['world_size']} workers verified)", flush=True)
     label_index = {name: i for i, name in enumerate(spec.label_names)}
     batches = batches_forever(ray.train.get_dataset_shard("train"), spec.batch_size, spec.seed)
-    window, start, first_step = [], time.time(), step
+    window, start, first_step, saved = [], time.time(), step, -1
     while step < spec.total_steps:
         if trainer.phase_for(step) != trainer.phase:
             trainer.build(trainer.phase_for(step), step)
@@ -323,18 +340,23 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 _print_progress(spec, step, history[-1][1], time.time() - start, step - first_step)
         if step % spec.checkpoint_every == 0 or step == spec.total_steps:
-            _save_and_report(trainer, step, history, workdir, rank)
+            saved = step
+            _save_and_report(trainer, step, {"step": step, "history": history,
+                                             "resumed_from": resumed, "world_size": world},
+                             workdir, rank, final=step == spec.total_steps)
         elif step % spec.log_every == 0:
             ray.train.report({"step": step, "loss": history[-1][1]})
+    if saved != step:  # restored at (or, with fewer workers' longer steps, past) the end
+        _save_and_report(trainer, step, {"step": step, "history": history,
+                                         "resumed_from": resumed, "world_size": world},
+                         workdir, rank, final=True)
 
 
 def _local(spec: StageSpec, path: str, in_run: bool, workdir: str, name: str) -> str:
     """A model folder on this worker: downloaded from the run folder, or as given."""
-    from xdistil_ray.runfolder import RunFolder
-
     if not in_run:
         return path
-    return RunFolder(spec.run_uri).download(path, os.path.join(workdir, name), MODEL_DIR)
+    return spec.run.download(path, os.path.join(workdir, name), MODEL_DIR)
 
 
 def _online_teacher(spec: StageSpec, workdir: str):
@@ -360,24 +382,67 @@ def _print_progress(spec: StageSpec, step: int, loss: float, elapsed_s: float, d
           f"elapsed {elapsed_s:.0f}s left ~{left_s:.0f}s", flush=True)
 
 
-def _save_and_report(trainer: StageTrainer, step: int, history: list, workdir: str,
-                     rank: int) -> None:
+def _save_and_report(trainer: StageTrainer, step: int, progress: dict, workdir: str,
+                     rank: int, final: bool) -> None:
+    """Every rank saves its DeepSpeed shard; rank 0 adds the progress, the full module (to
+    resume on another number of workers) and, at the end, ``model/``; each rank lists its
+    files last. Ray merges the ranks' folders into one checkpoint."""
     import ray.train
     from ray.train import Checkpoint
 
     spec = trainer.spec
     out = tempfile.mkdtemp(dir=workdir, prefix=f"ckpt-{step}-")
     trainer.engine.save_checkpoint(out, tag=_TAG, client_state={"step": step})
-    if step == spec.total_steps:
+    state = trainer.full_state()  # a collective under ZeRO-3: every rank takes part
+    if final:
         _save_final_model(trainer, out, rank)
     if rank == 0:
+        torch.save(state, os.path.join(out, MODULE_FILE))
+        history = progress["history"]
         with open(os.path.join(out, PROGRESS_FILE), "w") as f:
-            json.dump({"step": step, "history": history}, f)
+            json.dump(progress, f)
         with open(os.path.join(out, LOSSES_FILE), "w") as f:
             json.dump({"stage": spec.name, "losses": [s.type for s in spec.losses],
-                       "history": history}, f)
+                       "history": history, "resumed_from": progress["resumed_from"]}, f)
+    write_rank_manifest(out, rank)
+    history = progress["history"]
     ray.train.report({"step": step, "loss": history[-1][1] if history else float("nan")},
                      checkpoint=Checkpoint.from_directory(out))
+
+
+def write_rank_manifest(folder: str, rank: int) -> None:
+    """Lists the files this rank wrote into its checkpoint folder (with sizes), written last."""
+    files = {}
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            files[os.path.relpath(path, folder).replace(os.sep, "/")] = os.path.getsize(path)
+    with open(os.path.join(folder, RANK_MANIFEST.format(rank=rank)), "w") as f:
+        json.dump(files, f)
+
+
+def verify_checkpoint(folder: str) -> dict:
+    """The progress of a checkpoint folder whose every rank's files are present and whole.
+
+    Raises:
+        RuntimeError: naming what is missing, so that a partial checkpoint is never loaded.
+    """
+    path = os.path.join(folder, PROGRESS_FILE)
+    if not os.path.exists(path):
+        raise RuntimeError(f"checkpoint {folder} is partial: no {PROGRESS_FILE}")
+    with open(path) as f:
+        progress = json.load(f)
+    for rank in range(progress["world_size"]):
+        manifest = os.path.join(folder, RANK_MANIFEST.format(rank=rank))
+        if not os.path.exists(manifest):
+            raise RuntimeError(f"checkpoint {folder} is partial: rank {rank} wrote no manifest")
+        with open(manifest) as f:
+            for name, size in json.load(f).items():
+                p = os.path.join(folder, name)
+                if not os.path.exists(p) or os.path.getsize(p) != size:
+                    raise RuntimeError(f"checkpoint {folder} is partial: {name} of rank {rank} "
+                                       "is missing or truncated")
+    return progress
 
 
 def _save_final_model(trainer: StageTrainer, out: str, rank: int) -> None:

@@ -34,6 +34,7 @@ def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[di
         "stages": [{"name": s["name"], "losses": s["losses"], "targets": s["targets"],
                     "unfreeze": s["unfreeze"], "steps": s["steps"],
                     "first_loss": s["first_loss"], "final_loss": s["final_loss"],
+                    "resumed_from": s.get("resumed_from", []),
                     "seconds": s["seconds"]} for s in stages],
         "eval": evaluation["eval"],
         "speed": evaluation["speed"],
@@ -77,14 +78,18 @@ def markdown(report: dict) -> str:
         f"{sum(d['dropped'].values())} ({dropped}); truncated {d['truncated']}",
         f"- {d['shards']} shards; {d['heldout']} sentences held out for fidelity",
         f"- teacher outputs ({', '.join(ti['outputs'])}) for {ti['rows']} sentences in "
-        f"{ti['seconds']:.0f}s" if ti else "- no stored teacher outputs (all targets online)",
+        f"{ti['seconds']:.0f}s; shards run {ti['shards_run']}, skipped {ti['shards_skipped']} "
+        "(committed by an earlier attempt)"
+        if ti else "- no stored teacher outputs (all targets online)",
         "", "## Stages", "",
-        "| stage | losses | targets | unfreezing | steps | first loss | final loss | seconds |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "| stage | losses | targets | unfreezing | steps | resumed from step | first loss | "
+        "final loss | seconds |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for s in report["stages"]:
+        resumed = ", ".join(str(step) for step in s["resumed_from"]) or "-"
         lines.append(f"| {s['name']} | {' + '.join(s['losses'])} | {s['targets']} | "
-                     f"{'gradual' if s['unfreeze'] else 'none'} | {s['steps']} | "
+                     f"{'gradual' if s['unfreeze'] else 'none'} | {s['steps']} | {resumed} | "
                      f"{s['first_loss']:.4f} | {s['final_loss']:.4f} | {s['seconds']:.0f} |")
     lines += ["", f"Total wall time of this invocation: {report['seconds']:.0f}s", ""]
     return "\n".join(lines)
@@ -105,8 +110,8 @@ def summary(run: RunFolder, report: dict) -> str:
     e, sp, sz = report["eval"], report["speed"], report["size"]
     fidelity = (f"CKA {e['representation_cka']:.3f}" if "representation_cka" in e
                 else f"agreement {_pct(e['agreement'])}")
-    return (f"[xdistil] student: {run.path('student')}\n"
-            f"[xdistil] report:  {run.path('report.md')}\n"
+    return (f"[xdistil] student: {run.uri_of('student')}\n"
+            f"[xdistil] report:  {run.uri_of('report.md')}\n"
             f"[xdistil] {fidelity}, dev student {_dev(e, 'student')} / teacher "
             f"{_dev(e, 'teacher')}, "
             f"{sz['compression']:.1f}x smaller, {sp['speedup']:.1f}x faster\n"

@@ -9,8 +9,8 @@ whatever an earlier attempt left of them.
 
 from __future__ import annotations
 
-import logging
 import posixpath
+import tempfile
 import time
 import uuid
 
@@ -20,8 +20,6 @@ import pyarrow.parquet as pq
 import torch
 
 from xdistil_ray.runfolder import RunFolder
-
-log = logging.getLogger(__name__)
 
 STEP = "teacher"
 SHARDS = "teacher/shards"
@@ -38,12 +36,17 @@ class TeacherInference:
             other tasks keep the sentence's logits [C] and CLS state [H].
         device: ``cuda``, ``cpu`` or ``auto``.
         torch_threads: CPU threads for the forward pass (0 = torch's default).
+        run: with it, ``model_path`` is a committed set of this run folder holding ``model/``
+            (a teacher fine-tuned in the run), downloaded to the actor's machine.
     """
 
     def __init__(self, model_path: str, outputs: tuple[str, ...], task: str = "sentence",
-                 device: str = "auto", torch_threads: int = 0):
+                 device: str = "auto", torch_threads: int = 0, run: RunFolder | None = None):
         from xdistil_ray.models import load_model
 
+        if run is not None:
+            self._local = tempfile.TemporaryDirectory(prefix="xdistil-teacher-")
+            model_path = run.download(model_path, self._local.name, "model")
         if torch_threads:
             torch.set_num_threads(torch_threads)
         if device == "auto":
@@ -131,17 +134,42 @@ def _to_arrow(block, per_token: bool = False) -> pa.Table:
     return pa.table(table)
 
 
-class ShardPartsDatasink:
-    """Writes each block's rows under ``teacher/shards/<shard>/part-<uuid>.parquet``, atomically."""
+class ShardLedger:
+    """Counts the rows written per shard and commits each shard the moment it is whole, so that
+    a driver lost half-way through keeps every finished shard. Runs as a small Ray actor."""
 
-    def __init__(self, run: RunFolder, per_token: bool = False):
+    def __init__(self, run: RunFolder, expected: dict[str, int]):
+        self.run = run
+        self.expected = expected
+        self.written = {name: 0 for name in expected}
+        self.committed: list[str] = []
+
+    def add(self, shard: str, rows: int) -> None:
+        self.written[shard] += rows
+        if self.written[shard] == self.expected[shard]:
+            if commit_shard(self.run, shard, self.expected[shard]):
+                self.committed.append(shard)
+                print(f"[xdistil] teacher: shard {shard} committed "
+                      f"({len(self.committed)}/{len(self.expected)} of this attempt)", flush=True)
+
+    def committed_shards(self) -> list[str]:
+        return list(self.committed)
+
+
+class ShardPartsDatasink:
+    """Writes each block's rows under ``teacher/shards/<shard>/part-<uuid>.parquet``, atomically,
+    and tells the ledger (an actor handle, or None) how many rows each part holds."""
+
+    def __init__(self, run: RunFolder, per_token: bool = False, ledger=None):
         self.run = run
         self.per_token = per_token
+        self.ledger = ledger
 
     def make(self):
+        import ray
         from ray.data import Datasink
 
-        run, per_token = self.run, self.per_token
+        run, per_token, ledger = self.run, self.per_token, self.ledger
 
         class _Sink(Datasink):
             def write(self, blocks, ctx):
@@ -157,6 +185,8 @@ class ShardPartsDatasink:
                         rel = posixpath.join(SHARDS, shard, f"part-{uuid.uuid4().hex}.parquet")
                         run.write_bytes(rel, sink.getvalue().to_pybytes())
                         rows += part.num_rows
+                        if ledger is not None:
+                            ray.get(ledger.add.remote(shard, part.num_rows))
                 return rows
 
         return _Sink()
@@ -185,7 +215,8 @@ def commit_shard(run: RunFolder, shard: str, expected_rows: int) -> bool:
     return True
 
 
-def run_step(run: RunFolder, data_marker: dict, *, model_path: str, outputs: tuple[str, ...],
+def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run: bool,
+             outputs: tuple[str, ...],
              batch_size: int, num_actors: int, num_gpus: float, num_cpus: float,
              fingerprint: dict, task: str = "sentence") -> dict:
     """Runs teacher inference over the uncommitted shards and commits ``teacher/``."""
@@ -197,7 +228,8 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, outputs: tup
     pending = [name for name in shards if name not in done]
     for name in pending:  # leftovers of a crashed attempt are never read
         run.delete(SHARDS, name)
-    log.info("teacher inference: %d shards to run, %d already committed", len(pending), len(done))
+    print(f"[xdistil] teacher: {len(pending)} shards to run, {len(done)} committed before",
+          flush=True)
     if pending:
         files = [run.path("data/corpus", shards[name]["file"]) for name in pending]
         columns = ["id", "input_ids", "heldout", "path"]
@@ -211,10 +243,15 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, outputs: tup
         ds = ds.map_batches(
             TeacherInference, batch_size=batch_size, batch_format="numpy",
             fn_constructor_kwargs=dict(model_path=model_path, outputs=outputs, task=task,
-                                       torch_threads=max(1, int(num_cpus))),
+                                       torch_threads=max(1, int(num_cpus)),
+                                       run=run if model_in_run else None),
             compute=ray.data.ActorPoolStrategy(size=num_actors),
             num_cpus=num_cpus, num_gpus=num_gpus or None)
-        ds.write_datasink(ShardPartsDatasink(run, task == "token").make())
+        ledger = ray.remote(num_cpus=0)(ShardLedger).remote(
+            run, {name: shards[name]["rows"] for name in pending})
+        ds.write_datasink(ShardPartsDatasink(run, task == "token", ledger).make())
+        committed = set(ray.get(ledger.committed_shards.remote()))
+        pending = [n for n in pending if n not in committed]
     failed = [n for n in pending if not commit_shard(run, n, shards[n]["rows"])]
     if failed:
         raise RuntimeError(f"teacher inference: shards {failed} do not hold one row per input row")
@@ -224,5 +261,5 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, outputs: tup
         for f, size in run.marker(posixpath.join(SHARDS, name))["files"].items():
             files[posixpath.join("shards", name, f)] = size
     return run.commit(STEP, files, rows=rows, outputs=list(outputs), shards_skipped=len(done),
-                      shards_run=len(pending), seconds=round(time.time() - start, 1),
+                      shards_run=len(shards) - len(done), seconds=round(time.time() - start, 1),
                       fingerprint=fingerprint)

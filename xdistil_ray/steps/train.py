@@ -3,6 +3,10 @@
 The driver side: build the stage's Ray Dataset from committed files, run a ``TorchTrainer``
 whose workers run :func:`xdistil_ray.train_loop.train_loop_per_worker` with DeepSpeed, then copy
 the final consolidated weights and the loss history out of the last checkpoint and commit.
+
+Resuming is Ray Train's: ``FailureConfig`` restarts failed workers from the newest checkpoint
+within the run, and a re-run of the driver finds the same ``RunConfig(name, storage_path)`` and
+starts from it again. Checkpoints are verified before loading (every rank's files present).
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import pyarrow.fs as pafs
 
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.train_loop import LOSSES_FILE, MODEL_DIR, StageSpec, train_loop_per_worker
+
+RAY_DIR = "ray"
+"""Ray Train's run (checkpoints, its state) under the stage folder: the same name and storage
+path on a re-run make Ray Train hand the newest checkpoint back to the workers."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scali
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         datasets={"train": dataset},
         run_config=RunConfig(
-            name="ray", storage_path=run.path(rel), storage_filesystem=run.fs,
+            name=RAY_DIR, storage_path=run.path(rel), storage_filesystem=run.fs,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
@@ -67,12 +75,16 @@ def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scali
         run.fs.create_dir(posixpath.dirname(dst), recursive=True)
         run.fs.copy_file(src, dst)
         files[name] = run.fs.get_file_info(dst).size
-    history = run.read_json(posixpath.join(rel, LOSSES_FILE))["history"]
-    return run.commit(rel, files, name=spec.name, losses=[s.type for s in spec.losses],
-                      unfreeze=spec.unfreeze_steps >= 0,
-                      targets=_targets(spec), steps=spec.total_steps,
-                      first_loss=history[0][1], final_loss=history[-1][1],
-                      seconds=round(time.time() - start, 1), fingerprint=fingerprint)
+    losses = run.read_json(posixpath.join(rel, LOSSES_FILE))
+    history = losses["history"]
+    marker = run.commit(rel, files, name=spec.name, losses=[s.type for s in spec.losses],
+                        unfreeze=spec.unfreeze_steps >= 0,
+                        targets=_targets(spec), steps=spec.total_steps,
+                        first_loss=history[0][1], final_loss=history[-1][1],
+                        resumed_from=losses.get("resumed_from", []),
+                        seconds=round(time.time() - start, 1), fingerprint=fingerprint)
+    run.delete(rel, RAY_DIR)  # the optimizer-bearing checkpoints are no longer needed
+    return marker
 
 
 def _targets(spec: StageSpec) -> str:

@@ -1,0 +1,163 @@
+"""Where run folders and inputs live: local disk or S3 (AWS or an S3-compatible store).
+
+Credentials are never taken from a config: pyarrow's S3 client reads the standard AWS sources
+(``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, the profile in
+``~/.aws`` named by ``AWS_PROFILE``, web identity, the instance role) on every process that
+opens the store, so nothing secret is pickled to Ray workers or written to the run folder.
+:func:`check_access` fails fast, before any compute, on a wrong endpoint, a missing bucket or
+refused credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+from xdistil_ray.config_checks import ConfigError
+
+S3_SCHEMES = ("s3", "s3a")
+
+
+class StorageError(ConfigError):
+    """The object store cannot be used as configured; the message says why and what to check."""
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How to reach object storage (never credentials)."""
+
+    endpoint: str = ""
+    """``http(s)://host:port`` of an S3-compatible store; empty = AWS, or the standard
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` environment variables."""
+    region: str = ""
+    """Empty = ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, else ``us-east-1``."""
+    max_attempts: int = 11
+    """Attempts per request, with exponential backoff (11: about 50 s of outage absorbed)."""
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 60.0
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and urlsplit(uri).scheme not in ("", "file")
+
+
+def check_uri(uri: str, field: str) -> None:
+    """Refuses URIs that carry credentials (``s3://KEY:SECRET@bucket``, ``?secret_key=``) or
+    that name no bucket."""
+    if not is_remote(uri):
+        return
+    parts = urlsplit(uri)
+    if "@" in parts.netloc or re.search(r"(access|secret|session)[_-]?(key|token)", parts.query,
+                                        re.IGNORECASE):
+        raise ConfigError(f"{field}: credentials do not belong in a URI (they would be written "
+                          "to config.yaml and logs); use the AWS environment variables, a "
+                          "profile or the machine's role")
+    if parts.query:
+        raise ConfigError(f"{field}: {_safe(uri)}: query options are not supported; use the "
+                          "storage section (storage.endpoint, storage.region)")
+    if parts.scheme in S3_SCHEMES and not parts.netloc:
+        raise ConfigError(f"{field}: {uri!r} names no bucket; use s3://bucket/prefix")
+
+
+def _safe(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def endpoint_of(options: StorageOptions) -> str:
+    return (options.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL") or "")
+
+
+def s3_filesystem(options: StorageOptions, *, max_attempts: int | None = None,
+                  request_timeout_s: float | None = None) -> pafs.S3FileSystem:
+    """A pyarrow S3 filesystem on the default AWS credential chain."""
+    kwargs = {}
+    endpoint = endpoint_of(options)
+    if endpoint:
+        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs.update(endpoint_override=parts.netloc, scheme=parts.scheme)
+    region = (options.region or os.environ.get("AWS_REGION")
+              or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    return pafs.S3FileSystem(
+        region=region, connect_timeout=options.connect_timeout_s,
+        request_timeout=request_timeout_s or options.request_timeout_s,
+        retry_strategy=pafs.AwsDefaultS3RetryStrategy(max_attempts or options.max_attempts),
+        **kwargs)
+
+
+def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or a URI."""
+    if not is_remote(uri):
+        path = uri[len("file://"):] if uri.startswith("file://") else uri
+        return pafs.LocalFileSystem(), os.path.abspath(path)
+    parts = urlsplit(uri)
+    if parts.scheme in S3_SCHEMES:
+        return s3_filesystem(options or StorageOptions()), f"{parts.netloc}{parts.path}".rstrip("/")
+    return pafs.FileSystem.from_uri(uri)
+
+
+def describe(options: StorageOptions) -> str:
+    return endpoint_of(options) or "AWS S3"
+
+
+def check_access(uri: str, options: StorageOptions, field: str = "output",
+                 write: bool = True) -> None:
+    """Checks, in seconds, that ``uri``'s bucket answers, exists, and accepts these credentials
+    (and a write, with ``write``).
+
+    Raises:
+        StorageError: saying whether the endpoint, the bucket or the credentials are wrong.
+    """
+    if not is_remote(uri) or urlsplit(uri).scheme not in S3_SCHEMES:
+        return
+    parts = urlsplit(uri)
+    bucket, prefix = parts.netloc, parts.path.strip("/")
+    where = f"{field}: {_safe(uri)} at {describe(options)}"
+    fs = s3_filesystem(options, max_attempts=2, request_timeout_s=5)
+    try:
+        info = fs.get_file_info(bucket)
+    except OSError as e:
+        raise _explain(e, where, bucket, options) from None
+    if info.type == pafs.FileType.NotFound:
+        raise StorageError(f"{where}: bucket {bucket!r} does not exist (create it, or fix the "
+                           "bucket name)")
+    if not write:
+        return
+    probe = "/".join(p for p in (bucket, prefix, f".xdistil-probe-{uuid.uuid4().hex}") if p)
+    try:
+        with fs.open_output_stream(probe) as f:
+            f.write(str(time.time()).encode())
+        fs.delete_file(probe)
+    except OSError as e:
+        raise _explain(e, where, bucket, options, "writing a probe object") from None
+
+
+_AUTH = ("ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID",
+         "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "MISSING_AUTHENTICATION",
+         "EXPIRED_TOKEN", "ExpiredToken")
+
+
+def _explain(e: OSError, where: str, bucket: str, options: StorageOptions,
+             doing: str = "") -> StorageError:
+    text = str(e)
+    code = re.search(r"AWS Error ([A-Z_]+)", text)
+    code = code.group(1) if code else "unknown"
+    doing = f" ({doing})" if doing else ""
+    if "NETWORK_CONNECTION" in text or "curlCode" in text or "Could not resolve" in text:
+        return StorageError(f"{where}: cannot reach the object store{doing}: {code}. Check the "
+                            "endpoint (storage.endpoint or AWS_ENDPOINT_URL) and the network.")
+    if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text:
+        return StorageError(f"{where}: bucket {bucket!r} does not exist{doing}")
+    if any(marker in text for marker in _AUTH):
+        return StorageError(
+            f"{where}: the credentials were refused{doing}: {code}. Check AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or the instance role) and the bucket's "
+            "permissions.")
+    return StorageError(f"{where}: storage error{doing}: {text}")
