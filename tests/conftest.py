@@ -5,6 +5,12 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# The test S3 server's keys, in the standard AWS variables, before any Ray process starts (Ray
+# workers inherit them); tests never reach real AWS.
+from s3server import SeaweedS3  # noqa: E402
+
+for _key, _value in SeaweedS3.credentials_env().items():
+    os.environ[_key] = _value
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -33,6 +39,16 @@ def tiny_classifier_dir(tmp_path_factory, teacher_path) -> str:
     BertForSequenceClassification(config).save_pretrained(folder)
     load_tokenizer(teacher_path).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on a free loopback port, keys enforced; bucket ``runs``."""
+    server = SeaweedS3(str(tmp_path_factory.mktemp("seaweedfs")))
+    server.start()
+    server.make_bucket("runs")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

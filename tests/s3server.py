@@ -40,8 +40,9 @@ class SeaweedS3:
 
     def __init__(self, root: str):
         self.root = root
-        self.ports = {name: free_port() for name in ("s3", "master", "volume", "filer")}
-        self.ports["master.grpc"] = self.ports["master"] + 10000
+        self.ports = {name: free_port() for name in (
+            "s3", "master", "volume", "filer", "s3.grpc", "master.grpc", "volume.grpc",
+            "filer.grpc")}
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
         self.proc: subprocess.Popen | None = None
         os.makedirs(os.path.join(root, "data"), exist_ok=True)
@@ -60,6 +61,8 @@ class SeaweedS3:
                "-master.telemetry=false", "-volume.max=20",
                f"-master.port={p['master']}", f"-volume.port={p['volume']}",
                f"-filer.port={p['filer']}", "-s3", f"-s3.port={p['s3']}",
+               *(f"-{name}.port.grpc={p[name + '.grpc']}"
+                 for name in ("master", "volume", "filer", "s3")),
                f"-s3.config={self.identities}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
         log = open(os.path.join(self.root, "logs", "server.out"), "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -102,7 +105,8 @@ class SeaweedS3:
     def make_bucket(self, name: str) -> None:
         self.client().create_bucket(Bucket=name)
 
-    def env(self) -> dict[str, str]:
+    @staticmethod
+    def credentials_env() -> dict[str, str]:
         """The standard AWS environment variables a client process reads."""
         return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
                 "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"}

@@ -42,3 +42,43 @@ def test_write_is_atomic_no_temp_left(tmp_path):
     run.write_json("x/m.json", {"a": 1})
     assert run.read_json("x/m.json") == {"a": 1}
     assert list(run.list_files("x")) == ["m.json"]
+
+
+def test_a_half_done_resumable_step_refuses_a_changed_config(tmp_path):
+    from xdistil_ray.config import ConfigError
+    from xdistil_ray.pipeline import Steps
+
+    steps = Steps(RunFolder(str(tmp_path)))
+    calls = []
+
+    def crash(fp):
+        calls.append(fp)
+        raise KeyboardInterrupt  # the driver dies mid-step
+
+    with pytest.raises(KeyboardInterrupt):
+        steps.ensure("stages/1-x", {"stages.0.epochs": 1, "train.num_workers": 2}, crash,
+                     resumable=True)
+    with pytest.raises(ConfigError, match="half done.*stages.0.epochs"):
+        steps.ensure("stages/1-x", {"stages.0.epochs": 2}, crash, resumable=True)
+    marker = steps.ensure("stages/1-x", {"stages.0.epochs": 1, "train.num_workers": 2},
+                          lambda fp: steps.run.commit("stages/1-x", {}, fingerprint=fp),
+                          resumable=True)
+    assert marker["fingerprint"]["stages.0.epochs"] == 1 and len(calls) == 1
+
+
+def test_a_partial_checkpoint_is_never_loaded(tmp_path):
+    import json
+
+    from xdistil_ray.train_loop import PROGRESS_FILE, verify_checkpoint, write_rank_manifest
+
+    for rank in (0, 1):
+        (tmp_path / f"shard{rank}.pt").write_bytes(b"x" * (10 + rank))
+    (tmp_path / PROGRESS_FILE).write_text(json.dumps({"step": 5, "history": [], "world_size": 2}))
+    write_rank_manifest(str(tmp_path), 0)
+    with pytest.raises(RuntimeError, match="rank 1 wrote no manifest"):
+        verify_checkpoint(str(tmp_path))
+    write_rank_manifest(str(tmp_path), 1)
+    assert verify_checkpoint(str(tmp_path))["step"] == 5
+    (tmp_path / "shard1.pt").write_bytes(b"x")  # truncated upload
+    with pytest.raises(RuntimeError, match=r"shard1.pt of rank \d is missing or truncated"):
+        verify_checkpoint(str(tmp_path))

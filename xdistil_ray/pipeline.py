@@ -385,8 +385,14 @@ def _check_all(steps: Steps, cfg: Config) -> None:
               ("teacher", _INFERENCE_KEYS), ("student_init", _INIT_KEYS)]
     checks += [(stage_plan.stage_folder(k, s.name), _stage_keys(k))
                for k, s in enumerate(cfg.stages)]
+    problems = []
     for rel, keys in checks:
-        steps.check(rel, fingerprint(cfg, *keys))
+        try:
+            steps.check(rel, fingerprint(cfg, *keys))
+        except ConfigError as e:
+            problems.append(str(e).split(": ", 1)[1])
+    if problems:
+        raise ConfigError(f"{steps.run.uri}: " + "; ".join(problems))
 
 
 def teacher_outputs(cfg: Config) -> tuple[str, ...]:

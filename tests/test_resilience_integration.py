@@ -1,0 +1,291 @@
+"""A run that survives failures, on a real S3 server (SeaweedFS), real Ray and the real teacher.
+
+One scenario, each of its drivers a real ``python jobs/distill.py`` process with a time limit:
+
+A. the driver is killed (its whole process group, local Ray included) once teacher inference has
+   committed its first shard;
+B. the re-run skips the prepared data, runs only the remaining shards, trains stage 1 while the
+   S3 server is down for 15 seconds during a checkpoint, and is killed mid-stage 2;
+C. the re-run skips everything complete, resumes stage 2 from its newest checkpoint, loses a
+   Ray Train worker process (killed) and resumes again from the newest checkpoint, then finishes.
+
+The tests below check each part's promise on what the scenario left in the bucket and logs.
+"""
+
+import os
+import posixpath
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from s3server import ACCESS_KEY, SECRET_KEY
+
+from xdistil_ray.config import ConfigError, load_config
+from xdistil_ray.embedded_data import write_embedded_data
+from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.storage import StorageOptions
+
+pytestmark = pytest.mark.integration
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_LIMIT_S = 420  # per driver process
+
+
+class Driver:
+    """``python jobs/distill.py ...`` in its own process group, its output watched line by line."""
+
+    def __init__(self, args: list[str], log_path: str):
+        env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")
+        self.log = open(log_path, "w")
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "jobs/distill.py", *args], cwd=ROOT, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self.log.write(line)
+            self.log.flush()
+
+    def wait_for(self, pattern: str, timeout_s: float = RUN_LIMIT_S, start: int = 0) -> re.Match:
+        """The first output line (from index ``start``) matching ``pattern``."""
+        deadline = time.time() + timeout_s
+        regex = re.compile(pattern)
+        seen = start
+        while time.time() < deadline:
+            while seen < len(self.lines):
+                match = regex.search(self.lines[seen])
+                seen += 1
+                if match:
+                    self.matched_at = seen
+                    return match
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError(f"no line matching {pattern!r}; last lines:\n"
+                             + "".join(self.lines[-40:]))
+
+    def kill(self):
+        """SIGKILL to the driver and everything it started (its local Ray)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=60)
+        self.reader.join(timeout=30)
+        _reap_ray_processes(self.proc.pid)
+
+    def finish(self, timeout_s: float = RUN_LIMIT_S) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("driver ran past its limit; last lines:\n"
+                                 + "".join(self.lines[-40:])) from None
+        self.reader.join(timeout=30)
+        return code
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def _reap_ray_processes(session_id: int) -> None:
+    """Kills what is left of a killed driver's local Ray: processes of its session that
+    re-parented, waiting until none is left."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        left = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session_id:  # field 6 of stat: session id
+                left.append(int(pid))
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+
+
+def _train_worker_pids() -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "ray::RayTrainWorker" in line]
+
+
+@pytest.fixture(scope="module")
+def teacher_with_head(tmp_path_factory, teacher_path):
+    """The real teacher (all-MiniLM-L6-v2) with an untrained 2-class head: no fine-tuning step,
+    real inference cost."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = str(tmp_path_factory.mktemp("teacher_head"))
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_path, num_labels=2)
+    model.config.id2label, model.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(teacher_path).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scenario(s3, teacher_with_head, tmp_path_factory):
+    root = tmp_path_factory.mktemp("resilience")
+    data = write_embedded_data(str(root / "inputs"), seed=3, num_train=256, num_dev=64,
+                               num_corpus=1500)
+    uri = "s3://runs/resilience"
+    args = ["--config", "jobs/configs/tiny.yaml", f"output={uri}",
+            f"storage.endpoint={s3.endpoint}", f"corpus.path={data['corpus']}",
+            f"labeled.train={data['train']}", f"labeled.dev={data['dev']}",
+            f"teacher.model={teacher_with_head}", "corpus.rows_per_shard=100",
+            "teacher.inference.batch_size=16", "train.checkpoint_every_steps=5",
+            "train.log_every_steps=5", "stages.1.epochs=4", "eval.speed_repeats=1"]
+    run = RunFolder(uri, StorageOptions(endpoint=s3.endpoint))
+    events = {"root": root, "args": args, "run": run, "logs": []}
+
+    def driver(name):
+        events["logs"].append(str(root / f"{name}.log"))
+        return Driver(args, events["logs"][-1])
+
+    # A: killed once teacher inference has committed a shard.
+    a = driver("a")
+    a.wait_for(r"teacher: shard \S+ committed")
+    a.kill()
+    shards = run.marker("data")["corpus"]["shards"]
+    events["shards"] = len(shards)
+    events["committed_after_a"] = sum(
+        run.is_complete(f"teacher/shards/{posixpath.splitext(posixpath.basename(s['file']))[0]}")
+        for s in shards)
+
+    # B: S3 down for 15 s while stage 1 writes its step-10 checkpoint; killed mid-stage 2.
+    b = driver("b")
+    b.wait_for(r"\[representation\] step 10/")
+    s3.stop()
+    events["outage_s"] = 15
+    time.sleep(15)
+    s3.start()
+    b.wait_for(r"\[logits\] step 25/", start=b.matched_at)
+    b.kill()
+    events["b_output"] = b.output
+
+    # C: resumes stage 2; a training worker is killed after a newer checkpoint; completes.
+    c = driver("c")
+    resumed = c.wait_for(r"\[logits\] resumed from step (\d+)")
+    events["driver_resume_step"] = int(resumed.group(1))
+    c.wait_for(rf"\[logits\] step {events['driver_resume_step'] + 15}/", start=c.matched_at)
+    workers = _train_worker_pids()
+    assert workers, "no Ray Train worker process found"
+    os.kill(workers[-1], signal.SIGKILL)
+    code = c.finish()
+    events["c_output"] = c.output
+    assert code == 0, c.output[-5000:]
+    return events
+
+
+def test_teacher_inference_resumes_per_shard_with_exact_rows(scenario):
+    run = scenario["run"]
+    assert 0 < scenario["committed_after_a"] < scenario["shards"], scenario
+    teacher = run.marker("teacher")
+    assert teacher["shards_skipped"] == scenario["committed_after_a"]
+    assert teacher["shards_run"] == scenario["shards"] - scenario["committed_after_a"]
+    ids = []
+    for path in run.committed_files("teacher"):
+        with run.fs.open_input_file(path) as f:
+            ids.extend(pq.read_table(f, columns=["id"]).column("id").to_pylist())
+    kept = run.marker("data")["corpus"]["kept"]
+    assert len(ids) == kept == teacher["rows"] and len(set(ids)) == kept
+    # Parts of the attempt killed in A were deleted, not left beside the committed ones.
+    named = set(run.committed_files("teacher"))
+    on_store = {run.path("teacher", n) for n in run.list_files("teacher")
+                if n.endswith(".parquet")}
+    assert on_store == named
+
+
+def test_s3_outage_during_a_checkpoint_costs_time_not_the_run(scenario):
+    run = scenario["run"]
+    stage1 = run.marker("stages/1-representation")
+    assert stage1 is not None and stage1["steps"] > 10
+    assert "is partial" not in scenario["b_output"] + scenario["c_output"]
+
+
+def test_driver_restart_resumes_the_stage_from_its_newest_checkpoint(scenario):
+    run = scenario["run"]
+    c = scenario["c_output"]
+    for rel in ("data", "teacher", "student_init", "stages/1-representation"):
+        assert f"[xdistil] {rel}: complete, skipped" in c
+    assert "[xdistil] stages/2-logits: running" in c
+    # B was killed after step 25 was logged; checkpoints every 5 steps.
+    assert scenario["driver_resume_step"] >= 20
+
+
+def test_worker_failure_resumes_from_the_newest_checkpoint(scenario):
+    run = scenario["run"]
+    stage2 = run.marker("stages/2-logits")
+    resumed = stage2["resumed_from"]
+    assert resumed[0] == scenario["driver_resume_step"]
+    assert len(resumed) == 2 and resumed[1] >= resumed[0] + 10, resumed
+    report = run.read_json("report.json")
+    assert [s["resumed_from"] for s in report["stages"]][1] == resumed
+    assert "resumed from step" in run.read_bytes("report.md").decode()
+    assert report["teacher_inference"]["shards_skipped"] == scenario["committed_after_a"]
+    assert not run.exists("stages/2-logits/ray")  # checkpoints cleaned once committed
+
+
+def test_no_credential_in_config_logs_or_report(scenario):
+    run = scenario["run"]
+    texts = [run.read_bytes(name).decode() for name in ("config.yaml", "report.json", "report.md")]
+    texts += [open(path).read() for path in scenario["logs"]]
+    for text in texts:
+        assert SECRET_KEY not in text and ACCESS_KEY not in text
+
+
+def test_config_changes_unsafe_refused_safe_allowed(scenario, ray_local):
+    from xdistil_ray import pipeline
+
+    args = scenario["args"][2:]
+    start = time.time()
+    with pytest.raises(ConfigError) as e:
+        pipeline.run(load_config("jobs/configs/tiny.yaml",
+                                 args + ["student.hidden_size=128", "stages.0.epochs=3"]))
+    assert "stages.0.epochs" in str(e.value) and "student.hidden_size" in str(e.value)
+    assert time.time() - start < 15
+    report = pipeline.run(load_config("jobs/configs/tiny.yaml", args + [
+        "train.num_workers=1", "teacher.inference.batch_size=64", "train.log_every_steps=3"]))
+    assert report["stages"][1]["resumed_from"] == scenario["run"].marker(
+        "stages/2-logits")["resumed_from"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("storage.endpoint=http://127.0.0.1:9", "cannot reach the object store"),
+    ("output=s3://no-such-bucket/run", "bucket 'no-such-bucket' does not exist"),
+    ("AWS_SECRET_ACCESS_KEY=wrong", "credentials were refused"),
+])
+def test_storage_mistakes_stop_fast_with_a_clear_error(s3, override, message):
+    env = dict(os.environ)
+    args = ["jobs/distill.py", "--config", "jobs/configs/tiny.yaml", "output=s3://runs/bad",
+            f"storage.endpoint={s3.endpoint}"]
+    if override.startswith("AWS_"):
+        key, value = override.split("=", 1)
+        env[key] = value
+    else:
+        args.append(override)
+    start = time.time()
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert time.time() - start < 15
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr

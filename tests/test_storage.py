@@ -1,0 +1,110 @@
+"""Run folders and inputs in object storage, against a real S3 server (SeaweedFS, keys enforced)."""
+
+import pickle
+import time
+import uuid
+
+import pytest
+from s3server import ACCESS_KEY, SECRET_KEY
+
+from xdistil_ray import storage
+from xdistil_ray.config import ConfigError, load_config
+from xdistil_ray.readers import load_records, resolve_source
+from xdistil_ray.runfolder import MARKER, RunFolder
+from xdistil_ray.storage import StorageError, StorageOptions
+
+
+def test_uris_with_credentials_are_refused():
+    for uri in ("s3://KEY:SECRET@bucket/run", "s3://bucket/run?secret_key=abc",
+                "s3://bucket/run?access_key=abc"):
+        with pytest.raises(ConfigError, match="credentials do not belong"):
+            load_config(None, [f"output={uri}"])
+    with pytest.raises(ConfigError, match="storage.endpoint"):
+        load_config(None, ["output=s3://bucket/run", "storage.endpoint=http://k:s@host:9000"])
+    with pytest.raises(ConfigError, match="names no bucket"):
+        load_config(None, ["output=s3:///run"])
+
+
+def test_local_paths_stay_local(tmp_path):
+    run = RunFolder(f"file://{tmp_path}/run")
+    assert run.is_local and run.uri == f"{tmp_path}/run"
+
+
+@pytest.fixture
+def options(s3):
+    return StorageOptions(endpoint=s3.endpoint)
+
+
+@pytest.fixture
+def s3_run(options):
+    return RunFolder(f"s3://runs/unit-{uuid.uuid4().hex[:8]}", options)
+
+
+@pytest.mark.integration
+def test_run_folder_commits_and_reads_on_s3(s3_run, tmp_path):
+    run = s3_run
+    assert not run.is_local
+    run.write_json("step/a.json", {"x": 1})
+    run.write_bytes("step/sub/b.bin", b"\x00" * 1000)
+    assert run.marker("step") is None
+    with pytest.raises(FileNotFoundError, match="not complete"):
+        run.committed_files("step")
+    marker = run.commit("step", rows=2)
+    assert marker["files"] == {"a.json": 12, "sub/b.bin": 1000}
+    assert len(run.committed_files("step")) == 2
+    run.write_bytes("step/leftover.bin", b"junk")  # not named by the marker: never read
+    out = run.download("step", str(tmp_path / "copy"))
+    assert sorted(p.name for p in (tmp_path / "copy").rglob("*") if p.is_file()) == [
+        "a.json", "b.bin"]
+    assert out == str(tmp_path / "copy")
+    # A file that the marker names but that changed size is refused.
+    run.write_bytes("step/a.json", b"{}")
+    with pytest.raises(RuntimeError, match="named by COMPLETE"):
+        run.committed_files("step")
+    run.delete("step")
+    assert not run.exists("step", MARKER)
+
+
+@pytest.mark.integration
+def test_run_folder_pickles_without_credentials(s3_run):
+    blob = pickle.dumps(s3_run)
+    assert SECRET_KEY.encode() not in blob and ACCESS_KEY.encode() not in blob
+    again = pickle.loads(blob)
+    again.write_text("hello.txt", "hi")
+    assert s3_run.read_bytes("hello.txt") == b"hi"
+
+
+@pytest.mark.integration
+def test_inputs_read_from_s3(s3_run, options):
+    run = s3_run
+    run.write_bytes("inputs/corpus/a.txt", b"one\ntwo\n")
+    run.write_bytes("inputs/corpus/b.txt", b"three")
+    run.write_bytes("inputs/train.jsonl", b'{"text": "x", "label": "pos"}\n')
+    source = resolve_source(run.uri_of("inputs/corpus"), "corpus.path", options)
+    assert source.fmt == "txt" and [f.rsplit("/", 1)[1] for f in source.files] == ["a.txt", "b.txt"]
+    rows, encoding = load_records(resolve_source(run.uri_of("inputs/train.jsonl"),
+                                                 "labeled.train", options),
+                                  columns=["text", "label"], split="train")
+    assert encoding == "jsonl" and rows == [b'{"text": "x", "label": "pos"}']
+    with pytest.raises(ConfigError, match="corpus.path.*does not exist"):
+        resolve_source(run.uri_of("inputs/missing"), "corpus.path", options)
+
+
+@pytest.mark.integration
+def test_access_check_says_which_is_wrong(s3, options, monkeypatch):
+    storage.check_access("s3://runs/ok", options)  # answers, exists, accepts a write
+    cases = [
+        ("s3://runs/x", StorageOptions(endpoint="http://127.0.0.1:9"), "cannot reach"),
+        ("s3://no-such-bucket/x", options, "bucket 'no-such-bucket' does not exist"),
+    ]
+    for uri, opts, message in cases:
+        start = time.time()
+        with pytest.raises(StorageError, match=message):
+            storage.check_access(uri, opts)
+        assert time.time() - start < 15
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    start = time.time()
+    with pytest.raises(StorageError, match="credentials were refused") as e:
+        storage.check_access("s3://runs/x", options)
+    assert time.time() - start < 15
+    assert "not-the-secret" not in str(e.value) and ACCESS_KEY not in str(e.value)
