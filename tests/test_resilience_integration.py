@@ -223,7 +223,6 @@ def test_s3_outage_during_a_checkpoint_costs_time_not_the_run(scenario):
 
 
 def test_driver_restart_resumes_the_stage_from_its_newest_checkpoint(scenario):
-    run = scenario["run"]
     c = scenario["c_output"]
     for rel in ("data", "teacher", "student_init", "stages/1-representation"):
         assert f"[xdistil] {rel}: complete, skipped" in c

@@ -108,3 +108,15 @@ def test_access_check_says_which_is_wrong(s3, options, monkeypatch):
         storage.check_access("s3://runs/x", options)
     assert time.time() - start < 15
     assert "not-the-secret" not in str(e.value) and ACCESS_KEY not in str(e.value)
+
+
+def test_s3_filesystem_keeps_its_retries_when_pickled():
+    """pyarrow drops an S3 filesystem's retry strategy when pickling it: Ray's workers and
+    Train controller then failed on the first refused connection (seen in the outage test)."""
+    fs = storage.s3_filesystem(StorageOptions(endpoint="http://127.0.0.1:9", max_attempts=8))
+    again = pickle.loads(pickle.dumps(fs))
+    assert type(again) is type(fs)
+    start = time.time()
+    with pytest.raises(OSError, match="NETWORK_CONNECTION"):
+        again.get_file_info("bucket/key")
+    assert time.time() - start > 3  # 8 attempts with backoff: ~6 s; pyarrow's own: ~0.1 s

@@ -139,3 +139,47 @@ def test_restore_mid_stage_rebuilds_the_phase_and_continues(single_process_group
         trainer.train_step(_batch(5))
     a, b = first.full_state(), second.full_state()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_zero3_stage_end_saves_a_consolidated_student(single_process_group, tiny_classifier_dir,
+                                                      tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from xdistil_ray.train_loop import _save_final_model
+
+    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
+                     init_in_run=False, run=None, total_steps=2, batch_size=8,
+                     learning_rate=1e-2, zero_stage=3, log_every=1, checkpoint_every=100,
+                     seed=0, torch_threads=1, tokenizer_path=tiny_classifier_dir)
+    trainer = StageTrainer(spec, tiny_classifier_dir)
+    trainer.build(trainer.phase_for(0), 0)
+    for step in range(2):
+        trainer.train_step(_batch(step))
+    _save_final_model(trainer, str(tmp_path), rank=0)
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "model"))
+    trained = {k[len("student."):]: v for k, v in trainer.full_state().items()
+               if k.startswith("student.")}
+    state = loaded.state_dict()
+    assert set(trained) <= set(state)
+    assert all(torch.equal(trained[k], state[k]) for k in trained)
+    original = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir).state_dict()
+    assert not torch.equal(original["classifier.weight"], state["classifier.weight"])
+
+
+def test_resume_on_another_world_size_starts_from_the_saved_module(single_process_group,
+                                                                   tiny_classifier_dir):
+    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
+                     init_in_run=False, run=None, total_steps=6, batch_size=8,
+                     learning_rate=1e-2, zero_stage=2, log_every=1, checkpoint_every=100,
+                     seed=0, torch_threads=1)
+    first = StageTrainer(spec, tiny_classifier_dir)
+    first.build(first.phase_for(0), 0)
+    for step in range(3):
+        first.train_step(_batch(step))
+    saved = first.full_state()
+    second = StageTrainer(spec, tiny_classifier_dir)
+    second.build(second.phase_for(2), 3, saved)
+    assert all(torch.equal(saved[k], v) for k, v in second.full_state().items())
+    assert second.engine.get_lr() == first.engine.get_lr()
+    second.train_step(_batch(3))  # the optimizer works from the restored weights
+    assert not all(torch.equal(saved[k], v) for k, v in second.full_state().items())

@@ -75,21 +75,35 @@ def endpoint_of(options: StorageOptions) -> str:
             or os.environ.get("AWS_ENDPOINT_URL") or "")
 
 
+class S3Store(pafs.S3FileSystem):
+    """pyarrow's S3 filesystem on the default AWS credential chain, with our timeouts and
+    retries. pyarrow pickles an S3 filesystem without its retry strategy and timeouts; this
+    one is rebuilt from its options wherever it lands (Ray Data tasks, Ray Train's controller
+    and workers), so that every process rides out the same outages."""
+
+    def __init__(self, options: StorageOptions, max_attempts: int | None = None,
+                 request_timeout_s: float | None = None):
+        kwargs = {}
+        endpoint = endpoint_of(options)
+        if endpoint:
+            parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+            kwargs.update(endpoint_override=parts.netloc, scheme=parts.scheme)
+        region = (options.region or os.environ.get("AWS_REGION")
+                  or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+        super().__init__(
+            region=region, connect_timeout=options.connect_timeout_s,
+            request_timeout=request_timeout_s or options.request_timeout_s,
+            retry_strategy=pafs.AwsDefaultS3RetryStrategy(max_attempts or options.max_attempts),
+            **kwargs)
+        self._args = (options, max_attempts, request_timeout_s)
+
+    def __reduce__(self):
+        return (S3Store, self._args)
+
+
 def s3_filesystem(options: StorageOptions, *, max_attempts: int | None = None,
-                  request_timeout_s: float | None = None) -> pafs.S3FileSystem:
-    """A pyarrow S3 filesystem on the default AWS credential chain."""
-    kwargs = {}
-    endpoint = endpoint_of(options)
-    if endpoint:
-        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-        kwargs.update(endpoint_override=parts.netloc, scheme=parts.scheme)
-    region = (options.region or os.environ.get("AWS_REGION")
-              or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
-    return pafs.S3FileSystem(
-        region=region, connect_timeout=options.connect_timeout_s,
-        request_timeout=request_timeout_s or options.request_timeout_s,
-        retry_strategy=pafs.AwsDefaultS3RetryStrategy(max_attempts or options.max_attempts),
-        **kwargs)
+                  request_timeout_s: float | None = None) -> S3Store:
+    return S3Store(options, max_attempts, request_timeout_s)
 
 
 def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[pafs.FileSystem, str]:

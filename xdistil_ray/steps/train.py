@@ -54,19 +54,23 @@ def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scali
     from ray.train.torch import TorchConfig, TorchTrainer
 
     start = time.time()
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"spec": spec},
-        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                     resources_per_worker={"CPU": scaling.cpus_per_worker}),
-        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
-        datasets={"train": dataset},
-        run_config=RunConfig(
-            name=RAY_DIR, storage_path=run.path(rel), storage_filesystem=run.fs,
-            failure_config=FailureConfig(max_failures=scaling.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    result = trainer.fit()
+
+    def fit():
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"spec": spec},
+            scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                         resources_per_worker={"CPU": scaling.cpus_per_worker}),
+            torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+            datasets={"train": dataset},
+            run_config=RunConfig(
+                name=RAY_DIR, storage_path=run.path(rel), storage_filesystem=run.fs,
+                failure_config=FailureConfig(max_failures=scaling.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        )
+        return trainer.fit()
+
+    result = fit_through_storage_outages(fit, run, rel, scaling.max_failures)
     checkpoint_path = result.checkpoint.path
     files = {}
     for name in _files_under(run.fs, checkpoint_path, MODEL_DIR) + [LOSSES_FILE]:
@@ -85,6 +89,45 @@ def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scali
                         seconds=round(time.time() - start, 1), fingerprint=fingerprint)
     run.delete(rel, RAY_DIR)  # the optimizer-bearing checkpoints are no longer needed
     return marker
+
+
+def fit_through_storage_outages(fit, run: RunFolder, rel: str, retries: int,
+                                wait_s: float = 600):
+    """``fit()``, again from the newest checkpoint after a storage error that outlasted the
+    requests' own retries: Ray Train's controller stops on one (it retries worker failures
+    only). Up to ``retries`` times, each once storage answers again (waiting up to ``wait_s``).
+    """
+    from ray.train import TrainingFailedError
+
+    from xdistil_ray import storage
+
+    for attempt in range(retries + 1):
+        try:
+            return fit()
+        except TrainingFailedError as e:
+            if attempt == retries or not _is_storage_error(e):
+                raise
+            print(f"[xdistil] {rel}: storage failed under training ({_first_line(e)}); "
+                  "resuming from the newest checkpoint once it answers", flush=True)
+            deadline = time.time() + wait_s
+            while True:
+                try:
+                    storage.check_access(run.uri, run.options)
+                    break
+                except storage.StorageError:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(5)
+
+
+def _is_storage_error(e: BaseException) -> bool:
+    text = str(e)
+    return "AWS Error" in text or "curlCode" in text
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line for line in str(e).splitlines() if "AWS Error" in line] or str(e).splitlines()
+    return lines[0][:200] if lines else type(e).__name__
 
 
 def _targets(spec: StageSpec) -> str:
