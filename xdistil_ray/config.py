@@ -235,8 +235,9 @@ class StorageConfig:
     or the `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` environment variables."""
     region: str = ""
     """Bucket region; empty = `AWS_REGION` / `AWS_DEFAULT_REGION`, else us-east-1."""
-    max_attempts: int = 11
-    """Attempts per storage request, with exponential backoff (11 rides out ~50 s of outage)."""
+    max_attempts: int = 10
+    """Attempts per storage request, with jittered exponential backoff capped at 20 s (AWS's
+    standard retry mode); 10 ride out about a minute of outage."""
 
 
 @dataclass

@@ -301,11 +301,22 @@ def run(cfg: Config) -> dict:
     eval_marker = steps.ensure(
         evaluate.STEP, {**final_fp, **fingerprint(cfg, "eval")},
         lambda fp: _evaluate(folder, cfg, data, teacher, sources, fp))
+    _clean_checkpoints(folder, cfg)
     result = report.write(folder, cfg, data=data, teacher=teacher_marker, init=init_marker,
                           stages=stage_markers, evaluation=eval_marker,
                           finetuned=teacher.in_run, seconds=round(time.time() - started, 1))
     print(report.summary(folder, result), flush=True)
     return result
+
+
+def _clean_checkpoints(folder: RunFolder, cfg: Config) -> None:
+    """Deletes the Ray Train checkpoints of committed stages, once the run has moved on (Ray
+    Train's controller may still write into its folder just after ``fit`` returns)."""
+    from xdistil_ray.steps.train import clean_checkpoints
+
+    for rel in [TEACHER_FINETUNE] + [stage_plan.stage_folder(k, s.name)
+                                     for k, s in enumerate(cfg.stages)]:
+        clean_checkpoints(folder, rel)
 
 
 def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:

@@ -37,8 +37,9 @@ class StorageOptions:
     ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` environment variables."""
     region: str = ""
     """Empty = ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, else ``us-east-1``."""
-    max_attempts: int = 11
-    """Attempts per request, with exponential backoff (11: about 50 s of outage absorbed)."""
+    max_attempts: int = 10
+    """Attempts per request, with jittered exponential backoff capped at 20 s (AWS's standard
+    retry mode; 10 attempts ride out about a minute of outage)."""
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 60.0
 
@@ -77,7 +78,7 @@ def endpoint_of(options: StorageOptions) -> str:
 
 class S3Store(pafs.S3FileSystem):
     """pyarrow's S3 filesystem on the default AWS credential chain, with our timeouts and
-    retries. pyarrow pickles an S3 filesystem without its retry strategy and timeouts; this
+    retries. pyarrow pickles an S3 filesystem without its retry strategy; this
     one is rebuilt from its options wherever it lands (Ray Data tasks, Ray Train's controller
     and workers), so that every process rides out the same outages."""
 
@@ -93,7 +94,7 @@ class S3Store(pafs.S3FileSystem):
         super().__init__(
             region=region, connect_timeout=options.connect_timeout_s,
             request_timeout=request_timeout_s or options.request_timeout_s,
-            retry_strategy=pafs.AwsDefaultS3RetryStrategy(max_attempts or options.max_attempts),
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts or options.max_attempts),
             **kwargs)
         self._args = (options, max_attempts, request_timeout_s)
 

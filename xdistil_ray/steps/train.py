@@ -87,8 +87,16 @@ def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scali
                         first_loss=history[0][1], final_loss=history[-1][1],
                         resumed_from=losses.get("resumed_from", []),
                         seconds=round(time.time() - start, 1), fingerprint=fingerprint)
-    run.delete(rel, RAY_DIR)  # the optimizer-bearing checkpoints are no longer needed
     return marker
+
+
+def clean_checkpoints(run: RunFolder, rel: str) -> bool:
+    """Deletes a committed stage's Ray Train checkpoints (optimizer state included: several
+    times the model); ``model/`` and ``losses.json`` stay. Returns whether any were there."""
+    if not run.is_complete(rel) or not run.exists(rel, RAY_DIR):
+        return False
+    run.delete(rel, RAY_DIR)
+    return True
 
 
 def fit_through_storage_outages(fit, run: RunFolder, rel: str, retries: int,
