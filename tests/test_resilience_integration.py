@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_LIMIT_S = 420  # per driver process
+CONFIG = "tests/configs/resilience.yaml"
 
 
 class Driver:
@@ -148,12 +149,9 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
     data = write_embedded_data(str(root / "inputs"), seed=3, num_train=256, num_dev=64,
                                num_corpus=1500)
     uri = "s3://runs/resilience"
-    args = ["--config", "jobs/configs/tiny.yaml", f"output={uri}",
-            f"storage.endpoint={s3.endpoint}", f"corpus.path={data['corpus']}",
-            f"labeled.train={data['train']}", f"labeled.dev={data['dev']}",
-            f"teacher.model={teacher_with_head}", "corpus.rows_per_shard=100",
-            "teacher.inference.batch_size=16", "train.checkpoint_every_steps=5",
-            "train.log_every_steps=5", "stages.1.epochs=4", "eval.speed_repeats=1"]
+    args = ["--config", CONFIG, f"output={uri}", f"storage.endpoint={s3.endpoint}",
+            f"corpus.path={data['corpus']}", f"labeled.train={data['train']}",
+            f"labeled.dev={data['dev']}", f"teacher.model={teacher_with_head}"]
     run = RunFolder(uri, StorageOptions(endpoint=s3.endpoint))
     events = {"root": root, "args": args, "run": run, "logs": []}
 
@@ -219,6 +217,7 @@ def test_s3_outage_during_a_checkpoint_costs_time_not_the_run(scenario):
     run = scenario["run"]
     stage1 = run.marker("stages/1-representation")
     assert stage1 is not None and stage1["steps"] > 10
+    assert stage1["resumed_from"] in ([], [10], [5])  # absorbed by retries, or resumed
     assert "is partial" not in scenario["b_output"] + scenario["c_output"]
 
 
@@ -242,7 +241,7 @@ def test_worker_failure_resumes_from_the_newest_checkpoint(scenario):
     assert "resumed from step" in run.read_bytes("report.md").decode()
     assert report["teacher_inference"]["shards_skipped"] == scenario["committed_after_a"]
     # Checkpoints (with optimizer state) are deleted once the stages are committed.
-    assert not run.exists("stages/2-logits/ray"), run.list_files("stages/2-logits/ray")
+    assert run.list_files("stages/2-logits/ray") == {}
 
 
 def test_no_credential_in_config_logs_or_report(scenario):
@@ -259,11 +258,10 @@ def test_config_changes_unsafe_refused_safe_allowed(scenario, ray_local):
     args = scenario["args"][2:]
     start = time.time()
     with pytest.raises(ConfigError) as e:
-        pipeline.run(load_config("jobs/configs/tiny.yaml",
-                                 args + ["student.hidden_size=128", "stages.0.epochs=3"]))
+        pipeline.run(load_config(CONFIG, args + ["student.hidden_size=128", "stages.0.epochs=3"]))
     assert "stages.0.epochs" in str(e.value) and "student.hidden_size" in str(e.value)
     assert time.time() - start < 15
-    report = pipeline.run(load_config("jobs/configs/tiny.yaml", args + [
+    report = pipeline.run(load_config(CONFIG, args + [
         "train.num_workers=1", "teacher.inference.batch_size=64", "train.log_every_steps=3"]))
     assert report["stages"][1]["resumed_from"] == scenario["run"].marker(
         "stages/2-logits")["resumed_from"]

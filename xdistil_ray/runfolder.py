@@ -68,10 +68,13 @@ class RunFolder:
     def delete(self, *parts: str) -> None:
         """Removes a file or folder, if it exists."""
         info = self.fs.get_file_info(self.path(*parts))
-        if info.type == pafs.FileType.Directory:
-            self.fs.delete_dir(info.path)
-        elif info.type == pafs.FileType.File:
-            self.fs.delete_file(info.path)
+        try:
+            if info.type == pafs.FileType.Directory:
+                self.fs.delete_dir(info.path)
+            elif info.type == pafs.FileType.File:
+                self.fs.delete_file(info.path)
+        except FileNotFoundError:  # an object store's empty "folder" that lists as nothing
+            pass
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Writes a file so that readers see either nothing or all of it."""
@@ -102,9 +105,11 @@ class RunFolder:
     def list_files(self, rel: str) -> dict[str, int]:
         """Files under ``rel`` (recursive) as {path relative to rel: size in bytes}."""
         base = self.path(rel)
-        if self.fs.get_file_info(base).type != pafs.FileType.Directory:
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True,
+                                                            allow_not_found=True))
+        except (FileNotFoundError, NotADirectoryError):
             return {}
-        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
         return {
             posixpath.relpath(i.path, base): i.size
             for i in infos

@@ -93,7 +93,7 @@ def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scali
 def clean_checkpoints(run: RunFolder, rel: str) -> bool:
     """Deletes a committed stage's Ray Train checkpoints (optimizer state included: several
     times the model); ``model/`` and ``losses.json`` stay. Returns whether any were there."""
-    if not run.is_complete(rel) or not run.exists(rel, RAY_DIR):
+    if not run.is_complete(rel) or not run.list_files(posixpath.join(rel, RAY_DIR)):
         return False
     run.delete(rel, RAY_DIR)
     return True
