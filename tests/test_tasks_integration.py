@@ -40,8 +40,7 @@ def token_run(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("token")
     report = _run(root, "token", [
         {"name": "representation", "losses": [{"type": "representation"}], "epochs": 2},
-        {"name": "logits", "losses": [{"type": "logits"}], "epochs": 2, "unfreeze": "gradual"},
-        {"name": "labels", "losses": [{"type": "labels"}], "epochs": 3}])
+        {"name": "logits", "losses": [{"type": "logits"}], "epochs": 2, "unfreeze": "gradual"}])
     return root, report
 
 
@@ -77,8 +76,8 @@ def test_sentence_pair_run(tmp_path_factory, ray_local):
     report = _run(root, "pair", [
         {"name": "logits", "losses": [{"type": "logits", "function": "kl", "temperature": 2.0}],
          "epochs": 2},
-        {"name": "labels", "losses": [{"type": "labels"}], "epochs": 3}],
-        ["teacher.finetune.epochs=4", "teacher.finetune.learning_rate=3.0e-4"])
+        {"name": "labels", "losses": [{"type": "labels"}], "epochs": 1}],
+        ["teacher.finetune.epochs=1", "teacher.finetune.learning_rate=3.0e-4"])
     assert report["data"]["label_names"] == ["contradiction", "entailment"]
     assert report["data"]["labeled"]["train"]["kept"] == 256
     shard = next((root / "run" / "data" / "corpus").glob("*.parquet"))

@@ -33,7 +33,7 @@ class RunFolder:
         if not storage.is_remote(uri):
             uri = os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
         self.uri = uri.rstrip("/")
-        self.options = options or StorageOptions()
+        self.options = storage.resolved(self.uri, options or StorageOptions())
         self.fs, self.root = storage.filesystem(self.uri, self.options)
 
     def __reduce__(self):

@@ -10,6 +10,7 @@ refused credentials.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -116,6 +117,21 @@ def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[pafs.Fi
     if parts.scheme in S3_SCHEMES:
         return s3_filesystem(options or StorageOptions()), f"{parts.netloc}{parts.path}".rstrip("/")
     return pafs.FileSystem.from_uri(uri)
+
+
+def resolved(uri: str, options: StorageOptions) -> StorageOptions:
+    """``options`` with the region of an AWS bucket filled in when neither the config nor the
+    environment gives one (pyarrow asks S3 where the bucket is), so that every process that
+    unpickles the run folder talks to the right region."""
+    if (not is_remote(uri) or urlsplit(uri).scheme not in S3_SCHEMES or options.region
+            or endpoint_of(options) or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")):
+        return options
+    try:
+        region = pafs.resolve_s3_region(urlsplit(uri).netloc)
+    except OSError:  # unreachable or missing (check_access says which): the SDK's default
+        region = "us-east-1"
+    return dataclasses.replace(options, region=region)
 
 
 def describe(options: StorageOptions) -> str:
