@@ -42,6 +42,20 @@ def tiny_classifier_dir(tmp_path_factory, teacher_path) -> str:
 
 
 @pytest.fixture(scope="session")
+def teacher_with_head(tmp_path_factory, teacher_path):
+    """The real teacher (all-MiniLM-L6-v2) with an untrained 2-class head: no fine-tuning step,
+    real inference cost."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = str(tmp_path_factory.mktemp("teacher_head"))
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_path, num_labels=2)
+    model.config.id2label, model.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(teacher_path).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def s3(tmp_path_factory):
     """A real S3 server (SeaweedFS) on a free loopback port, keys enforced; bucket ``runs``."""
     server = SeaweedS3(str(tmp_path_factory.mktemp("seaweedfs")))

@@ -117,7 +117,7 @@ def test_shipped_configs_parse_and_fit_the_embedded_teacher(teacher_path):
 
     from xdistil_ray.pipeline import check_models
 
-    paths = glob.glob("jobs/configs/*.yaml")
+    paths = glob.glob("jobs/configs/*.yaml") + glob.glob("tests/configs/*.yaml")
     names = {p.rsplit("/", 1)[1] for p in paths}
     assert {"three_stage.yaml", "od.yaml", "hs.yaml", "mha.yaml", "task_agnostic.yaml"} <= names
     for path in paths:
@@ -183,3 +183,16 @@ def test_student_with_another_vocabulary_is_refused(tmp_path, teacher_path):
     with pytest.raises(ConfigError, match="vocabulary of 1000 tokens but the teacher's tokenizer "
                                           "has 30522"):
         check_models(cfg, teacher_path)
+
+
+def test_custom_resources_are_typed_and_checked():
+    cfg = load_config(None, ["teacher.inference.resources={teacher_gpu: 0.5}",
+                             "train.resources_per_worker={train_gpu: 1}"])
+    assert cfg.teacher.inference.resources == {"teacher_gpu": 0.5}
+    assert cfg.train.resources_per_worker == {"train_gpu": 1.0}
+    with pytest.raises(ConfigError, match="teacher.inference.resources.GPU"):
+        load_config(None, ["teacher.inference.resources={GPU: 1}"])
+    with pytest.raises(ConfigError, match="train.resources_per_worker.x: must be > 0"):
+        load_config(None, ["train.resources_per_worker={x: 0}"])
+    with pytest.raises(ConfigError, match="train.resources_per_worker: expected a mapping"):
+        load_config(None, ["train.resources_per_worker=3"])

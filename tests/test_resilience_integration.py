@@ -130,20 +130,6 @@ def _train_worker_pids() -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def teacher_with_head(tmp_path_factory, teacher_path):
-    """The real teacher (all-MiniLM-L6-v2) with an untrained 2-class head: no fine-tuning step,
-    real inference cost."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    folder = str(tmp_path_factory.mktemp("teacher_head"))
-    model = AutoModelForSequenceClassification.from_pretrained(teacher_path, num_labels=2)
-    model.config.id2label, model.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(teacher_path).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def scenario(s3, teacher_with_head, tmp_path_factory):
     root = tmp_path_factory.mktemp("resilience")
     data = write_embedded_data(str(root / "inputs"), seed=3, num_train=256, num_dev=64,

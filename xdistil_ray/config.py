@@ -79,6 +79,10 @@ class InferenceConfig:
     """GPUs each teacher actor asks for (fractions share a GPU); 0 = CPU."""
     num_cpus_per_actor: float = 0.5
     """CPUs each teacher actor asks for; keep below 1 on small nodes so reads are not starved."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each teacher actor asks for, to land on a node type (the cluster
+    configs give teacher GPU nodes `teacher_gpu`; e.g. `{teacher_gpu: 0.5}` with
+    `num_gpus_per_actor: 0.5`). An autoscaler launches nodes that have them."""
 
 
 @dataclass
@@ -203,6 +207,9 @@ class TrainConfig:
     """Steps between checkpoints (one is always written at the end of a stage)."""
     max_failures: int = 2
     """Worker failures Ray Train retries from the newest checkpoint."""
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each training worker asks for besides CPU (and GPU with `use_gpu`),
+    to land on a node type (the cluster configs give training GPU nodes `train_gpu`)."""
 
 
 @dataclass
@@ -393,6 +400,12 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(item_hint, v, f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        key_hint, value_hint = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {_coerce(key_hint, k, f"{where}.{k}"): _coerce(value_hint, v, f"{where}.{k}")
+                for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         raise AssertionError(f"unsupported config type at {where}")
     if hint is bool:

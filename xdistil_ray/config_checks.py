@@ -50,6 +50,13 @@ def validate(cfg: Config) -> None:
     _check(inf.num_actors >= 1, "teacher.inference.num_actors: must be at least 1")
     _check(inf.num_gpus_per_actor >= 0, "teacher.inference.num_gpus_per_actor: must be >= 0")
     _check(inf.num_cpus_per_actor > 0, "teacher.inference.num_cpus_per_actor: must be > 0")
+    for where, resources in (("teacher.inference.resources", inf.resources),
+                             ("train.resources_per_worker", cfg.train.resources_per_worker)):
+        for name, amount in resources.items():
+            _check(name not in ("CPU", "GPU", "memory"),
+                   f"{where}.{name}: set CPUs and GPUs with their own fields; this is for custom "
+                   "resources")
+            _check(amount > 0, f"{where}.{name}: must be > 0")
     _check(cfg.teacher.finetune.epochs > 0, "teacher.finetune.epochs: must be > 0")
     _check(cfg.task in TASKS, f"task: must be one of {', '.join(TASKS)}, got {cfg.task!r}")
     if cfg.task == "pair":

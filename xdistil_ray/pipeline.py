@@ -233,12 +233,15 @@ class Steps:
 
 
 def init_ray(cfg: Config) -> None:
+    """Connects to the cluster (``ray.address``, or the one a ``ray job submit`` runs in), or
+    starts a local Ray on loopback."""
     import ray
 
     if ray.is_initialized():
         return
-    if cfg.ray.address:
-        ray.init(address=cfg.ray.address)
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        ray.init(address=address)
     else:
         # Local Ray stays on loopback; the dashboard too (Ray Train queries its state API).
         ray.init(num_cpus=cfg.ray.num_cpus or None, _node_ip_address="127.0.0.1",
@@ -276,7 +279,8 @@ def run(cfg: Config) -> dict:
             lambda fp: teacher_inference.run_step(
                 folder, data, model_path=teacher.path, model_in_run=teacher.in_run, outputs=outputs, task=cfg.task,
                 batch_size=inf.batch_size, num_actors=inf.num_actors,
-                num_gpus=inf.num_gpus_per_actor, num_cpus=inf.num_cpus_per_actor, fingerprint=fp),
+                num_gpus=inf.num_gpus_per_actor, num_cpus=inf.num_cpus_per_actor,
+                resources=inf.resources, fingerprint=fp),
             resumable=True)
         missing = sorted(set(outputs) - set(teacher_marker["outputs"]))
         if missing:

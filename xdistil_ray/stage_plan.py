@@ -126,4 +126,5 @@ def scaling(cfg: Config):
     from xdistil_ray.steps.train import Scaling
 
     t = cfg.train
-    return Scaling(t.num_workers, t.use_gpu, t.cpus_per_worker, t.max_failures)
+    return Scaling(t.num_workers, t.use_gpu, t.cpus_per_worker, t.max_failures,
+                   dict(t.resources_per_worker))

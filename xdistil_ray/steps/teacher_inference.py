@@ -218,7 +218,7 @@ def commit_shard(run: RunFolder, shard: str, expected_rows: int) -> bool:
 def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run: bool,
              outputs: tuple[str, ...],
              batch_size: int, num_actors: int, num_gpus: float, num_cpus: float,
-             fingerprint: dict, task: str = "sentence") -> dict:
+             fingerprint: dict, task: str = "sentence", resources: dict | None = None) -> dict:
     """Runs teacher inference over the uncommitted shards and commits ``teacher/``."""
     import ray.data
 
@@ -246,7 +246,7 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
                                        torch_threads=max(1, int(num_cpus)),
                                        run=run if model_in_run else None),
             compute=ray.data.ActorPoolStrategy(size=num_actors),
-            num_cpus=num_cpus, num_gpus=num_gpus or None)
+            num_cpus=num_cpus, num_gpus=num_gpus or None, resources=resources or None)
         ledger = ray.remote(num_cpus=0)(ShardLedger).remote(
             run, {name: shards[name]["rows"] for name in pending})
         ds.write_datasink(ShardPartsDatasink(run, task == "token", ledger).make())

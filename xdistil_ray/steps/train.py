@@ -33,6 +33,8 @@ class Scaling:
     use_gpu: bool
     cpus_per_worker: float
     max_failures: int
+    resources: dict
+    """Custom resources per worker (a node type's marker)."""
 
 
 def stage_dataset(run: RunFolder, files: list[str], columns: list[str], heldout: bool | None):
@@ -60,7 +62,8 @@ def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scali
             train_loop_per_worker,
             train_loop_config={"spec": spec},
             scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                         resources_per_worker={"CPU": scaling.cpus_per_worker}),
+                                         resources_per_worker={"CPU": scaling.cpus_per_worker,
+                                                               **scaling.resources}),
             torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
             datasets={"train": dataset},
             run_config=RunConfig(

@@ -1,0 +1,233 @@
+"""The configs in cluster/: valid for Ray's autoscaler and for KubeRay, and locked down (no
+credential, no public dashboard without authentication, token authentication never off)."""
+
+import copy
+import glob
+import os
+import re
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AWS = os.path.join(ROOT, "cluster", "aws.yaml")
+KUBERAY = os.path.join(ROOT, "cluster", "kuberay")
+NODE_TYPES = {"cpu", "teacher_gpu", "train_gpu"}
+
+
+def _aws() -> dict:
+    with open(AWS) as f:
+        return yaml.safe_load(f)
+
+
+def _validate(config: dict) -> None:
+    """Ray's own validation of a launcher config (schema, node types), plus worker counts."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(copy.deepcopy(config)))
+    for name, node in config["available_node_types"].items():
+        if name == config["head_node_type"]:
+            continue
+        if not 0 <= node["min_workers"] <= node["max_workers"] <= config["max_workers"]:
+            raise ValueError(f"{name}: need 0 <= min_workers <= max_workers <= max_workers of "
+                             "the cluster")
+
+
+def test_aws_config_passes_rays_validation_and_has_the_three_worker_types():
+    config = _aws()
+    _validate(config)
+    types = config["available_node_types"]
+    assert set(types) - {config["head_node_type"]} == NODE_TYPES
+    assert types[config["head_node_type"]]["resources"].get("CPU") == 0  # the head runs no work
+    for name in NODE_TYPES:
+        assert types[name]["min_workers"] == 0 and types[name]["max_workers"] >= 1
+        assert types[name]["node_config"]["IamInstanceProfile"]["Name"]  # S3 through a role
+    assert "GPU" in types["teacher_gpu"]["resources"] and "GPU" in types["train_gpu"]["resources"]
+    assert types["teacher_gpu"]["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert config["idle_timeout_minutes"] > 0
+    assert any("pip install" in c and "-e ." in c for c in config["setup_commands"])
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda c: c.pop("head_node_type"), "head_node_type"),
+    (lambda c: c["available_node_types"]["cpu"].update(max_workers="many"), "integer"),
+    (lambda c: c.update(max_wrokers=3), "max_wrokers"),
+    (lambda c: c["available_node_types"]["train_gpu"].update(min_workers=9), "min_workers"),
+])
+def test_a_broken_aws_config_is_refused(break_it, message):
+    config = _aws()
+    break_it(config)
+    with pytest.raises(Exception, match=message):
+        _validate(config)
+
+
+def _manifests() -> dict[str, list[dict]]:
+    out = {}
+    for path in sorted(glob.glob(os.path.join(KUBERAY, "*.yaml"))):
+        with open(path) as f:
+            out[os.path.basename(path)] = [d for d in yaml.safe_load_all(f) if d]
+    return out
+
+
+def _of_kind(kind: str) -> list[dict]:
+    return [d for docs in _manifests().values() for d in docs if d.get("kind") == kind]
+
+
+def test_kuberay_cluster_autoscales_three_worker_groups():
+    (cluster,) = _of_kind("RayCluster")
+    assert cluster["apiVersion"] == "ray.io/v1"
+    spec = cluster["spec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert spec["headGroupSpec"]["template"]["spec"]["containers"]
+    groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+    assert set(groups) == {"cpu", "teacher-gpu", "train-gpu"}
+    for group in groups.values():
+        assert 0 == group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        assert group["maxReplicas"] >= 1
+        (container,) = group["template"]["spec"]["containers"]
+        assert container["image"] and container["resources"]["limits"]
+    for name in ("teacher-gpu", "train-gpu"):
+        limits = groups[name]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert int(limits["nvidia.com/gpu"]) >= 1
+
+
+def test_kuberay_job_submits_the_pipeline_to_that_cluster():
+    (cluster,) = _of_kind("RayCluster")
+    (job,) = _of_kind("RayJob")
+    spec = job["spec"]
+    assert "jobs/distill.py" in spec["entrypoint"] and "--config" in spec["entrypoint"]
+    assert re.search(r"output=s3://\S+", spec["entrypoint"])
+    assert spec["clusterSelector"]["ray.io/cluster"] == cluster["metadata"]["name"]
+
+
+# ---------------------------------------------------------------------- security
+
+_SECRET_PATTERNS = [
+    re.compile(r"AKIA[0-9A-Z]{16}"),  # an AWS access key id
+    re.compile(r"(?i)(aws_)?secret_access_key\s*[:=]\s*['\"]?[A-Za-z0-9/+]{20,}"),
+    re.compile(r"(?i)(secretKey|password|passwd)\s*[:=]\s*['\"]?\S{6,}"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"RAY_AUTH_TOKEN\s*=\s*['\"]?[A-Za-z0-9]{16,}"),
+]
+
+
+def _cluster_files() -> list[str]:
+    files = [p for p in glob.glob(os.path.join(ROOT, "cluster", "**", "*"), recursive=True)
+             if os.path.isfile(p)]
+    assert len(files) >= 4
+    return files
+
+
+def check_no_credentials(text: str) -> list[str]:
+    return [p.pattern for p in _SECRET_PATTERNS if p.search(text)]
+
+
+def check_env_token_values(docs: list[dict]) -> list[str]:
+    """Tokens and AWS keys in Kubernetes env entries must come from a secret, never a value."""
+    bad = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("name") in ("RAY_AUTH_TOKEN", "AWS_ACCESS_KEY_ID",
+                                    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") \
+                    and "value" in node:
+                bad.append(node["name"])
+            if node.get("name") == "RAY_AUTH_MODE" and node.get("value") != "token":
+                bad.append("RAY_AUTH_MODE")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(docs)
+    return bad
+
+
+def check_aws_lockdown(config: dict) -> list[str]:
+    problems = []
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    for command in starts:
+        if "ray start" in command and "RAY_AUTH_MODE=token" not in command:
+            problems.append(f"no token authentication: {command[:60]}")
+    commands = " ".join(starts)
+    head = " ".join(config["head_start_ray_commands"])
+    host = re.search(r"--dashboard-host[= ](\S+)", head)
+    if not host or host.group(1) not in ("127.0.0.1", "localhost"):
+        problems.append("the dashboard must listen on the head's loopback (SSH tunnel)")
+    for rule in config["provider"].get("security_group", {}).get("IpPermissions", []):
+        if not rule["FromPort"] == rule["ToPort"] == 22:
+            problems.append(f"port {rule['FromPort']} open beyond SSH")
+    if "disabled" in commands.lower():
+        problems.append("authentication disabled")
+    return problems
+
+
+def check_kuberay_lockdown(docs: list[dict]) -> list[str]:
+    problems = []
+    for doc in docs:
+        spec = doc.get("spec", {})
+        head = spec.get("headGroupSpec")
+        if head:
+            public = head.get("rayStartParams", {}).get("dashboard-host") not in (
+                None, "127.0.0.1", "localhost")
+            if head.get("serviceType", "ClusterIP") != "ClusterIP":
+                problems.append(f"head service {head['serviceType']} exposes the dashboard")
+            env = head["template"]["spec"]["containers"][0].get("env", [])
+            if public and not any(e.get("name") == "RAY_AUTH_MODE" and e.get("value") == "token"
+                                  for e in env):
+                problems.append("dashboard on the pod network without token authentication")
+        if doc.get("kind") in ("Service", "Ingress") and (
+                doc.get("kind") == "Ingress" or spec.get("type") in ("LoadBalancer", "NodePort")):
+            problems.append(f"{doc['kind']} {doc['metadata']['name']} exposes the cluster")
+    return problems + check_env_token_values(docs)
+
+
+def test_cluster_configs_hold_no_credential():
+    for path in _cluster_files():
+        with open(path, errors="replace") as f:
+            assert check_no_credentials(f.read()) == [], path
+
+
+def test_cluster_configs_keep_the_dashboard_private_and_authentication_on():
+    assert check_aws_lockdown(_aws()) == []
+    docs = [d for ds in _manifests().values() for d in ds]
+    assert check_kuberay_lockdown(docs) == []
+
+
+def test_the_security_checks_catch_what_they_are_for():
+    """Each check fails on a config that breaks its rule (a check that cannot fail is no check)."""
+    assert check_no_credentials("aws_secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    assert check_no_credentials("key: AKIAIOSFODNN7EXAMPLE")
+    open_dashboard = _aws()
+    open_dashboard["head_start_ray_commands"] = [c.replace("--dashboard-host=127.0.0.1",
+                                                           "--dashboard-host=0.0.0.0")
+                                                 for c in open_dashboard["head_start_ray_commands"]]
+    assert check_aws_lockdown(open_dashboard)
+    no_token = _aws()
+    no_token["worker_start_ray_commands"] = [c.replace("RAY_AUTH_MODE=token ", "")
+                                             for c in no_token["worker_start_ray_commands"]]
+    assert check_aws_lockdown(no_token)
+    open_port = _aws()
+    open_port["provider"]["security_group"]["IpPermissions"].append(
+        {"FromPort": 8265, "ToPort": 8265, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]})
+    assert check_aws_lockdown(open_port)
+    docs = [d for ds in _manifests().values() for d in ds]
+    exposed = copy.deepcopy(docs)
+    for d in exposed:
+        if d["kind"] == "RayCluster":
+            d["spec"]["headGroupSpec"]["serviceType"] = "LoadBalancer"
+    assert check_kuberay_lockdown(exposed)
+    inline = copy.deepcopy(docs)
+    for d in inline:
+        if d["kind"] == "RayJob":
+            d["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["env"][1] = {
+                "name": "RAY_AUTH_TOKEN", "value": "abc"}
+    assert check_kuberay_lockdown(inline) == ["RAY_AUTH_TOKEN"]
+    disabled = copy.deepcopy(docs)
+    for d in disabled:
+        if d["kind"] == "RayCluster":
+            d["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] = [
+                {"name": "RAY_AUTH_MODE", "value": "disabled"}]
+    assert check_kuberay_lockdown(disabled)

@@ -1,0 +1,140 @@
+"""The cluster path on this machine, every listener on loopback.
+
+- a real Ray cluster (`ray start --head`, plus a second node) runs the pipeline through
+  `ray job submit --working-dir .`, with its run folder in S3 (SeaweedFS); the same submission
+  again finds everything complete;
+- Ray's autoscaling test cluster, on node types shaped like cluster/aws.yaml's and starting from
+  zero workers, adds the node types the steps ask for, and the run completes.
+
+Both start and stop Ray machine-wide (`ray stop --force`), so this module runs before any test
+that uses the session's local Ray (file order), and refuses to run after one.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from s3server import free_port
+
+from xdistil_ray.embedded_data import write_embedded_data
+from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.storage import StorageOptions
+
+pytestmark = pytest.mark.integration
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+CONFIG = "tests/configs/cluster_tiny.yaml"
+STEPS = ("data", "teacher", "student_init", "stages/1-logits", "student", "eval")
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+               RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+               PYTHONUNBUFFERED="1", **extra)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _ray_stop(env):
+    subprocess.run([f"{BIN}/ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def no_local_ray():
+    import ray
+
+    assert not ray.is_initialized(), (
+        "the cluster tests stop every Ray process on the machine; run them before (or without) "
+        "the tests that share the session's local Ray")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return write_embedded_data(str(tmp_path_factory.mktemp("cluster_inputs")), seed=2,
+                               num_train=128, num_dev=64, num_corpus=400)
+
+
+def _listeners_off_loopback() -> list[str]:
+    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()[1:]
+            if "ray" in line or "gcs_server" in line or "raylet" in line
+            if not any(a in line.split()[3] for a in ("127.0.0.1:", "[::1]:"))]
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster(no_local_ray, tmp_path_factory):
+    """A head (1 CPU, the dashboard and job API on loopback, token authentication) and a
+    second node (2 CPUs) joined to it."""
+    env = _env(RAY_AUTH_TOKEN_PATH=str(tmp_path_factory.mktemp("auth") / "token"))
+    subprocess.run([f"{BIN}/ray", "get-auth-token", "--generate"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    gcs, dashboard = free_port(), free_port()
+    _ray_stop(env)
+    try:
+        subprocess.run([f"{BIN}/ray", "start", "--head", f"--port={gcs}",
+                        "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+                        f"--dashboard-port={dashboard}", "--num-cpus=1",
+                        "--disable-usage-stats"], env=env, check=True, capture_output=True,
+                       timeout=120)
+        subprocess.run([sys.executable, "tests/cluster/ray_loopback.py", "start",
+                        f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1",
+                        "--num-cpus=2", f"--dashboard-agent-listen-port={free_port()}"],
+                       cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+        yield env, f"http://127.0.0.1:{dashboard}"
+    finally:
+        _ray_stop(env)
+
+
+def _submit(env, address: str, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [f"{BIN}/ray", "job", "submit", "--address", address, "--working-dir", ".", "--",
+         "python", "jobs/distill.py", "--config", CONFIG, *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_job_submit_runs_the_pipeline_and_resubmission_resumes(loopback_cluster, s3, inputs,
+                                                               teacher_with_head):
+    env, address = loopback_cluster
+    nodes = subprocess.run([f"{BIN}/ray", "list", "nodes", "--address", address, "--format",
+                            "json"], env=env, capture_output=True, text=True, timeout=60)
+    assert len([n for n in json.loads(nodes.stdout) if n["state"] == "ALIVE"]) == 2, nodes.stderr
+    assert _listeners_off_loopback() == []
+    uri = "s3://runs/cluster-job"
+    args = [f"output={uri}", f"storage.endpoint={s3.endpoint}",
+            f"corpus.path={inputs['corpus']}", f"labeled.train={inputs['train']}",
+            f"labeled.dev={inputs['dev']}", f"teacher.model={teacher_with_head}"]
+    first = _submit(env, address, args)
+    assert first.returncode == 0 and "succeeded" in first.stdout + first.stderr, (
+        first.stdout[-4000:] + first.stderr[-2000:])
+    run = RunFolder(uri, StorageOptions(endpoint=s3.endpoint))
+    assert all(run.is_complete(step) for step in STEPS)
+    assert run.exists("report.json") and run.exists("config.yaml")
+    start = time.time()
+    second = _submit(env, address, args)
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert time.time() - start < 60
+    for step in STEPS:
+        assert f"[xdistil] {step}: complete, skipped" in second.stdout
+
+
+def test_autoscaler_adds_the_node_types_the_steps_ask_for(no_local_ray, inputs, teacher_with_head,
+                                                         tmp_path):
+    env = _env()
+    done = subprocess.run(
+        [sys.executable, "tests/cluster/autoscale_run.py", CONFIG, f"output={tmp_path}/run",
+         f"corpus.path={inputs['corpus']}", f"labeled.train={inputs['train']}",
+         f"labeled.dev={inputs['dev']}", f"teacher.model={teacher_with_head}",
+         "teacher.inference.num_gpus_per_actor=1", "teacher.inference.resources={teacher_gpu: 1}",
+         "train.resources_per_worker={train_gpu: 1}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # The head has no CPU for work: CPU nodes for the data step, teacher GPU nodes for the
+    # teacher actors, training nodes for the Ray Train workers.
+    assert {"cpu_node", "teacher_gpu", "train_gpu"} <= set(result["added"]), result
+    run = RunFolder(f"{tmp_path}/run")
+    assert all(run.is_complete(step) for step in STEPS)
