@@ -12,6 +12,7 @@ that uses the session's local Ray (file order), and refuses to run after one.
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -62,16 +63,15 @@ def _listeners_off_loopback() -> list[str]:
     out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines()[1:]
             if "ray" in line or "gcs_server" in line or "raylet" in line
-            if not any(a in line.split()[3] for a in ("127.0.0.1:", "[::1]:"))]
+            if not line.split()[3].rsplit(":", 1)[0] in (
+                "127.0.0.1", "[::1]", "[::ffff:127.0.0.1]")]
 
 
 @pytest.fixture(scope="module")
-def loopback_cluster(no_local_ray, tmp_path_factory):
+def loopback_cluster(no_local_ray):
     """A head (1 CPU, the dashboard and job API on loopback, token authentication) and a
     second node (2 CPUs) joined to it."""
-    env = _env(RAY_AUTH_TOKEN_PATH=str(tmp_path_factory.mktemp("auth") / "token"))
-    subprocess.run([f"{BIN}/ray", "get-auth-token", "--generate"], env=env, check=True,
-                   capture_output=True, timeout=60)
+    env = _env(RAY_AUTH_TOKEN=secrets.token_hex(32))  # every node and client reads it
     gcs, dashboard = free_port(), free_port()
     _ray_stop(env)
     try:

@@ -82,3 +82,12 @@ def test_a_partial_checkpoint_is_never_loaded(tmp_path):
     (tmp_path / "shard1.pt").write_bytes(b"x")  # truncated upload
     with pytest.raises(RuntimeError, match=r"shard1.pt of rank \d is missing or truncated"):
         verify_checkpoint(str(tmp_path))
+
+
+
+def test_relative_to_is_by_name():
+    from xdistil_ray.runfolder import relative_to
+
+    assert relative_to("bucket/run/data/a/b.parquet", "bucket/run/data") == "a/b.parquet"
+    with pytest.raises(ValueError):
+        relative_to("bucket/other/x", "bucket/run")

@@ -124,3 +124,16 @@ def test_s3_filesystem_keeps_its_retries_when_pickled():
     fs = storage.s3_filesystem(options, request_timeout_s=7)
     again = pickle.loads(pickle.dumps(fs))
     assert type(again) is storage.S3Store and again._args == (options, None, 7)
+
+
+@pytest.mark.integration
+def test_listing_does_not_depend_on_the_working_directory(s3_run, tmp_path, monkeypatch):
+    """Object-store keys are relative paths; posixpath.relpath resolved them against the
+    process's working directory, which a Ray job's driver may have lost (seen under
+    `ray job submit`: FileNotFoundError from os.getcwd in the data step)."""
+    s3_run.write_bytes("d/x.bin", b"1")
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert s3_run.list_files("d") == {"x.bin": 1}

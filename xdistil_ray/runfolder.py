@@ -21,6 +21,15 @@ from xdistil_ray.storage import StorageOptions
 MARKER = "COMPLETE"
 
 
+def relative_to(path: str, base: str) -> str:
+    """``path`` below ``base``, by name alone (posixpath.relpath would make object-store keys
+    absolute against this process's working directory)."""
+    prefix = base.rstrip("/") + "/"
+    if not path.startswith(prefix):
+        raise ValueError(f"{path} is not under {base}")
+    return path[len(prefix):]
+
+
 class RunFolder:
     """A run folder on local disk or in object storage, through one pyarrow filesystem API.
 
@@ -111,7 +120,7 @@ class RunFolder:
         except (FileNotFoundError, NotADirectoryError):
             return {}
         return {
-            posixpath.relpath(i.path, base): i.size
+            relative_to(i.path, base): i.size
             for i in infos
             if i.type == pafs.FileType.File
         }

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.runfolder import RunFolder, relative_to
 from xdistil_ray.train_loop import LOSSES_FILE, MODEL_DIR, StageSpec, train_loop_per_worker
 
 RAY_DIR = "ray"
@@ -151,5 +151,5 @@ def _targets(spec: StageSpec) -> str:
 def _files_under(fs: pafs.FileSystem, root: str, sub: str) -> list[str]:
     base = posixpath.join(root, sub)
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
-    return sorted(posixpath.join(sub, posixpath.relpath(i.path, base))
+    return sorted(posixpath.join(sub, relative_to(i.path, base))
                   for i in infos if i.type == pafs.FileType.File)
