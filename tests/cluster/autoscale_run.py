@@ -1,5 +1,5 @@
 """Runs the pipeline on Ray's autoscaling test cluster, from zero workers, and reports which
-node types the autoscaler added (JSON on the last line of stdout).
+node types the autoscaler added (a JSON line starting with `{"added"`).
 
     python tests/cluster/autoscale_run.py CONFIG key=value ...
 
