@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -14,8 +15,10 @@ import time
 import urllib.error
 import urllib.request
 
-ACCESS_KEY = "xdistil-test-access"
-SECRET_KEY = "xdistil-test-secret-0123456789"
+# Fresh keys for each test session: the server is told them in its identities file, clients
+# read them from the standard AWS environment variables (conftest sets them).
+ACCESS_KEY = f"test{secrets.token_hex(8)}"
+SECRET_KEY = secrets.token_urlsafe(30)
 REGION = "us-east-1"
 
 

@@ -4,7 +4,9 @@ credential, no public dashboard without authentication, token authentication nev
 import copy
 import glob
 import os
+import random
 import re
+import string
 
 import pytest
 import yaml
@@ -198,8 +200,10 @@ def test_cluster_configs_keep_the_dashboard_private_and_authentication_on():
 
 def test_the_security_checks_catch_what_they_are_for():
     """Each check fails on a config that breaks its rule (a check that cannot fail is no check)."""
-    assert check_no_credentials("aws_secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
-    assert check_no_credentials("key: AKIAIOSFODNN7EXAMPLE")
+    fake_id = "AKIA" + "".join(random.choices(string.ascii_uppercase + string.digits, k=16))
+    fake_secret = "".join(random.choices(string.ascii_letters + string.digits + "/+", k=40))
+    assert check_no_credentials(f"key: {fake_id}")
+    assert check_no_credentials(f"aws_secret_access_key: {fake_secret}")
     open_dashboard = _aws()
     open_dashboard["head_start_ray_commands"] = [c.replace("--dashboard-host=127.0.0.1",
                                                            "--dashboard-host=0.0.0.0")

@@ -121,7 +121,7 @@ def test_s3_filesystem_keeps_its_retries_when_pickled():
     state = plain.__reduce__()[1][0]
     assert "retry_strategy" not in state  # pyarrow drops it
     options = StorageOptions(endpoint="http://127.0.0.1:9", max_attempts=9)
-    fs = storage.s3_filesystem(options, request_timeout_s=7)
+    fs = storage.S3Store(options, request_timeout_s=7)
     again = pickle.loads(pickle.dumps(fs))
     assert type(again) is storage.S3Store and again._args == (options, None, 7)
 

@@ -103,11 +103,6 @@ class S3Store(pafs.S3FileSystem):
         return (S3Store, self._args)
 
 
-def s3_filesystem(options: StorageOptions, *, max_attempts: int | None = None,
-                  request_timeout_s: float | None = None) -> S3Store:
-    return S3Store(options, max_attempts, request_timeout_s)
-
-
 def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a local path or a URI."""
     if not is_remote(uri):
@@ -115,7 +110,7 @@ def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[pafs.Fi
         return pafs.LocalFileSystem(), os.path.abspath(path)
     parts = urlsplit(uri)
     if parts.scheme in S3_SCHEMES:
-        return s3_filesystem(options or StorageOptions()), f"{parts.netloc}{parts.path}".rstrip("/")
+        return S3Store(options or StorageOptions()), f"{parts.netloc}{parts.path}".rstrip("/")
     return pafs.FileSystem.from_uri(uri)
 
 
@@ -151,7 +146,7 @@ def check_access(uri: str, options: StorageOptions, field: str = "output",
     parts = urlsplit(uri)
     bucket, prefix = parts.netloc, parts.path.strip("/")
     where = f"{field}: {_safe(uri)} at {describe(options)}"
-    fs = s3_filesystem(options, max_attempts=2, request_timeout_s=5)
+    fs = S3Store(options, max_attempts=2, request_timeout_s=5)
     try:
         info = fs.get_file_info(bucket)
     except OSError as e:
