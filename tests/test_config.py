@@ -92,6 +92,9 @@ def test_wrong_type_names_field(override, message):
     ("student.hidden_size=130", "student.hidden_size: must be a multiple"),
     ("corpus.heldout_fraction=0.9", "corpus.heldout_fraction"),
     ("student.init=pretty", "student.init"),
+    ("teacher.inference.dtype=half", "teacher.inference.dtype: 'half' is not one of"),
+    ("teacher.inference.group_batches=0", "teacher.inference.group_batches"),
+    ("teacher.inference.top_k=-1", "teacher.inference.top_k: must be >= 0"),
 ])
 def test_bad_value_names_field(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -196,3 +199,8 @@ def test_custom_resources_are_typed_and_checked():
         load_config(None, ["train.resources_per_worker={x: 0}"])
     with pytest.raises(ConfigError, match="train.resources_per_worker: expected a mapping"):
         load_config(None, ["train.resources_per_worker=3"])
+
+
+def test_top_k_refused_for_token_tasks():
+    with pytest.raises(ConfigError, match="teacher.inference.top_k: token tasks"):
+        load_config(None, ["task=token", "teacher.inference.top_k=3"])

@@ -79,3 +79,98 @@ def pa_list_f16():
     import pyarrow as pa
 
     return pa.list_(pa.float16())
+
+
+def _ragged(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [np.array([101] + list(rng.integers(1000, 2000, n - 2)) + [102], dtype=np.int32)
+            for n in lengths]
+
+
+def test_window_sorted_by_length_pads_less_and_keeps_row_order(tiny_classifier_dir):
+    """A window of mixed lengths cut into forward batches after sorting: outputs stay with
+    their rows, and padding is a small share of the positions run."""
+    lengths = [5, 30, 6, 29, 7, 31, 5, 30] * 4
+    rows = _ragged(lengths)
+    batch = {"id": np.arange(len(rows)), "input_ids": np.array(rows, dtype=object)}
+    grouped = TeacherInference(tiny_classifier_dir, ("logits",), device="cpu", batch_size=4)
+    out = grouped(batch)
+    real, run = grouped.padding
+    assert real == sum(lengths) and (run - real) / run < 0.05
+    unsorted = TeacherInference(tiny_classifier_dir, ("logits",), device="cpu", batch_size=4)
+    for start in range(0, len(rows), 4):  # the same rows, a window per forward batch
+        part = unsorted({"input_ids": batch["input_ids"][start:start + 4]})
+        np.testing.assert_allclose(part["logits"], out["logits"][start:start + 4], atol=2e-3)
+    assert (unsorted.padding[1] - unsorted.padding[0]) / unsorted.padding[1] > 0.4
+
+
+def test_teacher_runs_scaled_dot_product_attention(tiny_classifier_dir):
+    infer = TeacherInference(tiny_classifier_dir, ("logits",), device="cpu")
+    assert infer.model.config._attn_implementation == "sdpa"
+    assert infer.dtype == torch.float32  # auto on CPU
+
+
+def test_precision_choice():
+    from xdistil_ray.steps.teacher_inference import resolve_dtype
+
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    if torch.cuda.is_available():
+        assert resolve_dtype("auto", torch.device("cuda")) in (torch.bfloat16, torch.float16)
+
+
+def test_bf16_teacher_close_to_fp32(tiny_classifier_dir):
+    rows = np.array(_ragged([6, 12, 9]), dtype=object)
+    fp32 = TeacherInference(tiny_classifier_dir, ("logits",), device="cpu")({"input_ids": rows})
+    bf16 = TeacherInference(tiny_classifier_dir, ("logits",), device="cpu", dtype="bfloat16")(
+        {"input_ids": rows})
+    assert bf16["logits"].dtype == np.float16
+    np.testing.assert_allclose(bf16["logits"], fp32["logits"], atol=0.05)
+
+
+def test_top_k_logits_rebuild_the_teachers_probabilities():
+    from xdistil_ray.objective import dense_logits
+    from xdistil_ray.steps.teacher_inference import top_k_logits
+
+    torch.manual_seed(0)
+    logits = torch.randn(5, 50) * 3
+    stored = top_k_logits(logits, 8)
+    assert stored["logits_topk"].shape == (5, 8) and stored["logits_topk"].dtype == np.float16
+    assert stored["logits_index"].dtype == np.int32 and stored["logits_rest"].shape == (5,)
+    dense = torch.from_numpy(dense_logits(stored["logits_topk"], stored["logits_index"],
+                                          stored["logits_rest"], 50))
+    p, q = logits.softmax(-1), dense.softmax(-1)
+    top = logits.topk(8, -1).indices
+    torch.testing.assert_close(q.gather(-1, top), p.gather(-1, top), atol=2e-3, rtol=1e-2)
+    rest_p = 1 - p.gather(-1, top).sum(-1)
+    rest_q = 1 - q.gather(-1, top).sum(-1)
+    torch.testing.assert_close(rest_q, rest_p, atol=2e-3, rtol=1e-2)
+    assert torch.equal(dense.argmax(-1), logits.argmax(-1))
+
+
+def test_top_k_columns_through_the_sink_and_the_collate(tmp_path, teacher_path):
+    """A 40-label teacher stored top-5: the parquet part holds the compact columns; the
+    training collate rebuilds [B, 40] targets whose argmax is the teacher's."""
+    import pyarrow as pa
+    from ray.data.block import BlockAccessor
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from xdistil_ray.train_loop import PadCollate
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=40)
+    BertForSequenceClassification(config).save_pretrained(tmp_path)
+    rows = np.array(_ragged([6, 12, 9]), dtype=object)
+    full = TeacherInference(str(tmp_path), ("logits",), device="cpu")({"input_ids": rows})
+    out = TeacherInference(str(tmp_path), ("logits",), device="cpu", top_k=5)(
+        {"id": np.arange(3), "input_ids": rows})
+    assert "logits" not in out
+    table = _to_arrow(BlockAccessor.batch_to_block(out))
+    assert table.schema.field("logits_topk").type == pa.list_(pa.float16(), 5)
+    assert table.schema.field("logits_index").type == pa.list_(pa.int32(), 5)
+    assert table.schema.field("logits_rest").type == pa.float16()
+    columns = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+    batch = PadCollate(0, [f"l{i}" for i in range(40)], False)(columns)
+    assert batch["teacher_logits"].shape == (3, 40)
+    assert batch["teacher_logits"].argmax(-1).tolist() == full["logits"].argmax(-1).tolist()

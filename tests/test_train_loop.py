@@ -12,14 +12,17 @@ def test_training_batches_refuse_an_epoch_without_a_full_batch():
         def __init__(self, rows):
             self.rows = rows
 
-        def iter_batches(self, batch_size, drop_last, **_):
+        def iter_torch_batches(self, batch_size, drop_last, collate_fn, **_):
             for start in range(0, self.rows - batch_size + 1, batch_size):
-                yield {"x": np.arange(start, start + batch_size)}
+                yield collate_fn({"x": np.arange(start, start + batch_size)})
 
-    gen = batches_forever(Shard(10), 4, 0)
-    assert [next(gen)["x"][0] for _ in range(5)] == [0, 4, 0, 4, 0]  # cycles epochs
+    def collate(batch):
+        return {"x": torch.from_numpy(batch["x"])}
+
+    gen = batches_forever(Shard(10), 4, 0, collate, "cpu")
+    assert [int(next(gen)["x"][0]) for _ in range(5)] == [0, 4, 0, 4, 0]  # cycles epochs
     with pytest.raises(RuntimeError, match="less than one batch"):
-        next(batches_forever(Shard(3), 4, 0))
+        next(batches_forever(Shard(3), 4, 0, collate, "cpu"))
 
 
 def test_pad_batch_pads_and_maps_labels():

@@ -73,6 +73,17 @@ class FinetuneConfig:
 class InferenceConfig:
     batch_size: int = 128
     """Sentences per teacher forward pass."""
+    group_batches: int = 8
+    """Length grouping: each actor sorts this many batches' worth of sentences by length
+    before cutting them into forward passes, so that padding is a small share of the work
+    (1 = no grouping)."""
+    dtype: str = "auto"
+    """Teacher precision: `auto` (bf16 on GPUs that have it, else fp16; fp32 on CPU),
+    `float32`, `bfloat16`, `float16`. Outputs are stored fp16 either way."""
+    top_k: int = 0
+    """Store only the k largest logits per sentence and the log-sum-exp of the rest (large
+    label spaces; sentence and pair tasks); the stages see the other labels share the rest's
+    probability evenly. 0 = all logits."""
     num_actors: int = 2
     """Teacher actors in the Ray Data actor pool."""
     num_gpus_per_actor: float = 0.0

@@ -48,6 +48,13 @@ def validate(cfg: Config) -> None:
     inf = cfg.teacher.inference
     _check(inf.batch_size >= 1, "teacher.inference.batch_size: must be at least 1")
     _check(inf.num_actors >= 1, "teacher.inference.num_actors: must be at least 1")
+    _check(inf.group_batches >= 1, "teacher.inference.group_batches: must be at least 1")
+    _check(inf.dtype in ("auto", "float32", "bfloat16", "float16"),
+           f"teacher.inference.dtype: {inf.dtype!r} is not one of auto, float32, bfloat16, float16")
+    _check(inf.top_k >= 0, "teacher.inference.top_k: must be >= 0 (0 = all logits)")
+    _check(not (inf.top_k and cfg.task == "token"),
+           "teacher.inference.top_k: token tasks store every real token's logits (tag sets are "
+           "small); set it to 0")
     _check(inf.num_gpus_per_actor >= 0, "teacher.inference.num_gpus_per_actor: must be >= 0")
     _check(inf.num_cpus_per_actor > 0, "teacher.inference.num_cpus_per_actor: must be > 0")
     for where, resources in (("teacher.inference.resources", inf.resources),

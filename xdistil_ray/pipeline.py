@@ -173,7 +173,7 @@ _DATA_KEYS = ("seed", "task", "corpus.path", "corpus.text_column", "corpus.text_
               "corpus.hf_split", "corpus.max_length", "corpus.max_chars", "corpus.rows_per_shard",
               "corpus.heldout_fraction", "labeled", "teacher.model")
 _TEACHER_KEYS = ("task", "teacher.model", "teacher.finetune", "labeled", "seed")
-_INFERENCE_KEYS = _TEACHER_KEYS + ("corpus",)
+_INFERENCE_KEYS = _TEACHER_KEYS + ("corpus", "teacher.inference.dtype", "teacher.inference.top_k")
 _INIT_KEYS = ("student",) + _TEACHER_KEYS
 
 
@@ -280,7 +280,8 @@ def run(cfg: Config) -> dict:
                 folder, data, model_path=teacher.path, model_in_run=teacher.in_run, outputs=outputs, task=cfg.task,
                 batch_size=inf.batch_size, num_actors=inf.num_actors,
                 num_gpus=inf.num_gpus_per_actor, num_cpus=inf.num_cpus_per_actor,
-                resources=inf.resources, fingerprint=fp),
+                resources=inf.resources, group_batches=inf.group_batches, dtype=inf.dtype,
+                top_k=inf.top_k, fingerprint=fp),
             resumable=True)
         missing = sorted(set(outputs) - set(teacher_marker["outputs"]))
         if missing:
@@ -385,6 +386,10 @@ def check_data(cfg: Config, data: dict) -> None:
     names = data["labeled"]["label_names"]
     if cfg.task != "none" and len(names) < 2:
         raise ConfigError(f"labeled.train: needs at least 2 classes, found {names}")
+    top_k = cfg.teacher.inference.top_k
+    if top_k and cfg.task != "none" and top_k >= len(names):
+        raise ConfigError(f"teacher.inference.top_k: {top_k} is not below the {len(names)} "
+                          "labels; 0 stores every logit")
     for k, stage in enumerate(cfg.stages):
         rows = splits["train"]["kept"] if stage_data(stage) == "labeled" else train_rows
         if rows < stage.batch_size * cfg.train.num_workers:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from xdistil_ray.config import Config
 from xdistil_ray.config_checks import stage_data
-from xdistil_ray.objective import LossSpec
+from xdistil_ray.objective import TOPK_COLUMNS, LossSpec
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.train_loop import StageSpec, total_steps
 
@@ -55,11 +55,16 @@ def stage_folder(k: int, name: str) -> str:
     return posixpath.join("stages", f"{k + 1}-{name}")
 
 
-def stored_columns(specs: list[LossSpec]) -> list[str]:
-    """Teacher inference columns a stage with stored targets reads."""
+def stored_columns(specs: list[LossSpec], top_k: int = 0) -> list[str]:
+    """Teacher inference columns a stage with stored targets reads (top-k logits: their three
+    columns, see :data:`xdistil_ray.objective.TOPK_COLUMNS`)."""
     types = {s.type for s in specs}
-    return [c for c, needed in (("logits", "logits" in types), ("hidden", "representation" in types))
-            if needed]
+    columns = []
+    if "logits" in types:
+        columns += list(TOPK_COLUMNS) if top_k else ["logits"]
+    if "representation" in types:
+        columns.append("hidden")
+    return columns
 
 
 def rows_of(cfg: Config, k: int, data: dict) -> int:
@@ -86,7 +91,7 @@ def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dic
         files, heldout, columns = list(sources.corpus), False, ["input_ids"]
     else:
         files, heldout = list(sources.teacher), False
-        columns = ["input_ids"] + stored_columns(specs)
+        columns = ["input_ids"] + stored_columns(specs, cfg.teacher.inference.top_k)
     spec = _spec(cfg, name=stage.name, losses=specs, init_path=init_path, init_in_run=True,
                  rows=rows_of(cfg, k, data), epochs=stage.epochs, batch_size=stage.batch_size,
                  learning_rate=stage.learning_rate, label_names=data["labeled"]["label_names"],

@@ -162,18 +162,40 @@ def pad_batch(batch: dict, pad_id: int, label_index: dict[str, int] | None,
     return out
 
 
-def batches_forever(shard, batch_size: int, seed: int):
-    """Full batches from a Ray Data shard, epoch after epoch, reshuffled locally each epoch.
+class PadCollate:
+    """Ray Data collate function: a numpy batch -> :func:`pad_batch`'s tensors (stored top-k
+    logits made dense first). Ray runs it in its prefetch threads, beside the training step."""
+
+    def __init__(self, pad_id: int, label_names: list[str], per_token: bool):
+        self.pad_id = pad_id
+        self.label_index = {name: i for i, name in enumerate(label_names)}
+        self.per_token = per_token
+
+    def __call__(self, batch: dict) -> dict:
+        batch = objective.with_dense_logits(batch, len(self.label_index))
+        return pad_batch(batch, self.pad_id, self.label_index, self.per_token)
+
+
+def batches_forever(shard, batch_size: int, seed: int, collate, device, prefetch: int = 2):
+    """Full padded batches on ``device`` from a Ray Data shard, epoch after epoch, reshuffled
+    locally each epoch; ``prefetch`` batches are read and collated ahead of the step.
 
     Raises:
         RuntimeError: when a whole epoch holds less than one batch (the loop would never end).
     """
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    class _Collate(NumpyBatchCollateFn):
+        def __call__(self, batch):
+            return collate(batch)
+
     epoch = 0
     while True:
         empty = True
-        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy",
-                                        drop_last=True, local_shuffle_buffer_size=batch_size * 8,
-                                        local_shuffle_seed=seed + epoch):
+        for batch in shard.iter_torch_batches(
+                batch_size=batch_size, collate_fn=_Collate(), device=device, drop_last=True,
+                prefetch_batches=prefetch, local_shuffle_buffer_size=batch_size * 8,
+                local_shuffle_seed=seed + epoch):
             empty = False
             yield batch
         if empty:
@@ -274,14 +296,12 @@ class StageTrainer:
         return objective.compute(spec.losses, student, targets, batch,
                                  self.engine.module.projections, per_token=spec.per_token)
 
-    def train_step(self, batch: dict) -> float:
+    def train_step(self, batch: dict) -> torch.Tensor:
+        """One optimizer step; returns the loss detached, on the device (no host sync)."""
         loss, _ = self.loss(batch)
         self.engine.backward(loss)
         self.engine.step()
-        return loss.item()
-
-    def to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.engine.device) for k, v in batch.items()}
+        return loss.detach()
 
     @property
     def pad_id(self) -> int:
@@ -322,17 +342,16 @@ def train_loop_per_worker(config: dict) -> None:
     if restore_dir is not None and rank == 0:
         print(f"[{spec.name}] resumed from step {step} of {spec.total_steps} (checkpoint of "
               f"{progress['world_size']} workers verified)", flush=True)
-    label_index = {name: i for i, name in enumerate(spec.label_names)}
-    batches = batches_forever(ray.train.get_dataset_shard("train"), spec.batch_size, spec.seed)
+    batches = batches_forever(ray.train.get_dataset_shard("train"), spec.batch_size, spec.seed,
+                              PadCollate(trainer.pad_id, spec.label_names, spec.per_token),
+                              trainer.engine.device)
     window, start, first_step, saved = [], time.time(), step, -1
     while step < spec.total_steps:
         if trainer.phase_for(step) != trainer.phase:
             trainer.build(trainer.phase_for(step), step)
             if rank == 0:
                 print(f"[{spec.name}] step {step}: unfreezing phase {trainer.phase}", flush=True)
-        batch = trainer.to_device(pad_batch(next(batches), trainer.pad_id, label_index,
-                                            spec.per_token))
-        window.append(trainer.train_step(batch))
+        window.append(trainer.train_step(next(batches)))  # losses stay on the device
         step += 1
         if step % spec.log_every == 0 or step == spec.total_steps:
             history.append([step, _mean_across_ranks(window)])
@@ -368,8 +387,9 @@ def _online_teacher(spec: StageSpec, workdir: str):
     return load_model(local, spec.task)
 
 
-def _mean_across_ranks(values: list[float]) -> float:
-    mean = torch.tensor(sum(values) / max(1, len(values)), dtype=torch.float64)
+def _mean_across_ranks(values: list[torch.Tensor]) -> float:
+    """Mean of the window's losses over all ranks: the one host sync per logging interval."""
+    mean = torch.stack(values).double().mean()
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.all_reduce(mean)
         mean /= torch.distributed.get_world_size()

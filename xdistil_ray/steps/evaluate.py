@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from xdistil_ray.objective import TOPK_COLUMNS, with_dense_logits
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.train_loop import pad_batch
 
@@ -150,8 +151,10 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
             teacher_path = run.download(teacher_path, f"{tmp}/teacher", "model")
         teacher = models.load_model(teacher_path, task).eval()
         student = models.load_model(run.download("student", f"{tmp}/student"), task).eval()
-    heldout = _read_rows(run, heldout_paths, ["input_ids", "token_type_ids", "logits"],
+    heldout = _read_rows(run, heldout_paths,
+                         ["input_ids", "token_type_ids", "logits", *TOPK_COLUMNS],
                          max_heldout_rows, True)
+    heldout = with_dense_logits(heldout, len(label_names))
     metrics = {"eval": _fidelity(task, teacher, student, heldout)}
     speed_rows = heldout
     if dev_paths:

@@ -26,8 +26,20 @@ SHARDS = "teacher/shards"
 SHARD_COLUMN = "shard"
 
 
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on a GPU that has it (else fp16), fp32 on CPU."""
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
 class TeacherInference:
     """Callable class for ``map_batches``: token ids in, teacher outputs (fp16) out.
+
+    Each call gets a window of rows, sorts it by length and runs forward passes of
+    ``batch_size`` rows padded to their own longest row (length grouping with dynamic padding).
 
     Args:
         model_path: local folder or model id of the teacher.
@@ -38,10 +50,15 @@ class TeacherInference:
         torch_threads: CPU threads for the forward pass (0 = torch's default).
         run: with it, ``model_path`` is a committed set of this run folder holding ``model/``
             (a teacher fine-tuned in the run), downloaded to the actor's machine.
+        batch_size: rows per forward pass.
+        dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
+        top_k: keep only the k largest logits and the rest's log-sum-exp (sentence and pair
+            tasks); 0 = all logits.
     """
 
     def __init__(self, model_path: str, outputs: tuple[str, ...], task: str = "sentence",
-                 device: str = "auto", torch_threads: int = 0, run: RunFolder | None = None):
+                 device: str = "auto", torch_threads: int = 0, run: RunFolder | None = None,
+                 batch_size: int = 64, dtype: str = "auto", top_k: int = 0):
         from xdistil_ray.models import load_model
 
         if run is not None:
@@ -52,30 +69,37 @@ class TeacherInference:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.model = load_model(model_path, task).to(self.device).eval()
+        self.dtype = resolve_dtype(dtype, self.device)
+        # transformers picks PyTorch's scaled-dot-product attention where the model has it.
+        self.model = load_model(model_path, task).to(self.device, self.dtype).eval()
         self.outputs = outputs
         self.per_token = task == "token"
         self.pad_id = self.model.config.pad_token_id or 0
+        self.batch_size = batch_size
+        self.top_k = top_k if "logits" in outputs else 0
+        self.padding = [0, 0]  # [real tokens, padded positions] seen so far
 
     def __call__(self, batch: dict) -> dict:
         """Batch with ``input_ids`` (arrays of ints, optional ``token_type_ids``) -> the same
         batch plus the requested outputs."""
         rows = list(batch["input_ids"])
         types = list(batch["token_type_ids"]) if "token_type_ids" in batch else None
-        order = np.argsort([len(r) for r in rows])  # similar lengths pad less
-        results: dict[str, list] = {name: [None] * len(rows) for name in self.outputs}
-        for start in range(0, len(rows), 64):
-            idx = order[start:start + 64]
-            out = self._forward([rows[i] for i in idx], None if types is None else [types[i] for i in idx])
-            for name in self.outputs:
+        order = np.argsort([len(r) for r in rows], kind="stable")
+        results: dict[str, list] = {}
+        for start in range(0, len(rows), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            out = self._forward([rows[i] for i in idx],
+                                None if types is None else [types[i] for i in idx])
+            for name, values in out.items():
+                column = results.setdefault(name, [None] * len(rows))
                 for j, i in enumerate(idx):
-                    results[name][i] = out[name][j]
+                    column[i] = values[j]
         result = dict(batch)
         for name, values in results.items():
             if self.per_token:
                 result[name] = _object_array([v.reshape(-1).astype(np.float16) for v in values])
             else:
-                result[name] = np.stack(values).astype(np.float16)
+                result[name] = np.stack(values)
         return result
 
     @torch.inference_mode()
@@ -84,20 +108,37 @@ class TeacherInference:
 
         batch = pad_batch({"input_ids": rows, **({"token_type_ids": types} if types else {})},
                           self.pad_id, None)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        self.padding[0] += sum(len(r) for r in rows)
+        self.padding[1] += batch["input_ids"].numel()
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         out = self.model(**batch, output_hidden_states="hidden" in self.outputs)
         values = {}
-        if "logits" in self.outputs:
-            values["logits"] = out.logits.float().cpu().numpy()
+        if self.top_k:
+            values.update(top_k_logits(out.logits.float(), self.top_k))
+        elif "logits" in self.outputs:
+            values["logits"] = out.logits.to(torch.float16).cpu().numpy()
         if "hidden" in self.outputs:
-            values["hidden"] = out.hidden_states[-1].float().cpu().numpy()
+            hidden = out.hidden_states[-1]
+            values["hidden"] = (hidden if self.per_token else hidden[:, 0]).to(
+                torch.float16).cpu().numpy()
         per_row = {}
         for name, array in values.items():
             if self.per_token:  # real tokens only
                 per_row[name] = [array[i, : len(r)] for i, r in enumerate(rows)]
             else:
-                per_row[name] = list(array[:, 0] if name == "hidden" else array)
+                per_row[name] = list(array)
         return per_row
+
+
+def top_k_logits(logits: torch.Tensor, k: int) -> dict[str, np.ndarray]:
+    """[N, C] logits -> the k largest (fp16), their indices (int32) and the log-sum-exp of the
+    other C - k (fp16): the columns of :data:`xdistil_ray.objective.TOPK_COLUMNS`, which
+    :func:`xdistil_ray.objective.dense_logits` rebuilds a full row from."""
+    values, index = logits.topk(k, dim=-1)
+    rest = logits.scatter(-1, index, float("-inf")).logsumexp(-1)
+    return {"logits_topk": values.to(torch.float16).cpu().numpy(),
+            "logits_index": index.to(torch.int32).cpu().numpy(),
+            "logits_rest": rest.to(torch.float16).cpu().numpy()}
 
 
 def _object_array(items: list) -> np.ndarray:
@@ -122,10 +163,16 @@ def _to_arrow(block, per_token: bool = False) -> pa.Table:
                                    pa.list_(pa.int32()))
         elif name == "token_type_ids":
             table[name] = pa.array([np.asarray(v, dtype=np.int8) for v in values], pa.list_(pa.int8()))
+        elif name == "logits_rest":
+            table[name] = pa.array(np.asarray(values, dtype=np.float16), pa.float16())
+        elif name == "logits_index":
+            matrix = np.stack(list(values)).astype(np.int32)
+            table[name] = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)),
+                                                            matrix.shape[1])
         elif name in ("logits", "hidden") and per_token:
             table[name] = pa.array([np.asarray(v, dtype=np.float16) for v in values],
                                    pa.list_(pa.float16()))
-        elif name in ("logits", "hidden"):
+        elif name in ("logits", "hidden", "logits_topk"):
             matrix = np.stack(list(values)).astype(np.float16)
             table[name] = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)),
                                                             matrix.shape[1])
@@ -218,8 +265,12 @@ def commit_shard(run: RunFolder, shard: str, expected_rows: int) -> bool:
 def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run: bool,
              outputs: tuple[str, ...],
              batch_size: int, num_actors: int, num_gpus: float, num_cpus: float,
-             fingerprint: dict, task: str = "sentence", resources: dict | None = None) -> dict:
-    """Runs teacher inference over the uncommitted shards and commits ``teacher/``."""
+             fingerprint: dict, task: str = "sentence", resources: dict | None = None,
+             group_batches: int = 8, dtype: str = "auto", top_k: int = 0) -> dict:
+    """Runs teacher inference over the uncommitted shards and commits ``teacher/``.
+
+    Each actor call gets ``group_batches`` forward batches' worth of rows, sorted by length
+    there (see :class:`TeacherInference`)."""
     import ray.data
 
     start = time.time()
@@ -237,14 +288,16 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
             columns.append("token_type_ids")
         ds = ray.data.read_parquet(files, filesystem=run.fs, include_paths=True).select_columns(
             columns)
-        # Small shard files are read as one block; split it so every actor gets work.
+        window = batch_size * max(1, group_batches)
+        # Shard files are read as whole blocks; cut them into windows so every actor gets work.
         ds = (ds.map_batches(add_shard_column, batch_format="numpy", batch_size=None)
-              .repartition(target_num_rows_per_block=batch_size * 4))
+              .repartition(target_num_rows_per_block=window))
         ds = ds.map_batches(
-            TeacherInference, batch_size=batch_size, batch_format="numpy",
+            TeacherInference, batch_size=window, batch_format="numpy",
             fn_constructor_kwargs=dict(model_path=model_path, outputs=outputs, task=task,
                                        torch_threads=max(1, int(num_cpus)),
-                                       run=run if model_in_run else None),
+                                       run=run if model_in_run else None,
+                                       batch_size=batch_size, dtype=dtype, top_k=top_k),
             compute=ray.data.ActorPoolStrategy(size=num_actors),
             num_cpus=num_cpus, num_gpus=num_gpus or None, resources=resources or None)
         ledger = ray.remote(num_cpus=0)(ShardLedger).remote(
@@ -260,6 +313,7 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
     for name in shards:
         for f, size in run.marker(posixpath.join(SHARDS, name))["files"].items():
             files[posixpath.join("shards", name, f)] = size
-    return run.commit(STEP, files, rows=rows, outputs=list(outputs), shards_skipped=len(done),
+    return run.commit(STEP, files, rows=rows, outputs=list(outputs), top_k=top_k,
+                      shards_skipped=len(done),
                       shards_run=len(shards) - len(done), seconds=round(time.time() - start, 1),
                       fingerprint=fingerprint)
