@@ -59,3 +59,14 @@ def test_pad_batch_token_rows():
     assert out["teacher_logits"][1, 3].tolist() == [0.0, 0.0]
     i = IGNORE_LABEL
     assert out["labels"].tolist() == [[i, 0, i, 1, i], [i, 1, i, i, i]]
+
+
+def test_steady_rate_from_the_last_attempts_logged_steps():
+    from xdistil_ray.steps.train import steady_steps_per_second
+
+    history = [[10, 1.0, 100.0], [20, 0.9, 105.0], [30, 0.8, 110.0],  # first attempt
+               [40, 0.7, 200.0], [50, 0.6, 202.0], [60, 0.5, 204.0]]  # resumed from 30
+    assert steady_steps_per_second(history, [30]) == 5.0
+    assert steady_steps_per_second(history[:3], []) == 2.0
+    assert steady_steps_per_second(history[:1], []) is None
+    assert steady_steps_per_second([[10, 1.0], [20, 0.5]], []) is None  # older runs: no times

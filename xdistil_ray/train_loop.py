@@ -354,7 +354,7 @@ def train_loop_per_worker(config: dict) -> None:
         window.append(trainer.train_step(next(batches)))  # losses stay on the device
         step += 1
         if step % spec.log_every == 0 or step == spec.total_steps:
-            history.append([step, _mean_across_ranks(window)])
+            history.append([step, _mean_across_ranks(window), round(time.time(), 3)])
             window = []
             if rank == 0:
                 _print_progress(spec, step, history[-1][1], time.time() - start, step - first_step)

@@ -88,9 +88,22 @@ def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scali
                         unfreeze=spec.unfreeze_steps >= 0,
                         targets=_targets(spec), steps=spec.total_steps,
                         first_loss=history[0][1], final_loss=history[-1][1],
+                        steps_per_second=steady_steps_per_second(
+                            history, losses.get("resumed_from", [])),
                         resumed_from=losses.get("resumed_from", []),
                         seconds=round(time.time() - start, 1), fingerprint=fingerprint)
     return marker
+
+
+def steady_steps_per_second(history: list, resumed_from: list[int]) -> float | None:
+    """Optimizer steps per second between the first and the last logged step of the stage's
+    last attempt (history rows: [step, loss, unix time]); start-up and restores excluded.
+    None with fewer than two logged points."""
+    start = max(resumed_from, default=0)
+    points = [row for row in history if row[0] > start and len(row) > 2]
+    if len(points) < 2 or points[-1][2] <= points[0][2]:
+        return None
+    return round((points[-1][0] - points[0][0]) / (points[-1][2] - points[0][2]), 3)
 
 
 def clean_checkpoints(run: RunFolder, rel: str) -> bool:
