@@ -82,6 +82,7 @@ def phase_plain(files: list[str], student: str, steps: int, threads: int) -> dic
     specs = _specs()
     torch.manual_seed(0)
     module = DistillModule(load_model(student), objective.projections(specs, TEACHER_HIDDEN)).to(device)
+    module.train()  # dropout on, as in the stage
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=0.01)
     warmup = max(1, steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -97,7 +98,7 @@ def phase_plain(files: list[str], student: str, steps: int, threads: int) -> dic
         with autocast:
             out = module(batch, hidden_states=True, qkv_block=None)
             loss, _ = objective.compute(specs, out, objective.stored_targets(batch, TEACHER_LAYERS),
-                                        batch, module.projections)
+                                        batch, module.projections, per_token=False)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         optimizer.step()

@@ -183,3 +183,24 @@ def test_resume_on_another_world_size_starts_from_the_saved_module(single_proces
     assert second.engine.get_lr() == first.engine.get_lr()
     second.train_step(_batch(3))  # the optimizer works from the restored weights
     assert not all(torch.equal(saved[k], v) for k, v in second.full_state().items())
+
+
+def test_single_rank_zero0_skips_the_gradient_all_reduce_with_the_same_result(
+        single_process_group, tiny_classifier_dir):
+    """One rank: the engine skips DeepSpeed's flatten / all-reduce / copy-back of every gradient,
+    and trains exactly as with it."""
+    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
+                     init_in_run=False, run=None, total_steps=6, batch_size=8,
+                     learning_rate=1e-2, zero_stage=0, log_every=1, checkpoint_every=100,
+                     seed=0, torch_threads=1)
+    states = []
+    for skip in (True, False):
+        trainer = StageTrainer(spec, tiny_classifier_dir)
+        trainer.build(trainer.phase_for(0), 0)
+        assert trainer.engine.enable_backward_allreduce is False  # what build chose
+        trainer.engine.enable_backward_allreduce = not skip
+        torch.manual_seed(7)
+        for step in range(6):
+            trainer.train_step(_batch(step))
+        states.append(trainer.full_state())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -11,6 +11,7 @@ starts from it again. Checkpoints are verified before loading (every rank's file
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import time
 from dataclasses import dataclass
@@ -44,9 +45,16 @@ def stage_dataset(run: RunFolder, files: list[str], columns: list[str], heldout:
     ds = ray.data.read_parquet(files, filesystem=run.fs).select_columns(
         columns + (["heldout"] if heldout is not None else []))
     if heldout is not None:
-        ds = ds.map_batches(lambda b: b[b["heldout"] == heldout].drop(columns=["heldout"]),
-                            batch_format="pandas", batch_size=None)
+        ds = ds.map_batches(functools.partial(_rows_with_heldout, heldout=heldout),
+                            batch_format="pyarrow", batch_size=None)
     return ds
+
+
+def _rows_with_heldout(table, heldout: bool):
+    """Ray Data UDF: the rows of one split, in Arrow (no pandas conversion of list columns)."""
+    import pyarrow.compute as pc
+
+    return table.filter(pc.equal(table.column("heldout"), heldout)).drop_columns(["heldout"])
 
 
 def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scaling,
