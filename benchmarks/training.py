@@ -7,7 +7,8 @@ The stage is the embedded default's first two objectives at once (representation
 transfer from stored teacher outputs) on its student (4 x 128, the teacher's vocabulary),
 batch 64, over generated sentences with random stored targets of the teacher's widths (the
 speed does not depend on their values). The plain loop holds the whole dataset in memory, pads
-each batch in the loop and steps torch's AdamW with the same clipping and schedule. Each
+each batch in the loop and steps torch's fused AdamW (as the stage's DeepSpeed config) with
+the same clipping and schedule. Each
 run is a fresh process. Prints optimizer steps per second in steady state (between the first
 and the last logged step; start-up, restores and the final checkpoint excluded) and counting
 everything (Ray's start, the workers, DeepSpeed's set-up, the final checkpoint), and the ratio
@@ -83,7 +84,7 @@ def phase_plain(files: list[str], student: str, steps: int, threads: int) -> dic
     torch.manual_seed(0)
     module = DistillModule(load_model(student), objective.projections(specs, TEACHER_HIDDEN)).to(device)
     module.train()  # dropout on, as in the stage
-    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=0.01, fused=True)
     warmup = max(1, steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda i: min((i + 1) / warmup, max(0.0, (steps - i) / (steps - warmup))))

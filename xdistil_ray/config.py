@@ -210,8 +210,10 @@ class TrainConfig:
     torch_threads: int = 2
     """CPU threads per training worker for torch (0 = cpus_per_worker); above cpus_per_worker
     leaves CPUs for Ray Data's reads while still using them for compute."""
-    zero_stage: int = 1
-    """DeepSpeed ZeRO stage (0-3)."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage (0-3). 0 (data parallel, every rank holds everything) is the fastest
+    for students that fit on one device, as ours do (benchmarks/training.py); 1-3 partition the
+    optimizer state, the gradients and the weights across workers, for large students."""
     log_every_steps: int = 25
     """Steps between loss reports."""
     checkpoint_every_steps: int = 500
