@@ -114,7 +114,7 @@ def phase_plain(files: list[str], student: str, steps: int, threads: int) -> dic
 
 
 def phase_ray(workdir: str, files: list[str], student: str, steps: int, zero: int, workers: int,
-              threads: int) -> dict:
+              threads: int, dashboard: bool) -> dict:
     import torch
 
     from xdistil_ray.runfolder import RunFolder
@@ -122,7 +122,7 @@ def phase_ray(workdir: str, files: list[str], student: str, steps: int, zero: in
     from xdistil_ray.train_loop import StageSpec
 
     start = time.time()
-    _common.start_ray()
+    _common.start_ray(dashboard=dashboard)
     run = RunFolder(os.path.join(workdir, "run"))
     rel = f"zero{zero}-w{workers}"
     run.delete(rel)
@@ -148,6 +148,11 @@ def main() -> None:
     parser.add_argument("--zero", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--workers", type=int, default=1,
                         help="Ray Train workers (the plain loop is one process)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads of the plain loop and of all workers together "
+                             "(default: every CPU)")
+    parser.add_argument("--no-dashboard", action="store_true",
+                        help="start the local Ray without its dashboard (ray.dashboard=false)")
     parser.add_argument("--workdir", default="runs/bench-training")
     args = parser.parse_args()
     from xdistil_ray.models import resolve_teacher_path
@@ -156,23 +161,28 @@ def main() -> None:
     os.makedirs(workdir, exist_ok=True)
     shutil.rmtree(os.path.join(workdir, "run"), ignore_errors=True)
     script = os.path.abspath(__file__)
-    threads = max(1, (os.cpu_count() or 2) // args.workers)
+    total_threads = args.threads or os.cpu_count() or 2
+    threads = max(1, total_threads // args.workers)
     rows = args.steps * BATCH * args.workers
     files = write_data(os.path.join(workdir, f"data-{rows}"), rows, resolve_teacher_path("embedded"))
     student = _common.random_bert(os.path.join(workdir, "student"), layers=4, hidden=128, heads=4,
                                   intermediate=512)
-    plain = _common.run_phase(script, "plain", dict(files=files, student=student,
-                                                    steps=args.steps, threads=os.cpu_count() or 2))
+    plain_args = dict(files=files, student=student, steps=args.steps, threads=total_threads)
+    before = _common.run_phase(script, "plain", plain_args)
     results = {}
     for zero in args.zero:
         results[zero] = _common.run_phase(script, "ray", dict(
             workdir=workdir, files=files, student=student, steps=args.steps, zero=zero,
-            workers=args.workers, threads=threads))
+            workers=args.workers, threads=threads, dashboard=not args.no_dashboard))
+    after = _common.run_phase(script, "plain", plain_args)  # before and after: drift shows
+    plain = {k: (before[k] + after[k]) / 2 for k in before}
 
     print(f"\nmachine: {_common.machine()}")
     print(f"student 4 x 128 (random), representation + logits losses, batch {BATCH}, "
-          f"{args.steps} steps; plain loop 1 process x {os.cpu_count()} threads; Ray Train "
-          f"{args.workers} worker(s) x {threads} threads (steps/s summed over workers' batches)")
+          f"{args.steps} steps; plain loop 1 process x {total_threads} threads (steady "
+          f"{before['steady']:.2f} before and {after['steady']:.2f} after the Ray runs); Ray Train "
+          f"{args.workers} worker(s) x {threads} threads (steps/s summed over workers' batches), "
+          f"dashboard {'off' if args.no_dashboard else 'on'}")
     print(f"{'':18s}{'steady steps/s':>16s}{'ratio':>8s}{'all-in steps/s':>16s}{'ratio':>8s}"
           f"{'seconds':>9s}")
     print(f"{'plain loop':18s}{plain['steady']:16.2f}{1:8.3f}{plain['all_in']:16.2f}{1:8.3f}"
