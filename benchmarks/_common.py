@@ -140,11 +140,11 @@ def config(**overrides):
     return load_config(None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
-def start_ray(num_cpus: int = 0, dashboard: bool = True) -> None:
+def start_ray(num_cpus: int = 0) -> None:
     """Local Ray as the pipeline starts it."""
     from xdistil_ray.pipeline import init_ray
 
-    init_ray(config(**{"ray.num_cpus": num_cpus or os.cpu_count(), "ray.dashboard": dashboard}))
+    init_ray(config(**{"ray.num_cpus": num_cpus or os.cpu_count()}))
 
 
 def prepare(run_dir: str, corpus_path: str, tokenizer_path: str, cfg) -> dict:

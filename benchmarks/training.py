@@ -114,7 +114,7 @@ def phase_plain(files: list[str], student: str, steps: int, threads: int) -> dic
 
 
 def phase_ray(workdir: str, files: list[str], student: str, steps: int, zero: int, workers: int,
-              threads: int, dashboard: bool) -> dict:
+              threads: int) -> dict:
     import torch
 
     from xdistil_ray.runfolder import RunFolder
@@ -122,7 +122,7 @@ def phase_ray(workdir: str, files: list[str], student: str, steps: int, zero: in
     from xdistil_ray.train_loop import StageSpec
 
     start = time.time()
-    _common.start_ray(dashboard=dashboard)
+    _common.start_ray()
     run = RunFolder(os.path.join(workdir, "run"))
     rel = f"zero{zero}-w{workers}"
     run.delete(rel)
@@ -151,8 +151,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of the plain loop and of all workers together "
                              "(default: every CPU)")
-    parser.add_argument("--no-dashboard", action="store_true",
-                        help="start the local Ray without its dashboard (ray.dashboard=false)")
     parser.add_argument("--workdir", default="runs/bench-training")
     args = parser.parse_args()
     from xdistil_ray.models import resolve_teacher_path
@@ -173,7 +171,7 @@ def main() -> None:
     for zero in args.zero:
         results[zero] = _common.run_phase(script, "ray", dict(
             workdir=workdir, files=files, student=student, steps=args.steps, zero=zero,
-            workers=args.workers, threads=threads, dashboard=not args.no_dashboard))
+            workers=args.workers, threads=threads))
     after = _common.run_phase(script, "plain", plain_args)  # before and after: drift shows
     plain = {k: (before[k] + after[k]) / 2 for k in before}
 
@@ -181,8 +179,7 @@ def main() -> None:
     print(f"student 4 x 128 (random), representation + logits losses, batch {BATCH}, "
           f"{args.steps} steps; plain loop 1 process x {total_threads} threads (steady "
           f"{before['steady']:.2f} before and {after['steady']:.2f} after the Ray runs); Ray Train "
-          f"{args.workers} worker(s) x {threads} threads (steps/s summed over workers' batches), "
-          f"dashboard {'off' if args.no_dashboard else 'on'}")
+          f"{args.workers} worker(s) x {threads} threads (steps/s summed over workers' batches)")
     print(f"{'':18s}{'steady steps/s':>16s}{'ratio':>8s}{'all-in steps/s':>16s}{'ratio':>8s}"
           f"{'seconds':>9s}")
     print(f"{'plain loop':18s}{plain['steady']:16.2f}{1:8.3f}{plain['all_in']:16.2f}{1:8.3f}"

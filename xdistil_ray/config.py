@@ -243,10 +243,6 @@ class RayConfig:
     """Ray address; empty = start Ray locally, `auto` = the cluster this job runs in."""
     num_cpus: int = 0
     """CPUs of a locally started Ray; 0 = all of the machine's."""
-    dashboard: bool = True
-    """Start the dashboard with a local Ray (on loopback). Ray Train's placement-group
-    cleaner asks its state API whether a stage's controller still lives; on a 2-core machine
-    its polling costs about a tenth of the training speed (benchmarks/training.py)."""
 
 
 @dataclass

@@ -245,7 +245,7 @@ def init_ray(cfg: Config) -> None:
     else:
         # Local Ray stays on loopback; the dashboard too (Ray Train queries its state API).
         ray.init(num_cpus=cfg.ray.num_cpus or None, _node_ip_address="127.0.0.1",
-                 include_dashboard=cfg.ray.dashboard, dashboard_host="127.0.0.1")
+                 dashboard_host="127.0.0.1")
 
 
 def run(cfg: Config) -> dict:
