@@ -144,6 +144,10 @@ def test_prepared_data_that_cannot_feed_the_stages_is_refused():
         check_data(cfg, _data(kept=1000, labels=("pos",)))
     with pytest.raises(ConfigError, match="stages.0.batch_size: 40 training rows"):
         check_data(cfg, _data(kept=50, heldout=10))
+    top3 = load_config(None, ["teacher.inference.top_k=3"])
+    check_data(top3, _data(kept=1000, labeled_kept=500, labels=("a", "b", "c", "d")))
+    with pytest.raises(ConfigError, match="teacher.inference.top_k: 3 is not below the 3 labels"):
+        check_data(top3, _data(kept=1000, labeled_kept=500, labels=("a", "b", "c")))
 
 
 def test_two_attention_relation_losses_in_one_stage_are_refused(tmp_path):

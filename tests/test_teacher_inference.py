@@ -174,3 +174,18 @@ def test_top_k_columns_through_the_sink_and_the_collate(tmp_path, teacher_path):
     batch = PadCollate(0, [f"l{i}" for i in range(40)], False)(columns)
     assert batch["teacher_logits"].shape == (3, 40)
     assert batch["teacher_logits"].argmax(-1).tolist() == full["logits"].argmax(-1).tolist()
+
+
+def test_top_k_columns_read_back_as_lists_become_dense_logits():
+    """The evaluation reads stored columns as Python lists; the same rebuild applies."""
+    from xdistil_ray.objective import with_dense_logits
+
+    rows = {"input_ids": [[101, 102], [101, 5, 102]],
+            "logits_topk": [[4.0, 1.0], [3.0, 2.5]], "logits_index": [[2, 0], [1, 3]],
+            "logits_rest": [0.0, -1.0]}
+    out = with_dense_logits(rows, 5)
+    assert set(out) == {"input_ids", "logits"} and out["logits"].shape == (2, 5)
+    assert out["logits"].argmax(-1).tolist() == [2, 1]
+    np.testing.assert_allclose(out["logits"][0], [1.0, np.log(1 / 3), 4.0, np.log(1 / 3),
+                                                  np.log(1 / 3)], rtol=1e-6)
+    assert with_dense_logits({"logits": [[1.0, 2.0]]}, 2) == {"logits": [[1.0, 2.0]]}
