@@ -137,7 +137,8 @@ def phase_ray(workdir: str, files: list[str], student: str, steps: int, zero: in
     marker = train.run_stage(run, rel, spec, dataset,
                              train.Scaling(workers, use_gpu, cpus, 0, {}), fingerprint={})
     total = time.time() - start
-    return {"steady": marker["steps_per_second"] * workers, "all_in": steps * workers / total,
+    steady = marker["steps_per_second"]  # None below two logged points (--steps < 40)
+    return {"steady": float("nan") if steady is None else steady * workers, "all_in": steps * workers / total,
             "seconds": total, "stage_seconds": marker["seconds"],
             "final_loss": marker["final_loss"]}
 
