@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
+import torch
 
-from xdistil_ray.steps.evaluate import linear_cka, tag_scores, word_predictions
+from xdistil_ray import metrics
+from xdistil_ray.steps.evaluate import (dev_scores, measure_speed, run_model, speed,
+                                        word_predictions)
 
 
 def test_word_predictions_take_each_words_first_subword():
@@ -10,18 +13,110 @@ def test_word_predictions_take_each_words_first_subword():
     assert word_predictions(logits, [-1, 0, 1, 1, 2, -1]) == [1, 2, 1]
 
 
-def test_tag_scores_literal():
-    gold = [[0, 1, 2], [2, 2]]
-    pred = [[0, 2, 2], [2, 1]]
-    # outside = 2: gold positives 2 (0, 1), predicted positives 2 (0, 1); true positives 1
-    scores = tag_scores(gold, pred, outside=2)
-    assert scores["word_accuracy"] == pytest.approx(3 / 5)
-    assert scores["f1"] == pytest.approx(0.5)
+def test_entity_spans_read_bio_as_conlleval():
+    tags = ["B-PER", "I-PER", "O", "I-LOC", "I-LOC", "B-LOC", "I-PER", "B-ORG"]
+    assert metrics.entity_spans(tags) == {("PER", 0, 2), ("LOC", 3, 5), ("LOC", 5, 6),
+                                          ("PER", 6, 7), ("ORG", 7, 8)}
+
+
+def test_entity_scores_literal():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG"]]
+    # PER span cut short (wrong), LOC right, ORG missed, a spurious PER
+    pred = [["B-PER", "O", "O", "B-LOC"], ["B-PER", "O"]]
+    s = metrics.entity_scores(gold, pred)
+    assert s["entity_precision"] == pytest.approx(1 / 3)
+    assert s["entity_recall"] == pytest.approx(1 / 3)
+    assert s["entity_f1"] == pytest.approx(1 / 3)
+    assert s["word_accuracy"] == pytest.approx(3 / 6)
+
+
+def test_classification_scores_literal():
+    gold = np.array([0, 0, 0, 1, 1, 2])
+    pred = np.array([0, 0, 1, 1, 0, 2])
+    s = metrics.classification_scores(gold, pred, 3)
+    assert s["accuracy"] == pytest.approx(4 / 6)
+    # F1 per label: 0: 2*2/(3+3); 1: 2*1/(2+2); 2: 1
+    assert s["macro_f1"] == pytest.approx((4 / 6 + 2 / 4 + 1.0) / 3)
+
+
+def test_agreement_and_kl_per_sentence_and_per_token():
+    t = [np.array([2.0, 0.0]), np.array([0.0, 1.0])]
+    assert metrics.agreement(t, [np.array([1.0, 0.0]), np.array([1.0, 0.0])], 2) == 0.5
+    assert metrics.kl_divergence(t, t, 2) == pytest.approx(0.0, abs=1e-12)
+    p, q = np.array([0.8, 0.2]), np.array([0.5, 0.5])
+    kl = float((p * np.log(p / q)).sum())
+    assert metrics.kl_divergence([np.log(p)], [np.log(q)], 2) == pytest.approx(kl)
+    # token rows: the stored teacher row is flat [T*C], the student's [T, C]
+    flat = [np.array([3.0, 0.0, 0.0, 3.0, 3.0, 0.0])]
+    assert metrics.agreement(flat, [np.array([[1.0, 0], [1.0, 0], [1.0, 0]])], 2) == \
+        pytest.approx(2 / 3)
+
+
+def test_mapped_cosine_sees_a_linear_relation_across_widths():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(400, 8))
+    t = s @ rng.normal(size=(8, 16)) + 0.5
+    assert metrics.mapped_cosine(s, t) == pytest.approx(1.0, abs=1e-6)
+    noise = rng.normal(size=(400, 16))
+    assert metrics.mapped_cosine(s, noise) < 0.3
+    assert metrics.mapped_cosine(s[:3], t[:3]) is None
 
 
 def test_linear_cka_is_rotation_and_scale_invariant():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 8))
     q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
-    assert linear_cka(x, 3 * x @ q) == pytest.approx(1.0, abs=1e-9)
-    assert linear_cka(x, rng.normal(size=(200, 5))) < 0.2
+    assert metrics.linear_cka(x, 3 * x @ q) == pytest.approx(1.0, abs=1e-9)
+    assert metrics.linear_cka(x, rng.normal(size=(200, 5))) < 0.2
+
+
+def _rows(n=12):
+    rng = np.random.default_rng(1)
+    return {"input_ids": [[101] + list(rng.integers(1000, 2000, size=3 + i % 5)) + [102]
+                          for i in range(n)]}
+
+
+def test_run_model_returns_predictions_and_cls_or_mean_states(tiny_classifier_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir).eval()
+    rows = _rows()
+    preds, cls = run_model(model, rows, "cls", batch_size=5)
+    assert len(preds) == 12 and preds[0].shape == (2,) and cls.shape == (12, 48)
+    with torch.no_grad():
+        one = model(input_ids=torch.tensor([rows["input_ids"][7]]), output_hidden_states=True)
+    np.testing.assert_allclose(preds[7], one.logits[0].numpy(), atol=1e-5)  # padding ignored
+    np.testing.assert_allclose(cls[7], one.hidden_states[-1][0, 0].numpy(), atol=1e-5)
+    _, mean = run_model(model, rows, "mean", batch_size=5)
+    np.testing.assert_allclose(mean[7], one.hidden_states[-1][0].mean(0).numpy(), atol=1e-5)
+
+
+def test_dev_scores_of_a_model_are_its_own_predictions(tiny_classifier_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir).eval()
+    rows = _rows()
+    preds, _ = run_model(model, rows, "cls")
+    names = ["neg", "pos"]
+    rows["label"] = [names[int(p.argmax())] for p in preds]
+    assert dev_scores("sentence", model, rows, names)["accuracy"] == 1.0
+    rows["label"] = [names[1 - int(p.argmax())] for p in preds]
+    assert dev_scores("sentence", model, rows, names)["accuracy"] == 0.0
+
+
+def test_speed_of_a_smaller_model_is_higher(tiny_classifier_dir):
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    big = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir).eval()
+    small_config = BertConfig.from_pretrained(tiny_classifier_dir, num_hidden_layers=1,
+                                              hidden_size=16, num_attention_heads=2,
+                                              intermediate_size=32)
+    small = AutoModelForSequenceClassification.from_config(small_config).eval()
+    rows = _rows(64)
+    one = measure_speed(big, rows, batch_size=64, repeats=3, device="cpu")
+    assert one["latency_ms"] > 0 and one["throughput"] > 0
+    s = speed(big, small, rows, batch_size=64, repeats=5, torch_threads=1)
+    assert s["batch_size"] == 64 and "cuda" not in s or torch.cuda.is_available()
+    assert s["cpu"]["speedup_throughput"] == pytest.approx(
+        s["cpu"]["student_throughput"] / s["cpu"]["teacher_throughput"])
+    assert s["cpu"]["speedup_throughput"] > 1.0

@@ -230,11 +230,14 @@ class EvalConfig:
     max_heldout_rows: int = 2000
     """Held-out transfer sentences used to measure agreement with the teacher."""
     speed_batch_size: int = 64
-    """Sentences in the batch timed for teacher and student."""
+    """Sentences in the batch whose throughput is timed for teacher and student (latency is
+    timed at batch 1)."""
     speed_repeats: int = 10
     """Timed repetitions (median reported)."""
     num_cpus: float = 1.0
     """CPUs the evaluation task asks for (and torch threads it uses)."""
+    num_gpus: float = 0.0
+    """GPUs the evaluation task asks for; with one, speed is also measured on the GPU."""
 
 
 @dataclass

@@ -96,6 +96,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.eval.max_heldout_rows >= 1, "eval.max_heldout_rows: must be at least 1")
     _check(cfg.eval.speed_batch_size >= 1, "eval.speed_batch_size: must be at least 1")
     _check(cfg.eval.speed_repeats >= 1, "eval.speed_repeats: must be at least 1")
+    _check(cfg.eval.num_gpus >= 0, "eval.num_gpus: must be 0 or more")
 
 
 def stage_data(stage: StageConfig) -> str:

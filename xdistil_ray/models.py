@@ -41,14 +41,15 @@ def auto_class(task: str):
     return transformers.AutoModelForSequenceClassification
 
 
-def has_task_head(path: str, num_labels: int, task: str = "sentence") -> bool:
-    """Whether the model at ``path`` already has a head of this task and size."""
+def has_task_head(path: str, num_labels: int | None, task: str = "sentence") -> bool:
+    """Whether the model at ``path`` already has a head of this task and size (any size with
+    ``num_labels`` None)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path)
     archs = config.architectures or []
     suffix = _HEADS[task]
-    return any(a.endswith(suffix) for a in archs) and config.num_labels == num_labels
+    return any(a.endswith(suffix) for a in archs) and num_labels in (None, config.num_labels)
 
 
 def load_model(path: str, task: str = "sentence", label_names: list[str] | None = None) -> nn.Module:

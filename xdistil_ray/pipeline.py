@@ -45,16 +45,19 @@ class Shapes:
     teacher_heads: int
 
 
-def resolve_inputs(cfg: Config, folder: RunFolder) -> Inputs:
-    """Resolves paths (generating the embedded data if asked); raises ConfigError on a bad one."""
+def resolve_inputs(cfg: Config, folder: RunFolder, generate: bool = True) -> Inputs:
+    """Resolves paths (generating the embedded data if asked); raises ConfigError on a bad one.
+    With ``generate`` False (a dry run) nothing is written: embedded inputs resolve to None."""
     from xdistil_ray.models import resolve_teacher_path
 
     embedded = {}
-    if EMBEDDED in (cfg.corpus.path, cfg.labeled.train, cfg.labeled.dev):
+    if generate and EMBEDDED in (cfg.corpus.path, cfg.labeled.train, cfg.labeled.dev):
         embedded = _embedded_inputs(cfg, folder)
     options = cfg.storage_options()
 
-    def source(value: str, field: str) -> CorpusSource:
+    def source(value: str, field: str) -> CorpusSource | None:
+        if value == EMBEDDED and not generate:
+            return None
         return resolve_source(embedded[_EMBEDDED_FILE[field]] if value == EMBEDDED else value,
                               field, options)
 
@@ -71,7 +74,7 @@ def resolve_inputs(cfg: Config, folder: RunFolder) -> Inputs:
     if "/" in teacher and not os.path.isdir(teacher) and os.path.exists(os.path.dirname(teacher)):
         raise ConfigError(f"teacher.model: folder {teacher!r} does not exist")
     corpus = source(cfg.corpus.path, "corpus.path")
-    if cfg.task == "pair" and (corpus.fmt == "txt" or not cfg.corpus.text_pair_column):
+    if cfg.task == "pair" and ((corpus and corpus.fmt == "txt") or not cfg.corpus.text_pair_column):
         raise ConfigError("corpus.text_pair_column: a pair task's corpus needs .jsonl/.parquet "
                           "rows with both sentences (corpus.text_column, corpus.text_pair_column)")
     if cfg.task != "none" and not labeled:
@@ -216,10 +219,15 @@ class Steps:
         return None
 
     def ensure(self, rel: str, fp: dict, run_step: Callable[[dict], dict],
-               resumable: bool = False) -> dict:
+               resumable: bool = False, derived: bool = False) -> dict:
         """The marker of step ``rel``: its committed one, or ``run_step(fp)``'s after running.
-        A ``resumable`` step keeps (and is checked against) what an earlier attempt did."""
-        marker = self.check(rel, fp)
+        A ``resumable`` step keeps (and is checked against) what an earlier attempt did. A
+        ``derived`` step (measurements nothing else builds on) runs again when its fields
+        changed, instead of refusing."""
+        marker = self.run.marker(rel) if derived else self.check(rel, fp)
+        if marker is not None and derived and marker.get("fingerprint") != fp:
+            print(f"[xdistil] {rel}: settings changed, measuring again", flush=True)
+            marker = None
         if marker is not None:
             print(f"[xdistil] {rel}: complete, skipped", flush=True)
             return marker
@@ -261,7 +269,7 @@ def run(cfg: Config) -> dict:
     inputs = resolve_inputs(cfg, folder)
     print(f"[xdistil] run folder: {folder.uri}", flush=True)
     steps = Steps(folder)
-    _check_all(steps, cfg)
+    check_unchanged(steps, cfg)
     folder.write_text("config.yaml", config_mod.dump_yaml(cfg))
     init_ray(cfg)
 
@@ -304,10 +312,15 @@ def run(cfg: Config) -> dict:
     steps.ensure(export.STEP, final_fp, lambda fp: export.run_step(
         folder, final_stage, inputs.teacher_path, label_names, fp, task=cfg.task))
     eval_marker = steps.ensure(
-        evaluate.STEP, {**final_fp, **fingerprint(cfg, "eval")},
-        lambda fp: _evaluate(folder, cfg, data, teacher, sources, fp))
+        evaluate.STEP, {**final_fp, **fingerprint(cfg, "eval"), "eval.version": evaluate.VERSION},
+        lambda fp: _evaluate(folder, cfg, data, teacher, sources, fp), derived=True)
     _clean_checkpoints(folder, cfg)
-    result = report.write(folder, cfg, data=data, teacher=teacher_marker, init=init_marker,
+    trained = [(f"{k + 1}. {s.name}", stage_plan.stage_folder(k, s.name))
+               for k, s in enumerate(cfg.stages)]
+    if teacher.in_run:
+        trained.insert(0, ("teacher fine-tune", TEACHER_FINETUNE))
+    result = report.write(folder, cfg, stage_folders=trained, data=data, teacher=teacher_marker,
+                          init=init_marker,
                           stages=stage_markers, evaluation=eval_marker,
                           finetuned=teacher.in_run, seconds=round(time.time() - started, 1))
     print(report.summary(folder, result), flush=True)
@@ -368,7 +381,7 @@ def _evaluate(folder: RunFolder, cfg: Config, data: dict, teacher, sources, fp: 
     dev = data["labeled"]["splits"].get("dev")
     e = cfg.eval
     return evaluate.run_step(
-        folder, num_cpus=e.num_cpus, fingerprint=fp, task=cfg.task, teacher_path=teacher.path,
+        folder, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp, task=cfg.task, teacher_path=teacher.path,
         teacher_in_run=teacher.in_run, heldout_paths=sources.heldout_files(),
         dev_paths=[folder.path("data/labeled/dev", f["file"]) for f in dev["files"]] if dev else [],
         label_names=data["labeled"]["label_names"], max_heldout_rows=e.max_heldout_rows,
@@ -398,7 +411,7 @@ def check_data(cfg: Config, data: dict) -> None:
                 f"{stage.batch_size} on each of {cfg.train.num_workers} workers")
 
 
-def _check_all(steps: Steps, cfg: Config) -> None:
+def check_unchanged(steps: Steps, cfg: Config) -> None:
     """Refuses an unsafe config change before any work (each committed or started step is
     checked)."""
     checks = [("data", _DATA_KEYS), (TEACHER_FINETUNE, _TEACHER_KEYS),

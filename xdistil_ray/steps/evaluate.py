@@ -1,7 +1,16 @@
-"""Step ``eval``: fidelity to the teacher, dev accuracy, size and speed. Runs as a Ray task."""
+"""Step ``eval``: fidelity to the teacher, dev scores, size and speed. Runs as a Ray task.
+
+Fidelity is measured on held-out transfer sentences (never trained on) against the teacher's
+stored predictions: agreement of the argmax, KL divergence, and the similarity of the last
+layer's sentence representations (linear CKA, and the cosine after a linear map fitted on half
+of them). Speed is measured for teacher and student on the same machine, in the same process:
+latency at batch 1 and throughput at ``speed_batch_size``, on CPU always and on the GPU when the
+task has one.
+"""
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -10,14 +19,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from xdistil_ray import metrics
 from xdistil_ray.objective import TOPK_COLUMNS, with_dense_logits
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.train_loop import pad_batch
 
 STEP = "eval"
+VERSION = 2
+"""The figures' version: a run folder evaluated by an older one is measured again."""
 
 
-def _read_rows(run: RunFolder, paths: list[str], columns: list[str], limit: int,
+def read_rows(run: RunFolder, paths: list[str], columns: list[str], limit: int,
               heldout_only: bool) -> dict[str, list]:
     """Up to ``limit`` rows of ``columns`` (those the files have) from committed parquet files,
     streamed file by file."""
@@ -36,30 +48,43 @@ def _read_rows(run: RunFolder, paths: list[str], columns: list[str], limit: int,
     return {c: v[:limit] for c, v in out.items()}
 
 
-def _batch(rows: dict, start: int, stop: int, pad_id: int) -> dict:
+def _batch(rows: dict, start: int, stop: int, pad_id: int, device="cpu") -> dict:
     part = {k: rows[k][start:stop] for k in ("input_ids", "token_type_ids") if k in rows}
-    return pad_batch(part, pad_id, None)
+    return {k: v.to(device) for k, v in pad_batch(part, pad_id, None).items()}
+
+
+def pooling(task: str) -> str:
+    """The sentence representation compared with the teacher's: the CLS state for sentence and
+    pair heads (what their classifiers read), the mean over real tokens otherwise."""
+    return "cls" if task in ("sentence", "pair") else "mean"
 
 
 @torch.inference_mode()
-def predict(model, rows: dict, batch_size: int = 128) -> list[np.ndarray]:
-    """Per row: logits [C] (sentence tasks) or [T, C] (token tasks, real tokens), or the
-    mean-pooled last hidden state [H] (plain encoder)."""
+def run_model(model, rows: dict, pool: str, batch_size: int = 128):
+    """One pass over ``rows``: per-row predictions (logits [C], or [T, C] over real tokens for
+    token tasks; None for a plain encoder) and the last layer's sentence representations
+    [N, H]."""
     pad_id = model.config.pad_token_id or 0
-    out: list[np.ndarray] = []
+    preds: list[np.ndarray] | None = []
+    reps = []
     for start in range(0, len(rows["input_ids"]), batch_size):
         batch = _batch(rows, start, start + batch_size, pad_id)
-        result = model(**batch)
+        result = model(**batch, output_hidden_states=True)
         mask = batch["attention_mask"]
-        if getattr(result, "logits", None) is None:
-            states = result.last_hidden_state.float()
-            pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-            out.extend(pooled.numpy())
-        elif result.logits.dim() == 3:
-            out.extend(l[: int(n)].float().numpy() for l, n in zip(result.logits, mask.sum(1)))
+        states = result.hidden_states[-1].float()
+        if pool == "cls":
+            reps.append(states[:, 0].numpy())
         else:
-            out.extend(result.logits.float().numpy())
-    return out
+            reps.append(((states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).numpy())
+        logits = getattr(result, "logits", None)
+        if logits is None:
+            preds = None
+        elif logits.dim() == 3:
+            preds.extend(l[: int(n)].float().numpy() for l, n in zip(logits, mask.sum(1)))
+        else:
+            preds.extend(logits.float().numpy())
+    width = model.config.hidden_size
+    return preds, (np.concatenate(reps) if reps else np.zeros((0, width), np.float32))
 
 
 def word_predictions(token_logits: np.ndarray, word_ids: list[int]) -> list[int]:
@@ -72,71 +97,90 @@ def word_predictions(token_logits: np.ndarray, word_ids: list[int]) -> list[int]
     return preds
 
 
-def tag_scores(gold: list[list[int]], pred: list[list[int]], outside: int | None) -> dict:
-    """Word accuracy, and micro F1 over words whose gold or predicted tag is not ``outside``."""
-    g = np.concatenate([np.asarray(x) for x in gold]) if gold else np.zeros(0)
-    p = np.concatenate([np.asarray(x) for x in pred]) if pred else np.zeros(0)
-    accuracy = float((g == p).mean()) if len(g) else 0.0
-    positive_g = g != outside if outside is not None else np.ones_like(g, dtype=bool)
-    positive_p = p != outside if outside is not None else np.ones_like(p, dtype=bool)
-    tp = float(((g == p) & positive_g).sum())
-    precision = tp / max(1.0, float(positive_p.sum()))
-    recall = tp / max(1.0, float(positive_g.sum()))
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"word_accuracy": accuracy, "f1": f1}
+def fidelity(task: str, teacher, student, heldout: dict, num_labels: int) -> dict:
+    """The student against the teacher on held-out transfer sentences: agreement and KL with
+    the teacher's stored predictions (per token for token tasks), and representation
+    similarity (the teacher's representations recomputed here)."""
+    pool = pooling(task)
+    student_preds, student_reps = run_model(student, heldout, pool)
+    _, teacher_reps = run_model(teacher, heldout, pool)
+    out = {"heldout_rows": len(student_reps),
+           "representation_cka": metrics.linear_cka(student_reps, teacher_reps),
+           "hidden_cosine": metrics.mapped_cosine(student_reps, teacher_reps)}
+    if student_preds is not None and "logits" in heldout:
+        stored = [np.asarray(t, dtype=np.float32) for t in heldout["logits"]]
+        out["agreement"] = metrics.agreement(stored, student_preds, num_labels)
+        out["kl_divergence"] = metrics.kl_divergence(stored, student_preds, num_labels)
+    return out
 
 
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear CKA between representations [N, D1] and [N, D2] (width-independent, 1 = same up
-    to rotation and scale)."""
-    x = x - x.mean(0)
-    y = y - y.mean(0)
-    cross = np.linalg.norm(y.T @ x) ** 2
-    return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+def dev_scores(task: str, model, dev: dict, label_names: list[str]) -> dict:
+    """Accuracy and macro-F1 (sentence, pair), or word accuracy and entity-level F1 (token)."""
+    preds, _ = run_model(model, dev, pooling(task))
+    if task == "token":
+        pred = [[label_names[i] for i in word_predictions(o, w)]
+                for o, w in zip(preds, dev["word_ids"])]
+        # words cut off by truncation have no prediction and are not scored
+        gold = [list(tags)[: len(p)] for p, tags in zip(pred, dev["tags"])]
+        return metrics.entity_scores(gold, pred)
+    gold = np.array([label_names.index(str(v)) for v in dev["label"]])
+    return metrics.classification_scores(gold, np.stack(preds).argmax(-1), len(label_names))
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 @torch.inference_mode()
-def batch_latency_s(model, rows: dict, repeats: int) -> float:
-    """Median seconds of one forward pass over ``rows`` as a single padded batch."""
-    batch = _batch(rows, 0, len(rows["input_ids"]), model.config.pad_token_id or 0)
-    model(**batch)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def measure_speed(model, rows: dict, *, batch_size: int, repeats: int, device: str) -> dict:
+    """Latency at batch 1 (median over ``repeats`` sentences, each on its own) and throughput
+    (sentences per second) at ``batch_size`` (median of ``repeats`` padded batches)."""
+    model = model.to(device)
+    pad_id = model.config.pad_token_id or 0
+    n = len(rows["input_ids"])
+
+    def timed(start: int, stop: int) -> float:
+        batch = _batch(rows, start, stop, pad_id, device)
+        _sync(device)
+        t0 = time.perf_counter()
         model(**batch)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        _sync(device)
+        return time.perf_counter() - t0
+
+    timed(0, 1), timed(0, min(n, batch_size))  # warm-up
+    single = [timed(i % n, i % n + 1) for i in range(repeats)]
+    batched = [timed(0, min(n, batch_size)) for _ in range(repeats)]
+    model.to("cpu")
+    return {"latency_ms": 1000 * statistics.median(single),
+            "throughput": min(n, batch_size) / statistics.median(batched)}
 
 
-def _fidelity(task: str, teacher, student, heldout: dict) -> dict:
-    """Agreement of the student's predictions with the teacher's stored ones (per token for
-    token tasks); for a plain encoder, linear CKA of their sentence representations."""
-    student_out = predict(student, heldout)
-    if task == "none":
-        return {"heldout_rows": len(student_out),
-                "representation_cka": linear_cka(np.stack(student_out),
-                                                 np.stack(predict(teacher, heldout)))}
-    if task == "token":
-        num_labels = student.config.num_labels
-        agree = [np.asarray(t, dtype=np.float32).reshape(-1, num_labels).argmax(-1) == s.argmax(-1)
-                 for t, s in zip(heldout["logits"], student_out)]
-        return {"heldout_rows": len(student_out),
-                "agreement": float(np.concatenate(agree).mean()) if agree else 0.0}
-    teacher_pred = np.asarray(heldout["logits"], dtype=np.float32).argmax(-1)
-    return {"heldout_rows": len(student_out),
-            "agreement": float((np.stack(student_out).argmax(-1) == teacher_pred).mean())}
+def speed(teacher, student, rows: dict, *, batch_size: int, repeats: int,
+          torch_threads: int) -> dict:
+    """Teacher and student speed, and the student's speedups, per device (``cpu`` always,
+    ``cuda`` when this process has a GPU)."""
+    out = {"batch_size": min(batch_size, len(rows["input_ids"]))}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        t = measure_speed(teacher, rows, batch_size=batch_size, repeats=repeats, device=device)
+        s = measure_speed(student, rows, batch_size=batch_size, repeats=repeats, device=device)
+        out[device] = {
+            "name": (torch.cuda.get_device_name() if device == "cuda"
+                     else f"{torch_threads} CPU threads"),
+            "teacher_latency_ms": t["latency_ms"], "student_latency_ms": s["latency_ms"],
+            "teacher_throughput": t["throughput"], "student_throughput": s["throughput"],
+            "speedup_latency": t["latency_ms"] / s["latency_ms"],
+            "speedup_throughput": s["throughput"] / t["throughput"]}
+    return out
 
 
-def _dev_scores(task: str, model, dev: dict, label_names: list[str]) -> dict:
-    out = predict(model, dev)
-    if task == "token":
-        index = {name: i for i, name in enumerate(label_names)}
-        pred = [word_predictions(o, w) for o, w in zip(out, dev["word_ids"])]
-        # words cut off by truncation have no prediction and are not scored
-        gold = [[index[t] for t in tags][: len(p)] for p, tags in zip(pred, dev["tags"])]
-        return tag_scores(gold, pred, index.get("O"))
-    gold = np.array([label_names.index(str(v)) for v in dev["label"]])
-    return {"accuracy": float((np.stack(out).argmax(-1) == gold).mean())}
+def disk_bytes(model) -> int:
+    """Bytes of the model's weights as ``save_pretrained`` writes them (safetensors)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)
+                   if f.endswith(".safetensors"))
 
 
 def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bool,
@@ -151,38 +195,41 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
             teacher_path = run.download(teacher_path, f"{tmp}/teacher", "model")
         teacher = models.load_model(teacher_path, task).eval()
         student = models.load_model(run.download("student", f"{tmp}/student"), task).eval()
-    heldout = _read_rows(run, heldout_paths,
-                         ["input_ids", "token_type_ids", "logits", *TOPK_COLUMNS],
-                         max_heldout_rows, True)
+    heldout = read_rows(run, heldout_paths,
+                        ["input_ids", "token_type_ids", "logits", *TOPK_COLUMNS],
+                        max_heldout_rows, True)
     heldout = with_dense_logits(heldout, len(label_names))
-    metrics = {"eval": _fidelity(task, teacher, student, heldout)}
+    result = {"eval": fidelity(task, teacher, student, heldout, len(label_names))}
     speed_rows = heldout
     if dev_paths:
-        dev = _read_rows(run, dev_paths, ["input_ids", "token_type_ids", "label", "word_ids",
-                                          "tags"], 10**9, False)
-        metrics["eval"]["dev_rows"] = len(dev["input_ids"])
+        dev = read_rows(run, dev_paths, ["input_ids", "token_type_ids", "label", "word_ids",
+                                         "tags"], 10**9, False)
+        result["eval"]["dev_rows"] = len(dev["input_ids"])
         for who, model in (("teacher", teacher), ("student", student)):
-            for name, value in _dev_scores(task, model, dev, label_names).items():
-                metrics["eval"][f"{who}_{name}"] = value
+            for name, value in dev_scores(task, model, dev, label_names).items():
+                result["eval"][f"{who}_{name}"] = value
         speed_rows = dev
-    speed_rows = {k: v[:speed_batch_size] for k, v in speed_rows.items()}
-    teacher_s = batch_latency_s(teacher, speed_rows, speed_repeats)
-    student_s = batch_latency_s(student, speed_rows, speed_repeats)
-    metrics["speed"] = {"batch_size": len(speed_rows["input_ids"]), "torch_threads": torch_threads,
-                        "teacher_batch_s": teacher_s, "student_batch_s": student_s,
-                        "speedup": teacher_s / student_s}
-    sizes = {"teacher_params": models.num_params(teacher),
-             "student_params": models.num_params(student)}
-    metrics["size"] = {**sizes, "compression": sizes["teacher_params"] / sizes["student_params"]}
-    return metrics
+    result["speed"] = speed(teacher, student, speed_rows, batch_size=speed_batch_size,
+                            repeats=speed_repeats, torch_threads=torch_threads)
+    size = {"teacher_params": models.num_params(teacher),
+            "student_params": models.num_params(student),
+            "teacher_disk_bytes": disk_bytes(teacher), "student_disk_bytes": disk_bytes(student),
+            "teacher_layers": teacher.config.num_hidden_layers,
+            "teacher_hidden": teacher.config.hidden_size,
+            "student_layers": student.config.num_hidden_layers,
+            "student_hidden": student.config.hidden_size}
+    result["size"] = {**size, "compression": size["teacher_params"] / size["student_params"]}
+    return result
 
 
-def run_step(run: RunFolder, *, num_cpus: float, fingerprint: dict, **kwargs) -> dict:
-    """Runs :func:`evaluate` as a Ray task and commits ``eval/metrics.json``."""
+def run_step(run: RunFolder, *, num_cpus: float, num_gpus: float = 0.0, fingerprint: dict,
+             **kwargs) -> dict:
+    """Runs :func:`evaluate` as a Ray task (on a GPU when ``num_gpus``) and commits
+    ``eval/metrics.json``."""
     import ray
 
     threads = max(1, int(num_cpus))
-    task = ray.remote(num_cpus=num_cpus)(evaluate)
-    metrics = ray.get(task.remote(run, torch_threads=threads, **kwargs))
-    run.write_json(f"{STEP}/metrics.json", metrics)
-    return run.commit(STEP, fingerprint=fingerprint, **metrics)
+    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or None)(evaluate)
+    result = ray.get(task.remote(run, torch_threads=threads, **kwargs))
+    run.write_json(f"{STEP}/metrics.json", result)
+    return run.commit(STEP, fingerprint=fingerprint, **result)

@@ -21,6 +21,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from xdistil_ray import corpus
+from xdistil_ray.progress import counted, start_actor
 from xdistil_ray.readers import CorpusSource, load_records, read_raw
 from xdistil_ray.runfolder import RunFolder
 
@@ -153,18 +154,24 @@ def _kept_rows(block: pd.DataFrame) -> pd.DataFrame:
 
 
 def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column: str,
-                 label_column: str | None, hf_split: str, pair_column: str = "") -> dict:
+                 label_column: str | None, hf_split: str, pair_column: str = "",
+                 progress=None) -> dict:
     """Reads and cleans one input into ``_staging/<name>``; returns its reject counts."""
+    import ray
     import ray.data
 
     columns = [text_column] + [c for c in (pair_column, label_column) if c]
     ds, encoding = read_raw(source, text_column=text_column, columns=columns, hf_split=hf_split)
     staging = run.path(_STAGING, name)
     run.delete(_STAGING, name)
-    ds.map_batches(clean_batch, batch_size=4096, batch_format="numpy",
-                   fn_kwargs=dict(encoding=encoding, text_column=text_column,
+    label = f"data: {name} rows read and cleaned"
+    ray.get(progress.start.remote(label))
+    ds.map_batches(counted, batch_size=4096, batch_format="numpy",
+                   fn_kwargs=dict(fn=clean_batch, progress=progress, label=label,
+                                  encoding=encoding, text_column=text_column,
                                   label_column=label_column, pair_column=pair_column or None)
                    ).write_parquet(staging, filesystem=run.fs)
+    ray.get(progress.finish.remote(label))
     staged = ray.data.read_parquet(staging, filesystem=run.fs)
     counts = {r["reason"]: r["count()"] for r in
               staged.select_columns(["reason"]).groupby("reason").count().take_all()}
@@ -174,11 +181,17 @@ def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column
 
 
 def _write_tokenized(run: RunFolder, ds, rel: str, settings: TextSettings,
-                     rows_per_file: int | None) -> list[dict]:
+                     rows_per_file: int | None, progress) -> list[dict]:
+    import ray
+
     run.delete(rel)
-    ds = ds.map_batches(tokenize_batch, batch_size=1024, batch_format="pandas",
-                        fn_kwargs=dict(settings=settings))
+    label = "data: corpus rows deduplicated and tokenized"
+    ray.get(progress.start.remote(label))
+    ds = ds.map_batches(counted, batch_size=1024, batch_format="pandas",
+                        fn_kwargs=dict(fn=tokenize_batch, progress=progress, label=label,
+                                       settings=settings))
     ds.write_parquet(run.path(rel), filesystem=run.fs, min_rows_per_file=rows_per_file)
+    ray.get(progress.finish.remote(label))
     files = []
     for name, size in sorted(run.list_files(rel).items()):
         with run.fs.open_input_file(run.path(rel, name)) as f:
@@ -204,16 +217,19 @@ def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings,
                    text_column: str, hf_split: str, rows_per_shard: int,
                    pair_column: str = "") -> dict:
     """Cleans, deduplicates and tokenizes the transfer corpus into shards; returns its stats."""
+    import ray
     import ray.data
 
+    progress = start_actor()
     stats = _stage_clean(run, source, "corpus", text_column=text_column, label_column=None,
-                         hf_split=hf_split, pair_column=pair_column)
+                         hf_split=hf_split, pair_column=pair_column, progress=progress)
     num_partitions = max(1, math.ceil(stats["clean"] / rows_per_shard))
     kept = (ray.data.read_parquet(run.path(_STAGING, "corpus"), filesystem=run.fs)
             .map_batches(_kept_rows, batch_format="pandas", batch_size=None)
             .repartition(num_partitions, keys=["key"])
             .map_batches(drop_duplicates, batch_format="pandas", batch_size=None))
-    shards = _write_tokenized(run, kept, CORPUS, settings, rows_per_shard)
+    shards = _write_tokenized(run, kept, CORPUS, settings, rows_per_shard, progress)
+    ray.kill(progress)
     num_kept = sum(s["rows"] for s in shards)
     stats["dropped"][corpus.DUPLICATE] = stats["clean"] - num_kept
     stats.update(kept=num_kept, shards=shards,

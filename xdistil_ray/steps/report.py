@@ -1,15 +1,25 @@
-"""Step ``report``: ``report.json`` (figures for scripts) and ``report.md`` (for people)."""
+"""Step ``report``: ``report.json`` (figures for scripts), ``report.md`` (for people, in the
+shape of the XtremeDistil papers' results tables) and its plots beside them
+(``loss_curves.png``, ``speed_size.png``)."""
 
 from __future__ import annotations
 
+import posixpath
+
+from xdistil_ray import plots
 from xdistil_ray.config import Config
 from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.train_loop import LOSSES_FILE
+
+LOSS_PLOT = "loss_curves.png"
+SPEED_PLOT = "speed_size.png"
 
 
 def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[dict],
           evaluation: dict, finetuned: bool, seconds: float) -> dict:
     """The report's figures, from the steps' markers."""
     corpus = data["corpus"]
+    size = evaluation["size"]
     return {
         "data": {
             "input_rows": corpus["input_rows"], "kept": corpus["kept"],
@@ -21,6 +31,7 @@ def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[di
         },
         "task": cfg.task,
         "teacher": {"model": cfg.teacher.model, "params": init["teacher_params"],
+                    "num_layers": size["teacher_layers"], "hidden_size": size["teacher_hidden"],
                     "finetuned": finetuned},
         "student": {"params": init["student_params"], "init": cfg.student.init,
                     "num_layers": init["student_shape"]["num_hidden_layers"],
@@ -33,47 +44,135 @@ def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[di
             "seconds": teacher["seconds"]},
         "stages": [{"name": s["name"], "losses": s["losses"], "targets": s["targets"],
                     "unfreeze": s["unfreeze"], "steps": s["steps"],
+                    "steps_per_second": s.get("steps_per_second"),
                     "first_loss": s["first_loss"], "final_loss": s["final_loss"],
                     "resumed_from": s.get("resumed_from", []),
                     "seconds": s["seconds"]} for s in stages],
         "eval": evaluation["eval"],
         "speed": evaluation["speed"],
-        "size": evaluation["size"],
+        "size": size,
+        "plots": {"loss_curves": LOSS_PLOT, "speed_size": SPEED_PLOT},
         "seconds": seconds,
     }
 
 
-def _fidelity_line(e: dict) -> str:
-    if "representation_cka" in e:
-        return (f"- representation similarity to the teacher (linear CKA, mean-pooled last layer) "
-                f"on {e['heldout_rows']} held-out sentences: {e['representation_cka']:.3f}")
-    return (f"- agreement with the teacher on {e['heldout_rows']} held-out transfer sentences: "
-            f"{_pct(e['agreement'])}")
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def _dev(e: dict, who: str) -> str:
-    if f"{who}_f1" in e:
-        return f"{_pct(e[f'{who}_f1'])} F1, {_pct(e[f'{who}_word_accuracy'])} word acc."
-    return _pct(e.get(f"{who}_accuracy"))
+def _dev_columns(report: dict) -> list[tuple[str, str]]:
+    """(header, eval key suffix) of the task's dev scores; none without dev data."""
+    e = report["eval"]
+    if "teacher_entity_f1" in e:
+        return [("dev entity F1", "entity_f1"), ("dev word acc.", "word_accuracy")]
+    if "teacher_accuracy" in e:
+        return [("dev accuracy", "accuracy"), ("dev macro-F1", "macro_f1")]
+    return []
+
+
+def _results_table(report: dict) -> list[str]:
+    """Teacher beside student: shape, parameters, size, speedups, task scores, fidelity."""
+    e, sz, cpu = report["eval"], report["size"], report["speed"]["cpu"]
+    t, s = report["teacher"], report["student"]
+    dev = _dev_columns(report)
+    fidelity = "agreement" if "agreement" in e else "representation_cka"
+    fidelity_header = "agreement with teacher" if fidelity == "agreement" else "CKA with teacher"
+    batch = report["speed"]["batch_size"]
+    header = (["model", "layers x hidden", "parameters", "size on disk",
+               "CPU speedup (batch 1)", f"CPU speedup (batch {batch})"]
+              + [h for h, _ in dev] + [fidelity_header])
+    rows = [
+        [f"teacher ({t['model']})", f"{t['num_layers']} x {t['hidden_size']}",
+         f"{sz['teacher_params'] / 1e6:.1f}M", f"{sz['teacher_disk_bytes'] / 1e6:.1f} MB",
+         "1.0x", "1.0x"] + [_pct(e.get(f"teacher_{k}")) for _, k in dev] + ["-"],
+        [f"student (init: {s['init']})", f"{s['num_layers']} x {s['hidden_size']}",
+         f"{sz['student_params'] / 1e6:.1f}M ({sz['compression']:.1f}x fewer)",
+         f"{sz['student_disk_bytes'] / 1e6:.1f} MB",
+         f"{cpu['speedup_latency']:.1f}x", f"{cpu['speedup_throughput']:.1f}x"]
+        + [_pct(e.get(f"student_{k}")) for _, k in dev]
+        + [_pct(e[fidelity]) if fidelity == "agreement" else f"{e[fidelity]:.3f}"],
+    ]
+    align = ["---", "---"] + ["---:"] * (len(header) - 2)
+    return [_row(header), _row(align)] + [_row(r) for r in rows]
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _fidelity_lines(e: dict) -> list[str]:
+    unit = "tokens of " if "teacher_entity_f1" in e else ""
+    lines = []
+    if "agreement" in e:
+        lines += [f"- agreement (same argmax as the teacher, over {unit}the sentences): "
+                  f"{_pct(e['agreement'])}",
+                  f"- KL(teacher || student) of the predicted distributions: "
+                  f"{e['kl_divergence']:.4f} nats"]
+    cosine = "-" if e.get("hidden_cosine") is None else f"{e['hidden_cosine']:.3f}"
+    lines += [f"- last-layer sentence representations: cosine {cosine} after a linear map to the "
+              "teacher's width (fitted on half of the sentences, measured on the other half); "
+              f"linear CKA {e['representation_cka']:.3f}"]
+    return lines
+
+
+def _speed_table(report: dict) -> list[str]:
+    sz, sp = report["size"], report["speed"]
+    lines = [_row(["", "teacher", "student", "student vs teacher"]),
+             _row(["---", "---:", "---:", "---:"]),
+             _row(["parameters", f"{sz['teacher_params']:,}", f"{sz['student_params']:,}",
+                   f"{sz['compression']:.1f}x fewer"]),
+             _row(["size on disk (fp32 safetensors)", f"{sz['teacher_disk_bytes'] / 1e6:.1f} MB",
+                   f"{sz['student_disk_bytes'] / 1e6:.1f} MB",
+                   f"{sz['teacher_disk_bytes'] / max(1, sz['student_disk_bytes']):.1f}x smaller"])]
+    for device in ("cpu", "cuda"):
+        if device not in sp:
+            continue
+        d = sp[device]
+        where = f"{'CPU' if device == 'cpu' else 'GPU'} ({d['name']})"
+        lines += [_row([f"{where} latency, batch 1", f"{d['teacher_latency_ms']:.1f} ms",
+                        f"{d['student_latency_ms']:.1f} ms", f"{d['speedup_latency']:.1f}x faster"]),
+                  _row([f"{where} throughput, batch {sp['batch_size']}",
+                        f"{d['teacher_throughput']:,.0f} sentences/s",
+                        f"{d['student_throughput']:,.0f} sentences/s",
+                        f"{d['speedup_throughput']:.1f}x faster"])]
+    return lines
 
 
 def markdown(report: dict) -> str:
-    d, e, sp, sz = report["data"], report["eval"], report["speed"], report["size"]
+    d, e = report["data"], report["eval"]
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(d["dropped"].items())) or "none"
     ti = report["teacher_inference"]
+    s = report["student"]
+    dev_note = (f"Dev scores on {e['dev_rows']} labeled dev rows. " if "dev_rows" in e else
+                "No labeled dev data: fidelity only. ")
     lines = [
-        f"# xdistil_ray report (task: {report['task']})", "",
-        "| model | parameters | dev score | batch latency (CPU) |",
-        "|---|---:|---:|---:|",
-        f"| teacher ({report['teacher']['model']}) | {sz['teacher_params'] / 1e6:.1f}M | "
-        f"{_dev(e, 'teacher')} | {sp['teacher_batch_s'] * 1000:.1f} ms |",
-        f"| student (L{report['student']['num_layers']}-H{report['student']['hidden_size']}) | "
-        f"{sz['student_params'] / 1e6:.1f}M | {_dev(e, 'student')} | "
-        f"{sp['student_batch_s'] * 1000:.1f} ms |", "",
-        f"- compression: {sz['compression']:.1f}x fewer parameters; speedup "
-        f"{sp['speedup']:.1f}x (batch of {sp['batch_size']}, {sp['torch_threads']} CPU threads)",
-        _fidelity_line(e),
-        "", "## Data", "",
+        f"# xdistil_ray report: {report['task']} task, L{report['teacher']['num_layers']}-"
+        f"H{report['teacher']['hidden_size']} teacher -> L{s['num_layers']}-H{s['hidden_size']} "
+        "student", "",
+        *_results_table(report), "",
+        f"{dev_note}Speedups: the teacher's time over the student's on the same machine "
+        f"({report['speed']['cpu']['name']}), latency at batch 1 and throughput at batch "
+        f"{report['speed']['batch_size']}.", "",
+        f"## Fidelity to the teacher ({e['heldout_rows']} held-out transfer sentences)", "",
+        *_fidelity_lines(e), "",
+        "## Size and speed", "",
+        *_speed_table(report), "",
+        f"![Size and speed]({SPEED_PLOT})", "",
+        "## Training", "",
+        "| stage | losses | targets | unfreezing | steps | steps/s | resumed from step | "
+        "first loss | final loss | seconds |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for st in report["stages"]:
+        resumed = ", ".join(str(step) for step in st["resumed_from"]) or "-"
+        rate = "-" if st.get("steps_per_second") is None else f"{st['steps_per_second']:.1f}"
+        lines.append(f"| {st['name']} | {' + '.join(st['losses'])} | {st['targets']} | "
+                     f"{'gradual' if st['unfreeze'] else 'none'} | {st['steps']} | {rate} | "
+                     f"{resumed} | {st['first_loss']:.4f} | {st['final_loss']:.4f} | "
+                     f"{st['seconds']:.0f} |")
+    lines += [
+        "", f"![Loss curves]({LOSS_PLOT})", "",
+        "## Data", "",
         f"- input rows {d['input_rows']} = kept {d['kept']} + dropped "
         f"{sum(d['dropped'].values())} ({dropped}); truncated {d['truncated']}",
         f"- {d['shards']} shards; {d['heldout']} sentences held out for fidelity",
@@ -81,38 +180,53 @@ def markdown(report: dict) -> str:
         f"{ti['seconds']:.0f}s; shards run {ti['shards_run']}, skipped {ti['shards_skipped']} "
         "(committed by an earlier attempt)"
         if ti else "- no stored teacher outputs (all targets online)",
-        "", "## Stages", "",
-        "| stage | losses | targets | unfreezing | steps | resumed from step | first loss | "
-        "final loss | seconds |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for s in report["stages"]:
-        resumed = ", ".join(str(step) for step in s["resumed_from"]) or "-"
-        lines.append(f"| {s['name']} | {' + '.join(s['losses'])} | {s['targets']} | "
-                     f"{'gradual' if s['unfreeze'] else 'none'} | {s['steps']} | {resumed} | "
-                     f"{s['first_loss']:.4f} | {s['final_loss']:.4f} | {s['seconds']:.0f} |")
-    lines += ["", f"Total wall time of this invocation: {report['seconds']:.0f}s", ""]
+        "", f"Total wall time of this invocation: {report['seconds']:.0f}s", ""]
     return "\n".join(lines)
 
 
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+def _curves(run: RunFolder, stage_folders: list[tuple[str, str]]) -> list[dict]:
+    curves = []
+    for title, rel in stage_folders:
+        losses = run.read_json(posixpath.join(rel, LOSSES_FILE))
+        curves.append({"title": f"{title} ({' + '.join(losses['losses'])})",
+                       "history": losses["history"],
+                       "resumed_from": losses.get("resumed_from", [])})
+    return curves
 
 
-def write(run: RunFolder, cfg: Config, **kwargs) -> dict:
+def write(run: RunFolder, cfg: Config, *, stage_folders: list[tuple[str, str]], **kwargs) -> dict:
+    """Writes ``report.json``, ``report.md`` and the plots; ``stage_folders``: (title, folder)
+    of every committed training stage, in order."""
     report = build(cfg, **kwargs)
+    run.write_bytes(LOSS_PLOT, plots.loss_curves(_curves(run, stage_folders)))
+    run.write_bytes(SPEED_PLOT, plots.speed_size(report["size"], report["speed"]))
     run.write_json("report.json", report)
     run.write_text("report.md", markdown(report))
     return report
 
 
+def headline(report: dict) -> str:
+    """One line of the figures a user looks at first."""
+    e, sz, cpu = report["eval"], report["size"], report["speed"]["cpu"]
+    parts = []
+    dev = _dev_columns(report)
+    if dev:
+        header, key = dev[0]
+        parts.append(f"{header} student {_pct(e[f'student_{key}'])} / teacher "
+                     f"{_pct(e[f'teacher_{key}'])}")
+    parts.append(f"agreement {_pct(e['agreement'])}" if "agreement" in e
+                 else f"CKA {e['representation_cka']:.3f}")
+    parts.append(f"{sz['compression']:.1f}x fewer parameters")
+    parts.append(f"CPU {cpu['speedup_latency']:.1f}x faster at batch 1, "
+                 f"{cpu['speedup_throughput']:.1f}x at batch {report['speed']['batch_size']}")
+    return "; ".join(parts)
+
+
 def summary(run: RunFolder, report: dict) -> str:
-    e, sp, sz = report["eval"], report["speed"], report["size"]
-    fidelity = (f"CKA {e['representation_cka']:.3f}" if "representation_cka" in e
-                else f"agreement {_pct(e['agreement'])}")
-    return (f"[xdistil] student: {run.uri_of('student')}\n"
-            f"[xdistil] report:  {run.uri_of('report.md')}\n"
-            f"[xdistil] {fidelity}, dev student {_dev(e, 'student')} / teacher "
-            f"{_dev(e, 'teacher')}, "
-            f"{sz['compression']:.1f}x smaller, {sp['speedup']:.1f}x faster\n"
-            f"[xdistil] run folder: {run.uri}")
+    """What the driver prints at the end: where the student and the report are, the headline."""
+    return (f"[xdistil] done in {report['seconds']:.0f}s\n"
+            f"[xdistil] student: {run.uri_of('student')} "
+            f"({report['size']['student_params'] / 1e6:.1f}M parameters, a Hugging Face folder)\n"
+            f"[xdistil] report:  {run.uri_of('report.md')} (+ {LOSS_PLOT}, {SPEED_PLOT}, "
+            "report.json)\n"
+            f"[xdistil] {headline(report)}")

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from xdistil_ray.progress import Throughput
 from xdistil_ray.runfolder import RunFolder
 
 STEP = "teacher"
@@ -185,14 +186,18 @@ class ShardLedger:
     """Counts the rows written per shard and commits each shard the moment it is whole, so that
     a driver lost half-way through keeps every finished shard. Runs as a small Ray actor."""
 
-    def __init__(self, run: RunFolder, expected: dict[str, int]):
+    def __init__(self, run: RunFolder, expected: dict[str, int], every_s: float = 10.0):
         self.run = run
         self.expected = expected
         self.written = {name: 0 for name in expected}
         self.committed: list[str] = []
+        self.progress = Throughput("teacher: rows", sum(expected.values()), every_s)
 
     def add(self, shard: str, rows: int) -> None:
         self.written[shard] += rows
+        line = self.progress.add(rows)
+        if line:
+            print(line, flush=True)
         if self.written[shard] == self.expected[shard]:
             if commit_shard(self.run, shard, self.expected[shard]):
                 self.committed.append(shard)
