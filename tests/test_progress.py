@@ -11,22 +11,22 @@ class Clock:
 
 def test_throughput_lines_are_rate_limited_and_show_rate_and_time_left():
     clock = Clock()
-    t = Throughput("teacher: rows", total=1000, every_s=10, clock=clock)
+    t = Throughput("teacher", total=1000, every_s=10, clock=clock)
     clock.now += 2
     assert t.add(100) is None  # not due yet
     clock.now += 8
-    assert t.add(100) == "[xdistil] teacher: rows: 200/1,000 (20%) rows, 20 rows/s, ~40s left"
+    assert t.add(100) == "[xdistil] teacher: 200/1,000 (20%) rows, 20 rows/s, ~40s left"
     clock.now += 1
     assert t.add(100) is None
     clock.now += 39
-    assert t.add(700).startswith("[xdistil] teacher: rows: 1,000/1,000 (100%) rows, 20 rows/s")
+    assert t.add(700).startswith("[xdistil] teacher: 1,000/1,000 (100%) rows, 20 rows/s")
 
 
 def test_throughput_without_total():
     clock = Clock()
-    t = Throughput("data: corpus rows read and cleaned", every_s=5, clock=clock)
+    t = Throughput("data: corpus read and cleaned", every_s=5, clock=clock)
     clock.now += 5
-    assert t.add(4096) == "[xdistil] data: corpus rows read and cleaned: 4,096 rows, 819 rows/s"
+    assert t.add(4096) == "[xdistil] data: corpus read and cleaned: 4,096 rows, 819 rows/s"
 
 
 def test_counted_passes_the_batch_through_and_reports_its_rows():

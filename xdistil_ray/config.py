@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from xdistil_ray.config_checks import ConfigError, validate  # noqa: F401  (re-exported)
+from xdistil_ray.config_checks import ConfigError, validate, validate_finetune  # noqa: F401
 
 EMBEDDED = "embedded"
 
@@ -299,16 +299,56 @@ class Config:
                               max_attempts=self.storage.max_attempts)
 
 
+def _student_finetune() -> FinetuneConfig:
+    return FinetuneConfig(epochs=3.0, learning_rate=1e-4, batch_size=32,
+                          freeze_word_embeddings=False)
+
+
+@dataclass
+class FinetuneJob:
+    """``jobs/finetune.py``: fine-tune an exported (task-agnostic) student on a labeled task."""
+
+    output: str = "runs/finetune"
+    """Run folder: a local path or `s3://bucket/prefix`."""
+    model: str = ""
+    """The model to fine-tune: an exported student folder (`<run>/student`, local or
+    `s3://`), or any Hugging Face encoder folder or id."""
+    init: str = "pretrained"
+    """`pretrained`: the model's weights; `random`: fresh weights of the same shape (the
+    baseline that shows what distillation bought)."""
+    seed: int = 0
+    """Seed for the new head, the data order and the embedded data."""
+    task: str = "sentence"
+    """`sentence`, `pair` or `token` classification."""
+    max_length: int = 64
+    """Tokens per row (longer rows are truncated and counted)."""
+    labeled: LabeledConfig = field(default_factory=LabeledConfig)
+    """The labeled task (`embedded`: the generated reviews)."""
+    finetune: FinetuneConfig = field(default_factory=_student_finetune)
+    """Epochs, learning rate, batch size (the word embeddings train by default)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Ray Train and DeepSpeed settings."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """`num_cpus` / `num_gpus` of the dev evaluation task."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def storage_options(self):
+        return Config.storage_options(self)
+
+
 # ---------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Builds the config from defaults, an optional YAML file and ``key.path=value`` overrides.
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+                kind: type = Config) -> Any:
+    """Builds the config (a ``kind``: :class:`Config`, or :class:`FinetuneJob`) from defaults,
+    an optional YAML file and ``key.path=value`` overrides.
 
     Raises:
         ConfigError: on a missing file, bad YAML, unknown key, wrong type or bad value.
     """
-    data = to_dict(Config())
+    data = to_dict(kind())
     if path:
         try:
             with open(path, encoding="utf-8") as f:
@@ -322,8 +362,8 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         _merge(data, file_data)
     for item in overrides:
         _apply_override(data, item)
-    cfg = _build(Config, data, "")
-    validate(cfg)
+    cfg = _build(kind, data, "")
+    validate(cfg) if kind is Config else validate_finetune(cfg)
     return cfg
 
 

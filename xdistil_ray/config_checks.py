@@ -35,10 +35,7 @@ def validate(cfg: Config) -> None:
     for field_name, value in (("corpus.path", cfg.corpus.path), ("labeled.train", cfg.labeled.train),
                               ("labeled.dev", cfg.labeled.dev)):
         storage.check_uri(value, field_name)
-    endpoint = cfg.storage.endpoint
-    _check(not endpoint or (endpoint.startswith(("http://", "https://")) and "@" not in endpoint),
-           "storage.endpoint: give http(s)://host:port, without credentials")
-    _check(cfg.storage.max_attempts >= 1, "storage.max_attempts: must be at least 1")
+    _validate_storage(cfg)
     _check(bool(cfg.corpus.path), "corpus.path: give the transfer corpus")
     _check(bool(cfg.teacher.model), "teacher.model: give a model id or folder")
     _check(cfg.corpus.max_length >= 8, "corpus.max_length: must be at least 8 tokens")
@@ -87,15 +84,55 @@ def validate(cfg: Config) -> None:
     _check(len(set(names)) == len(names), f"stages: stage names must be unique, got {names}")
     for i, st in enumerate(cfg.stages):
         _validate_stage(cfg, st, f"stages.{i}")
+    _validate_train(cfg)
+    _check(cfg.eval.max_heldout_rows >= 1, "eval.max_heldout_rows: must be at least 1")
+    _check(cfg.eval.speed_batch_size >= 1, "eval.speed_batch_size: must be at least 1")
+    _check(cfg.eval.speed_repeats >= 1, "eval.speed_repeats: must be at least 1")
+
+
+def validate_finetune(cfg) -> None:
+    """:func:`validate` for a :class:`~xdistil_ray.config.FinetuneJob`."""
+    from xdistil_ray import storage
+
+    _check(bool(cfg.output), "output: give a run folder, e.g. output=runs/finetune")
+    _check(bool(cfg.model), "model: give the exported student to fine-tune, e.g. "
+                            "model=runs/agnostic/student")
+    for field_name in ("output", "model"):
+        storage.check_uri(getattr(cfg, field_name), field_name)
+    for split in ("train", "dev"):
+        storage.check_uri(getattr(cfg.labeled, split), f"labeled.{split}")
+    _check(bool(cfg.labeled.train), "labeled.train: give the labeled training data")
+    _validate_storage(cfg)
+    _check(cfg.task in ("sentence", "pair", "token"),
+           f"task: must be sentence, pair or token, got {cfg.task!r}")
+    _check(cfg.init in ("pretrained", "random"),
+           f"init: must be pretrained or random, got {cfg.init!r}")
+    _check(cfg.max_length >= 8, "max_length: must be at least 8 tokens")
+    if cfg.task == "pair":
+        _check(bool(cfg.labeled.text_pair_column),
+               "labeled.text_pair_column: a pair task needs the second sentence's column")
+    ft = cfg.finetune
+    _check(ft.epochs > 0, "finetune.epochs: must be > 0")
+    _check(ft.learning_rate > 0, "finetune.learning_rate: must be > 0")
+    _check(ft.batch_size >= 1, "finetune.batch_size: must be at least 1")
+    _validate_train(cfg)
+
+
+def _validate_storage(cfg) -> None:
+    endpoint = cfg.storage.endpoint
+    _check(not endpoint or (endpoint.startswith(("http://", "https://")) and "@" not in endpoint),
+           "storage.endpoint: give http(s)://host:port, without credentials")
+    _check(cfg.storage.max_attempts >= 1, "storage.max_attempts: must be at least 1")
+
+
+def _validate_train(cfg) -> None:
     t = cfg.train
     _check(t.num_workers >= 1, "train.num_workers: must be at least 1")
     _check(0 <= t.zero_stage <= 3, "train.zero_stage: must be 0, 1, 2 or 3")
     _check(t.log_every_steps >= 1, "train.log_every_steps: must be at least 1")
     _check(t.checkpoint_every_steps >= 1, "train.checkpoint_every_steps: must be at least 1")
     _check(t.max_failures >= 0, "train.max_failures: must be >= 0")
-    _check(cfg.eval.max_heldout_rows >= 1, "eval.max_heldout_rows: must be at least 1")
-    _check(cfg.eval.speed_batch_size >= 1, "eval.speed_batch_size: must be at least 1")
-    _check(cfg.eval.speed_repeats >= 1, "eval.speed_repeats: must be at least 1")
+    _check(cfg.eval.num_cpus > 0, "eval.num_cpus: must be > 0")
     _check(cfg.eval.num_gpus >= 0, "eval.num_gpus: must be 0 or more")
 
 

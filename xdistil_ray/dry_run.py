@@ -173,7 +173,7 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
 
 
 def describe(run: RunFolder, steps: list[PlannedStep]) -> str:
-    lines = [f"[xdistil] dry run: config and storage checked; nothing was run or written",
+    lines = ["[xdistil] dry run: config and storage checked; nothing was run or written",
              f"[xdistil] run folder: {run.uri}", ""]
     for i, step in enumerate(steps, 1):
         lines.append(f"{i:2d}. {step.name}: {step.state.upper() if step.runs else step.state}")

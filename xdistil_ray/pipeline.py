@@ -52,7 +52,7 @@ def resolve_inputs(cfg: Config, folder: RunFolder, generate: bool = True) -> Inp
 
     embedded = {}
     if generate and EMBEDDED in (cfg.corpus.path, cfg.labeled.train, cfg.labeled.dev):
-        embedded = _embedded_inputs(cfg, folder)
+        embedded = embedded_inputs(cfg, folder)
     options = cfg.storage_options()
 
     def source(value: str, field: str) -> CorpusSource | None:
@@ -84,7 +84,7 @@ def resolve_inputs(cfg: Config, folder: RunFolder, generate: bool = True) -> Inp
     return Inputs(corpus, labeled, teacher, shapes)
 
 
-def _embedded_inputs(cfg: Config, folder: RunFolder) -> dict[str, str]:
+def embedded_inputs(cfg, folder: RunFolder) -> dict[str, str]:
     """The embedded data under ``<run>/inputs`` (generated locally, uploaded to a remote run so
     that every node reads the same files)."""
     import tempfile
@@ -310,7 +310,7 @@ def run(cfg: Config) -> dict:
     final_fp = fingerprint(cfg, *_stage_keys(len(cfg.stages) - 1))
     final_stage = stage_plan.stage_folder(len(cfg.stages) - 1, cfg.stages[-1].name)
     steps.ensure(export.STEP, final_fp, lambda fp: export.run_step(
-        folder, final_stage, inputs.teacher_path, label_names, fp, task=cfg.task))
+        folder, final_stage, inputs.teacher_path, label_names, fp, task=cfg.task), derived=True)
     eval_marker = steps.ensure(
         evaluate.STEP, {**final_fp, **fingerprint(cfg, "eval"), "eval.version": evaluate.VERSION},
         lambda fp: _evaluate(folder, cfg, data, teacher, sources, fp), derived=True)
@@ -454,7 +454,8 @@ def _finetune_teacher(folder: RunFolder, cfg: Config, inputs: Inputs, data: dict
     from xdistil_ray.steps import train
 
     sources = stage_plan.Sources.of(folder, data, None)
-    spec, files, columns = stage_plan.finetune_plan(cfg, data, sources, run=folder,
-                                                    teacher_path=inputs.teacher_path)
+    spec, files, columns = stage_plan.finetune_plan(
+        cfg, data, sources, run=folder, name=TEACHER_FINETUNE, init_path=inputs.teacher_path,
+        init_in_run=False, settings=cfg.teacher.finetune, tokenizer_path=inputs.teacher_path)
     dataset = train.stage_dataset(folder, files, columns, None)
     return train.run_stage(folder, TEACHER_FINETUNE, spec, dataset, stage_plan.scaling(cfg), fp)

@@ -103,22 +103,23 @@ def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dic
     return spec, files, columns + extra, heldout
 
 
-def finetune_plan(cfg: Config, data: dict, sources: Sources, *, run: RunFolder,
-                  teacher_path: str) -> tuple:
-    """The teacher fine-tuning stage: (StageSpec, files, columns)."""
-    ft = cfg.teacher.finetune
+def finetune_plan(cfg, data: dict, sources: Sources, *, run: RunFolder, name: str,
+                  init_path: str, init_in_run: bool, settings, tokenizer_path: str = "") -> tuple:
+    """A fine-tuning stage (labels only, a new task head) of the teacher or of an exported
+    student, with ``settings`` (a :class:`~xdistil_ray.config.FinetuneConfig`):
+    (StageSpec, files, columns)."""
     info = data["labeled"]["splits"]["train"]
     columns = ["input_ids"] + (["word_ids", "tags"] if cfg.task == "token" else ["label"])
-    spec = _spec(cfg, name="teacher_finetune", losses=[LossSpec("labels")],
-                 init_path=teacher_path, init_in_run=False, rows=info["kept"], epochs=ft.epochs,
-                 batch_size=ft.batch_size, learning_rate=ft.learning_rate,
-                 label_names=data["labeled"]["label_names"], new_head=True,
-                 tokenizer_path=teacher_path, run=run,
-                 freeze_word_embeddings=ft.freeze_word_embeddings)
+    spec = _spec(cfg, name=name, losses=[LossSpec("labels")],
+                 init_path=init_path, init_in_run=init_in_run, rows=info["kept"],
+                 epochs=settings.epochs, batch_size=settings.batch_size,
+                 learning_rate=settings.learning_rate, label_names=data["labeled"]["label_names"],
+                 new_head=True, tokenizer_path=tokenizer_path, run=run,
+                 freeze_word_embeddings=settings.freeze_word_embeddings)
     return spec, list(sources.labeled_train), columns + (["token_type_ids"] if sources.pairs else [])
 
 
-def _spec(cfg: Config, *, rows: int, epochs: float, run: RunFolder, **kwargs) -> StageSpec:
+def _spec(cfg, *, rows: int, epochs: float, run: RunFolder, **kwargs) -> StageSpec:
     t = cfg.train
     return StageSpec(
         run=run, total_steps=total_steps(rows, epochs, kwargs["batch_size"], t.num_workers),
@@ -127,7 +128,7 @@ def _spec(cfg: Config, *, rows: int, epochs: float, run: RunFolder, **kwargs) ->
         torch_threads=t.torch_threads or max(1, int(t.cpus_per_worker)), **kwargs)
 
 
-def scaling(cfg: Config):
+def scaling(cfg):
     from xdistil_ray.steps.train import Scaling
 
     t = cfg.train

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -321,11 +323,18 @@ def train_loop_per_worker(config: dict) -> None:
     spec: StageSpec = config["spec"]
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    torch.set_num_threads(spec.torch_threads)
+    workdir = tempfile.mkdtemp(prefix=f"xdistil-{spec.name}-")
+    try:
+        _train(spec, workdir)
+    finally:  # a worker's local copies (init weights, teacher, checkpoints) are hundreds of MB
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _train(spec: StageSpec, workdir: str) -> None:
     import ray.train
 
-    torch.set_num_threads(spec.torch_threads)
     rank = ray.train.get_context().get_world_rank()
-    workdir = tempfile.mkdtemp(prefix=f"xdistil-{spec.name}-")
     trainer = StageTrainer(spec, _local(spec, spec.init_path, spec.init_in_run, workdir, "init"),
                            _online_teacher(spec, workdir))
     world = ray.train.get_context().get_world_size()
@@ -346,8 +355,8 @@ def train_loop_per_worker(config: dict) -> None:
     if same_world:
         trainer.engine.load_checkpoint(restore_dir, tag=_TAG)
     if restore_dir is not None and rank == 0:
-        print(f"[{spec.name}] resumed from step {step} of {spec.total_steps} (checkpoint of "
-              f"{progress['world_size']} workers verified)", flush=True)
+        say(f"[{spec.name}] resumed from step {step} of {spec.total_steps} (checkpoint of "
+            f"{progress['world_size']} workers verified)")
     batches = batches_forever(ray.train.get_dataset_shard("train"), spec.batch_size, spec.seed,
                               PadCollate(trainer.pad_id, spec.label_names, spec.per_token),
                               trainer.engine.device)
@@ -356,7 +365,7 @@ def train_loop_per_worker(config: dict) -> None:
         if trainer.phase_for(step) != trainer.phase:
             trainer.build(trainer.phase_for(step), step)
             if rank == 0:
-                print(f"[{spec.name}] step {step}: unfreezing phase {trainer.phase}", flush=True)
+                say(f"[{spec.name}] step {step}: unfreezing phase {trainer.phase}")
         window.append(trainer.train_step(next(batches)))  # losses stay on the device
         step += 1
         if step % spec.log_every == 0 or step == spec.total_steps:
@@ -402,10 +411,16 @@ def _mean_across_ranks(values: list[torch.Tensor]) -> float:
     return float(mean)
 
 
+def say(line: str) -> None:
+    """One line on the worker's real stdout, which Ray forwards to the driver's console (and
+    ``ray job logs``) once; Ray Train's print patch would log it twice."""
+    print(line, file=sys.__stdout__, flush=True)
+
+
 def _print_progress(spec: StageSpec, step: int, loss: float, elapsed_s: float, done: int) -> None:
     left_s = elapsed_s / max(1, done) * (spec.total_steps - step)
-    print(f"[{spec.name}] step {step}/{spec.total_steps} loss {loss:.4f} "
-          f"elapsed {elapsed_s:.0f}s left ~{left_s:.0f}s", flush=True)
+    say(f"[{spec.name}] step {step}/{spec.total_steps} loss {loss:.4f} "
+        f"elapsed {elapsed_s:.0f}s left ~{left_s:.0f}s")
 
 
 def _save_and_report(trainer: StageTrainer, step: int, progress: dict, workdir: str,
@@ -433,7 +448,8 @@ def _save_and_report(trainer: StageTrainer, step: int, progress: dict, workdir: 
     write_rank_manifest(out, rank)
     history = progress["history"]
     ray.train.report({"step": step, "loss": history[-1][1] if history else float("nan")},
-                     checkpoint=Checkpoint.from_directory(out))
+                     checkpoint=Checkpoint.from_directory(out),
+                     delete_local_checkpoint_after_upload=True)  # uploaded synchronously
 
 
 def write_rank_manifest(folder: str, rank: int) -> None:

@@ -222,14 +222,31 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
     return result
 
 
+def evaluate_dev(run: RunFolder, *, task: str, model_rel: str, dev_paths: list[str],
+                 label_names: list[str], torch_threads: int) -> dict:
+    """Dev scores (and size) of one model of the run, e.g. a fine-tuned student."""
+    from xdistil_ray import models
+
+    torch.set_num_threads(torch_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = models.load_model(run.download(model_rel, f"{tmp}/model"), task).eval()
+    dev = read_rows(run, dev_paths, ["input_ids", "token_type_ids", "label", "word_ids", "tags"],
+                    10**9, False)
+    return {"eval": {"dev_rows": len(dev["input_ids"]),
+                     **dev_scores(task, model, dev, label_names)},
+            "size": {"params": models.num_params(model), "disk_bytes": disk_bytes(model),
+                     "num_layers": model.config.num_hidden_layers,
+                     "hidden_size": model.config.hidden_size}}
+
+
 def run_step(run: RunFolder, *, num_cpus: float, num_gpus: float = 0.0, fingerprint: dict,
-             **kwargs) -> dict:
-    """Runs :func:`evaluate` as a Ray task (on a GPU when ``num_gpus``) and commits
-    ``eval/metrics.json``."""
+             fn=evaluate, **kwargs) -> dict:
+    """Runs ``fn`` (:func:`evaluate`, or :func:`evaluate_dev`) as a Ray task (on a GPU when
+    ``num_gpus``) and commits ``eval/metrics.json``."""
     import ray
 
     threads = max(1, int(num_cpus))
-    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or None)(evaluate)
+    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or None)(fn)
     result = ray.get(task.remote(run, torch_threads=threads, **kwargs))
     run.write_json(f"{STEP}/metrics.json", result)
     return run.commit(STEP, fingerprint=fingerprint, **result)

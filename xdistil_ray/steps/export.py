@@ -13,8 +13,9 @@ STEP = "student"
 
 
 def run_step(run: RunFolder, final_stage: str, tokenizer_path: str, label_names: list[str],
-             fingerprint: dict, task: str = "sentence") -> dict:
-    """Copies the last stage's weights with the tokenizer and label names; commits ``student/``."""
+             fingerprint: dict, task: str = "sentence", rel: str = STEP) -> dict:
+    """Copies the last stage's weights with the tokenizer and label names; commits ``rel``
+    (``student/``)."""
     from xdistil_ray import models
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -23,6 +24,6 @@ def run_step(run: RunFolder, final_stage: str, tokenizer_path: str, label_names:
             model.config.id2label = dict(enumerate(label_names))
             model.config.label2id = {name: i for i, name in enumerate(label_names)}
         models.save_pretrained(model, models.load_tokenizer(tokenizer_path), f"{tmp}/student")
-        run.delete(STEP)
-        files = run.upload(f"{tmp}/student", STEP)
+        run.delete(rel)
+        files = run.upload(f"{tmp}/student", rel)
     return run.commit(STEP, files, params=models.num_params(model), fingerprint=fingerprint)

@@ -164,7 +164,7 @@ def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column
     ds, encoding = read_raw(source, text_column=text_column, columns=columns, hf_split=hf_split)
     staging = run.path(_STAGING, name)
     run.delete(_STAGING, name)
-    label = f"data: {name} rows read and cleaned"
+    label = f"data: {name} read and cleaned"
     ray.get(progress.start.remote(label))
     ds.map_batches(counted, batch_size=4096, batch_format="numpy",
                    fn_kwargs=dict(fn=clean_batch, progress=progress, label=label,
@@ -185,7 +185,7 @@ def _write_tokenized(run: RunFolder, ds, rel: str, settings: TextSettings,
     import ray
 
     run.delete(rel)
-    label = "data: corpus rows deduplicated and tokenized"
+    label = "data: corpus deduplicated and tokenized"
     ray.get(progress.start.remote(label))
     ds = ds.map_batches(counted, batch_size=1024, batch_format="pandas",
                         fn_kwargs=dict(fn=tokenize_batch, progress=progress, label=label,

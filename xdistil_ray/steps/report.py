@@ -230,3 +230,68 @@ def summary(run: RunFolder, report: dict) -> str:
             f"[xdistil] report:  {run.uri_of('report.md')} (+ {LOSS_PLOT}, {SPEED_PLOT}, "
             "report.json)\n"
             f"[xdistil] {headline(report)}")
+
+
+def write_finetune(run: RunFolder, cfg, *, data: dict, stage: dict, evaluation: dict | None,
+                   stage_folder: str, seconds: float) -> dict:
+    """The fine-tuning job's ``report.json``, ``report.md`` and ``loss_curves.png``."""
+    report = {
+        "task": cfg.task, "model": cfg.model, "init": cfg.init,
+        "data": {"labeled": {split: {k: v for k, v in info.items() if k != "files"}
+                             for split, info in data["labeled"]["splits"].items()},
+                 "label_names": data["labeled"]["label_names"]},
+        "finetune": {k: stage.get(k) for k in ("steps", "steps_per_second", "first_loss",
+                                               "final_loss", "resumed_from", "seconds")},
+        "eval": evaluation["eval"] if evaluation else None,
+        "size": evaluation["size"] if evaluation else None,
+        "plots": {"loss_curves": LOSS_PLOT},
+        "seconds": seconds,
+    }
+    run.write_bytes(LOSS_PLOT, plots.loss_curves(_curves(run, [("fine-tune", stage_folder)])))
+    run.write_json("report.json", report)
+    run.write_text("report.md", finetune_markdown(report))
+    return report
+
+
+def _scores(e: dict | None) -> list[tuple[str, str]]:
+    if not e:
+        return []
+    if "entity_f1" in e:
+        return [("dev entity F1", _pct(e["entity_f1"])), ("dev word accuracy",
+                                                           _pct(e["word_accuracy"]))]
+    return [("dev accuracy", _pct(e["accuracy"])), ("dev macro-F1", _pct(e["macro_f1"]))]
+
+
+def finetune_markdown(report: dict) -> str:
+    e, sz, f = report["eval"], report["size"], report["finetune"]
+    scores = _scores(e)
+    train = report["data"]["labeled"]["train"]
+    lines = [f"# xdistil_ray fine-tune report: {report['task']} task", "",
+             f"Model: `{report['model']}` (init: {report['init']}), fine-tuned with a new task "
+             f"head on {train['kept']} labeled rows ({', '.join(report['data']['label_names'])}).",
+             ""]
+    if scores:
+        header = ["model", "layers x hidden", "parameters"] + [h for h, _ in scores]
+        lines += [_row(header), _row(["---"] * 2 + ["---:"] * (len(header) - 2)),
+                  _row([f"fine-tuned ({report['init']})", f"{sz['num_layers']} x {sz['hidden_size']}",
+                        f"{sz['params'] / 1e6:.1f}M"] + [v for _, v in scores]), "",
+                  f"Dev scores on {e['dev_rows']} labeled dev rows.", ""]
+    else:
+        lines += ["No labeled dev data (labeled.dev): no dev scores.", ""]
+    rate = "-" if f.get("steps_per_second") is None else f"{f['steps_per_second']:.1f}"
+    lines += ["## Training", "",
+              f"{f['steps']} steps ({rate} steps/s), loss {f['first_loss']:.4f} -> "
+              f"{f['final_loss']:.4f}, {f['seconds']:.0f}s"
+              + (f"; resumed from step {', '.join(map(str, f['resumed_from']))}"
+                 if f.get("resumed_from") else ""), "",
+              f"![Loss curve]({LOSS_PLOT})", "",
+              f"Total wall time of this invocation: {report['seconds']:.0f}s", ""]
+    return "\n".join(lines)
+
+
+def finetune_summary(run: RunFolder, report: dict, model_rel: str) -> str:
+    scores = "; ".join(f"{h} {v}" for h, v in _scores(report["eval"])) or "no dev data"
+    return (f"[xdistil] done in {report['seconds']:.0f}s\n"
+            f"[xdistil] model:  {run.uri_of(model_rel)} (a Hugging Face folder)\n"
+            f"[xdistil] report: {run.uri_of('report.md')} (+ {LOSS_PLOT}, report.json)\n"
+            f"[xdistil] {scores}")

@@ -191,7 +191,7 @@ class ShardLedger:
         self.expected = expected
         self.written = {name: 0 for name in expected}
         self.committed: list[str] = []
-        self.progress = Throughput("teacher: rows", sum(expected.values()), every_s)
+        self.progress = Throughput("teacher", sum(expected.values()), every_s)
 
     def add(self, shard: str, rows: int) -> None:
         self.written[shard] += rows

@@ -1,0 +1,108 @@
+"""The report from markers: the results table, the figures in report.json, readable plots."""
+
+import json
+
+import matplotlib.image
+import pytest
+
+from xdistil_ray.config import load_config
+from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.steps import report
+
+EVAL = {
+    "eval": {"heldout_rows": 1044, "agreement": 0.9871, "kl_divergence": 0.0123,
+             "hidden_cosine": 0.912, "representation_cka": 0.874, "dev_rows": 500,
+             "teacher_accuracy": 0.99, "teacher_macro_f1": 0.9899,
+             "student_accuracy": 0.962, "student_macro_f1": 0.9615},
+    "speed": {"batch_size": 64, "cpu": {
+        "name": "1 CPU threads", "teacher_latency_ms": 12.0, "student_latency_ms": 2.0,
+        "teacher_throughput": 150.0, "student_throughput": 1350.0, "speedup_latency": 6.0,
+        "speedup_throughput": 9.0}},
+    "size": {"teacher_params": 22713986, "student_params": 4782722, "compression": 4.749,
+             "teacher_disk_bytes": 90_900_000, "student_disk_bytes": 19_200_000,
+             "teacher_layers": 6, "teacher_hidden": 384, "student_layers": 4,
+             "student_hidden": 128},
+}
+
+
+def _stage(name, losses, first, final):
+    return {"name": name, "losses": losses, "targets": "stored", "unfreeze": False,
+            "steps": 300, "steps_per_second": 7.5, "first_loss": first, "final_loss": final,
+            "resumed_from": [], "seconds": 60.0}
+
+
+@pytest.fixture()
+def written(tmp_path):
+    run = RunFolder(str(tmp_path / "run"))
+    for rel, losses in (("stages/1-representation", ["representation"]),
+                        ("stages/2-logits", ["logits"])):
+        run.write_json(f"{rel}/losses.json", {
+            "stage": rel, "losses": losses, "resumed_from": [100] if "logits" in rel else [],
+            "history": [[s, 1.0 / s, 1000.0 + s] for s in range(25, 301, 25)]})
+    data = {"corpus": {"input_rows": 21049, "kept": 20800, "dropped": {"empty": 41,
+                                                                       "duplicate": 208},
+                       "truncated": 0, "heldout": 1044, "shards": [{}] * 6},
+            "labeled": {"splits": {"train": {"kept": 2000, "files": []}},
+                        "label_names": ["negative", "positive"]}}
+    stages = [_stage("representation", ["representation"], 0.39, 0.026),
+              _stage("logits", ["logits"], 0.58, 0.008)]
+    out = report.write(run, load_config(), stage_folders=[
+        ("1. representation", "stages/1-representation"), ("2. logits", "stages/2-logits")],
+        data=data, teacher={"rows": 20800, "outputs": ["logits", "hidden"], "shards_run": 6,
+                            "shards_skipped": 0, "seconds": 84.0},
+        init={"teacher_params": 22713986, "student_params": 4782722,
+              "student_shape": {"num_hidden_layers": 4, "hidden_size": 128,
+                                "num_attention_heads": 4, "intermediate_size": 512}},
+        stages=stages, evaluation=EVAL, finetuned=True, seconds=457.0)
+    return tmp_path / "run", out
+
+
+def test_results_table_has_teacher_beside_student(written):
+    root, _ = written
+    md = (root / "report.md").read_text()
+    lines = md.splitlines()
+    header = next(line for line in lines if line.startswith("| model |"))
+    assert "parameters" in header and "dev accuracy" in header and "CPU speedup (batch 1)" in header
+    teacher = next(line for line in lines if line.startswith("| teacher"))
+    student = next(line for line in lines if line.startswith("| student"))
+    assert "22.7M" in teacher and "99.0%" in teacher and "90.9 MB" in teacher
+    assert "4.8M (4.7x fewer)" in student and "96.2%" in student and "98.7%" in student
+    assert "| 6.0x | 9.0x |" in student
+    assert "0.0123 nats" in md and "cosine 0.912" in md and "CKA 0.874" in md
+    assert "![Loss curves](loss_curves.png)" in md and "![Size and speed](speed_size.png)" in md
+
+
+def test_report_json_holds_the_same_figures(written):
+    root, out = written
+    on_disk = json.loads((root / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(out))
+    assert on_disk["eval"] == EVAL["eval"] and on_disk["speed"] == EVAL["speed"]
+    assert on_disk["plots"] == {"loss_curves": "loss_curves.png", "speed_size": "speed_size.png"}
+    assert on_disk["stages"][0]["steps_per_second"] == 7.5
+
+
+def test_plots_are_real_pngs_of_readable_size(written):
+    root, _ = written
+    for name in ("loss_curves.png", "speed_size.png"):
+        image = matplotlib.image.imread(str(root / name))
+        assert image.shape[0] >= 300 and image.shape[1] >= 600, (name, image.shape)
+        assert image[..., :3].std() > 0.05  # not blank
+
+
+def test_summary_names_student_report_and_headline(written):
+    root, out = written
+    text = report.summary(RunFolder(str(root)), out)
+    assert f"{root}/student" in text and f"{root}/report.md" in text
+    assert "dev accuracy student 96.2% / teacher 99.0%" in text
+    assert "agreement 98.7%" in text and "4.7x fewer parameters" in text
+    assert "6.0x faster at batch 1, 9.0x at batch 64" in text
+
+
+def test_token_task_columns(written):
+    e = dict(EVAL["eval"])
+    for who in ("teacher", "student"):
+        del e[f"{who}_accuracy"], e[f"{who}_macro_f1"]
+        e[f"{who}_entity_f1"], e[f"{who}_word_accuracy"] = 0.8, 0.9
+    rep = {**json.loads((written[0] / "report.json").read_text()), "eval": e}
+    md = report.markdown(rep)
+    assert "dev entity F1" in md and "dev word acc." in md and "80.0%" in md

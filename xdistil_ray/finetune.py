@@ -1,0 +1,166 @@
+"""``jobs/finetune.py``: fine-tune an exported student on a labeled task, on Ray Train.
+
+The XtremeDistilTransformers use: a small task-agnostic student, distilled once, transferred to
+new tasks. The steps mirror the distillation pipeline's and share its machinery and run-folder
+rules (markers, resume, refused config changes):
+
+    data      the labeled splits cleaned and tokenized with the model's tokenizer
+    init      the starting weights in the run folder (the model's, or fresh ones of its shape)
+    finetune  one labels-only stage with a new task head (Ray Train + DeepSpeed)
+    model     the fine-tuned Hugging Face folder (Auto classes, ``transformers.pipeline``)
+    eval      dev scores (accuracy and macro-F1; entity F1 for token tasks)
+    report    report.json, report.md, loss_curves.png
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+from xdistil_ray import pipeline, stage_plan, storage
+from xdistil_ray.config import EMBEDDED, ConfigError, FinetuneJob
+from xdistil_ray.readers import resolve_source
+from xdistil_ray.runfolder import RunFolder
+
+INIT = "init"
+STAGE = "finetune"
+MODEL = "model"
+_DATA_KEYS = ("seed", "task", "model", "init", "max_length", "labeled")
+_STAGE_KEYS = _DATA_KEYS + ("finetune",)
+
+
+def local_model(cfg: FinetuneJob, tmp: str) -> str:
+    """A local folder of ``cfg.model``: as given, or downloaded from a committed ``s3://``
+    folder (an exported student). Raises ConfigError when it is not a loadable model."""
+    from transformers import AutoConfig
+
+    path = cfg.model
+    if storage.is_remote(path):
+        parent, name = path.rstrip("/").rsplit("/", 1)
+        source = RunFolder(parent, cfg.storage_options())
+        if not source.is_complete(name):
+            raise ConfigError(f"model: {path} is not a committed model folder (no COMPLETE "
+                              "marker): give an exported student, e.g. s3://bucket/run/student")
+        path = source.download(name, os.path.join(tmp, "model"))
+    elif "/" in path and not os.path.isdir(path) and os.path.exists(os.path.dirname(path) or "."):
+        raise ConfigError(f"model: folder {path!r} does not exist")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model: cannot load {cfg.model!r}: {e}") from None
+    if not hasattr(config, "num_hidden_layers"):
+        raise ConfigError(f"model: {cfg.model!r} is not a transformer encoder")
+    return path
+
+
+def _prepare(run: RunFolder, cfg: FinetuneJob, model_path: str, fp: dict) -> dict:
+    from xdistil_ray.steps import prepare
+
+    embedded = {}
+    if EMBEDDED in (cfg.labeled.train, cfg.labeled.dev):
+        embedded = pipeline.embedded_inputs(cfg, run)
+    sources = {}
+    for split in ("train", "dev"):
+        value = getattr(cfg.labeled, split)
+        if value:
+            sources[split] = resolve_source(embedded[split] if value == EMBEDDED else value,
+                                            f"labeled.{split}", cfg.storage_options())
+    settings = prepare.TextSettings(model_path, cfg.max_length, max(20_000, cfg.max_length), 0.0)
+    pair = cfg.labeled.text_pair_column if cfg.task == "pair" else ""
+    start = time.time()
+    labeled = prepare.prepare_labeled(run, sources, settings, text_column=cfg.labeled.text_column,
+                                      label_column=cfg.labeled.label_column, pair_column=pair,
+                                      task=cfg.task)
+    return run.commit("data", labeled=labeled, pairs=bool(pair), task=cfg.task,
+                      fingerprint=fp, seconds=round(time.time() - start, 1))
+
+
+def _check_data(cfg: FinetuneJob, data: dict) -> None:
+    names = data["labeled"]["label_names"]
+    if len(names) < 2:
+        raise ConfigError(f"labeled.train: needs at least 2 classes, found {names}")
+    rows = data["labeled"]["splits"]["train"]["kept"]
+    if rows < cfg.finetune.batch_size * cfg.train.num_workers:
+        raise ConfigError(f"finetune.batch_size: {rows} training rows cannot fill one batch of "
+                          f"{cfg.finetune.batch_size} on each of {cfg.train.num_workers} workers")
+
+
+def _init(run: RunFolder, cfg: FinetuneJob, model_path: str, fp: dict) -> dict:
+    """The starting weights as ``init/model`` (the encoder; the head is added by the stage)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from xdistil_ray import models
+
+    if cfg.init == "random":
+        torch.manual_seed(cfg.seed)
+        model = AutoModel.from_config(AutoConfig.from_pretrained(model_path))
+    else:
+        model = AutoModel.from_pretrained(model_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        models.save_pretrained(model, models.load_tokenizer(model_path), tmp)
+        files = run.upload(tmp, f"{INIT}/model")
+    return run.commit(INIT, {f"model/{k}": v for k, v in files.items()}, fingerprint=fp,
+                      params=models.num_params(model), init=cfg.init)
+
+
+def run(cfg: FinetuneJob) -> dict:
+    """Runs the fine-tuning job; returns its report."""
+    from xdistil_ray.steps import evaluate, export, report, train
+
+    started = time.time()
+    folder = RunFolder(cfg.output, cfg.storage_options())
+    storage.check_access(folder.uri, folder.options)
+    print(f"[xdistil] run folder: {folder.uri}", flush=True)
+    steps = pipeline.Steps(folder)
+    data_fp = pipeline.fingerprint(cfg, *_DATA_KEYS)
+    stage_fp = pipeline.fingerprint(cfg, *_STAGE_KEYS)
+    problems = []
+    for rel, fp in (("data", data_fp), (INIT, data_fp), (STAGE, stage_fp)):
+        try:
+            steps.check(rel, fp)
+        except ConfigError as e:
+            problems.append(str(e).split(": ", 1)[1])
+    if problems:
+        raise ConfigError(f"{folder.uri}: " + "; ".join(problems))
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = local_model(cfg, tmp)
+        folder.write_text("config.yaml", pipeline.config_mod.dump_yaml(cfg))
+        pipeline.init_ray(cfg)
+        data = steps.ensure("data", data_fp, lambda fp: _prepare(folder, cfg, model_path, fp))
+        _check_data(cfg, data)
+        label_names = data["labeled"]["label_names"]
+        steps.ensure(INIT, data_fp, lambda fp: _init(folder, cfg, model_path, fp))
+        labeled_train = tuple(folder.path(stage_plan.LABELED_TRAIN, f["file"])
+                              for f in data["labeled"]["splits"]["train"]["files"])
+        sources = stage_plan.Sources(corpus=(), teacher=(), labeled_train=labeled_train,
+                                     pairs=bool(data.get("pairs")))
+
+        def run_stage(fp):
+            spec, files, columns = stage_plan.finetune_plan(
+                cfg, data, sources, run=folder, name=STAGE, init_path=INIT, init_in_run=True,
+                settings=cfg.finetune)
+            return train.run_stage(folder, STAGE, spec, train.stage_dataset(folder, files, columns,
+                                                                             None),
+                                   stage_plan.scaling(cfg), fp)
+
+        stage = steps.ensure(STAGE, stage_fp, run_stage, resumable=True)
+        steps.ensure(MODEL, stage_fp, lambda fp: export.run_step(
+            folder, STAGE, model_path, label_names, fp, task=cfg.task, rel=MODEL))
+    dev = data["labeled"]["splits"].get("dev")
+    result = None
+    if dev:
+        e = cfg.eval
+        result = steps.ensure(
+            evaluate.STEP, {**stage_fp, "eval.version": evaluate.VERSION},
+            lambda fp: evaluate.run_step(
+                folder, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp,
+                fn=evaluate.evaluate_dev, task=cfg.task, model_rel=MODEL,
+                dev_paths=[folder.path("data/labeled/dev", f["file"]) for f in dev["files"]],
+                label_names=label_names), derived=True)
+    train.clean_checkpoints(folder, STAGE)
+    out = report.write_finetune(folder, cfg, data=data, stage=stage, evaluation=result,
+                                stage_folder=STAGE, seconds=round(time.time() - started, 1))
+    print(report.finetune_summary(folder, out, MODEL), flush=True)
+    return out
