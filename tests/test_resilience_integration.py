@@ -145,10 +145,21 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
         events["logs"].append(str(root / f"{name}.log"))
         return Driver(args, events["logs"][-1])
 
+    def dry_run(name):
+        """``--dry-run`` against the half-finished run: its output, and whether the bucket
+        stayed as it was."""
+        before = run.list_files("")
+        proc = subprocess.run([sys.executable, "jobs/distill.py", "--dry-run", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        events[f"dry_{name}"] = proc.stdout
+        events[f"dry_{name}_unchanged"] = run.list_files("") == before
+
     # A: killed once teacher inference has committed a shard.
     a = driver("a")
     a.wait_for(r"teacher: shard \S+ committed")
     a.kill()
+    dry_run("a")
     shards = run.marker("data")["corpus"]["shards"]
     events["shards"] = len(shards)
     events["committed_after_a"] = sum(
@@ -165,6 +176,7 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
     b.wait_for(r"\[logits\] step 25/", start=b.matched_at)
     b.kill()
     events["b_output"] = b.output
+    dry_run("b")
 
     # C: resumes stage 2; a training worker is killed after a newer checkpoint; completes.
     c = driver("c")
@@ -232,6 +244,25 @@ def test_worker_failure_resumes_from_the_newest_checkpoint(scenario):
     assert report["teacher_inference"]["shards_skipped"] == scenario["committed_after_a"]
     # Checkpoints (with optimizer state) are deleted once the stages are committed.
     assert run.list_files("stages/2-logits/ray") == {}
+
+
+def test_dry_run_of_the_half_finished_run(scenario):
+    a, b = scenario["dry_a"], scenario["dry_b"]
+    assert scenario["dry_a_unchanged"] and scenario["dry_b_unchanged"]  # nothing written
+    assert " 1. data: complete" in a
+    committed = re.search(r"teacher: half done \((\d+) of (\d+) shards committed", a)
+    assert committed, a
+    assert int(committed.group(1)) >= scenario["committed_after_a"] >= 1
+    assert int(committed.group(2)) == scenario["shards"]
+    assert "stage 1: representation: TO RUN" in a
+    assert "teacher: complete" in b and "stage 1: representation: complete" in b
+    step = re.search(r"stage 2: logits: half done \(resumes from the checkpoint at step (\d+)\)",
+                     b)
+    assert step, b
+    # What run C then resumed from: the same checkpoint (or, if the kill came between a
+    # checkpoint's upload and Ray Train recording it, the one before: 5 steps earlier).
+    assert 0 <= int(step.group(1)) - scenario["driver_resume_step"] <= 5
+    assert "student: TO RUN" in b
 
 
 def test_no_credential_in_config_logs_or_report(scenario):

@@ -16,7 +16,8 @@ from xdistil_ray.config import EMBEDDED, Config
 from xdistil_ray.config_checks import stage_data
 from xdistil_ray.readers import CorpusSource
 from xdistil_ray.runfolder import RunFolder
-from xdistil_ray.train_loop import PROGRESS_FILE, total_steps
+from xdistil_ray.steps.evaluate import VERSION as EVAL_VERSION
+from xdistil_ray.train_loop import PROGRESS_FILE, RANK_MANIFEST, total_steps
 
 
 @dataclass
@@ -59,15 +60,26 @@ def _state(run: RunFolder, rel: str) -> str:
     return "to run"
 
 
+def _derived_state(run: RunFolder, rel: str, fp: dict) -> str:
+    """A derived step (export, eval) runs again when what it derives from changed."""
+    marker = run.marker(rel)
+    if marker is None:
+        return "to run"
+    return "complete" if marker.get("fingerprint") == fp else "to run (again: its inputs changed)"
+
+
 def _checkpoint_step(run: RunFolder, rel: str) -> int | None:
-    """The step of the newest complete Ray Train checkpoint of a half-done stage."""
+    """The step of the newest whole Ray Train checkpoint of a half-done stage (every rank's
+    file list present, as the workers check before loading one)."""
+    files = run.list_files(posixpath.join(rel, "ray"))
     steps = []
-    for name in run.list_files(posixpath.join(rel, "ray")):
+    for name in files:
         if posixpath.basename(name) == PROGRESS_FILE:
             ckpt = posixpath.dirname(name)
-            if any(f.startswith("files-rank") for f in
-                   run.list_files(posixpath.join(rel, "ray", ckpt))):
-                steps.append(run.read_json(posixpath.join(rel, "ray", name))["step"])
+            progress = run.read_json(posixpath.join(rel, "ray", name))
+            if all(posixpath.join(ckpt, RANK_MANIFEST.format(rank=r)) in files
+                   for r in range(progress.get("world_size", 1))):
+                steps.append(progress["step"])
     return max(steps, default=None)
 
 
@@ -160,11 +172,13 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
             f"{stage.batch_size}{total}"
             + ("; gradual unfreezing" if stage.unfreeze == "gradual" else "")))
         previous = rel + "/model"
-    out.append(PlannedStep("student", "student", _state(run, "student"), [previous], "driver",
-                           "the Hugging Face folder"))
+    final_fp = pipeline.fingerprint(cfg, *pipeline.stage_keys(len(cfg.stages) - 1))
+    out.append(PlannedStep("student", "student", _derived_state(run, "student", final_fp),
+                           [previous], "driver", "the Hugging Face folder"))
     e = cfg.eval
     each = {"CPU": e.num_cpus, **({"GPU": e.num_gpus} if e.num_gpus else {})}
-    out.append(PlannedStep("eval", "eval", _state(run, "eval"),
+    eval_fp = {**final_fp, **pipeline.fingerprint(cfg, "eval"), "eval.version": EVAL_VERSION}
+    out.append(PlannedStep("eval", "eval", _derived_state(run, "eval", eval_fp),
                            ["student", "teacher (held-out rows)", "data/labeled/dev"],
                            f"one Ray task {json.dumps(each)}"))
     out.append(PlannedStep("report", "report.md", "to run", ["every step's marker"], "driver",
@@ -176,7 +190,7 @@ def describe(run: RunFolder, steps: list[PlannedStep]) -> str:
     lines = ["[xdistil] dry run: config and storage checked; nothing was run or written",
              f"[xdistil] run folder: {run.uri}", ""]
     for i, step in enumerate(steps, 1):
-        lines.append(f"{i:2d}. {step.name}: {step.state.upper() if step.runs else step.state}")
+        lines.append(f"{i:2d}. {step.name}: {step.state.replace('to run', 'TO RUN')}")
         if step.state.startswith("not needed"):
             continue
         if step.detail:

@@ -180,7 +180,7 @@ _INFERENCE_KEYS = _TEACHER_KEYS + ("corpus", "teacher.inference.dtype", "teacher
 _INIT_KEYS = ("student",) + _TEACHER_KEYS
 
 
-def _stage_keys(k: int) -> tuple[str, ...]:
+def stage_keys(k: int) -> tuple[str, ...]:
     return ("student",) + tuple(f"stages.{i}" for i in range(k + 1)) + _TEACHER_KEYS
 
 
@@ -307,7 +307,7 @@ def run(cfg: Config) -> dict:
             seed=cfg.seed, fingerprint=fp))
     sources = stage_plan.Sources.of(folder, data, teacher_marker)
     stage_markers = _stages(steps, cfg, data, sources, teacher, inputs.shapes)
-    final_fp = fingerprint(cfg, *_stage_keys(len(cfg.stages) - 1))
+    final_fp = fingerprint(cfg, *stage_keys(len(cfg.stages) - 1))
     final_stage = stage_plan.stage_folder(len(cfg.stages) - 1, cfg.stages[-1].name)
     steps.ensure(export.STEP, final_fp, lambda fp: export.run_step(
         folder, final_stage, inputs.teacher_path, label_names, fp, task=cfg.task), derived=True)
@@ -369,7 +369,7 @@ def _stages(steps: Steps, cfg: Config, data: dict, sources, teacher, shapes: Sha
             dataset = train.stage_dataset(steps.run, files, columns, heldout)
             return train.run_stage(steps.run, rel, spec, dataset, stage_plan.scaling(cfg), fp)
 
-        markers.append(steps.ensure(rel, fingerprint(cfg, *_stage_keys(k)), run_step,
+        markers.append(steps.ensure(rel, fingerprint(cfg, *stage_keys(k)), run_step,
                                     resumable=True))
         previous = rel
     return markers
@@ -416,7 +416,7 @@ def check_unchanged(steps: Steps, cfg: Config) -> None:
     checked)."""
     checks = [("data", _DATA_KEYS), (TEACHER_FINETUNE, _TEACHER_KEYS),
               ("teacher", _INFERENCE_KEYS), ("student_init", _INIT_KEYS)]
-    checks += [(stage_plan.stage_folder(k, s.name), _stage_keys(k))
+    checks += [(stage_plan.stage_folder(k, s.name), stage_keys(k))
                for k, s in enumerate(cfg.stages)]
     problems = []
     for rel, keys in checks:

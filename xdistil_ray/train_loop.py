@@ -372,7 +372,8 @@ def _train(spec: StageSpec, workdir: str) -> None:
             history.append([step, _mean_across_ranks(window), round(time.time(), 3)])
             window = []
             if rank == 0:
-                _print_progress(spec, step, history[-1][1], time.time() - start, step - first_step)
+                _print_progress(spec, step, history[-1][1], time.time() - start,
+                                history, first_step)
         if step % spec.checkpoint_every == 0 or step == spec.total_steps:
             saved = step
             _save_and_report(trainer, step, {"step": step, "history": history,
@@ -417,8 +418,16 @@ def say(line: str) -> None:
     print(line, file=sys.__stdout__, flush=True)
 
 
-def _print_progress(spec: StageSpec, step: int, loss: float, elapsed_s: float, done: int) -> None:
-    left_s = elapsed_s / max(1, done) * (spec.total_steps - step)
+def _print_progress(spec: StageSpec, step: int, loss: float, elapsed_s: float, history: list,
+                    first_step: int) -> None:
+    """Step, loss, and the time left at the rate since this attempt's first logged step
+    (start-up excluded; from the start until a second point is logged)."""
+    points = [row for row in history if row[0] > first_step]
+    if len(points) >= 2:
+        rate = (points[-1][0] - points[0][0]) / max(points[-1][2] - points[0][2], 1e-9)
+    else:
+        rate = max(1, step - first_step) / max(elapsed_s, 1e-9)
+    left_s = (spec.total_steps - step) / rate
     say(f"[{spec.name}] step {step}/{spec.total_steps} loss {loss:.4f} "
         f"elapsed {elapsed_s:.0f}s left ~{left_s:.0f}s")
 
