@@ -37,3 +37,14 @@ def test_glob_matching_nothing(tmp_path):
     (tmp_path / "notes.md").write_text("x")
     proc, _ = _run(f"output={tmp_path}/run", f"corpus.path={tmp_path}/*.txt")
     assert proc.returncode == 2 and "matches no .txt, .jsonl or .parquet file" in proc.stderr
+
+
+def test_finetune_without_a_model_or_with_a_missing_one(tmp_path):
+    for args, message in (([], "model: give the exported student to fine-tune"),
+                          ([f"model={tmp_path}/nope/student"], "does not exist"),
+                          (["model=x", "finetune.epochz=1"], "unknown config key 'finetune.epochz'")):
+        proc = subprocess.run([sys.executable, "jobs/finetune.py", f"output={tmp_path}/ft", *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "ft").exists()

@@ -43,7 +43,7 @@ def local_model(cfg: FinetuneJob, tmp: str) -> str:
             raise ConfigError(f"model: {path} is not a committed model folder (no COMPLETE "
                               "marker): give an exported student, e.g. s3://bucket/run/student")
         path = source.download(name, os.path.join(tmp, "model"))
-    elif "/" in path and not os.path.isdir(path) and os.path.exists(os.path.dirname(path) or "."):
+    elif not os.path.isdir(path) and _looks_like_a_path(path):
         raise ConfigError(f"model: folder {path!r} does not exist")
     try:
         config = AutoConfig.from_pretrained(path)
@@ -52,6 +52,12 @@ def local_model(cfg: FinetuneJob, tmp: str) -> str:
     if not hasattr(config, "num_hidden_layers"):
         raise ConfigError(f"model: {cfg.model!r} is not a transformer encoder")
     return path
+
+
+def _looks_like_a_path(path: str) -> bool:
+    """Not a hub id (``name`` or ``namespace/name``)."""
+    return (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1
+            or ("/" in path and os.path.isdir(os.path.dirname(path))))
 
 
 def _prepare(run: RunFolder, cfg: FinetuneJob, model_path: str, fp: dict) -> dict:
