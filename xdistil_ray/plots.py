@@ -42,10 +42,11 @@ def loss_curves(curves: list[dict]) -> bytes:
         ax.plot(steps, losses, marker="o", markersize=3, linewidth=1.5, color=_STUDENT)
         positive = [v for v in losses if v > 0]
         if positive and max(positive) / min(positive) > 10:
-            from matplotlib.ticker import FormatStrFormatter
+            from matplotlib.ticker import FormatStrFormatter, LogLocator
 
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # 1-2-5: labels never crowd
             ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
             ax.tick_params(axis="y", which="both", labelsize=8)
         for i, step in enumerate(curve.get("resumed_from", [])):

@@ -167,7 +167,7 @@ def speed(teacher, student, rows: dict, *, batch_size: int, repeats: int,
         s = measure_speed(student, rows, batch_size=batch_size, repeats=repeats, device=device)
         out[device] = {
             "name": (torch.cuda.get_device_name() if device == "cuda"
-                     else f"{torch_threads} CPU threads"),
+                     else f"{torch_threads} CPU thread{'s' if torch_threads != 1 else ''}"),
             "teacher_latency_ms": t["latency_ms"], "student_latency_ms": s["latency_ms"],
             "teacher_throughput": t["throughput"], "student_throughput": s["throughput"],
             "speedup_latency": t["latency_ms"] / s["latency_ms"],
