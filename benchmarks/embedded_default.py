@@ -60,7 +60,8 @@ def main() -> None:
     print(f"agreement {e['agreement']:.4f}; dev accuracy student {e['student_accuracy']:.4f} / "
           f"teacher {e['teacher_accuracy']:.4f} (ratio {e['student_accuracy'] / e['teacher_accuracy']:.3f}); "
           f"params {sz['student_params']}/{sz['teacher_params']} ({1 / sz['compression']:.3f}); "
-          f"speedup {sp['speedup']:.1f}x")
+          f"CPU speedup {sp['cpu']['speedup_latency']:.1f}x at batch 1, "
+          f"{sp['cpu']['speedup_throughput']:.1f}x at batch {sp['batch_size']}")
     data_marker = json.load(open(os.path.join(args.output, "data", "COMPLETE")))
     bare_s, rows = bare_teacher_seconds(args.output, data_marker, 128)
     ray_s = report["teacher_inference"]["seconds"]

@@ -35,3 +35,15 @@ def test_online_teacher_runs_bf16_on_gpu_close_to_fp32(tiny_classifier_dir):
                                atol=5e-2, rtol=5e-2)
     for g, c in zip(gpu["qkv"], cpu["qkv"]):
         torch.testing.assert_close(g.cpu(), c, atol=5e-2, rtol=5e-2)
+
+
+def test_evaluation_measures_speed_on_the_gpu_too(tiny_classifier_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from xdistil_ray.steps.evaluate import speed
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir).eval()
+    rows = {"input_ids": [[101, 2023 + i, 2003, 102] for i in range(16)]}
+    s = speed(model, model, rows, batch_size=16, repeats=3, torch_threads=1)
+    assert set(s) >= {"cpu", "cuda"} and s["cuda"]["student_throughput"] > 0
+    assert next(model.parameters()).device.type == "cpu"  # moved back after timing

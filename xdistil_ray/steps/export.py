@@ -26,4 +26,4 @@ def run_step(run: RunFolder, final_stage: str, tokenizer_path: str, label_names:
         models.save_pretrained(model, models.load_tokenizer(tokenizer_path), f"{tmp}/student")
         run.delete(rel)
         files = run.upload(f"{tmp}/student", rel)
-    return run.commit(STEP, files, params=models.num_params(model), fingerprint=fingerprint)
+    return run.commit(rel, files, params=models.num_params(model), fingerprint=fingerprint)
