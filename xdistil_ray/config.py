@@ -300,7 +300,7 @@ class Config:
 
 
 def _student_finetune() -> FinetuneConfig:
-    return FinetuneConfig(epochs=3.0, learning_rate=1e-4, batch_size=32,
+    return FinetuneConfig(epochs=3.0, learning_rate=1e-3, batch_size=32,
                           freeze_word_embeddings=False)
 
 
