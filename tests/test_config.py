@@ -120,11 +120,17 @@ def test_shipped_configs_parse_and_fit_the_embedded_teacher(teacher_path):
 
     from xdistil_ray.pipeline import check_models
 
+    from xdistil_ray.config import FinetuneJob
+
     paths = glob.glob("jobs/configs/*.yaml") + glob.glob("tests/configs/*.yaml")
     names = {p.rsplit("/", 1)[1] for p in paths}
-    assert {"three_stage.yaml", "od.yaml", "hs.yaml", "mha.yaml", "task_agnostic.yaml"} <= names
+    assert {"three_stage.yaml", "od.yaml", "hs.yaml", "mha.yaml", "task_agnostic.yaml",
+            "finetune.yaml"} <= names
     for path in paths:
-        check_models(load_config(path), teacher_path)
+        if path.endswith("/finetune.yaml"):  # jobs/finetune.py's config
+            assert load_config(path, kind=FinetuneJob).model == "runs/agnostic/student"
+        else:
+            check_models(load_config(path), teacher_path)
 
 
 def _data(kept=100, heldout=10, labels=("neg", "pos"), labeled_kept=50):
