@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from xdistil_ray.config import load_config
+from xdistil_ray.config import ConfigError, load_config
 from xdistil_ray.embedded_data import write_embedded_data
 
 pytestmark = pytest.mark.integration
@@ -125,7 +125,7 @@ def test_task_agnostic_run_with_mha_and_hs(agnostic_run):
     assert type(student).__name__ == "BertModel" and student.config.num_hidden_layers == 2
 
 
-def _finetune(root, student: str, init: str, data: dict):
+def _finetune(root, student: str, init: str, data: dict, extra: tuple = ()):
     from xdistil_ray import finetune
     from xdistil_ray.config import FinetuneJob
 
@@ -134,7 +134,7 @@ def _finetune(root, student: str, init: str, data: dict):
         f"labeled.train={data['train']}", f"labeled.dev={data['dev']}", "max_length=32",
         "finetune.epochs=3", "finetune.batch_size=16", "finetune.learning_rate=1e-3",
         "train.log_every_steps=5",
-        "train.torch_threads=1"], kind=FinetuneJob)
+        "train.torch_threads=1", *extra], kind=FinetuneJob)
     return finetune.run(cfg)
 
 
@@ -161,3 +161,6 @@ def test_finetuned_distilled_student_beats_the_same_shape_from_scratch(agnostic_
     out = pipeline("text-classification", model=folder, tokenizer=folder)("The battery is great")
     assert out[0]["label"] in distilled["data"]["label_names"]
     assert (ft_root / "ft-pretrained" / "report.md").read_text().count("dev accuracy") == 1
+    with pytest.raises(ConfigError, match="finetune.epochs"):  # same folder, other settings
+        _finetune(ft_root, str(root / "run" / "student"), "pretrained", data,
+                  ("finetune.epochs=4",))

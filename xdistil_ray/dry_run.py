@@ -112,7 +112,8 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
     if cfg.task == "none":
         finetune = "not needed (task none: a plain encoder)"
     elif label_names is not None and has_task_head(inputs.teacher_path, len(label_names), cfg.task):
-        finetune = f"not needed (the teacher has a {cfg.task} head for the {len(label_names)} labels)"
+        finetune = (f"not needed (the teacher has a {cfg.task} head for the {len(label_names)} "
+                    "labels)")
     elif label_names is None and has_task_head(inputs.teacher_path, None, cfg.task):
         finetune = ("not needed if the teacher's head matches the training labels (known once "
                     "data is done)")
@@ -165,7 +166,8 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
         total = ""
         if data is not None:
             rows = stage_plan.rows_of(cfg, k, data)
-            total = f", {total_steps(rows, stage.epochs, stage.batch_size, cfg.train.num_workers)} steps"
+            steps = total_steps(rows, stage.epochs, stage.batch_size, cfg.train.num_workers)
+            total = f", {steps} steps"
         out.append(PlannedStep(
             f"stage {k + 1}: {stage.name}", rel, state, [previous] + src, _training(cfg),
             f"{' + '.join(l.type for l in stage.losses)}; {stage.epochs:g} epoch(s) at batch "

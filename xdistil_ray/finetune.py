@@ -122,14 +122,7 @@ def run(cfg: FinetuneJob) -> dict:
     steps = pipeline.Steps(folder)
     data_fp = pipeline.fingerprint(cfg, *_DATA_KEYS)
     stage_fp = pipeline.fingerprint(cfg, *_STAGE_KEYS)
-    problems = []
-    for rel, fp in (("data", data_fp), (INIT, data_fp), (STAGE, stage_fp)):
-        try:
-            steps.check(rel, fp)
-        except ConfigError as e:
-            problems.append(str(e).split(": ", 1)[1])
-    if problems:
-        raise ConfigError(f"{folder.uri}: " + "; ".join(problems))
+    pipeline.refuse_changes(steps, [("data", data_fp), (INIT, data_fp), (STAGE, stage_fp)])
     with tempfile.TemporaryDirectory() as tmp:
         model_path = local_model(cfg, tmp)
         folder.write_text("config.yaml", pipeline.config_mod.dump_yaml(cfg))

@@ -26,7 +26,8 @@ def agreement(teacher: list[np.ndarray], student: list[np.ndarray], num_labels: 
 
 def kl_divergence(teacher: list[np.ndarray], student: list[np.ndarray], num_labels: int) -> float:
     """Mean KL(teacher || student) of the predicted distributions (temperature 1), in nats."""
-    t, s = _log_softmax(_positions(teacher, num_labels)), _log_softmax(_positions(student, num_labels))
+    t = _log_softmax(_positions(teacher, num_labels))
+    s = _log_softmax(_positions(student, num_labels))
     return float((np.exp(t) * (t - s)).sum(-1).mean()) if len(t) else 0.0
 
 

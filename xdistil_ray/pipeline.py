@@ -381,8 +381,8 @@ def _evaluate(folder: RunFolder, cfg: Config, data: dict, teacher, sources, fp: 
     dev = data["labeled"]["splits"].get("dev")
     e = cfg.eval
     return evaluate.run_step(
-        folder, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp, task=cfg.task, teacher_path=teacher.path,
-        teacher_in_run=teacher.in_run, heldout_paths=sources.heldout_files(),
+        folder, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp, task=cfg.task,
+        teacher_path=teacher.path, teacher_in_run=teacher.in_run, heldout_paths=sources.heldout_files(),
         dev_paths=[folder.path("data/labeled/dev", f["file"]) for f in dev["files"]] if dev else [],
         label_names=data["labeled"]["label_names"], max_heldout_rows=e.max_heldout_rows,
         speed_batch_size=e.speed_batch_size, speed_repeats=e.speed_repeats)
@@ -418,10 +418,15 @@ def check_unchanged(steps: Steps, cfg: Config) -> None:
               ("teacher", _INFERENCE_KEYS), ("student_init", _INIT_KEYS)]
     checks += [(stage_plan.stage_folder(k, s.name), stage_keys(k))
                for k, s in enumerate(cfg.stages)]
+    refuse_changes(steps, [(rel, fingerprint(cfg, *keys)) for rel, keys in checks])
+
+
+def refuse_changes(steps: Steps, checks: list[tuple[str, dict]]) -> None:
+    """One ConfigError naming every step (of ``(folder, fingerprint)``) whose fields changed."""
     problems = []
-    for rel, keys in checks:
+    for rel, fp in checks:
         try:
-            steps.check(rel, fingerprint(cfg, *keys))
+            steps.check(rel, fp)
         except ConfigError as e:
             problems.append(str(e).split(": ", 1)[1])
     if problems:
