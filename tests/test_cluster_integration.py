@@ -12,6 +12,7 @@ that uses the session's local Ray (file order), and refuses to run after one.
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -123,6 +124,15 @@ def test_job_submit_runs_the_pipeline_and_resubmission_resumes(loopback_cluster,
             f"labeled.dev={inputs['dev']}", f"teacher.model={teacher_with_head}"]
     first = _submit(env, address, args)
     assert first.returncode == 0 and "succeeded" in first.stdout + first.stderr, _essentials(first)
+    # Progress and the closing summary reach the job's logs (what `ray job logs` shows).
+    logs = first.stdout
+    assert re.search(r"\[xdistil\] data: corpus read and cleaned: [\d,]+ rows, [\d,]+ rows/s",
+                     logs), _essentials(first)
+    assert re.search(r"\[xdistil\] teacher: [\d,]+/[\d,]+ \(100%\) rows, [\d,]+ rows/s", logs)
+    steps = re.findall(r"\[(\w+)\] step (\d+)/(\d+) loss [\d.]+ elapsed \d+s left ~\d+s", logs)
+    assert steps and len(steps) == len(set(steps)), steps  # each progress line once
+    assert f"[xdistil] student: {uri}/student" in logs
+    assert f"[xdistil] report:  {uri}/report.md" in logs
     run = RunFolder(uri, StorageOptions(endpoint=s3.endpoint))
     assert all(run.is_complete(step) for step in STEPS)
     assert run.exists("report.json") and run.exists("config.yaml")
