@@ -35,7 +35,7 @@ class PlannedStep:
         return not self.state.startswith(("complete", "not needed"))
 
 
-def _source(src: CorpusSource | None, value: str, run: RunFolder) -> str:
+def _source(src: CorpusSource | None, value: str) -> str:
     if src is None:
         return f"{value} (generated into inputs/ when the run starts)"
     if src.kind == "files":
@@ -96,8 +96,8 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
     data = run.marker("data")
     out: list[PlannedStep] = []
 
-    reads = [f"corpus.path: {_source(inputs.corpus, cfg.corpus.path, run)}"]
-    reads += [f"labeled.{split}: {_source(src, getattr(cfg.labeled, split), run)}"
+    reads = [f"corpus.path: {_source(inputs.corpus, cfg.corpus.path)}"]
+    reads += [f"labeled.{split}: {_source(src, getattr(cfg.labeled, split))}"
               for split, src in inputs.labeled.items()]
     detail = ""
     if data is not None:

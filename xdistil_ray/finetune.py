@@ -19,7 +19,7 @@ import tempfile
 import time
 
 from xdistil_ray import pipeline, stage_plan, storage
-from xdistil_ray.config import EMBEDDED, ConfigError, FinetuneJob
+from xdistil_ray.config import EMBEDDED, ConfigError, FinetuneJob, dump_yaml
 from xdistil_ray.readers import resolve_source
 from xdistil_ray.runfolder import RunFolder
 
@@ -125,7 +125,7 @@ def run(cfg: FinetuneJob) -> dict:
     pipeline.refuse_changes(steps, [("data", data_fp), (INIT, data_fp), (STAGE, stage_fp)])
     with tempfile.TemporaryDirectory() as tmp:
         model_path = local_model(cfg, tmp)
-        folder.write_text("config.yaml", pipeline.config_mod.dump_yaml(cfg))
+        folder.write_text("config.yaml", dump_yaml(cfg))
         pipeline.init_ray(cfg)
         data = steps.ensure("data", data_fp, lambda fp: _prepare(folder, cfg, model_path, fp))
         _check_data(cfg, data)

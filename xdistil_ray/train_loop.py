@@ -418,15 +418,21 @@ def say(line: str) -> None:
     print(line, file=sys.__stdout__, flush=True)
 
 
+def steady_rate(history: list, after_step: int) -> float | None:
+    """Optimizer steps per second between the first and the last logged point past
+    ``after_step`` (history rows: [step, loss, unix time]): start-up and earlier attempts
+    excluded. None with fewer than two such points."""
+    points = [row for row in history if row[0] > after_step and len(row) > 2]
+    if len(points) < 2 or points[-1][2] <= points[0][2]:
+        return None
+    return (points[-1][0] - points[0][0]) / (points[-1][2] - points[0][2])
+
+
 def _print_progress(spec: StageSpec, step: int, loss: float, elapsed_s: float, history: list,
                     first_step: int) -> None:
-    """Step, loss, and the time left at the rate since this attempt's first logged step
-    (start-up excluded; from the start until a second point is logged)."""
-    points = [row for row in history if row[0] > first_step]
-    if len(points) >= 2:
-        rate = (points[-1][0] - points[0][0]) / max(points[-1][2] - points[0][2], 1e-9)
-    else:
-        rate = max(1, step - first_step) / max(elapsed_s, 1e-9)
+    """Step, loss, and the time left at the steady rate of this attempt (from its start until
+    a second point is logged)."""
+    rate = steady_rate(history, first_step) or max(1, step - first_step) / max(elapsed_s, 1e-9)
     left_s = (spec.total_steps - step) / rate
     say(f"[{spec.name}] step {step}/{spec.total_steps} loss {loss:.4f} "
         f"elapsed {elapsed_s:.0f}s left ~{left_s:.0f}s")

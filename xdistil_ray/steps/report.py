@@ -60,12 +60,12 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def _dev_columns(report: dict) -> list[tuple[str, str]]:
-    """(header, eval key suffix) of the task's dev scores; none without dev data."""
-    e = report["eval"]
-    if "teacher_entity_f1" in e:
+def _dev_columns(e: dict | None, prefix: str = "teacher_") -> list[tuple[str, str]]:
+    """(header, eval key suffix) of the task's dev scores in ``e`` (keys ``<prefix><score>``);
+    none without dev data."""
+    if e and f"{prefix}entity_f1" in e:
         return [("dev entity F1", "entity_f1"), ("dev word acc.", "word_accuracy")]
-    if "teacher_accuracy" in e:
+    if e and f"{prefix}accuracy" in e:
         return [("dev accuracy", "accuracy"), ("dev macro-F1", "macro_f1")]
     return []
 
@@ -74,7 +74,7 @@ def _results_table(report: dict) -> list[str]:
     """Teacher beside student: shape, parameters, size, speedups, task scores, fidelity."""
     e, sz, cpu = report["eval"], report["size"], report["speed"]["cpu"]
     t, s = report["teacher"], report["student"]
-    dev = _dev_columns(report)
+    dev = _dev_columns(report["eval"])
     fidelity = "agreement" if "agreement" in e else "representation_cka"
     fidelity_header = "agreement with teacher" if fidelity == "agreement" else "CKA with teacher"
     batch = report["speed"]["batch_size"]
@@ -209,7 +209,7 @@ def headline(report: dict) -> str:
     """One line of the figures a user looks at first."""
     e, sz, cpu = report["eval"], report["size"], report["speed"]["cpu"]
     parts = []
-    dev = _dev_columns(report)
+    dev = _dev_columns(report["eval"])
     if dev:
         header, key = dev[0]
         parts.append(f"{header} student {_pct(e[f'student_{key}'])} / teacher "
@@ -254,12 +254,8 @@ def write_finetune(run: RunFolder, cfg, *, data: dict, stage: dict, evaluation: 
 
 
 def _scores(e: dict | None) -> list[tuple[str, str]]:
-    if not e:
-        return []
-    if "entity_f1" in e:
-        return [("dev entity F1", _pct(e["entity_f1"])), ("dev word accuracy",
-                                                           _pct(e["word_accuracy"]))]
-    return [("dev accuracy", _pct(e["accuracy"])), ("dev macro-F1", _pct(e["macro_f1"]))]
+    """(header, value) of a fine-tuned model's dev scores."""
+    return [(header, _pct(e[key])) for header, key in _dev_columns(e, prefix="")]
 
 
 def finetune_markdown(report: dict) -> str:

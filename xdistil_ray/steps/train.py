@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from xdistil_ray.runfolder import RunFolder, relative_to
-from xdistil_ray.train_loop import LOSSES_FILE, MODEL_DIR, StageSpec, train_loop_per_worker
+from xdistil_ray.train_loop import (LOSSES_FILE, MODEL_DIR, StageSpec, steady_rate,
+                                    train_loop_per_worker)
 
 RAY_DIR = "ray"
 """Ray Train's run (checkpoints, its state) under the stage folder: the same name and storage
@@ -107,11 +108,8 @@ def steady_steps_per_second(history: list, resumed_from: list[int]) -> float | N
     """Optimizer steps per second between the first and the last logged step of the stage's
     last attempt (history rows: [step, loss, unix time]); start-up and restores excluded.
     None with fewer than two logged points."""
-    start = max(resumed_from, default=0)
-    points = [row for row in history if row[0] > start and len(row) > 2]
-    if len(points) < 2 or points[-1][2] <= points[0][2]:
-        return None
-    return round((points[-1][0] - points[0][0]) / (points[-1][2] - points[0][2]), 3)
+    rate = steady_rate(history, max(resumed_from, default=0))
+    return None if rate is None else round(rate, 3)
 
 
 def clean_checkpoints(run: RunFolder, rel: str) -> bool:
