@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return pipeline.run(cfg)
 
-    return cli.run_job(job)
+    return cli.run_job(job, verbose=args.verbose, capture=not args.dry_run)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return finetune.run(load_config(args.config, args.overrides, kind=FinetuneJob))
 
-    return cli.run_job(job)
+    return cli.run_job(job, verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def test_a_half_done_resumable_step_refuses_a_changed_config(tmp_path):
 def test_a_partial_checkpoint_is_never_loaded(tmp_path):
     import json
 
-    from xdistil_ray.train_loop import PROGRESS_FILE, verify_checkpoint, write_rank_manifest
+    from xdistil_ray.checkpoint import PROGRESS_FILE, verify_checkpoint, write_rank_manifest
 
     for rank in (0, 1):
         (tmp_path / f"shard{rank}.pt").write_bytes(b"x" * (10 + rank))

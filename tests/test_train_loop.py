@@ -62,7 +62,7 @@ def test_pad_batch_token_rows():
 
 
 def test_steady_rate_from_the_last_attempts_logged_steps():
-    from xdistil_ray.steps.train import steady_steps_per_second
+    from xdistil_ray.train_loop import steady_steps_per_second
 
     history = [[10, 1.0, 100.0], [20, 0.9, 105.0], [30, 0.8, 110.0],  # first attempt
                [40, 0.7, 200.0], [50, 0.6, 202.0], [60, 0.5, 204.0]]  # resumed from 30

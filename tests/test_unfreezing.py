@@ -145,7 +145,7 @@ def test_zero3_stage_end_saves_a_consolidated_student(single_process_group, tiny
                                                       tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from xdistil_ray.train_loop import _save_final_model
+    from xdistil_ray.checkpoint import save_student
 
     spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
                      init_in_run=False, run=None, total_steps=2, batch_size=8,
@@ -155,7 +155,7 @@ def test_zero3_stage_end_saves_a_consolidated_student(single_process_group, tiny
     trainer.build(trainer.phase_for(0), 0)
     for step in range(2):
         trainer.train_step(_batch(step))
-    _save_final_model(trainer, str(tmp_path), rank=0)
+    save_student(trainer, str(tmp_path / "model"))
     loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "model"))
     trained = {k[len("student."):]: v for k, v in trainer.full_state().items()
                if k.startswith("student.")}

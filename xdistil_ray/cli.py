@@ -1,29 +1,49 @@
-"""What the job scripts share: the arguments (``--config FILE`` and ``key.path=value``
-overrides), logging, and user mistakes as one line on stderr with exit status 2."""
+"""What the job scripts share: the arguments (``--config FILE``, ``key.path=value`` overrides,
+``--verbose``), the console (see :mod:`xdistil_ray.console`), and user mistakes as one line on
+stderr with exit status 2."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+import traceback
 from typing import Callable
 
+from xdistil_ray import console
 from xdistil_ray.config import ConfigError
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", help="YAML config file (default: the built-in defaults)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show everything on the console (Ray, Ray Data, DeepSpeed, transformers, "
+                        "workers), not only the project's lines; <run>/logs/ has it either way")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     return p
 
 
-def run_job(job: Callable[[], object]) -> int:
-    """Runs ``job``; a ConfigError (bad config, input, storage) is printed, status 2."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        job()
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def run_job(job: Callable[[], object], *, verbose: bool = False, capture: bool = True) -> int:
+    """Runs ``job`` with the console captured (``capture``); a ConfigError (bad config, input,
+    storage) is printed as one line, status 2; any other failure with its traceback, status 1."""
+    session = console.capture(verbose) if capture else contextlib.nullcontext()
+    with session as con:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        try:
+            job()
+        except ConfigError as e:
+            _show(con, f"error: {e}")
+            return 2
+        except Exception:  # noqa: BLE001 - shown on the console, not only in the logs
+            _show(con, traceback.format_exc())
+            return 1
     return 0
+
+
+def _show(con, text: str) -> None:
+    if con is None:
+        print(text, file=sys.stderr)
+    else:
+        con.error(text)

@@ -85,7 +85,10 @@ class InferenceConfig:
     label spaces; sentence and pair tasks); the stages see the other labels share the rest's
     probability evenly. 0 = all logits."""
     num_actors: int = 2
-    """Teacher actors in the Ray Data actor pool."""
+    """Teacher actors in the Ray Data actor pool: its size, or its minimum with `max_actors`."""
+    max_actors: int = 0
+    """Largest size of the teacher pool: Ray Data adds actors (up to this many) while work
+    waits for them, so an autoscaler's new GPU nodes are used; 0 = `num_actors` (fixed)."""
     num_gpus_per_actor: float = 0.0
     """GPUs each teacher actor asks for (fractions share a GPU); 0 = CPU."""
     num_cpus_per_actor: float = 0.5
@@ -291,6 +294,9 @@ class Config:
     """Where Ray runs."""
     storage: StorageConfig = field(default_factory=StorageConfig)
     """How object storage is reached (output and inputs on `s3://`)."""
+    progress_every_s: float = 10.0
+    """Seconds between progress lines of a step (rows or training steps, rate, time left); 0 =
+    a line for every batch of rows and every logged training step."""
 
     def storage_options(self):
         from xdistil_ray.storage import StorageOptions

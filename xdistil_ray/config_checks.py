@@ -45,6 +45,10 @@ def validate(cfg: Config) -> None:
     inf = cfg.teacher.inference
     _check(inf.batch_size >= 1, "teacher.inference.batch_size: must be at least 1")
     _check(inf.num_actors >= 1, "teacher.inference.num_actors: must be at least 1")
+    _check(inf.max_actors == 0 or inf.max_actors >= inf.num_actors,
+           f"teacher.inference.max_actors: must be 0 (a fixed pool) or at least num_actors "
+           f"({inf.num_actors}), got {inf.max_actors}")
+    _check(cfg.progress_every_s >= 0, "progress_every_s: must be >= 0 seconds")
     _check(inf.group_batches >= 1, "teacher.inference.group_batches: must be at least 1")
     _check(inf.dtype in ("auto", "float32", "bfloat16", "float16"),
            f"teacher.inference.dtype: {inf.dtype!r} is not one of auto, float32, bfloat16, float16")

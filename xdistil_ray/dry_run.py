@@ -12,12 +12,13 @@ import posixpath
 from dataclasses import dataclass, field
 
 from xdistil_ray import pipeline, stage_plan
+from xdistil_ray.checkpoint import PROGRESS_FILE, RANK_MANIFEST
 from xdistil_ray.config import EMBEDDED, Config
 from xdistil_ray.config_checks import stage_data
 from xdistil_ray.readers import CorpusSource
-from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.runfolder import STARTED, RunFolder
 from xdistil_ray.steps.evaluate import VERSION as EVAL_VERSION
-from xdistil_ray.train_loop import PROGRESS_FILE, RANK_MANIFEST, total_steps
+from xdistil_ray.train_loop import total_steps
 
 
 @dataclass
@@ -55,7 +56,7 @@ def _state(run: RunFolder, rel: str) -> str:
     marker = run.marker(rel)
     if marker is not None:
         return "complete"
-    if run.exists(rel, pipeline.STARTED):
+    if run.exists(rel, STARTED):
         return "half done (resumes)"
     return "to run"
 
@@ -69,16 +70,19 @@ def _derived_state(run: RunFolder, rel: str, fp: dict) -> str:
 
 
 def _checkpoint_step(run: RunFolder, rel: str) -> int | None:
-    """The step of the newest whole Ray Train checkpoint of a half-done stage (every rank's
-    file list present, as the workers check before loading one)."""
-    files = run.list_files(posixpath.join(rel, "ray"))
+    """The step of the newest whole Ray Train checkpoint of half-done stage ``rel`` (every
+    rank's file list present, as the workers check before loading one), among the checkpoints
+    of the stages' worker group (``stages/ray``)."""
+    ray_dir = posixpath.join(pipeline.STAGES_RAY, "ray")
+    files = run.list_files(ray_dir)
     steps = []
     for name in files:
         if posixpath.basename(name) == PROGRESS_FILE:
             ckpt = posixpath.dirname(name)
-            progress = run.read_json(posixpath.join(rel, "ray", name))
-            if all(posixpath.join(ckpt, RANK_MANIFEST.format(rank=r)) in files
-                   for r in range(progress.get("world_size", 1))):
+            progress = run.read_json(posixpath.join(ray_dir, name))
+            if progress.get("stage") == rel and all(
+                    posixpath.join(ckpt, RANK_MANIFEST.format(rank=r)) in files
+                    for r in range(progress.get("world_size", 1))):
                 steps.append(progress["step"])
     return max(steps, default=None)
 

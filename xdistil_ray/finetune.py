@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 
-from xdistil_ray import pipeline, stage_plan, storage
+from xdistil_ray import console, pipeline, stage_plan, storage
 from xdistil_ray.config import EMBEDDED, ConfigError, FinetuneJob, dump_yaml
 from xdistil_ray.readers import resolve_source
 from xdistil_ray.runfolder import RunFolder
@@ -126,6 +126,7 @@ def run(cfg: FinetuneJob) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model_path = local_model(cfg, tmp)
         folder.write_text("config.yaml", dump_yaml(cfg))
+        console.attach_run(folder)
         pipeline.init_ray(cfg)
         data = steps.ensure("data", data_fp, lambda fp: _prepare(folder, cfg, model_path, fp))
         _check_data(cfg, data)
@@ -144,7 +145,7 @@ def run(cfg: FinetuneJob) -> dict:
                                                                              None),
                                    stage_plan.scaling(cfg), fp)
 
-        stage = steps.ensure(STAGE, stage_fp, run_stage, resumable=True)
+        stage = steps.ensure(STAGE, stage_fp, run_stage, resumable=True, announce=False)
         steps.ensure(MODEL, stage_fp, lambda fp: export.run_step(
             folder, STAGE, model_path, label_names, fp, task=cfg.task, rel=MODEL))
     dev = data["labeled"]["splits"].get("dev")
@@ -158,7 +159,7 @@ def run(cfg: FinetuneJob) -> dict:
                 fn=evaluate.evaluate_dev, task=cfg.task, model_rel=MODEL,
                 dev_paths=[folder.path("data/labeled/dev", f["file"]) for f in dev["files"]],
                 label_names=label_names), derived=True)
-    train.clean_checkpoints(folder, STAGE)
+    train.clean_checkpoints(folder, STAGE, [STAGE])
     out = report.write_finetune(folder, cfg, data=data, stage=stage, evaluation=result,
                                 stage_folder=STAGE, seconds=round(time.time() - started, 1))
     print(report.finetune_summary(folder, out, MODEL), flush=True)

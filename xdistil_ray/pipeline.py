@@ -6,6 +6,7 @@ hands the next step plain arguments.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -13,11 +14,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 from xdistil_ray import config as config_mod
+from xdistil_ray import console
 from xdistil_ray import stage_plan
 from xdistil_ray.config import EMBEDDED, Config, ConfigError
 from xdistil_ray.config_checks import stage_data
 from xdistil_ray.readers import CorpusSource, resolve_source
-from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.runfolder import STARTED, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +186,6 @@ def stage_keys(k: int) -> tuple[str, ...]:
     return ("student",) + tuple(f"stages.{i}" for i in range(k + 1)) + _TEACHER_KEYS
 
 
-STARTED = "STARTED"
-"""Marker of a resumable step's first attempt (its config fingerprint): a re-run with changed
-fields would mix old and new work, and is refused like a change to a complete step."""
-
-
 def refuse_changed(run: RunFolder, rel: str, marker: dict, fp: dict, state: str = "complete") -> None:
     """Raises ConfigError naming the fields that changed since ``rel`` was committed (or
     started)."""
@@ -219,11 +216,12 @@ class Steps:
         return None
 
     def ensure(self, rel: str, fp: dict, run_step: Callable[[dict], dict],
-               resumable: bool = False, derived: bool = False) -> dict:
+               resumable: bool = False, derived: bool = False, announce: bool = True) -> dict:
         """The marker of step ``rel``: its committed one, or ``run_step(fp)``'s after running.
         A ``resumable`` step keeps (and is checked against) what an earlier attempt did. A
         ``derived`` step (measurements nothing else builds on) runs again when its fields
-        changed, instead of refusing."""
+        changed, instead of refusing. Without ``announce`` the step prints its own start and
+        end (training stages: their workers do)."""
         marker = self.run.marker(rel) if derived else self.check(rel, fp)
         if marker is not None and derived and marker.get("fingerprint") != fp:
             print(f"[xdistil] {rel}: settings changed, measuring again", flush=True)
@@ -234,9 +232,12 @@ class Steps:
         if resumable and not self.run.exists(rel, STARTED):
             self.run.write_json(f"{rel}/{STARTED}", {"fingerprint": fp})
         started = time.time()
-        print(f"[xdistil] {rel}: running", flush=True)
+        if announce:
+            print(f"[xdistil] {rel}: running", flush=True)
         marker = run_step(fp)
-        print(f"[xdistil] {rel}: done in {time.time() - started:.0f}s", flush=True)
+        if announce:
+            print(f"[xdistil] {rel}: done in {time.time() - started:.0f}s", flush=True)
+        console.sync_logs()
         return marker
 
 
@@ -254,6 +255,8 @@ def init_ray(cfg: Config) -> None:
         # Local Ray stays on loopback; the dashboard too (Ray Train queries its state API).
         ray.init(num_cpus=cfg.ray.num_cpus or None, _node_ip_address="127.0.0.1",
                  dashboard_host="127.0.0.1")
+    console.route_worker_output()
+    console.quiet_ray_data()
 
 
 def run(cfg: Config) -> dict:
@@ -271,6 +274,7 @@ def run(cfg: Config) -> dict:
     steps = Steps(folder)
     check_unchanged(steps, cfg)
     folder.write_text("config.yaml", config_mod.dump_yaml(cfg))
+    console.attach_run(folder)
     init_ray(cfg)
 
     data = steps.ensure(prepare.STEP, fingerprint(cfg, *_DATA_KEYS),
@@ -289,7 +293,8 @@ def run(cfg: Config) -> dict:
                 batch_size=inf.batch_size, num_actors=inf.num_actors,
                 num_gpus=inf.num_gpus_per_actor, num_cpus=inf.num_cpus_per_actor,
                 resources=inf.resources, group_batches=inf.group_batches, dtype=inf.dtype,
-                top_k=inf.top_k, fingerprint=fp),
+                top_k=inf.top_k, max_actors=inf.max_actors,
+                progress_every_s=cfg.progress_every_s, fingerprint=fp),
             resumable=True)
         missing = sorted(set(outputs) - set(teacher_marker["outputs"]))
         if missing:
@@ -332,9 +337,9 @@ def _clean_checkpoints(folder: RunFolder, cfg: Config) -> None:
     Train's controller may still write into its folder just after ``fit`` returns)."""
     from xdistil_ray.steps.train import clean_checkpoints
 
-    for rel in [TEACHER_FINETUNE] + [stage_plan.stage_folder(k, s.name)
-                                     for k, s in enumerate(cfg.stages)]:
-        clean_checkpoints(folder, rel)
+    clean_checkpoints(folder, TEACHER_FINETUNE, [TEACHER_FINETUNE])
+    clean_checkpoints(folder, STAGES_RAY, [stage_plan.stage_folder(k, s.name)
+                                           for k, s in enumerate(cfg.stages)])
 
 
 def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:
@@ -350,28 +355,45 @@ def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:
                             rows_per_shard=cfg.corpus.rows_per_shard, fingerprint=fp,
                             pair_column=cfg.corpus.text_pair_column if cfg.task == "pair" else "",
                             labeled_pair_column=cfg.labeled.text_pair_column
-                            if cfg.task == "pair" else "", task=cfg.task)
+                            if cfg.task == "pair" else "", task=cfg.task,
+                            progress_every_s=cfg.progress_every_s)
+
+
+STAGES_RAY = "stages"
+"""Ray Train's run of the distillation stages (one worker group for all of them) is under
+``stages/ray``."""
 
 
 def _stages(steps: Steps, cfg: Config, data: dict, sources, teacher, shapes: Shapes) -> list[dict]:
-    """Runs (or skips) each training stage in order, each from the previous one's weights."""
+    """Skips the committed stages; trains the rest, in order, on one Ray Train worker group,
+    each from the previous one's weights."""
     from xdistil_ray.steps import student_init, train
 
-    markers, previous = [], student_init.STEP
+    markers, pending, previous = [], [], student_init.STEP
     for k, stage in enumerate(cfg.stages):
         rel = stage_plan.stage_folder(k, stage.name)
-
-        def run_step(fp, k=k, stage=stage, rel=rel, previous=previous):
-            specs = resolve_stage_losses(stage, shapes)
-            spec, files, columns, heldout = stage_plan.plan(
-                cfg, k, specs, sources, data, run=steps.run, init_path=previous, teacher=teacher,
-                shapes=shapes)
-            dataset = train.stage_dataset(steps.run, files, columns, heldout)
-            return train.run_stage(steps.run, rel, spec, dataset, stage_plan.scaling(cfg), fp)
-
-        markers.append(steps.ensure(rel, fingerprint(cfg, *stage_keys(k)), run_step,
-                                    resumable=True))
+        fp = fingerprint(cfg, *stage_keys(k))
+        marker = steps.check(rel, fp)
+        if marker is not None and not pending:
+            print(f"[xdistil] {rel}: complete, skipped", flush=True)
+            markers.append(marker)
+        else:
+            pending.append((k, rel, fp, previous))
         previous = rel
+    if not pending:
+        return markers
+    specs, datasets = [], {}
+    for k, rel, fp, init in pending:
+        stage_specs = resolve_stage_losses(cfg.stages[k], shapes)
+        spec, files, columns, heldout = stage_plan.plan(
+            cfg, k, stage_specs, sources, data, run=steps.run, init_path=init, teacher=teacher,
+            shapes=shapes)
+        specs.append(dataclasses.replace(
+            spec, rel=rel, dataset=rel, progress_every_s=cfg.progress_every_s,
+            marker=train.stage_marker_fields(spec, fp)))
+        datasets[rel] = train.stage_dataset(steps.run, files, columns, heldout)
+    markers += train.run_stages(steps.run, STAGES_RAY, specs, datasets, stage_plan.scaling(cfg))
+    console.sync_logs()
     return markers
 
 
@@ -451,7 +473,8 @@ def _teacher(steps: Steps, cfg: Config, inputs: Inputs, data: dict,
     if cfg.task == "none" or has_task_head(inputs.teacher_path, len(label_names), cfg.task):
         return stage_plan.Teacher(inputs.teacher_path, False)
     steps.ensure(TEACHER_FINETUNE, fingerprint(cfg, *_TEACHER_KEYS),
-                 lambda fp: _finetune_teacher(steps.run, cfg, inputs, data, fp), resumable=True)
+                 lambda fp: _finetune_teacher(steps.run, cfg, inputs, data, fp), resumable=True,
+                 announce=False)
     return stage_plan.Teacher(TEACHER_FINETUNE, True)
 
 
@@ -462,5 +485,6 @@ def _finetune_teacher(folder: RunFolder, cfg: Config, inputs: Inputs, data: dict
     spec, files, columns = stage_plan.finetune_plan(
         cfg, data, sources, run=folder, name=TEACHER_FINETUNE, init_path=inputs.teacher_path,
         init_in_run=False, settings=cfg.teacher.finetune, tokenizer_path=inputs.teacher_path)
+    spec = dataclasses.replace(spec, progress_every_s=cfg.progress_every_s)
     dataset = train.stage_dataset(folder, files, columns, None)
     return train.run_stage(folder, TEACHER_FINETUNE, spec, dataset, stage_plan.scaling(cfg), fp)

@@ -19,6 +19,9 @@ from xdistil_ray import storage
 from xdistil_ray.storage import StorageOptions
 
 MARKER = "COMPLETE"
+STARTED = "STARTED"
+"""Marker of a resumable step's first attempt (its config fingerprint): a re-run with changed
+fields would mix old and new work, and is refused like a change to a complete step."""
 
 
 def relative_to(path: str, base: str) -> str:

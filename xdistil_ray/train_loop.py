@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
 import shutil
 import sys
 import tempfile
@@ -26,18 +27,15 @@ import numpy as np
 import torch
 
 from xdistil_ray import objective, schedule
+from xdistil_ray.checkpoint import (DEEPSPEED_TAG, LOSSES_FILE, MODEL_DIR, MODULE_FILE,
+                                    PROGRESS_FILE, read_progress, save_student,
+                                    verify_checkpoint, write_rank_manifest)
 from xdistil_ray.losses import IGNORE_LABEL
 from xdistil_ray.objective import LossSpec
 
 if TYPE_CHECKING:
     from xdistil_ray.runfolder import RunFolder
 
-_TAG = "ds"
-MODEL_DIR = "model"
-LOSSES_FILE = "losses.json"
-PROGRESS_FILE = "progress.json"
-MODULE_FILE = "module.pt"
-RANK_MANIFEST = "files-rank{rank}.json"
 
 
 @dataclass
@@ -78,6 +76,14 @@ class StageSpec:
     """Keep the word embeddings fixed in this stage."""
     unfreeze_steps: int = -1
     """Steps per gradual-unfreezing phase (0 = even split); -1 = no gradual unfreezing."""
+    rel: str = ""
+    """The stage's folder in the run: rank 0 commits ``model/`` and ``losses.json`` there."""
+    dataset: str = "train"
+    """Name of the stage's dataset among the Ray Train datasets of its worker group."""
+    marker: dict = field(default_factory=dict)
+    """More fields of the stage's commit marker (its config fingerprint, targets, ...)."""
+    progress_every_s: float = 10.0
+    """Seconds between progress lines (0: at every logged step)."""
 
     @property
     def per_token(self) -> bool:
@@ -319,30 +325,56 @@ class StageTrainer:
 # ---------------------------------------------------------------------- Ray Train entry point
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point; ``config["spec"]`` is a :class:`StageSpec`."""
-    spec: StageSpec = config["spec"]
+    """Ray Train entry point: ``config["stages"]`` is a list of :class:`StageSpec` that the same
+    workers train in order, each from the one before and each committed as it ends (one worker
+    group's start-up for the whole run of stages). A committed stage is skipped; the newest
+    checkpoint resumes the stage it belongs to."""
+    specs: list[StageSpec] = config["stages"]
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    torch.set_num_threads(spec.torch_threads)
-    workdir = tempfile.mkdtemp(prefix=f"xdistil-{spec.name}-")
+    torch.set_num_threads(specs[0].torch_threads)
+    workdir = tempfile.mkdtemp(prefix="xdistil-train-")
     try:
-        _train(spec, workdir)
+        _train_stages(specs, workdir)
     finally:  # a worker's local copies (init weights, teacher, checkpoints) are hundreds of MB
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _train(spec: StageSpec, workdir: str) -> None:
+def _train_stages(specs: list[StageSpec], workdir: str) -> None:
     import ray.train
 
-    rank = ray.train.get_context().get_world_rank()
-    trainer = StageTrainer(spec, _local(spec, spec.init_path, spec.init_in_run, workdir, "init"),
-                           _online_teacher(spec, workdir))
-    world = ray.train.get_context().get_world_size()
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    # Every rank reads the markers before any stage runs (no commit can happen in between).
+    pending = [s for s in specs if not s.run.is_complete(s.rel)]
     checkpoint = ray.train.get_checkpoint()
+    progress = read_progress(checkpoint) if checkpoint is not None else None
+    previous = ""  # this rank's copy of the last stage's final student
+    for spec in pending:
+        resume = checkpoint if progress and progress.get("stage", spec.rel) == spec.rel else None
+        stage_dir = tempfile.mkdtemp(dir=workdir, prefix=f"{spec.name}-")
+        final = _train_stage(spec, stage_dir, rank, world, previous, resume)
+        if previous:
+            shutil.rmtree(os.path.dirname(previous), ignore_errors=True)
+        previous = final
+
+
+def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previous: str,
+                 checkpoint) -> str:
+    """One stage from ``previous`` (a local folder; empty: its ``init_path``) or from
+    ``checkpoint``; commits it (rank 0). Returns this rank's folder of the final student."""
+    import ray.train
+
+    started = time.time()
+    if rank == 0:
+        _mark_started(spec)
+        say(f"[xdistil] {spec.rel}: running")
+    init = previous or _local(spec, spec.init_path, spec.init_in_run, stage_dir, "init")
+    trainer = StageTrainer(spec, init, _online_teacher(spec, stage_dir))
     step, history, resumed, restore_dir = 0, [], [], None
     if checkpoint is not None:
         # to_directory per rank, not as_directory: see shared/NOTES.md (ray issue 48726).
-        restore_dir = checkpoint.to_directory(os.path.join(workdir, "restore"))
+        restore_dir = checkpoint.to_directory(os.path.join(stage_dir, "restore"))
         progress = verify_checkpoint(restore_dir)
         step, history = progress["step"], progress["history"]
         resumed = progress.get("resumed_from", []) + [step]
@@ -353,38 +385,71 @@ def _train(spec: StageSpec, workdir: str) -> None:
              if restore_dir is not None and not same_world else None)
     trainer.build(trainer.phase_for(max(0, step - 1)), step, state)
     if same_world:
-        trainer.engine.load_checkpoint(restore_dir, tag=_TAG)
-    if restore_dir is not None and rank == 0:
-        say(f"[{spec.name}] resumed from step {step} of {spec.total_steps} (checkpoint of "
-            f"{progress['world_size']} workers verified)")
-    batches = batches_forever(ray.train.get_dataset_shard("train"), spec.batch_size, spec.seed,
-                              PadCollate(trainer.pad_id, spec.label_names, spec.per_token),
-                              trainer.engine.device)
-    window, start, first_step, saved = [], time.time(), step, -1
+        trainer.engine.load_checkpoint(restore_dir, tag=DEEPSPEED_TAG)
+    if restore_dir is not None:
+        shutil.rmtree(restore_dir, ignore_errors=True)
+        if rank == 0:
+            say(f"[xdistil] {spec.name}: resumed from step {step} of {spec.total_steps} "
+                f"(checkpoint of {progress['world_size']} workers verified)")
+    batches = batches_forever(ray.train.get_dataset_shard(spec.dataset), spec.batch_size,
+                              spec.seed, PadCollate(trainer.pad_id, spec.label_names,
+                                                    spec.per_token), trainer.engine.device)
+    clock = _ProgressClock(spec, step)
+    window, saved = [], -1
     while step < spec.total_steps:
         if trainer.phase_for(step) != trainer.phase:
             trainer.build(trainer.phase_for(step), step)
-            if rank == 0:
-                say(f"[{spec.name}] step {step}: unfreezing phase {trainer.phase}")
+            if rank == 0:  # the workers' log only: not a line the console needs
+                say(f"({spec.name}) step {step}: unfreezing phase {trainer.phase}")
         window.append(trainer.train_step(next(batches)))  # losses stay on the device
         step += 1
         if step % spec.log_every == 0 or step == spec.total_steps:
             history.append([step, _mean_across_ranks(window), round(time.time(), 3)])
             window = []
             if rank == 0:
-                _print_progress(spec, step, history[-1][1], time.time() - start,
-                                history, first_step)
+                clock.maybe_print(step, history)
+        progress = {"stage": spec.rel, "step": step, "history": history,
+                    "resumed_from": resumed, "world_size": world}
         if step % spec.checkpoint_every == 0 or step == spec.total_steps:
             saved = step
-            _save_and_report(trainer, step, {"step": step, "history": history,
-                                             "resumed_from": resumed, "world_size": world},
-                             workdir, rank, final=step == spec.total_steps)
+            _save_and_report(trainer, progress, stage_dir, rank, final=step == spec.total_steps)
         elif step % spec.log_every == 0:
             ray.train.report({"step": step, "loss": history[-1][1]})
     if saved != step:  # restored at (or, with fewer workers' longer steps, past) the end
-        _save_and_report(trainer, step, {"step": step, "history": history,
-                                         "resumed_from": resumed, "world_size": world},
-                         workdir, rank, final=True)
+        _save_and_report(trainer, {"stage": spec.rel, "step": step, "history": history,
+                                   "resumed_from": resumed, "world_size": world},
+                         stage_dir, rank, final=True)
+    final = os.path.join(stage_dir, MODEL_DIR)
+    if rank == 0:
+        _commit(spec, final, history, resumed, time.time() - started)
+        say(f"[xdistil] {spec.rel}: done in {time.time() - started:.0f}s")
+    return final
+
+
+def _mark_started(spec: StageSpec) -> None:
+    """The stage's first attempt leaves its fingerprint: a re-run with changed fields would mix
+    old and new work, and is refused before any work."""
+    from xdistil_ray.runfolder import STARTED
+
+    if spec.marker.get("fingerprint") is not None and not spec.run.exists(spec.rel, STARTED):
+        spec.run.write_json(f"{spec.rel}/{STARTED}", {"fingerprint": spec.marker["fingerprint"]})
+
+
+def _commit(spec: StageSpec, final: str, history: list, resumed: list, seconds: float) -> dict:
+    """Copies the final student and the loss history into the stage folder; commits it."""
+    run = spec.run
+    files = {posixpath.join(MODEL_DIR, name): size
+             for name, size in run.upload(final, posixpath.join(spec.rel, MODEL_DIR)).items()}
+    losses = {"stage": spec.name, "losses": [s.type for s in spec.losses], "history": history,
+              "resumed_from": resumed}
+    data = json.dumps(losses).encode()
+    run.write_bytes(posixpath.join(spec.rel, LOSSES_FILE), data)
+    files[LOSSES_FILE] = len(data)
+    return run.commit(spec.rel, files, name=spec.name, losses=losses["losses"],
+                      steps=spec.total_steps, first_loss=history[0][1],
+                      final_loss=history[-1][1],
+                      steps_per_second=steady_steps_per_second(history, resumed),
+                      resumed_from=resumed, seconds=round(seconds, 1), **spec.marker)
 
 
 def _local(spec: StageSpec, path: str, in_run: bool, workdir: str, name: str) -> str:
@@ -413,8 +478,8 @@ def _mean_across_ranks(values: list[torch.Tensor]) -> float:
 
 
 def say(line: str) -> None:
-    """One line on the worker's real stdout, which Ray forwards to the driver's console (and
-    ``ray job logs``) once; Ray Train's print patch would log it twice."""
+    """One line on the worker's real stdout, which Ray forwards to the driver once (Ray Train's
+    print patch would log it twice); the driver's console shows the ``[xdistil]`` ones."""
     print(line, file=sys.__stdout__, flush=True)
 
 
@@ -428,94 +493,59 @@ def steady_rate(history: list, after_step: int) -> float | None:
     return (points[-1][0] - points[0][0]) / (points[-1][2] - points[0][2])
 
 
-def _print_progress(spec: StageSpec, step: int, loss: float, elapsed_s: float, history: list,
-                    first_step: int) -> None:
-    """Step, loss, and the time left at the steady rate of this attempt (from its start until
-    a second point is logged)."""
-    rate = steady_rate(history, first_step) or max(1, step - first_step) / max(elapsed_s, 1e-9)
-    left_s = (spec.total_steps - step) / rate
-    say(f"[{spec.name}] step {step}/{spec.total_steps} loss {loss:.4f} "
-        f"elapsed {elapsed_s:.0f}s left ~{left_s:.0f}s")
+def steady_steps_per_second(history: list, resumed_from: list[int]) -> float | None:
+    """Steady steps per second of the stage's last attempt (see :func:`steady_rate`), rounded;
+    None with fewer than two logged points."""
+    rate = steady_rate(history, max(resumed_from, default=0))
+    return None if rate is None else round(rate, 3)
 
 
-def _save_and_report(trainer: StageTrainer, step: int, progress: dict, workdir: str,
-                     rank: int, final: bool) -> None:
+class _ProgressClock:
+    """Rank 0's progress lines: step, loss, rate and time left at the steady rate of this
+    attempt, at most every ``spec.progress_every_s`` seconds (and at the stage's last step)."""
+
+    def __init__(self, spec: StageSpec, first_step: int):
+        self.spec, self.first_step = spec, first_step
+        self.start = self.printed = time.time()
+
+    def maybe_print(self, step: int, history: list) -> None:
+        now = time.time()
+        if now - self.printed < self.spec.progress_every_s and step < self.spec.total_steps:
+            return
+        self.printed = now
+        elapsed_s = now - self.start
+        rate = (steady_rate(history, self.first_step)
+                or max(1, step - self.first_step) / max(elapsed_s, 1e-9))
+        left_s = (self.spec.total_steps - step) / rate
+        say(f"[xdistil] {self.spec.name}: step {step}/{self.spec.total_steps}, loss "
+            f"{history[-1][1]:.4f}, {rate:.2f} steps/s, elapsed {elapsed_s:.0f}s, "
+            f"~{left_s:.0f}s left")
+
+
+def _save_and_report(trainer: StageTrainer, progress: dict, stage_dir: str, rank: int,
+                     final: bool) -> None:
     """Every rank saves its DeepSpeed shard; rank 0 adds the progress, the full module (to
-    resume on another number of workers) and, at the end, ``model/``; each rank lists its
-    files last. Ray merges the ranks' folders into one checkpoint."""
+    resume on another number of workers) and, at the end, ``model/`` (each rank also keeps its
+    own copy as the next stage's start); each rank lists its files last. Ray merges the ranks'
+    folders into one checkpoint."""
     import ray.train
     from ray.train import Checkpoint
 
-    spec = trainer.spec
-    out = tempfile.mkdtemp(dir=workdir, prefix=f"ckpt-{step}-")
-    trainer.engine.save_checkpoint(out, tag=_TAG, client_state={"step": step})
+    spec, step = trainer.spec, progress["step"]
+    out = tempfile.mkdtemp(dir=stage_dir, prefix=f"ckpt-{step}-")
+    trainer.engine.save_checkpoint(out, tag=DEEPSPEED_TAG, client_state={"step": step})
     state = trainer.full_state()  # a collective under ZeRO-3: every rank takes part
     if final:
-        _save_final_model(trainer, out, rank)
+        final_dir = os.path.join(stage_dir, MODEL_DIR)
+        save_student(trainer, final_dir, spec.tokenizer_path if rank == 0 else "")
+        if rank == 0:
+            shutil.copytree(final_dir, os.path.join(out, MODEL_DIR))
     if rank == 0:
         torch.save(state, os.path.join(out, MODULE_FILE))
-        history = progress["history"]
         with open(os.path.join(out, PROGRESS_FILE), "w") as f:
             json.dump(progress, f)
-        with open(os.path.join(out, LOSSES_FILE), "w") as f:
-            json.dump({"stage": spec.name, "losses": [s.type for s in spec.losses],
-                       "history": history, "resumed_from": progress["resumed_from"]}, f)
     write_rank_manifest(out, rank)
     history = progress["history"]
     ray.train.report({"step": step, "loss": history[-1][1] if history else float("nan")},
                      checkpoint=Checkpoint.from_directory(out),
                      delete_local_checkpoint_after_upload=True)  # uploaded synchronously
-
-
-def write_rank_manifest(folder: str, rank: int) -> None:
-    """Lists the files this rank wrote into its checkpoint folder (with sizes), written last."""
-    files = {}
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            files[os.path.relpath(path, folder).replace(os.sep, "/")] = os.path.getsize(path)
-    with open(os.path.join(folder, RANK_MANIFEST.format(rank=rank)), "w") as f:
-        json.dump(files, f)
-
-
-def verify_checkpoint(folder: str) -> dict:
-    """The progress of a checkpoint folder whose every rank's files are present and whole.
-
-    Raises:
-        RuntimeError: naming what is missing, so that a partial checkpoint is never loaded.
-    """
-    path = os.path.join(folder, PROGRESS_FILE)
-    if not os.path.exists(path):
-        raise RuntimeError(f"checkpoint {folder} is partial: no {PROGRESS_FILE}")
-    with open(path) as f:
-        progress = json.load(f)
-    for rank in range(progress["world_size"]):
-        manifest = os.path.join(folder, RANK_MANIFEST.format(rank=rank))
-        if not os.path.exists(manifest):
-            raise RuntimeError(f"checkpoint {folder} is partial: rank {rank} wrote no manifest")
-        with open(manifest) as f:
-            for name, size in json.load(f).items():
-                p = os.path.join(folder, name)
-                if not os.path.exists(p) or os.path.getsize(p) != size:
-                    raise RuntimeError(f"checkpoint {folder} is partial: {name} of rank {rank} "
-                                       "is missing or truncated")
-    return progress
-
-
-def _save_final_model(trainer: StageTrainer, out: str, rank: int) -> None:
-    """Writes the consolidated Hugging Face folder ``model/`` (gathered under ZeRO-3)."""
-    import deepspeed
-
-    spec = trainer.spec
-    student = trainer.engine.module.student
-    params = list(student.parameters())
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=spec.zero_stage == 3):
-        if rank == 0:
-            folder = os.path.join(out, MODEL_DIR)
-            state = {k: v.detach().to("cpu", torch.float32).clone()
-                     for k, v in student.state_dict().items()}
-            student.save_pretrained(folder, state_dict=state, safe_serialization=True)
-            if spec.tokenizer_path:
-                from xdistil_ray.models import load_tokenizer
-
-                load_tokenizer(spec.tokenizer_path).save_pretrained(folder)

@@ -215,12 +215,12 @@ def _sum_columns(run: RunFolder, rel: str, files: list[dict], columns: list[str]
 
 def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings, *,
                    text_column: str, hf_split: str, rows_per_shard: int,
-                   pair_column: str = "") -> dict:
+                   pair_column: str = "", progress_every_s: float = 10.0) -> dict:
     """Cleans, deduplicates and tokenizes the transfer corpus into shards; returns its stats."""
     import ray
     import ray.data
 
-    progress = start_actor()
+    progress = start_actor(progress_every_s)
     stats = _stage_clean(run, source, "corpus", text_column=text_column, label_column=None,
                          hf_split=hf_split, pair_column=pair_column, progress=progress)
     num_partitions = max(1, math.ceil(stats["clean"] / rows_per_shard))
@@ -296,12 +296,12 @@ def run_step(run: RunFolder, corpus_source: CorpusSource, labeled_sources: dict[
              settings: TextSettings, *, text_column: str, label_column: str,
              labeled_text_column: str, hf_split: str, rows_per_shard: int,
              fingerprint: dict, pair_column: str = "", labeled_pair_column: str = "",
-             task: str = "sentence") -> dict:
+             task: str = "sentence", progress_every_s: float = 10.0) -> dict:
     """Runs the step and commits ``data/``; returns the marker."""
     start = time.time()
     stats = prepare_corpus(run, corpus_source, settings, text_column=text_column,
                            hf_split=hf_split, rows_per_shard=rows_per_shard,
-                           pair_column=pair_column)
+                           pair_column=pair_column, progress_every_s=progress_every_s)
     log.info("corpus: %d rows in, %d kept, dropped %s, %d truncated", stats["input_rows"],
              stats["kept"], stats["dropped"], stats["truncated"])
     labeled = {"splits": {}, "label_names": []}

@@ -9,7 +9,7 @@ import posixpath
 from xdistil_ray import plots
 from xdistil_ray.config import Config
 from xdistil_ray.runfolder import RunFolder
-from xdistil_ray.train_loop import LOSSES_FILE
+from xdistil_ray.checkpoint import LOSSES_FILE
 
 LOSS_PLOT = "loss_curves.png"
 SPEED_PLOT = "speed_size.png"

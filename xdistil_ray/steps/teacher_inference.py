@@ -267,15 +267,29 @@ def commit_shard(run: RunFolder, shard: str, expected_rows: int) -> bool:
     return True
 
 
+def actor_pool(num_actors: int, max_actors: int = 0):
+    """Ray Data's actor pool: fixed at ``num_actors``, or autoscaling from ``num_actors`` up to
+    ``max_actors`` (Ray Data asks for more actors while its queue of windows waits; the cluster
+    autoscaler launches nodes for the ones it cannot place)."""
+    import ray.data
+
+    if max_actors > num_actors:
+        return ray.data.ActorPoolStrategy(min_size=num_actors, max_size=max_actors)
+    return ray.data.ActorPoolStrategy(size=num_actors)
+
+
 def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run: bool,
              outputs: tuple[str, ...],
              batch_size: int, num_actors: int, num_gpus: float, num_cpus: float,
              fingerprint: dict, task: str = "sentence", resources: dict | None = None,
-             group_batches: int = 8, dtype: str = "auto", top_k: int = 0) -> dict:
+             group_batches: int = 8, dtype: str = "auto", top_k: int = 0,
+             max_actors: int = 0, progress_every_s: float = 10.0) -> dict:
     """Runs teacher inference over the uncommitted shards and commits ``teacher/``.
 
     Each actor call gets ``group_batches`` forward batches' worth of rows, sorted by length
-    there (see :class:`TeacherInference`)."""
+    there (see :class:`TeacherInference`). The actor pool holds ``num_actors`` actors, and
+    grows up to ``max_actors`` (when above it) while windows wait for an actor: on an
+    autoscaling cluster, the new GPU nodes' actors join the pass."""
     import ray.data
 
     start = time.time()
@@ -303,10 +317,10 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
                                        torch_threads=max(1, int(num_cpus)),
                                        run=run if model_in_run else None,
                                        batch_size=batch_size, dtype=dtype, top_k=top_k),
-            compute=ray.data.ActorPoolStrategy(size=num_actors),
+            compute=actor_pool(num_actors, max_actors),
             num_cpus=num_cpus, num_gpus=num_gpus or None, resources=resources or None)
         ledger = ray.remote(num_cpus=0)(ShardLedger).remote(
-            run, {name: shards[name]["rows"] for name in pending})
+            run, {name: shards[name]["rows"] for name in pending}, progress_every_s)
         ds.write_datasink(ShardPartsDatasink(run, task == "token", ledger).make())
         committed = set(ray.get(ledger.committed_shards.remote()))
         pending = [n for n in pending if n not in committed]

@@ -1,8 +1,10 @@
-"""Step ``stages/<k>-<name>`` (and ``teacher_finetune``): one training stage on Ray Train.
+"""Steps ``stages/<k>-<name>`` (and ``teacher_finetune``): training stages on Ray Train.
 
-The driver side: build the stage's Ray Dataset from committed files, run a ``TorchTrainer``
-whose workers run :func:`xdistil_ray.train_loop.train_loop_per_worker` with DeepSpeed, then copy
-the final consolidated weights and the loss history out of the last checkpoint and commit.
+The driver side: build each stage's Ray Dataset from committed files and run one
+``TorchTrainer`` for a sequence of consecutive stages; its workers
+(:func:`xdistil_ray.train_loop.train_loop_per_worker`, DeepSpeed) train them in order and
+commit each stage's consolidated weights and loss history as it ends. One worker group for all
+the stages: Ray Train's controller, the workers, their process group and imports start once.
 
 Resuming is Ray Train's: ``FailureConfig`` restarts failed workers from the newest checkpoint
 within the run, and a re-run of the driver finds the same ``RunConfig(name, storage_path)`` and
@@ -11,16 +13,14 @@ starts from it again. Checkpoints are verified before loading (every rank's file
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import posixpath
 import time
 from dataclasses import dataclass
 
-import pyarrow.fs as pafs
-
-from xdistil_ray.runfolder import RunFolder, relative_to
-from xdistil_ray.train_loop import (LOSSES_FILE, MODEL_DIR, StageSpec, steady_rate,
-                                    train_loop_per_worker)
+from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.train_loop import StageSpec, train_loop_per_worker
 
 RAY_DIR = "ray"
 """Ray Train's run (checkpoints, its state) under the stage folder: the same name and storage
@@ -58,66 +58,68 @@ def _rows_with_heldout(table, heldout: bool):
     return table.filter(pc.equal(table.column("heldout"), heldout)).drop_columns(["heldout"])
 
 
-def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scaling,
-              fingerprint: dict) -> dict:
-    """Trains one stage and commits ``rel`` (``model/`` + ``losses.json``); returns the marker."""
+def run_stages(run: RunFolder, ray_rel: str, specs: list[StageSpec], datasets: dict,
+               scaling: Scaling) -> list[dict]:
+    """Trains ``specs`` in order on one Ray Train worker group (its start-up paid once); the
+    workers commit each stage (``model/`` + ``losses.json``) as it ends. Ray Train's run lives
+    under ``ray_rel``/ray, so that a re-run resumes from its newest checkpoint.
+
+    Args:
+        datasets: each stage's Ray Dataset, by ``spec.dataset``.
+
+    Returns:
+        the stages' markers.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    start = time.time()
 
     def fit():
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"spec": spec},
+            train_loop_config={"stages": specs},
             scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                          resources_per_worker={"CPU": scaling.cpus_per_worker,
                                                                **scaling.resources}),
             torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
-            datasets={"train": dataset},
+            datasets=datasets,
             run_config=RunConfig(
-                name=RAY_DIR, storage_path=run.path(rel), storage_filesystem=run.fs,
+                name=RAY_DIR, storage_path=run.path(ray_rel), storage_filesystem=run.fs,
                 failure_config=FailureConfig(max_failures=scaling.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )
         return trainer.fit()
 
-    result = fit_through_storage_outages(fit, run, rel, scaling.max_failures)
-    checkpoint_path = result.checkpoint.path
-    files = {}
-    for name in _files_under(run.fs, checkpoint_path, MODEL_DIR) + [LOSSES_FILE]:
-        src = posixpath.join(checkpoint_path, name)
-        dst = run.path(rel, name)
-        run.fs.create_dir(posixpath.dirname(dst), recursive=True)
-        run.fs.copy_file(src, dst)
-        files[name] = run.fs.get_file_info(dst).size
-    losses = run.read_json(posixpath.join(rel, LOSSES_FILE))
-    history = losses["history"]
-    marker = run.commit(rel, files, name=spec.name, losses=[s.type for s in spec.losses],
-                        unfreeze=spec.unfreeze_steps >= 0,
-                        targets=_targets(spec), steps=spec.total_steps,
-                        first_loss=history[0][1], final_loss=history[-1][1],
-                        steps_per_second=steady_steps_per_second(
-                            history, losses.get("resumed_from", [])),
-                        resumed_from=losses.get("resumed_from", []),
-                        seconds=round(time.time() - start, 1), fingerprint=fingerprint)
-    return marker
+    fit_through_storage_outages(fit, run, ray_rel, scaling.max_failures)
+    markers = [run.marker(spec.rel) for spec in specs]
+    missing = [spec.rel for spec, m in zip(specs, markers) if m is None]
+    if missing:
+        raise RuntimeError(f"training ended without committing {', '.join(missing)}")
+    return markers
 
 
-def steady_steps_per_second(history: list, resumed_from: list[int]) -> float | None:
-    """Optimizer steps per second between the first and the last logged step of the stage's
-    last attempt (history rows: [step, loss, unix time]); start-up and restores excluded.
-    None with fewer than two logged points."""
-    rate = steady_rate(history, max(resumed_from, default=0))
-    return None if rate is None else round(rate, 3)
+def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scaling,
+              fingerprint: dict) -> dict:
+    """Trains one stage alone (Ray Train's run under ``rel``/ray) and commits ``rel``."""
+    spec = dataclasses.replace(spec, rel=rel, dataset="train",
+                               marker={**spec.marker, **stage_marker_fields(spec, fingerprint)})
+    return run_stages(run, rel, [spec], {"train": dataset}, scaling)[0]
 
 
-def clean_checkpoints(run: RunFolder, rel: str) -> bool:
-    """Deletes a committed stage's Ray Train checkpoints (optimizer state included: several
-    times the model); ``model/`` and ``losses.json`` stay. Returns whether any were there."""
-    if not run.is_complete(rel) or not run.list_files(posixpath.join(rel, RAY_DIR)):
+def stage_marker_fields(spec: StageSpec, fingerprint: dict) -> dict:
+    """What the driver adds to a stage's commit marker (the workers add steps and losses)."""
+    return {"unfreeze": spec.unfreeze_steps >= 0, "targets": _targets(spec),
+            "fingerprint": fingerprint}
+
+
+def clean_checkpoints(run: RunFolder, ray_rel: str, stages: list[str]) -> bool:
+    """Deletes the Ray Train checkpoints under ``ray_rel`` (optimizer state included: several
+    times the model) once every one of ``stages`` is committed; their ``model/`` and
+    ``losses.json`` stay. Returns whether any were there."""
+    if not all(run.is_complete(rel) for rel in stages):
         return False
-    run.delete(rel, RAY_DIR)
+    if not run.list_files(posixpath.join(ray_rel, RAY_DIR)):
+        return False
+    run.delete(ray_rel, RAY_DIR)
     return True
 
 
@@ -165,10 +167,3 @@ def _targets(spec: StageSpec) -> str:
     if spec.online_teacher:
         return "online"
     return "none" if all(s.type == "labels" for s in spec.losses) else "stored"
-
-
-def _files_under(fs: pafs.FileSystem, root: str, sub: str) -> list[str]:
-    base = posixpath.join(root, sub)
-    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
-    return sorted(posixpath.join(sub, relative_to(i.path, base))
-                  for i in infos if i.type == pafs.FileType.File)
