@@ -34,7 +34,7 @@ def machine() -> str:
 def write_sentences(path: str, count: int, seed: int = 0) -> str:
     """``count`` generated review sentences, one per line (the embedded default's generator;
     a few repeat, as in crawled text)."""
-    from xdistil_ray.embedded_data import review
+    from xdistil_ray.embedded_reviews import review
 
     if os.path.exists(path):
         return path

@@ -111,6 +111,15 @@ def _essentials(done: subprocess.CompletedProcess) -> str:
     return "\n".join(line[:300] for line in text.splitlines() if any(k in line for k in keep))
 
 
+def _job_console(submit_output: str) -> list[str]:
+    """The job's own lines in ``ray job submit``'s output (between the CLI's header, which
+    ends with "Tailing logs until the job exits", and its closing rule)."""
+    lines = submit_output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Tailing logs until the job exits" in line)
+    end = max(i for i, line in enumerate(lines) if line.startswith("-----"))
+    return [line for line in lines[start + 1:end] if line.strip()]
+
+
 def test_job_submit_runs_the_pipeline_and_resubmission_resumes(loopback_cluster, s3, inputs,
                                                                teacher_with_head):
     env, address = loopback_cluster
@@ -129,13 +138,22 @@ def test_job_submit_runs_the_pipeline_and_resubmission_resumes(loopback_cluster,
     assert re.search(r"\[xdistil\] data: corpus read and cleaned: [\d,]+ rows, [\d,]+ rows/s",
                      logs), _essentials(first)
     assert re.search(r"\[xdistil\] teacher: [\d,]+/[\d,]+ \(100%\) rows, [\d,]+ rows/s", logs)
-    steps = re.findall(r"\[(\w+)\] step (\d+)/(\d+) loss [\d.]+ elapsed \d+s left ~\d+s", logs)
+    steps = re.findall(r"\[xdistil\] (\w+): step (\d+)/(\d+), loss [\d.]+, [\d.]+ steps/s, "
+                       r"elapsed \d+s, ~\d+s left", logs)
     assert steps and len(steps) == len(set(steps)), steps  # each progress line once
+    # The job's console holds the project's lines only (Ray's, Ray Data's, DeepSpeed's and the
+    # workers' output is in <run>/logs/): step start/skip/done, progress, the summary.
+    console = _job_console(logs)
+    assert console and all(line.startswith("[xdistil] ") for line in console), console
+    assert len(console) <= 40, console
     assert f"[xdistil] student: {uri}/student" in logs
     assert f"[xdistil] report:  {uri}/report.md" in logs
     run = RunFolder(uri, StorageOptions(endpoint=s3.endpoint))
     assert all(run.is_complete(step) for step in STEPS)
     assert run.exists("report.json") and run.exists("config.yaml")
+    workers_log = [n for n in run.list_files("logs") if n.startswith("workers-")]
+    assert len(workers_log) == 1
+    assert "RayTrainWorker" in run.read_bytes(f"logs/{workers_log[0]}").decode()
     start = time.time()
     second = _submit(env, address, args)
     assert second.returncode == 0, _essentials(second)

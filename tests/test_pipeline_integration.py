@@ -4,6 +4,8 @@ import glob
 import json
 import re
 import os
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -12,6 +14,8 @@ from xdistil_ray.config import ConfigError, load_config
 from xdistil_ray.embedded_data import write_embedded_data
 
 pytestmark = pytest.mark.integration
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NASTY_LINES = [
     b"", b"   ", b"\t\r", b"crlf line\r", b"bad \xff byte", b"nul \x00 byte",
@@ -25,7 +29,7 @@ NASTY_DROPPED = {"empty": 1, "whitespace_only": 2, "invalid_utf8": 1, "nul_byte"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, ray_local):
+def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     data = write_embedded_data(str(root / "inputs"), seed=1, num_train=384, num_dev=96,
                                num_corpus=700)
@@ -35,17 +39,40 @@ def tiny_run(tmp_path_factory, ray_local):
     (corpus_dir / "nasty.txt").write_bytes(b"\n".join(NASTY_LINES))
     overrides = [f"output={root}/run", f"corpus.path={corpus_dir}",
                  f"labeled.train={data['train']}", f"labeled.dev={data['dev']}"]
-    from xdistil_ray import pipeline
-
     cfg = load_config("jobs/configs/tiny.yaml", overrides)
     workdirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "xdistil-*")))
-    report = pipeline.run(cfg)
+    # As a user runs it: the job script, its own local Ray, its console.
+    done = subprocess.run([sys.executable, "jobs/distill.py", "--config", "jobs/configs/tiny.yaml",
+                           *overrides], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     left = set(glob.glob(os.path.join(tempfile.gettempdir(), "xdistil-*"))) - workdirs
-    return root, cfg, report, overrides, left
+    report = json.loads((root / "run" / "report.json").read_text())
+    return root, cfg, report, overrides, left, done
+
+
+def test_the_console_shows_the_projects_lines_only(tiny_run):
+    """Steps starting and done, progress every 10 s, the summary; Ray's, Ray Data's,
+    DeepSpeed's, transformers' and the workers' output is in <run>/logs/."""
+    root, *_, done = tiny_run
+    lines = done.stdout.splitlines()
+    assert lines and all(line.startswith("[xdistil] ") for line in lines), lines
+    assert done.stderr == ""
+    # Measured: 30 lines (8 steps started and done or skipped, 9 progress lines, 3 data pass
+    # lines, 3 teacher shards, the run and logs folders, 4 summary lines); before the console
+    # change the same run printed about 900.
+    assert len(lines) <= 45, lines
+    for step in ("data", "teacher_finetune", "teacher", "student_init", "stages/1-representation",
+                 "stages/2-logits", "stages/3-labels", "student", "eval"):
+        assert f"[xdistil] {step}: running" in lines
+        assert any(line.startswith(f"[xdistil] {step}: done in ") for line in lines), step
+    logs = sorted(p.name for p in (root / "run" / "logs").iterdir())
+    assert [n.split("-")[0] for n in logs] == ["driver", "workers"]
+    workers = (root / "run" / "logs" / logs[1]).read_text()
+    assert "RayTrainWorker" in workers and "LOAD REPORT" in workers
 
 
 def test_every_row_accounted_for(tiny_run):
-    root, _, report, _, _ = tiny_run
+    root, _, report, *_ = tiny_run
     d = report["data"]
     generated = 700 + 7 + 1  # embedded corpus: 700 unique, 1% repeated, 1 empty line
     assert d["input_rows"] == generated + len(NASTY_LINES)
@@ -61,7 +88,7 @@ def test_every_row_accounted_for(tiny_run):
 
 
 def test_stages_train_and_losses_fall(tiny_run):
-    _, cfg, report, _, _ = tiny_run
+    _, cfg, report, *_ = tiny_run
     assert [s["name"] for s in report["stages"]] == [s.name for s in cfg.stages]
     for stage in report["stages"]:
         assert stage["steps"] > 0
@@ -69,7 +96,7 @@ def test_stages_train_and_losses_fall(tiny_run):
 
 
 def test_report_has_required_figures(tiny_run):
-    _, _, report, _, _ = tiny_run
+    _, _, report, _, _, _ = tiny_run
     assert report["student"]["params"] < report["teacher"]["params"] / 3
     assert 0.0 <= report["eval"]["agreement"] <= 1.0
     assert report["eval"]["heldout_rows"] > 0
@@ -81,7 +108,7 @@ def test_report_has_required_figures(tiny_run):
 
 
 def test_exported_student_loads_with_auto_classes_and_pipeline(tiny_run):
-    root, _, report, _, _ = tiny_run
+    root, _, report, _, _, _ = tiny_run
     from transformers import AutoModelForSequenceClassification, pipeline
 
     folder = str(root / "run" / "student")
@@ -92,12 +119,12 @@ def test_exported_student_loads_with_auto_classes_and_pipeline(tiny_run):
     assert out[0]["label"] in report["data"]["label_names"]
 
 
-def test_second_run_skips_complete_steps(tiny_run, capsys):
+def test_second_run_skips_complete_steps(tiny_run, ray_local, capsys):
     import time
 
     from xdistil_ray import pipeline
 
-    _, _, report, overrides, _ = tiny_run
+    _, _, report, overrides, *_ = tiny_run
     start = time.time()
     again = pipeline.run(load_config("jobs/configs/tiny.yaml", overrides))
     assert time.time() - start < 30
@@ -108,14 +135,14 @@ def test_second_run_skips_complete_steps(tiny_run, capsys):
 def test_unsafe_config_change_is_refused(tiny_run):
     from xdistil_ray import pipeline
 
-    _, _, _, overrides, _ = tiny_run
+    _, _, _, overrides, *_ = tiny_run
     cfg = load_config("jobs/configs/tiny.yaml", overrides + ["student.num_layers=3"])
     with pytest.raises(ConfigError, match="student.num_layers"):
         pipeline.run(cfg)
 
 
 def test_training_workers_leave_no_temporary_folders(tiny_run):
-    *_, left = tiny_run
+    *_, left, _ = tiny_run
     assert not left, left
 
 
@@ -144,7 +171,7 @@ def test_report_figures_match_the_exported_student(tiny_run):
 
     from xdistil_ray import metrics
 
-    root, cfg, report, _, _ = tiny_run
+    root, cfg, report, _, _, _ = tiny_run
     run_dir = str(root / "run")
     folder = os.path.join(run_dir, "student")
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
@@ -180,7 +207,7 @@ def test_dry_run_of_the_run_extended_by_a_stage(tiny_run, capsys):
     from xdistil_ray.dry_run import dry_run
     from xdistil_ray.runfolder import RunFolder
 
-    root, cfg, _, overrides, _ = tiny_run
+    root, cfg, _, overrides, _, _ = tiny_run
     stages = [to_dict(s) for s in cfg.stages] + [
         {"name": "extra", "losses": [{"type": "logits"}], "epochs": 1, "batch_size": 32}]
     run = RunFolder(str(root / "run"))

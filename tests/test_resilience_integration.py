@@ -137,7 +137,8 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
     uri = "s3://runs/resilience"
     args = ["--config", CONFIG, f"output={uri}", f"storage.endpoint={s3.endpoint}",
             f"corpus.path={data['corpus']}", f"labeled.train={data['train']}",
-            f"labeled.dev={data['dev']}", f"teacher.model={teacher_with_head}"]
+            f"labeled.dev={data['dev']}", f"teacher.model={teacher_with_head}",
+            "progress_every_s=0"]  # a line per logged step: the scenario acts on exact steps
     run = RunFolder(uri, StorageOptions(endpoint=s3.endpoint))
     events = {"root": root, "args": args, "run": run, "logs": []}
 
@@ -168,22 +169,22 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
 
     # B: S3 down for 15 s while stage 1 writes its step-10 checkpoint; killed mid-stage 2.
     b = driver("b")
-    b.wait_for(r"\[representation\] step 10/")
+    b.wait_for(r"\[xdistil\] representation: step 10/")
     s3.stop()
     events["outage_s"] = 15
     time.sleep(15)
     s3.start()
-    b.wait_for(r"\[logits\] step 25/", start=b.matched_at)
+    b.wait_for(r"\[xdistil\] logits: step 25/", start=b.matched_at)
     b.kill()
     events["b_output"] = b.output
     dry_run("b")
 
     # C: resumes stage 2; a training worker is killed after a newer checkpoint; completes.
     c = driver("c")
-    resumed = c.wait_for(r"\[logits\] resumed from step (\d+)")
+    resumed = c.wait_for(r"\[xdistil\] logits: resumed from step (\d+)")
     events["driver_resume_step"] = int(resumed.group(1))
     events["worker_kill_step"] = events["driver_resume_step"] + 15
-    c.wait_for(rf"\[logits\] step {events['worker_kill_step']}/", start=c.matched_at)
+    c.wait_for(rf"\[xdistil\] logits: step {events['worker_kill_step']}/", start=c.matched_at)
     workers = _train_worker_pids()
     assert workers, "no Ray Train worker process found"
     os.kill(workers[-1], signal.SIGKILL)
@@ -243,7 +244,7 @@ def test_worker_failure_resumes_from_the_newest_checkpoint(scenario):
     assert "resumed from step" in run.read_bytes("report.md").decode()
     assert report["teacher_inference"]["shards_skipped"] == scenario["committed_after_a"]
     # Checkpoints (with optimizer state) are deleted once the stages are committed.
-    assert run.list_files("stages/2-logits/ray") == {}
+    assert run.list_files("stages/ray") == {}
 
 
 def test_dry_run_of_the_half_finished_run(scenario):
@@ -269,6 +270,10 @@ def test_no_credential_in_config_logs_or_report(scenario):
     run = scenario["run"]
     texts = [run.read_bytes(name).decode() for name in ("config.yaml", "report.json", "report.md")]
     texts += [open(path).read() for path in scenario["logs"]]
+    logs = [name for name in run.list_files("logs")]
+    # Every driver's logs (driver and workers, three drivers) are kept in the bucket.
+    assert len([n for n in logs if n.startswith("workers-")]) >= 3, logs
+    texts += [run.read_bytes(f"logs/{name}").decode() for name in logs]
     for text in texts:
         assert SECRET_KEY not in text and ACCESS_KEY not in text
 

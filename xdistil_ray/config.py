@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from xdistil_ray.config_checks import ConfigError, validate, validate_finetune  # noqa: F401
+from xdistil_ray.config_checks import validate, validate_finetune
+from xdistil_ray.errors import ConfigError  # noqa: F401 - raised by load_config
 
 EMBEDDED = "embedded"
 

@@ -6,10 +6,8 @@ Kept apart from :mod:`xdistil_ray.config` (the dataclasses and their loading), w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from xdistil_ray.config import Config, LossConfig, StageConfig
+from xdistil_ray import storage
+from xdistil_ray.errors import ConfigError
 
 TASKS = ("sentence", "pair", "token", "none")
 LOSSES = ("representation", "hidden_states", "attention_relations", "logits", "labels")
@@ -17,20 +15,15 @@ LAYER_MAPS = ("last", "uniform", "explicit")
 ONLINE_ONLY = ("hidden_states", "attention_relations")
 
 
-class ConfigError(ValueError):
-    """A user mistake in the configuration; the message names the field and the fix."""
-
-
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
 
-def validate(cfg: Config) -> None:
-    """Checks values that are well-typed but make no sense; raises ConfigError naming the field."""
+def validate(cfg) -> None:
+    """Checks values of a :class:`~xdistil_ray.config.Config` that are well-typed but make no
+    sense; raises ConfigError naming the field."""
     _check(bool(cfg.output), "output: give a run folder, e.g. output=runs/my-run")
-    from xdistil_ray import storage
-
     storage.check_uri(cfg.output, "output")
     for field_name, value in (("corpus.path", cfg.corpus.path), ("labeled.train", cfg.labeled.train),
                               ("labeled.dev", cfg.labeled.dev)):
@@ -96,8 +89,6 @@ def validate(cfg: Config) -> None:
 
 def validate_finetune(cfg) -> None:
     """:func:`validate` for a :class:`~xdistil_ray.config.FinetuneJob`."""
-    from xdistil_ray import storage
-
     _check(bool(cfg.output), "output: give a run folder, e.g. output=runs/finetune")
     _check(bool(cfg.model), "model: give the exported student to fine-tune, e.g. "
                             "model=runs/agnostic/student")
@@ -140,14 +131,14 @@ def _validate_train(cfg) -> None:
     _check(cfg.eval.num_gpus >= 0, "eval.num_gpus: must be 0 or more")
 
 
-def stage_data(stage: StageConfig) -> str:
+def stage_data(stage) -> str:
     """Where a stage's rows come from: ``corpus`` or ``labeled`` (``auto`` resolved)."""
     if stage.data != "auto":
         return stage.data
     return "labeled" if any(loss.type == "labels" for loss in stage.losses) else "corpus"
 
 
-def _validate_stage(cfg: Config, st: StageConfig, where: str) -> None:
+def _validate_stage(cfg, st, where: str) -> None:
     _check(st.name.replace("-", "").replace("_", "").isalnum(),
            f"{where}.name: use letters, digits, '-' and '_' only, got {st.name!r}")
     _check(st.epochs > 0, f"{where}.epochs: must be > 0")
@@ -172,7 +163,7 @@ def _validate_stage(cfg: Config, st: StageConfig, where: str) -> None:
            "student block); use another stage for another pair of blocks")
 
 
-def _validate_loss(cfg: Config, st: StageConfig, loss: LossConfig, data: str, where: str) -> None:
+def _validate_loss(cfg, st, loss, data: str, where: str) -> None:
     _check(loss.type in LOSSES, f"{where}.type: must be one of {', '.join(LOSSES)}, got {loss.type!r}")
     _check(loss.weight > 0, f"{where}.weight: must be > 0")
     _check(loss.function in ("mse", "kl"), f"{where}.function: must be mse or kl")

@@ -68,8 +68,13 @@ class Console:
         Ray's log monitor publishes it) from any worker of the cluster."""
         who = data.get("actor_name") or data.get("task_name") or ""
         prefix = f"({who} pid={data.get('pid')}, ip={data.get('ip')})".replace("( ", "(")
+        lines = data.get("lines", [])
+        if data.get("pid") == "autoscaler":  # its status every few seconds: the events only
+            from ray._private.worker import filter_autoscaler_events
+
+            lines = list(filter_autoscaler_events(lines))
         with self.lock:
-            for line in data.get("lines", []):
+            for line in lines:
                 self.workers_log.write(f"{prefix} {line}\n")
                 if is_project_line(line):
                     self._show(line)

@@ -1,5 +1,5 @@
 """Embedded data for the sentence-pair and token-classification tasks, from the same review
-domain as :mod:`xdistil_ray.embedded_data` (nothing downloaded; the same seed, the same files)."""
+domain as :mod:`xdistil_ray.embedded_reviews` (nothing downloaded; the same seed, the same files)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 import random
 
-from xdistil_ray.embedded_data import _BAD, _GOOD, _INTENSIFIERS, _PRODUCTS, review, write_atomic
+from xdistil_ray.embedded_reviews import _BAD, _GOOD, _INTENSIFIERS, _PRODUCTS, review, write_atomic
 
 PAIR_LABELS = ("contradiction", "entailment")
 _CLAIMS = {

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
-from xdistil_ray.config_checks import ConfigError
+from xdistil_ray.errors import ConfigError
 
 S3_SCHEMES = ("s3", "s3a")
 
