@@ -95,6 +95,25 @@ def run_phase(script: str, phase: str, args: dict, timeout_s: int = 3600) -> dic
         return json.load(open(result.name))
 
 
+def run_phases(script: str, phase: str, args_list: list[dict], timeout_s: int = 3600) -> list[dict]:
+    """:func:`run_phase` for each of ``args_list`` at once (parallel fresh processes)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT + os.pathsep + HERE,
+           "RAY_DEDUP_LOGS": "0"}
+    procs = []
+    for args in args_list:
+        result = tempfile.NamedTemporaryFile("r", suffix=".json")
+        procs.append((result, subprocess.Popen(
+            [sys.executable, script, "--phase", phase, "--args", json.dumps(args),
+             "--result", result.name], env=env, cwd=ROOT)))
+    out = []
+    for result, proc in procs:
+        if proc.wait(timeout=timeout_s) != 0:
+            raise SystemExit(f"phase {phase} failed with exit code {proc.returncode}")
+        out.append(json.load(open(result.name)))
+        result.close()
+    return out
+
+
 def phase_main(phases: dict) -> bool:
     """In a phase process: runs the phase named on the command line and writes its result.
     Returns False when this process is the benchmark's parent (no ``--phase``)."""

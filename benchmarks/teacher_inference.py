@@ -61,8 +61,9 @@ def phase_ray(workdir: str, teacher: str, marker: dict, overrides: dict) -> dict
 
 
 def phase_plain(workdir: str, teacher: str, marker: dict, batch_size: int, group_batches: int,
-                threads: int, device: str) -> dict:
-    """The baseline: read shard, sort each window by length, forward, fp16, write; one process."""
+                threads: int, device: str, part: int = 0, parts: int = 1) -> dict:
+    """The baseline: read shard, sort each window by length, forward, fp16, write; one process
+    (of ``parts``, taking every ``parts``-th shard from ``part``)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -71,13 +72,13 @@ def phase_plain(workdir: str, teacher: str, marker: dict, batch_size: int, group
 
     start = time.time()
     torch.set_num_threads(threads)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = AutoModelForSequenceClassification.from_pretrained(teacher).to(device, dtype).eval()
-    out_dir = os.path.join(workdir, "plain")
+    out_dir = os.path.join(workdir, f"plain-{part}-of-{parts}")
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
     window, points, done = batch_size * group_batches, [], 0
-    for shard in marker["corpus"]["shards"]:
+    for shard in marker["corpus"]["shards"][part::parts]:
         table = pq.read_table(os.path.join(workdir, "run", "data", "corpus", shard["file"]),
                               columns=["id", "input_ids", "heldout"])
         rows = table.column("input_ids").to_numpy(zero_copy_only=False)
@@ -108,7 +109,35 @@ def phase_plain(workdir: str, teacher: str, marker: dict, batch_size: int, group
             columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)),
                                                               matrix.shape[1])
         pq.write_table(pa.table(columns), os.path.join(out_dir, shard["file"]))
-    return {"rows": done, "total_s": time.time() - start, "steady": _common.steady_rate(points)}
+    return {"rows": done, "total_s": time.time() - start, "steady": _common.steady_rate(points),
+            "points": points, "start": start}
+
+
+def plain_processes(script: str, num: int, threads: int, device: str, **args) -> dict:
+    """The baseline as ``num`` plain processes side by side (one per actor of the Ray step,
+    each on its own GPU where there are several), ``threads`` split among them."""
+    import torch
+
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    results = _common.run_phases(script, "plain", [
+        dict(args, threads=max(1, threads // num), part=k, parts=num,
+             device=f"cuda:{k % gpus}" if gpus else device) for k in range(num)])
+    events = sorted((t, n) for r in results for t, n in _increments(r["points"]))
+    points, done = [], 0
+    for t, n in events:
+        done += n
+        points.append((t, done))
+    start = min(r["start"] for r in results)
+    return {"rows": done, "total_s": max(r["start"] + r["total_s"] for r in results) - start,
+            "steady": _common.steady_rate(points)}
+
+
+def _increments(points: list) -> list[tuple[float, int]]:
+    previous, out = 0, []
+    for t, done in points:
+        out.append((t, done - previous))
+        previous = done
+    return out
 
 
 def phase_peak(seconds: float = 5.0) -> dict:
@@ -200,9 +229,10 @@ def main() -> None:
     prepared = _common.run_phase(script, "prepare", dict(
         workdir=workdir, sentences=sentences, teacher=teacher, max_length=cfg.corpus.max_length))
     marker = prepared["marker"]
-    plain = _common.run_phase(script, "plain", dict(
-        workdir=workdir, teacher=teacher, marker=marker, batch_size=inf.batch_size,
-        group_batches=inf.group_batches, threads=threads, device=device))
+    plain_args = dict(workdir=workdir, teacher=teacher, marker=marker, batch_size=inf.batch_size,
+                      group_batches=inf.group_batches)
+    plain = _common.run_phase(script, "plain", dict(plain_args, threads=threads, device=device))
+    processes = plain_processes(script, inf.num_actors, threads, device, **plain_args)
     ray_side = _common.run_phase(script, "ray", dict(
         workdir=workdir, teacher=teacher, marker=marker, overrides=overrides))
     unsorted, grouped, real_tokens = padding_shares(marker, os.path.join(workdir, "run"),
@@ -212,17 +242,20 @@ def main() -> None:
     print(f"teacher {teacher}; {ray_side['rows']} sentences, {real_tokens / ray_side['rows']:.1f} "
           f"real tokens each; batch {inf.batch_size}, windows of {inf.group_batches} batches; "
           f"padding {unsorted:.1%} in corpus order, {grouped:.1%} length-grouped")
-    print(f"Ray step: {inf.num_actors} actors x {max(1, int(inf.num_cpus_per_actor))} threads"
-          f"{' x 1 GPU' if args.gpu else ''}; plain loop: 1 process x {threads} threads")
-    print(f"{'':24s}{'plain loop':>14s}{'Ray step':>14s}{'ratio':>8s}{'target':>8s}")
-    print(f"{'steady sentences/s':24s}{plain['steady']:14.0f}{ray_side['steady']:14.0f}"
-          f"{ray_side['steady'] / plain['steady']:8.3f}{0.95:8.2f}")
-    plain_rate = plain["rows"] / plain["total_s"]
+    n = inf.num_actors
+    print(f"Ray step: {n} actors x {max(1, int(inf.num_cpus_per_actor))} threads"
+          f"{' x 1 GPU' if args.gpu else ''}; plain loop: 1 process x {threads} threads, and "
+          f"{n} plain processes x {max(1, threads // n)} threads (one per actor)")
     ray_rate = ray_side["rows"] / ray_side["total_s"]
-    print(f"{'all-in sentences/s':24s}{plain_rate:14.0f}{ray_rate:14.0f}"
-          f"{ray_rate / plain_rate:8.3f}{0.8:8.2f}")
-    print(f"{'seconds':24s}{plain['total_s']:14.1f}{ray_side['total_s']:14.1f}   "
-          f"(Ray start {ray_side['ray_start_s']:.1f} s)")
+    print(f"{'':24s}{'baseline':>14s}{'Ray step':>14s}{'ratio':>8s}{'target':>8s}")
+    for name, base in (("plain loop", plain), (f"{n} plain processes", processes)):
+        base_rate = base["rows"] / base["total_s"]
+        print(f"{'steady sentences/s':24s}{base['steady']:14.0f}{ray_side['steady']:14.0f}"
+              f"{ray_side['steady'] / base['steady']:8.3f}{0.95:8.2f}   vs {name}")
+        print(f"{'all-in sentences/s':24s}{base_rate:14.0f}{ray_rate:14.0f}"
+              f"{ray_rate / base_rate:8.3f}{0.8:8.2f}   vs {name}")
+        print(f"{'seconds':24s}{base['total_s']:14.1f}{ray_side['total_s']:14.1f}   "
+              f"vs {name} (Ray start {ray_side['ray_start_s']:.1f} s)")
     if args.gpu:
         peak = _common.run_phase(script, "peak", {})
         per_token = model_flops_per_token(teacher, real_tokens / ray_side["rows"])

@@ -54,3 +54,28 @@ def test_cli_dry_run(tmp_path):
     assert "dry run: config and storage checked" in proc.stdout
     assert "Started a local Ray instance" not in proc.stdout + proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_half_done_stage_resumes_from_its_own_checkpoint_in_the_shared_ray_run(tmp_path):
+    """The stages share one Ray Train run (stages/ray): a stage's resume step comes from the
+    whole checkpoints that name it, not from another stage's, nor from a partial one."""
+    import json
+
+    from xdistil_ray.checkpoint import PROGRESS_FILE, RANK_MANIFEST
+    from xdistil_ray.dry_run import _checkpoint_step
+    from xdistil_ray.runfolder import RunFolder
+
+    run = RunFolder(str(tmp_path))
+    checkpoints = [("checkpoint_0", "stages/1-representation", 40, 2),
+                   ("checkpoint_1", "stages/2-logits", 10, 2),
+                   ("checkpoint_2", "stages/2-logits", 20, 2),
+                   ("checkpoint_3", "stages/2-logits", 30, 1)]  # rank 1's list missing
+    for name, stage, step, ranks in checkpoints:
+        base = f"stages/ray/{name}"
+        run.write_json(f"{base}/{PROGRESS_FILE}", {"stage": stage, "step": step, "history": [],
+                                                  "world_size": 2})
+        for rank in range(ranks):
+            run.write_bytes(f"{base}/{RANK_MANIFEST.format(rank=rank)}", json.dumps({}).encode())
+    assert _checkpoint_step(run, "stages/2-logits") == 20
+    assert _checkpoint_step(run, "stages/1-representation") == 40
+    assert _checkpoint_step(run, "stages/3-labels") is None
