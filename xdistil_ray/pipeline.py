@@ -389,9 +389,9 @@ def _stages(steps: Steps, cfg: Config, data: dict, sources, teacher, shapes: Sha
             cfg, k, stage_specs, sources, data, run=steps.run, init_path=init, teacher=teacher,
             shapes=shapes)
         specs.append(dataclasses.replace(
-            spec, rel=rel, dataset=rel, progress_every_s=cfg.progress_every_s,
+            spec, rel=rel, dataset=f"stage{k + 1}", progress_every_s=cfg.progress_every_s,
             marker=train.stage_marker_fields(spec, fp)))
-        datasets[rel] = train.stage_dataset(steps.run, files, columns, heldout)
+        datasets[f"stage{k + 1}"] = train.stage_dataset(steps.run, files, columns, heldout)
     markers += train.run_stages(steps.run, STAGES_RAY, specs, datasets, stage_plan.scaling(cfg))
     console.sync_logs()
     return markers
