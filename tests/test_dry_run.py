@@ -25,6 +25,14 @@ def test_fresh_embedded_run_plans_every_step_and_writes_nothing(tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
+def test_an_autoscaling_teacher_pool_is_planned_with_its_bounds(tmp_path):
+    cfg = load_config(None, [f"output={tmp_path}/run", "teacher.inference.max_actors=6"])
+    steps = {s.name: s for s in dry_run(cfg)}
+    assert steps["teacher"].resources.startswith("Ray Data: 2-6 actor(s)")
+    with pytest.raises(ConfigError, match="teacher.inference.max_actors"):
+        load_config(None, ["teacher.inference.num_actors=4", "teacher.inference.max_actors=3"])
+
+
 def test_task_agnostic_plan_skips_what_it_does_not_need(tmp_path):
     cfg = load_config("jobs/configs/task_agnostic.yaml", [f"output={tmp_path}/run"])
     steps = {s.name: s for s in dry_run(cfg)}

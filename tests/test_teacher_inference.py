@@ -189,3 +189,13 @@ def test_top_k_columns_read_back_as_lists_become_dense_logits():
     np.testing.assert_allclose(out["logits"][0], [1.0, np.log(1 / 3), 4.0, np.log(1 / 3),
                                                   np.log(1 / 3)], rtol=1e-6)
     assert with_dense_logits({"logits": [[1.0, 2.0]]}, 2) == {"logits": [[1.0, 2.0]]}
+
+
+def test_the_teacher_pool_is_fixed_or_autoscales_between_its_bounds():
+    from xdistil_ray.steps.teacher_inference import actor_pool
+
+    fixed = actor_pool(3)
+    assert (fixed.min_size, fixed.max_size) == (3, 3)
+    growing = actor_pool(2, 8)
+    assert (growing.min_size, growing.max_size) == (2, 8)
+    assert (actor_pool(4, 4).min_size, actor_pool(4, 4).max_size) == (4, 4)

@@ -69,6 +69,13 @@ def _derived_state(run: RunFolder, rel: str, fp: dict) -> str:
     return "complete" if marker.get("fingerprint") == fp else "to run (again: its inputs changed)"
 
 
+def _pool(inf) -> str:
+    """The teacher pool's size: ``N``, or ``N-M`` when it autoscales."""
+    if inf.max_actors > inf.num_actors:
+        return f"{inf.num_actors}-{inf.max_actors}"
+    return str(inf.num_actors)
+
+
 def _checkpoint_step(run: RunFolder, rel: str) -> int | None:
     """The step of the newest whole Ray Train checkpoint of half-done stage ``rel`` (every
     rank's file list present, as the workers check before loading one), among the checkpoints
@@ -143,7 +150,7 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
                                                   if inf.num_gpus_per_actor else {}),
                 **inf.resources}
         out.append(PlannedStep("teacher", "teacher", state, ["data/corpus"] + teacher_src,
-                               f"Ray Data: {inf.num_actors} actor(s) x {json.dumps(each)}, "
+                               f"Ray Data: {_pool(inf)} actor(s) x {json.dumps(each)}, "
                                f"batch {inf.batch_size}", detail))
     else:
         out.append(PlannedStep("teacher", "teacher", "not needed (every stage's targets are "
