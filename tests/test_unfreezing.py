@@ -204,3 +204,27 @@ def test_single_rank_zero0_skips_the_gradient_all_reduce_with_the_same_result(
             trainer.train_step(_batch(step))
         states.append(trainer.full_state())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_every_rank_writes_a_loadable_student(single_process_group, tiny_classifier_dir, tmp_path,
+                                               monkeypatch):
+    """The next stage starts from each rank's own copy of the last stage's student: a rank other
+    than 0 must write a whole folder too (transformers' save_pretrained writes only on rank 0
+    when a process group is up)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from xdistil_ray.checkpoint import save_student
+
+    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
+                     init_in_run=False, run=None, total_steps=1, batch_size=8,
+                     learning_rate=1e-2, zero_stage=0, log_every=1, checkpoint_every=100,
+                     seed=0, torch_threads=1)
+    trainer = StageTrainer(spec, tiny_classifier_dir)
+    trainer.build(trainer.phase_for(0), 0)
+    trainer.train_step(_batch(0))
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda *a, **k: 1)
+    save_student(trainer, str(tmp_path / "rank1"))
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "rank1"))
+    trained = {k[len("student."):]: v for k, v in trainer.full_state().items()
+               if k.startswith("student.")}
+    assert all(torch.equal(trained[k], loaded.state_dict()[k]) for k in trained)

@@ -70,17 +70,24 @@ def read_progress(checkpoint) -> dict | None:
 
 
 def save_student(trainer, folder: str, tokenizer_path: str = "") -> None:
-    """Writes the stage's student as a Hugging Face folder (gathered under ZeRO-3: every rank
-    takes part; each writes its own copy, the next stage's starting point on that rank)."""
+    """Writes the stage's student as a Hugging Face folder (config + ``model.safetensors``).
+
+    Under ZeRO-3 the weights are gathered first, so every rank takes part; each writes its own
+    copy, the next stage's starting point on that rank. (Not ``save_pretrained``: with a
+    process group up, transformers writes only on rank 0.)
+    """
     import deepspeed
+    from safetensors.torch import save_file
 
     student = trainer.engine.module.student
     params = list(student.parameters())
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None,
                                            enabled=trainer.spec.zero_stage == 3):
-        state = {k: v.detach().to("cpu", torch.float32).clone()
+        state = {k: v.detach().to("cpu", torch.float32).contiguous().clone()
                  for k, v in student.state_dict().items()}
-        student.save_pretrained(folder, state_dict=state)
+    os.makedirs(folder, exist_ok=True)
+    student.config.save_pretrained(folder)
+    save_file(state, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
     if tokenizer_path:
         from xdistil_ray.models import load_tokenizer
 

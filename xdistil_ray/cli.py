@@ -39,7 +39,17 @@ def run_job(job: Callable[[], object], *, verbose: bool = False, capture: bool =
         except Exception:  # noqa: BLE001 - shown on the console, not only in the logs
             _show(con, traceback.format_exc())
             return 1
+        finally:
+            _shutdown_ray()  # inside the capture: Ray's last messages go to the logs too
     return 0
+
+
+def _shutdown_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def _show(con, text: str) -> None:

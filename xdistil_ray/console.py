@@ -23,6 +23,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -213,6 +214,7 @@ def capture(verbose: bool = False) -> Iterator[Console]:
         err.close()
         driver_log.close()
         workers_log.close()
+        shutil.rmtree(folder, ignore_errors=True)  # copied to the run folder when it had one
 
 
 def attach_run(run) -> None:
