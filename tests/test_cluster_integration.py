@@ -112,12 +112,14 @@ def _essentials(done: subprocess.CompletedProcess) -> str:
 
 
 def _job_console(submit_output: str) -> list[str]:
-    """The job's own lines in ``ray job submit``'s output (between the CLI's header, which
-    ends with "Tailing logs until the job exits", and its closing rule)."""
-    lines = submit_output.splitlines()
-    start = next(i for i, line in enumerate(lines) if "Tailing logs until the job exits" in line)
-    end = max(i for i, line in enumerate(lines) if line.startswith("-----"))
-    return [line for line in lines[start + 1:end] if line.strip()]
+    """The job's own lines in ``ray job submit``'s stdout: after the CLI's "Tailing logs until
+    the job exits", without its closing rules and "Job '...' succeeded" (colours stripped)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in submit_output.splitlines()]
+    start = next((i for i, line in enumerate(lines) if "Tailing logs until the job exits" in line),
+                 -1)
+    return [line for line in lines[start + 1:]
+            if line and not re.fullmatch(r"-+", line)
+            and not re.match(r"Job '\S+' (succeeded|failed|stopped)", line)]
 
 
 def test_job_submit_runs_the_pipeline_and_resubmission_resumes(loopback_cluster, s3, inputs,
