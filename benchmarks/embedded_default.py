@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -47,7 +48,8 @@ def bare_teacher_seconds(run_dir: str, marker: dict, inference: dict) -> tuple[f
             part = table.slice(i, window)
             batch = {name: part.column(name).to_numpy(zero_copy_only=False)
                      for name in part.column_names}
-            parts.append(_to_arrow(infer(batch)))
+            out = infer(batch)
+            parts.append(_to_arrow(pd.DataFrame({k: list(v) for k, v in out.items()})))
         pq.write_table(pa.concat_tables(parts), os.path.join(out_dir, shard["file"]))
         rows += table.num_rows
     seconds = time.time() - start
