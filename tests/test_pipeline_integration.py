@@ -53,14 +53,18 @@ def tiny_run(tmp_path_factory):
 def test_the_console_shows_the_projects_lines_only(tiny_run):
     """Steps starting and done, progress every 10 s, the summary; Ray's, Ray Data's,
     DeepSpeed's, transformers' and the workers' output is in <run>/logs/."""
-    root, *_, done = tiny_run
+    root, _, report, _, _, done = tiny_run
     lines = done.stdout.splitlines()
     assert lines and all(line.startswith("[xdistil] ") for line in lines), lines
     assert done.stderr == ""
-    # Measured: 30 lines (8 steps started and done or skipped, 9 progress lines, 3 data pass
-    # lines, 3 teacher shards, the run and logs folders, 4 summary lines); before the console
-    # change the same run printed about 900.
-    assert len(lines) <= 45, lines
+    # Progress: at most one line per 10 s per pass or stage, plus its last one; everything else
+    # (steps starting and done, shard commits, the run and logs folders, the summary) is a
+    # fixed set: 28 lines measured, with 16 progress lines of 6 labels over a 350 s run (44 in
+    # all; the console printed every Ray, Ray Data, DeepSpeed and worker line before).
+    progress = [line for line in lines if re.search(r"\d (rows|steps)/s", line)]
+    labels = {line.split(":")[0] for line in progress}
+    assert len(progress) <= len(labels) + report["seconds"] / 10, progress
+    assert len(lines) - len(progress) <= 35, lines
     for step in ("data", "teacher_finetune", "teacher", "student_init", "stages/1-representation",
                  "stages/2-logits", "stages/3-labels", "student", "eval"):
         assert f"[xdistil] {step}: running" in lines
