@@ -112,11 +112,15 @@ def _essentials(done: subprocess.CompletedProcess) -> str:
 
 
 def _job_console(submit_output: str) -> list[str]:
-    """The job's own lines in ``ray job submit``'s stdout: after the CLI's "Tailing logs until
-    the job exits", without its closing rules and "Job '...' succeeded" (colours stripped)."""
+    """The driver's own lines in ``ray job submit``'s stdout: after the CLI's "Tailing logs until
+    the job exits" and the job supervisor's lines, without the CLI's closing rules and "Job
+    '...' succeeded" (colours stripped)."""
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in submit_output.splitlines()]
-    start = next((i for i, line in enumerate(lines) if "Tailing logs until the job exits" in line),
-                 -1)
+    # The job's log opens with Ray's job supervisor ("Runtime env is setting up.", "Running
+    # entrypoint for job ..."); the driver's console starts after its last line.
+    start = max((i for i, line in enumerate(lines)
+                 if "Tailing logs until the job exits" in line
+                 or line.startswith("Running entrypoint for job")), default=-1)
     return [line for line in lines[start + 1:]
             if line and not re.fullmatch(r"-+", line)
             and not re.match(r"Job '\S+' (succeeded|failed|stopped)", line)]
