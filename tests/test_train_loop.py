@@ -5,24 +5,62 @@ import torch
 from xdistil_ray.train_loop import pad_batch, total_steps
 
 
+class _Shard:
+    """A Ray Data shard's iter_torch_batches over rows 0..rows-1, counting its passes."""
+
+    def __init__(self, rows):
+        self.rows, self.passes = rows, 0
+
+    def iter_torch_batches(self, batch_size, drop_last, collate_fn, **_):
+        self.passes += 1
+        for start in range(0, self.rows, batch_size):
+            stop = min(start + batch_size, self.rows)
+            if stop - start < batch_size and drop_last:
+                return
+            yield collate_fn({"x": np.arange(start, stop),
+                              "ids": np.array([np.arange(i % 3 + 1) for i in range(start, stop)],
+                                              dtype=object)})
+
+
+def _collate(batch):
+    return {"x": torch.as_tensor(np.asarray(batch["x"])),
+            "n": torch.tensor([len(v) for v in batch["ids"]])}
+
+
 def test_training_batches_refuse_an_epoch_without_a_full_batch():
     from xdistil_ray.train_loop import batches_forever
 
-    class Shard:
-        def __init__(self, rows):
-            self.rows = rows
-
-        def iter_torch_batches(self, batch_size, drop_last, collate_fn, **_):
-            for start in range(0, self.rows - batch_size + 1, batch_size):
-                yield collate_fn({"x": np.arange(start, start + batch_size)})
-
-    def collate(batch):
-        return {"x": torch.from_numpy(batch["x"])}
-
-    gen = batches_forever(Shard(10), 4, 0, collate, "cpu")
+    shard = _Shard(10)
+    gen = batches_forever(shard, 4, 0, _collate, "cpu")
     assert [int(next(gen)["x"][0]) for _ in range(5)] == [0, 4, 0, 4, 0]  # cycles epochs
+    assert shard.passes == 3  # no cache: one pass per epoch
     with pytest.raises(RuntimeError, match="less than one batch"):
-        next(batches_forever(Shard(3), 4, 0, collate, "cpu"))
+        next(batches_forever(_Shard(3), 4, 0, _collate, "cpu"))
+
+
+def test_later_epochs_come_from_the_first_epochs_rows_reshuffled():
+    from xdistil_ray.train_loop import batches_forever
+
+    shard = _Shard(10)
+    gen = batches_forever(shard, 4, 0, _collate, "cpu", cache_bytes=10**6)
+    first = [next(gen) for _ in range(2)]  # rows 0-7; rows 8-9 are cached, not trained on
+    assert [b["x"].tolist() for b in first] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    epochs = [[next(gen) for _ in range(2)] for _ in range(3)]
+    assert shard.passes == 1  # one Ray Data pass in all
+    seen = [sorted(torch.cat([b["x"] for b in e]).tolist()) for e in epochs]
+    assert all(len(set(s)) == 8 and set(s) <= set(range(10)) for s in seen)
+    assert len({tuple(s) for s in seen}) > 1  # each epoch a new shuffle of all ten rows
+    for b in (b for e in epochs for b in e):  # the columns stay aligned row by row
+        assert (b["n"] == b["x"] % 3 + 1).all()
+
+
+def test_rows_over_the_cache_budget_stream_every_epoch():
+    from xdistil_ray.train_loop import batches_forever
+
+    shard = _Shard(10)
+    gen = batches_forever(shard, 4, 0, _collate, "cpu", cache_bytes=100)
+    assert [int(next(gen)["x"][0]) for _ in range(6)] == [0, 4, 0, 4, 0, 4]
+    assert shard.passes == 3
 
 
 def test_pad_batch_pads_and_maps_labels():

@@ -228,3 +228,19 @@ def test_every_rank_writes_a_loadable_student(single_process_group, tiny_classif
     trained = {k[len("student."):]: v for k, v in trainer.full_state().items()
                if k.startswith("student.")}
     assert all(torch.equal(trained[k], loaded.state_dict()[k]) for k in trained)
+
+
+def test_deepspeed_on_cpu_starts_without_compiling_its_shm_op(single_process_group,
+                                                              tiny_classifier_dir):
+    """DeepSpeed's CPU backend would JIT-compile a shared-memory all-reduce (g++, a minute or
+    more of both CPUs here) that training never uses; the engine starts without it."""
+    import deepspeed.comm.comm as ds_comm
+
+    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
+                     init_in_run=False, run=None, total_steps=2, batch_size=8,
+                     learning_rate=1e-2, zero_stage=2, log_every=1, checkpoint_every=100,
+                     seed=0, torch_threads=1)
+    trainer = StageTrainer(spec, tiny_classifier_dir)
+    trainer.build(trainer.phase_for(0), 0)
+    trainer.train_step(_batch(0))
+    assert ds_comm.cdb is not None and ds_comm.cdb.shm_comm_op is None

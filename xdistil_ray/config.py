@@ -222,6 +222,10 @@ class TrainConfig:
     """Steps between loss reports."""
     checkpoint_every_steps: int = 500
     """Steps between checkpoints (one is always written at the end of a stage)."""
+    epoch_cache_mb: int = 1024
+    """Each worker keeps its first epoch's rows in memory up to this size and cuts the later
+    epochs from them (reshuffled), instead of a new Ray Data pass per epoch (0 = stream every
+    epoch; a larger share streams anyway)."""
     max_failures: int = 2
     """Worker failures Ray Train retries from the newest checkpoint."""
     resources_per_worker: dict[str, float] = field(default_factory=dict)

@@ -125,6 +125,7 @@ def _spec(cfg, *, rows: int, epochs: float, run: RunFolder, **kwargs) -> StageSp
         run=run, total_steps=total_steps(rows, epochs, kwargs["batch_size"], t.num_workers),
         zero_stage=t.zero_stage, log_every=t.log_every_steps,
         checkpoint_every=t.checkpoint_every_steps, seed=cfg.seed, task=cfg.task,
+        cache_bytes=t.epoch_cache_mb * 2**20,
         torch_threads=t.torch_threads or max(1, int(t.cpus_per_worker)), **kwargs)
 
 

@@ -19,6 +19,7 @@ import posixpath
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -84,6 +85,8 @@ class StageSpec:
     """More fields of the stage's commit marker (its config fingerprint, targets, ...)."""
     progress_every_s: float = 10.0
     """Seconds between progress lines (0: at every logged step)."""
+    cache_bytes: int = 0
+    """A worker's first epoch kept in memory up to this size (see :func:`batches_forever`)."""
 
     @property
     def per_token(self) -> bool:
@@ -116,6 +119,20 @@ def deepspeed_config(spec: StageSpec, use_cuda: bool) -> dict:
         "bf16": {"enabled": bool(use_cuda and torch.cuda.is_bf16_supported())},
         "steps_per_print": 10**9,
     }
+
+
+def skip_shm_comm_build() -> None:
+    """On CPU, DeepSpeed's torch backend JIT-compiles a shared-memory all-reduce op with g++ when
+    it starts (60-110 s of both CPUs of a 2-core machine, again whenever its flags or paths
+    differ), and probes every op's compiler first (~4 s per process). Only its
+    ``inference_all_reduce`` uses the op; training's collectives are the process group's
+    (gloo). Marking the op incompatible, in the dict DeepSpeed keeps for the process, skips
+    both."""
+    if torch.cuda.is_available():
+        return
+    import deepspeed.ops
+
+    vars(deepspeed.ops).setdefault("__compatible_ops__", {})["deepspeed_shm_comm"] = False
 
 
 # ---------------------------------------------------------------------- batches
@@ -186,32 +203,98 @@ class PadCollate:
         return pad_batch(batch, self.pad_id, self.label_index, self.per_token)
 
 
-def batches_forever(shard, batch_size: int, seed: int, collate, device, prefetch: int = 2):
+def batches_forever(shard, batch_size: int, seed: int, collate, device, prefetch: int = 2,
+                    cache_bytes: int = 0):
     """Full padded batches on ``device`` from a Ray Data shard, epoch after epoch, reshuffled
-    locally each epoch; ``prefetch`` batches are read and collated ahead of the step.
+    each epoch; ``prefetch`` batches are read and collated ahead of the step.
+
+    With ``cache_bytes``, the first epoch's rows are kept on the worker while they fit, and the
+    later epochs are cut from them (a full reshuffle of this worker's rows): each epoch of a
+    streaming split is a new Ray Data execution (its read tasks, its start-up: 5-15 s on a
+    2-CPU machine), which on a small dataset costs more than the epoch's steps.
 
     Raises:
         RuntimeError: when a whole epoch holds less than one batch (the loop would never end).
     """
     from ray.data.collate_fn import NumpyBatchCollateFn
 
+    cache = _RowCache(cache_bytes)
+
     class _Collate(NumpyBatchCollateFn):
         def __call__(self, batch):
+            cache.add(batch)
             return collate(batch)
 
-    epoch = 0
-    while True:
-        empty = True
-        for batch in shard.iter_torch_batches(
-                batch_size=batch_size, collate_fn=_Collate(), device=device, drop_last=True,
-                prefetch_batches=prefetch, local_shuffle_buffer_size=batch_size * 8,
-                local_shuffle_seed=seed + epoch):
-            empty = False
+    # The first epoch keeps the last partial batch (its rows go to the cache; it is not trained
+    # on), so that the cached epochs see every row.
+    full = 0
+    for batch in shard.iter_torch_batches(
+            batch_size=batch_size, collate_fn=_Collate(), device=device, drop_last=False,
+            prefetch_batches=prefetch, local_shuffle_buffer_size=batch_size * 8,
+            local_shuffle_seed=seed):
+        if _batch_rows(batch) == batch_size:
+            full += 1
             yield batch
-        if empty:
-            raise RuntimeError(f"this worker's data holds less than one batch of {batch_size} "
-                               "rows; lower the stage's batch_size or train.num_workers")
+    cache.close_epoch()
+    if full == 0:
+        raise RuntimeError(f"this worker's data holds less than one batch of {batch_size} "
+                           "rows; lower the stage's batch_size or train.num_workers")
+    epoch = 1
+    while True:
+        if cache.complete:
+            yield from cache.epoch(batch_size, seed + epoch, collate, device)
+        else:
+            for batch in shard.iter_torch_batches(
+                    batch_size=batch_size, collate_fn=_Collate(), device=device, drop_last=True,
+                    prefetch_batches=prefetch, local_shuffle_buffer_size=batch_size * 8,
+                    local_shuffle_seed=seed + epoch):
+                yield batch
         epoch += 1
+
+
+def _batch_rows(batch: dict) -> int:
+    return len(next(iter(batch.values())))
+
+
+class _RowCache:
+    """A worker's rows of one epoch as column lists, while they fit in ``budget`` bytes."""
+
+    def __init__(self, budget: int):
+        self.budget, self.size = budget, 0
+        self.columns: dict[str, list] | None = {} if budget > 0 else None
+        self.complete = False
+        self.lock = threading.Lock()  # Ray collates in its prefetch threads
+
+    def add(self, batch: dict) -> None:
+        if self.columns is None or self.complete:
+            return
+        size = sum(_nbytes(v) for v in batch.values())
+        with self.lock:
+            if self.columns is None or self.size + size > self.budget:
+                self.columns = None  # too big: every epoch streams
+                return
+            self.size += size
+            for name, values in batch.items():
+                self.columns.setdefault(name, []).extend(list(values))
+
+    def epoch(self, batch_size: int, seed: int, collate, device):
+        rows = len(next(iter(self.columns.values())))
+        order = np.random.default_rng(seed).permutation(rows)
+        for start in range(0, rows - batch_size + 1, batch_size):
+            picked = order[start:start + batch_size]
+            batch = collate({name: [values[i] for i in picked]
+                             for name, values in self.columns.items()})
+            yield {k: v.to(device) for k, v in batch.items()}
+
+    def close_epoch(self) -> None:
+        if self.columns is not None:
+            self.complete = True
+
+
+def _nbytes(values) -> int:
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return values.nbytes
+    return sum(np.asarray(v).nbytes + 64 for v in values)
 
 
 # ---------------------------------------------------------------------- the stage trainer
@@ -276,6 +359,7 @@ class StageTrainer:
         groups = schedule.trainable_groups(phase, self.num_blocks)
         schedule.apply_groups(self.module, groups, self.never)
         params = [p for p in self.module.parameters() if p.requires_grad]
+        skip_shm_comm_build()
         self.engine, _, _, _ = deepspeed.initialize(
             model=self.module, model_parameters=params,
             config=deepspeed_config(self.spec, torch.cuda.is_available()))
@@ -393,7 +477,8 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                 f"(checkpoint of {progress['world_size']} workers verified)")
     batches = batches_forever(ray.train.get_dataset_shard(spec.dataset), spec.batch_size,
                               spec.seed, PadCollate(trainer.pad_id, spec.label_names,
-                                                    spec.per_token), trainer.engine.device)
+                                                    spec.per_token), trainer.engine.device,
+                              cache_bytes=spec.cache_bytes)
     clock = _ProgressClock(spec, step)
     window, saved = [], -1
     while step < spec.total_steps:
