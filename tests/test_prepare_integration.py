@@ -77,3 +77,21 @@ def test_txt_is_refused_for_labeled_data(tmp_path):
     path.write_text("a\n")
     with pytest.raises(ConfigError, match="labeled data needs"):
         load_records(resolve_source(str(path), "labeled.train"), columns=["text", "label"], split="train")
+
+
+def test_a_parquet_pass_starts_few_footer_actors(tmp_path, ray_local):
+    """Ray Data 2.60 starts 32 footer-reading actors (32 Python processes) per parquet pass by
+    default; the project's Ray runs with two (pipeline.RAY_ENV)."""
+    import ray.data
+    from ray.util.state import list_actors
+
+    def footer_actors():
+        return {a.actor_id for a in list_actors(filters=[("class_name", "=", "FooterReader")],
+                                                 limit=10_000, raise_on_missing_output=False)}
+
+    for k in range(3):
+        pq.write_table(pa.table({"x": list(range(10))}), tmp_path / f"{k}.parquet")
+    before = footer_actors()
+    assert len(ray.data.read_parquet(str(tmp_path)).take_all()) == 30
+    started = footer_actors() - before
+    assert 1 <= len(started) <= 2, len(started)
