@@ -44,6 +44,13 @@ def single_process_group():
     torch.distributed.destroy_process_group()
 
 
+def _spec(model: str, **fields) -> StageSpec:
+    """A logits stage of ``model`` for one process: batch 8, LR 1e-2, a report every step."""
+    return StageSpec(name="t", losses=[LossSpec("logits")], init_path=model, init_in_run=False,
+                     run=None, batch_size=8, learning_rate=1e-2, log_every=1,
+                     checkpoint_every=100, seed=0, torch_threads=1, **fields)
+
+
 def _batch(step: int) -> dict:
     g = torch.Generator().manual_seed(step)
     ids = torch.randint(1000, 2000, (8, 6), generator=g)
@@ -70,10 +77,8 @@ def _gathered(trainer) -> dict[str, dict[str, torch.Tensor]]:
 @pytest.mark.parametrize("zero_stage", [0, 2, 3])
 def test_each_phase_trains_exactly_its_blocks(single_process_group, tiny_classifier_dir, zero_stage):
     steps_per_phase = 2
-    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
-                     init_in_run=False, run=None, total_steps=5 * steps_per_phase, batch_size=8,
-                     learning_rate=1e-2, zero_stage=zero_stage, log_every=1, checkpoint_every=100,
-                     seed=0, torch_threads=1, unfreeze_steps=steps_per_phase)
+    spec = _spec(tiny_classifier_dir, total_steps=5 * steps_per_phase, zero_stage=zero_stage,
+                 unfreeze_steps=steps_per_phase)
     trainer = StageTrainer(spec, tiny_classifier_dir)
     assert trainer.num_blocks == 3
     seen_phases = []
@@ -103,10 +108,7 @@ def test_each_phase_trains_exactly_its_blocks(single_process_group, tiny_classif
 
 
 def test_learning_rate_schedule_continues_across_rebuilds(single_process_group, tiny_classifier_dir):
-    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
-                     init_in_run=False, run=None, total_steps=20, batch_size=8,
-                     learning_rate=1e-2, zero_stage=1, log_every=1, checkpoint_every=100,
-                     seed=0, torch_threads=1, unfreeze_steps=4)
+    spec = _spec(tiny_classifier_dir, total_steps=20, zero_stage=1, unfreeze_steps=4)
     trainer = StageTrainer(spec, tiny_classifier_dir)
     trainer.build(0, 0)
     first = trainer.engine.get_lr()[0]
@@ -117,10 +119,7 @@ def test_learning_rate_schedule_continues_across_rebuilds(single_process_group, 
 
 def test_restore_mid_stage_rebuilds_the_phase_and_continues(single_process_group,
                                                              tiny_classifier_dir, tmp_path):
-    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
-                     init_in_run=False, run=None, total_steps=10, batch_size=8,
-                     learning_rate=1e-2, zero_stage=2, log_every=1, checkpoint_every=100,
-                     seed=0, torch_threads=1, unfreeze_steps=2)
+    spec = _spec(tiny_classifier_dir, total_steps=10, zero_stage=2, unfreeze_steps=2)
     first = StageTrainer(spec, tiny_classifier_dir)
     for step in range(5):  # phases 0, 0, 1, 1, 2
         if first.phase_for(step) != first.phase:
@@ -147,10 +146,8 @@ def test_zero3_stage_end_saves_a_consolidated_student(single_process_group, tiny
 
     from xdistil_ray.checkpoint import save_student
 
-    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
-                     init_in_run=False, run=None, total_steps=2, batch_size=8,
-                     learning_rate=1e-2, zero_stage=3, log_every=1, checkpoint_every=100,
-                     seed=0, torch_threads=1, tokenizer_path=tiny_classifier_dir)
+    spec = _spec(tiny_classifier_dir, total_steps=2, zero_stage=3,
+                 tokenizer_path=tiny_classifier_dir)
     trainer = StageTrainer(spec, tiny_classifier_dir)
     trainer.build(trainer.phase_for(0), 0)
     for step in range(2):
@@ -168,10 +165,7 @@ def test_zero3_stage_end_saves_a_consolidated_student(single_process_group, tiny
 
 def test_resume_on_another_world_size_starts_from_the_saved_module(single_process_group,
                                                                    tiny_classifier_dir):
-    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
-                     init_in_run=False, run=None, total_steps=6, batch_size=8,
-                     learning_rate=1e-2, zero_stage=2, log_every=1, checkpoint_every=100,
-                     seed=0, torch_threads=1)
+    spec = _spec(tiny_classifier_dir, total_steps=6, zero_stage=2)
     first = StageTrainer(spec, tiny_classifier_dir)
     first.build(first.phase_for(0), 0)
     for step in range(3):
@@ -189,10 +183,7 @@ def test_single_rank_zero0_skips_the_gradient_all_reduce_with_the_same_result(
         single_process_group, tiny_classifier_dir):
     """One rank: the engine skips DeepSpeed's flatten / all-reduce / copy-back of every gradient,
     and trains exactly as with it."""
-    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
-                     init_in_run=False, run=None, total_steps=6, batch_size=8,
-                     learning_rate=1e-2, zero_stage=0, log_every=1, checkpoint_every=100,
-                     seed=0, torch_threads=1)
+    spec = _spec(tiny_classifier_dir, total_steps=6, zero_stage=0)
     states = []
     for skip in (True, False):
         trainer = StageTrainer(spec, tiny_classifier_dir)
@@ -215,10 +206,7 @@ def test_every_rank_writes_a_loadable_student(single_process_group, tiny_classif
 
     from xdistil_ray.checkpoint import save_student
 
-    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
-                     init_in_run=False, run=None, total_steps=1, batch_size=8,
-                     learning_rate=1e-2, zero_stage=0, log_every=1, checkpoint_every=100,
-                     seed=0, torch_threads=1)
+    spec = _spec(tiny_classifier_dir, total_steps=1, zero_stage=0)
     trainer = StageTrainer(spec, tiny_classifier_dir)
     trainer.build(trainer.phase_for(0), 0)
     trainer.train_step(_batch(0))
@@ -236,10 +224,7 @@ def test_deepspeed_on_cpu_starts_without_compiling_its_shm_op(single_process_gro
     more of both CPUs here) that training never uses; the engine starts without it."""
     import deepspeed.comm.comm as ds_comm
 
-    spec = StageSpec(name="t", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
-                     init_in_run=False, run=None, total_steps=2, batch_size=8,
-                     learning_rate=1e-2, zero_stage=2, log_every=1, checkpoint_every=100,
-                     seed=0, torch_threads=1)
+    spec = _spec(tiny_classifier_dir, total_steps=2, zero_stage=2)
     trainer = StageTrainer(spec, tiny_classifier_dir)
     trainer.build(trainer.phase_for(0), 0)
     trainer.train_step(_batch(0))
