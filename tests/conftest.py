@@ -70,9 +70,9 @@ def ray_local():
     """A local Ray on loopback, shared by the integration tests of one session."""
     import ray
 
-    from xdistil_ray.pipeline import ray_env_vars
+    from xdistil_ray.pipeline import apply_ray_env
 
-    os.environ.update(ray_env_vars())  # as the jobs' own local Ray (pipeline.init_ray)
+    apply_ray_env()  # as the jobs' own local Ray (pipeline.init_ray)
     ray.init(num_cpus=2, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
     yield
     ray.shutdown()

@@ -241,16 +241,35 @@ class Steps:
         return marker
 
 
-RAY_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "2"}
-"""Environment for the job's Ray processes. Ray Data 2.60 reads parquet footers on a pool of
-actors that every ``read_parquet`` pass starts anew: 32 by default, each a Python process
-(about 3 s of CPU to start). The run's reads are tens to thousands of committed files, which two
-actors of 128 concurrent reads each cover. A value already in the environment wins."""
+RAY_ENV = {"RAY_DATA_USE_DATASOURCE_V2": "0", "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "2"}
+"""Environment for the job's Ray processes (a value already in the environment wins).
+
+Ray Data 2.60 reads parquet through its V2 datasource by default, which lists every pass's files
+on a pool of footer-reading actors started anew per pass (32 by default, each a Python process
+of about 3 s of CPU) and a ``ListFiles`` task: about 3 s per pass even on warm workers, where
+the V1 datasource (footers read where the plan is made, then one read task per file group)
+takes 0.4 s (``benchmarks/parquet_read.py``). A run reads committed parquet a dozen times (each
+stage's epoch, teacher inference, evaluation, the data step's counts); their files are tens to
+thousands, whose footers V1 reads with remote tasks above a few hundred. Should V2 be set, its
+footer pool is two actors of 128 concurrent reads each."""
 
 
 def ray_env_vars() -> dict[str, str]:
     """The :data:`RAY_ENV` variables the environment does not set already."""
     return {k: v for k, v in RAY_ENV.items() if k not in os.environ}
+
+
+def apply_ray_env() -> dict[str, str]:
+    """Sets :data:`RAY_ENV` in this process (and so in every process of a Ray it starts), and
+    in this process's Ray Data context, read when ``ray.data`` was first imported, perhaps
+    before. Returns the variables it set (a cluster's workers take them from the job's runtime
+    environment)."""
+    env = ray_env_vars()
+    os.environ.update(env)
+    from ray.data import DataContext
+
+    DataContext.get_current().use_datasource_v2 = os.environ["RAY_DATA_USE_DATASOURCE_V2"] != "0"
+    return env
 
 
 def init_ray(cfg: Config) -> None:
@@ -260,8 +279,7 @@ def init_ray(cfg: Config) -> None:
 
     if ray.is_initialized():
         return
-    env = ray_env_vars()
-    os.environ.update(env)  # this process, and every process of a Ray it starts
+    env = apply_ray_env()
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS", "")
     if address:
         # A cluster's workers take them from the job's runtime environment (merged with a

@@ -38,9 +38,9 @@ def main(config: str, overrides: list[str]) -> None:
 
     with open(os.path.join(HERE, "fake_provider.yaml")) as f:
         node_types = yaml.safe_load(f)["available_node_types"]
-    from xdistil_ray.pipeline import ray_env_vars
+    from xdistil_ray.pipeline import apply_ray_env
 
-    os.environ.update(ray_env_vars())  # the nodes' processes inherit it, as a job's would
+    apply_ray_env()  # the nodes' processes inherit it, as a job's would
     cluster = ProjectAutoscalingCluster(head_resources={"CPU": 0}, worker_node_types=node_types)
     cluster.start()
     seen: dict[str, int] = {}
