@@ -1,8 +1,10 @@
 """The cluster path on this machine, every listener on loopback.
 
-- a real Ray cluster (`ray start --head`, plus a second node) runs the pipeline through
-  `ray job submit --working-dir .`, with its run folder in S3 (SeaweedFS); the same submission
-  again finds everything complete;
+- a real Ray cluster (`ray start --head`, plus a second node) runs the tiny smoke config
+  (jobs/configs/tiny.yaml, as a user runs it: teacher fine-tuning, three stages, a corpus with
+  every kind of bad line) through `ray job submit --working-dir .`, with its run folder in S3
+  (SeaweedFS); the same submission again finds everything complete. The run's tests check its
+  console, its rows, its stages, its report against the exported student, its dry run;
 - Ray's autoscaling test cluster, on node types shaped like cluster/aws.yaml's and starting from
   zero workers, adds the node types the steps ask for, and the run completes.
 
@@ -10,6 +12,7 @@ Both start and stop Ray machine-wide (`ray stop --force`), so this module runs b
 that uses the session's local Ray (file order), and refuses to run after one.
 """
 
+import glob
 import json
 import os
 import re
@@ -19,10 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
+import pyarrow.fs as pafs
 import pytest
 from s3server import free_port
 
+from xdistil_ray.config import ConfigError, load_config
 from xdistil_ray.embedded_data import write_embedded_data
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.storage import StorageOptions
@@ -32,6 +38,7 @@ pytestmark = pytest.mark.integration
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 CONFIG = "tests/configs/cluster_tiny.yaml"
+TINY = "jobs/configs/tiny.yaml"
 STEPS = ("data", "teacher", "student_init", "stages/1-logits", "student", "eval")
 
 
@@ -97,10 +104,10 @@ def loopback_cluster(no_local_ray):
         shutil.rmtree(node_dir, ignore_errors=True)
 
 
-def _submit(env, address: str, args: list[str]) -> subprocess.CompletedProcess:
+def _submit(env, address: str, config: str, args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [f"{BIN}/ray", "job", "submit", "--address", address, "--working-dir", ".", "--",
-         "python", "jobs/distill.py", "--config", CONFIG, *args],
+         "python", "jobs/distill.py", "--config", config, *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -129,47 +136,255 @@ def _job_console(submit_output: str) -> list[str]:
             and not re.match(r"Job '\S+' (succeeded|failed|stopped)", line)]
 
 
-def test_job_submit_runs_the_pipeline_and_resubmission_resumes(loopback_cluster, s3, inputs,
-                                                               teacher_with_head):
+# The tiny config's corpus gets these lines beside the generated reviews:
+NASTY_LINES = [
+    b"", b"   ", b"\t\r", b"crlf line\r", b"bad \xff byte", b"nul \x00 byte",
+    "Привет, это отзыв".encode(), "这是一个评论".encode(), "هذا تعليق".encode(), "emoji 🎉🎉".encode(),
+    b"long " + b"word " * 200_000,  # a 1 MB line
+    b"dup line", b"dup line", b"dup line",
+]
+# 14 lines: kept 8 (crlf, 4 scripts, long, dup once), dropped: empty 1, whitespace_only 2,
+# invalid_utf8 1, nul_byte 1, duplicate 2.
+NASTY_DROPPED = {"empty": 1, "whitespace_only": 2, "invalid_utf8": 1, "nul_byte": 1, "duplicate": 2}
+TINY_STEPS = ("data", "teacher_finetune", "teacher", "student_init", "stages/1-representation",
+              "stages/2-logits", "stages/3-labels", "student", "eval")
+
+
+@dataclass
+class TinyJob:
+    """The tiny config submitted to the loopback cluster (`ray job submit`), its run folder on
+    S3, and what came back."""
+
+    cfg: object
+    overrides: list[str]
+    uri: str
+    options: StorageOptions
+    first: subprocess.CompletedProcess
+    second: subprocess.CompletedProcess
+    second_seconds: float
+    report: dict
+    """report.json after the first submission."""
+    local: str
+    """A copy of the run folder (after the second submission)."""
+    temp_left: set
+
+
+@pytest.fixture(scope="module")
+def tiny_job(loopback_cluster, s3, tmp_path_factory) -> TinyJob:
+    """The tiny smoke config as a user submits it: teacher fine-tuning, three stages on two
+    ZeRO-2 workers, a corpus with every kind of bad line; the same submission again."""
+    env, address = loopback_cluster
+    root = tmp_path_factory.mktemp("tiny_job")
+    data = write_embedded_data(str(root / "inputs"), seed=1, num_train=384, num_dev=96,
+                               num_corpus=700)
+    corpus_dir = root / "corpus"
+    corpus_dir.mkdir()
+    os.rename(data["corpus"], corpus_dir / "reviews.txt")
+    (corpus_dir / "nasty.txt").write_bytes(b"\n".join(NASTY_LINES))
+    uri = "s3://runs/tiny-job"
+    overrides = [f"output={uri}", f"storage.endpoint={s3.endpoint}", f"corpus.path={corpus_dir}",
+                 f"labeled.train={data['train']}", f"labeled.dev={data['dev']}"]
+    options = StorageOptions(endpoint=s3.endpoint)
+    workdirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "xdistil-*")))
+    first = _submit(env, address, TINY, overrides)
+    assert first.returncode == 0 and "succeeded" in first.stdout + first.stderr, _essentials(first)
+    temp_left = set(glob.glob(os.path.join(tempfile.gettempdir(), "xdistil-*"))) - workdirs
+    run = RunFolder(uri, options)
+    report = run.read_json("report.json")
+    start = time.time()
+    second = _submit(env, address, TINY, overrides)
+    assert second.returncode == 0, _essentials(second)
+    second_seconds = time.time() - start
+    local = str(root / "run")
+    pafs.copy_files(run.path(""), local, source_filesystem=run.fs,
+                    destination_filesystem=pafs.LocalFileSystem())
+    return TinyJob(load_config(TINY, overrides), overrides, uri, options, first, second,
+                   second_seconds, report, local, temp_left)
+
+
+def test_job_runs_on_two_nodes_on_loopback(loopback_cluster, tiny_job):
     env, address = loopback_cluster
     nodes = subprocess.run([f"{BIN}/ray", "list", "nodes", "--address", address, "--format",
                             "json"], env=env, capture_output=True, text=True, timeout=60)
     assert len([n for n in json.loads(nodes.stdout) if n["state"] == "ALIVE"]) == 2, nodes.stderr
     assert _listeners_off_loopback() == []
-    uri = "s3://runs/cluster-job"
-    args = [f"output={uri}", f"storage.endpoint={s3.endpoint}",
-            f"corpus.path={inputs['corpus']}", f"labeled.train={inputs['train']}",
-            f"labeled.dev={inputs['dev']}", f"teacher.model={teacher_with_head}"]
-    first = _submit(env, address, args)
-    assert first.returncode == 0 and "succeeded" in first.stdout + first.stderr, _essentials(first)
-    # Progress and the closing summary reach the job's logs (what `ray job logs` shows).
-    logs = first.stdout
+
+
+def test_the_job_console_shows_the_projects_lines_only(tiny_job):
+    """What `ray job logs` shows: steps starting and done, progress every 10 s, the summary;
+    Ray's, Ray Data's, DeepSpeed's, transformers' and the workers' output is in <run>/logs/."""
+    logs = tiny_job.first.stdout
+    lines = _job_console(logs)
+    assert lines and [line for line in lines if not line.startswith("[xdistil] ")] == [], lines
     assert re.search(r"\[xdistil\] data: corpus read and cleaned: [\d,]+ rows, [\d,]+ rows/s",
-                     logs), _essentials(first)
+                     logs), _essentials(tiny_job.first)
     assert re.search(r"\[xdistil\] teacher: [\d,]+/[\d,]+ \(100%\) rows, [\d,]+ rows/s", logs)
     steps = re.findall(r"\[xdistil\] (\w+): step (\d+)/(\d+), loss [\d.]+, [\d.]+ steps/s, "
                        r"elapsed \d+s, ~\d+s left", logs)
     assert steps and len(steps) == len(set(steps)), steps  # each progress line once
-    # The job's console holds the project's lines only (Ray's, Ray Data's, DeepSpeed's and the
-    # workers' output is in <run>/logs/): step start/skip/done, progress, the summary.
-    console = _job_console(logs)
-    assert console and [line for line in console if not line.startswith("[xdistil] ")] == [], (
-        console)
-    assert len(console) <= 40, console
-    assert f"[xdistil] student: {uri}/student" in logs
-    assert f"[xdistil] report:  {uri}/report.md" in logs
-    run = RunFolder(uri, StorageOptions(endpoint=s3.endpoint))
-    assert all(run.is_complete(step) for step in STEPS)
+    # Progress: at most one line per 10 s per pass or stage, plus its last one; everything else
+    # (steps starting and done, shard commits, the run and logs folders, the summary) is a
+    # fixed set: 28 lines measured, with 16 progress lines of 6 labels over a 350 s run (44 in
+    # all; the console printed every Ray, Ray Data, DeepSpeed and worker line before).
+    progress = [line for line in lines if re.search(r"\d (rows|steps)/s", line)]
+    labels = {line.split(":")[0] for line in progress}
+    assert len(progress) <= len(labels) + tiny_job.report["seconds"] / 10, progress
+    assert len(lines) - len(progress) <= 35, lines
+    for step in TINY_STEPS:
+        assert f"[xdistil] {step}: running" in lines
+        assert any(line.startswith(f"[xdistil] {step}: done in ") for line in lines), step
+    assert f"[xdistil] student: {tiny_job.uri}/student" in logs
+    assert f"[xdistil] report:  {tiny_job.uri}/report.md" in logs
+    names = sorted(os.listdir(os.path.join(tiny_job.local, "logs")))
+    workers = [n for n in names if n.startswith("workers-")]
+    assert len(workers) == 2, names  # one per submission
+    text = open(os.path.join(tiny_job.local, "logs", workers[0])).read()
+    assert "RayTrainWorker" in text and "LOAD REPORT" in text
+
+
+def test_resubmission_skips_complete_steps(tiny_job):
+    run = RunFolder(tiny_job.uri, tiny_job.options)
+    assert all(run.is_complete(step) for step in TINY_STEPS)
     assert run.exists("report.json") and run.exists("config.yaml")
-    workers_log = [n for n in run.list_files("logs") if n.startswith("workers-")]
-    assert len(workers_log) == 1
-    assert "RayTrainWorker" in run.read_bytes(f"logs/{workers_log[0]}").decode()
-    start = time.time()
-    second = _submit(env, address, args)
-    assert second.returncode == 0, _essentials(second)
-    assert time.time() - start < 60
-    for step in STEPS:
-        assert f"[xdistil] {step}: complete, skipped" in second.stdout
+    assert tiny_job.second_seconds < 60
+    for step in TINY_STEPS:
+        assert f"[xdistil] {step}: complete, skipped" in tiny_job.second.stdout, step
+    again = run.read_json("report.json")
+    assert again["stages"] == tiny_job.report["stages"]
+    assert again["eval"] == tiny_job.report["eval"]
+
+
+def test_every_row_accounted_for(tiny_job):
+    d = tiny_job.report["data"]
+    generated = 700 + 7 + 1  # embedded corpus: 700 unique, 1% repeated, 1 empty line
+    assert d["input_rows"] == generated + len(NASTY_LINES)
+    assert d["input_rows"] == d["kept"] + sum(d["dropped"].values())
+    expected = dict(NASTY_DROPPED)
+    expected["duplicate"] += 7
+    expected["empty"] += 1
+    assert d["dropped"] == expected
+    assert d["truncated"] == 1  # the 1 MB line
+    assert tiny_job.report["teacher_inference"]["rows"] == d["kept"]
+
+
+def test_stages_train_and_losses_fall(tiny_job):
+    report = tiny_job.report
+    assert [s["name"] for s in report["stages"]] == [s.name for s in tiny_job.cfg.stages]
+    for stage in report["stages"]:
+        assert stage["steps"] > 0
+        assert stage["final_loss"] < stage["first_loss"], stage
+
+
+def test_report_has_required_figures(tiny_job):
+    report = tiny_job.report
+    assert report["student"]["params"] < report["teacher"]["params"] / 3
+    assert 0.0 <= report["eval"]["agreement"] <= 1.0
+    assert report["eval"]["heldout_rows"] > 0
+    assert 0.5 < report["eval"]["teacher_accuracy"] <= 1.0
+    assert report["speed"]["cpu"]["speedup_latency"] > 1.0
+    assert report["speed"]["cpu"]["speedup_throughput"] > 1.0
+    assert report["size"]["student_disk_bytes"] < report["size"]["teacher_disk_bytes"] / 3
+    assert report["teacher"]["finetuned"] is True
+
+
+def test_exported_student_loads_with_auto_classes_and_pipeline(tiny_job):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    folder = os.path.join(tiny_job.local, "student")
+    labels = tiny_job.report["data"]["label_names"]
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert model.config.num_hidden_layers == 2
+    assert set(model.config.id2label.values()) == set(labels)
+    out = pipeline("text-classification", model=folder, tokenizer=folder)("The battery is great")
+    assert out[0]["label"] in labels
+
+
+def test_unsafe_config_change_is_refused(tiny_job):
+    from xdistil_ray import pipeline
+
+    cfg = load_config(TINY, tiny_job.overrides + ["student.num_layers=3"])
+    with pytest.raises(ConfigError, match="student.num_layers"):
+        pipeline.run(cfg)
+
+
+def test_training_workers_leave_no_temporary_folders(tiny_job):
+    assert not tiny_job.temp_left, tiny_job.temp_left
+
+
+def _heldout_rows(run_dir, limit):
+    """The held-out rows the evaluation reads: the teacher's committed parts in marker order."""
+    import pyarrow.parquet as pq
+
+    ids, logits = [], []
+    for name in RunFolder(run_dir).marker("teacher")["files"]:
+        table = pq.read_table(os.path.join(run_dir, "teacher", name),
+                              columns=["input_ids", "logits", "heldout"])
+        table = table.filter(table.column("heldout"))
+        ids += table.column("input_ids").to_pylist()
+        logits += table.column("logits").to_pylist()
+    return ids[:limit], logits[:limit]
+
+
+def test_report_figures_match_the_exported_student(tiny_job):
+    """Agreement, KL and dev accuracy recomputed with the public Hugging Face API from the
+    exported folder, one sentence at a time (no padding), against what the report says."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    from xdistil_ray import metrics
+
+    cfg, report, run_dir = tiny_job.cfg, tiny_job.report, tiny_job.local
+    folder = os.path.join(run_dir, "student")
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    ids, stored = _heldout_rows(run_dir, cfg.eval.max_heldout_rows)
+    with torch.no_grad():
+        student = [model(input_ids=torch.tensor([row])).logits[0].numpy() for row in ids]
+    teacher = [np.asarray(row, dtype=np.float32) for row in stored]
+    e = report["eval"]
+    assert e["heldout_rows"] == len(ids)
+    assert e["agreement"] == pytest.approx(metrics.agreement(teacher, student, 2), abs=1.5 / len(ids))
+    assert e["kl_divergence"] == pytest.approx(metrics.kl_divergence(teacher, student, 2),
+                                               rel=0.02, abs=1e-4)
+    assert sum(p.numel() for p in model.parameters()) == report["size"]["student_params"]
+
+    dev = [json.loads(line) for line in open(cfg.labeled.dev, encoding="utf-8")]
+    classify = pipeline("text-classification", model=folder, tokenizer=folder)
+    predicted = classify([row["text"] for row in dev], truncation=True,
+                         max_length=cfg.corpus.max_length, batch_size=32)
+    accuracy = np.mean([p["label"] == str(row["label"]) for p, row in zip(predicted, dev)])
+    assert e["dev_rows"] == len(dev)
+    assert e["student_accuracy"] == pytest.approx(accuracy, abs=1.5 / len(dev))
+
+    md = open(os.path.join(run_dir, "report.md")).read()
+    assert f"{100 * e['agreement']:.1f}%" in md and f"{100 * e['student_accuracy']:.1f}%" in md
+    for name in ("loss_curves.png", "speed_size.png"):
+        with open(os.path.join(run_dir, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dry_run_of_the_run_extended_by_a_stage(tiny_job, capsys):
+    """The finished run with one more stage: what is complete stays complete; the new stage,
+    the export and the evaluation would run; nothing is written."""
+    from xdistil_ray.config import to_dict
+    from xdistil_ray.dry_run import dry_run
+
+    stages = [to_dict(s) for s in tiny_job.cfg.stages] + [
+        {"name": "extra", "losses": [{"type": "logits"}], "epochs": 1, "batch_size": 32}]
+    run = RunFolder(tiny_job.uri, tiny_job.options)
+    before = run.list_files("")
+    states = {s.name: s.state for s in dry_run(load_config(
+        TINY, tiny_job.overrides + ["stages=" + json.dumps(stages)]))}
+    assert run.list_files("") == before
+    for name in ("data", "teacher_finetune", "teacher", "student_init", "stage 1: representation",
+                 "stage 2: logits", "stage 3: labels"):
+        assert states[name] == "complete", (name, states[name])
+    assert states["stage 4: extra"] == "to run"
+    assert states["student"].startswith("to run") and states["eval"].startswith("to run")
+    out = capsys.readouterr().out
+    assert "4 step(s) would run: stage 4: extra, student, eval, report" in out
+    assert re.search(r"stage 4: extra: TO RUN\n\s+what:\s+logits; 1 epoch\(s\) at batch 32, "
+                     r"\d+ steps", out), out
 
 
 def test_autoscaler_adds_the_node_types_the_steps_ask_for(no_local_ray, inputs, teacher_with_head,

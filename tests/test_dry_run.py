@@ -1,5 +1,6 @@
 """``--dry-run`` on a fresh run folder: the checks run, the plan is printed, nothing is written.
-(The half-finished case runs against a real run in test_pipeline_integration.py.)"""
+(Real runs: the finished tiny run in test_cluster_integration.py, the half-finished one in
+test_resilience_integration.py.)"""
 
 import subprocess
 import sys
