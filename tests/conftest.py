@@ -72,7 +72,7 @@ def ray_local():
 
     from xdistil_ray.pipeline import apply_ray_env
 
-    apply_ray_env()  # as the jobs' own local Ray (pipeline.init_ray)
+    apply_ray_env(local=True)  # as the jobs' own local Ray (pipeline.init_ray)
     ray.init(num_cpus=2, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
     yield
     ray.shutdown()

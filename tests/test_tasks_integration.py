@@ -57,6 +57,17 @@ def test_token_classification_run(token_run):
     _losses_fell(report)
 
 
+def test_a_local_ray_train_group_starts_no_preemption_watcher(token_run):
+    """Ray Train starts an actor (a process) per worker group to watch for spot preemption;
+    a Ray of one machine runs without it (pipeline.LOCAL_RAY_ENV)."""
+    from ray.util.state import list_actors
+
+    assert list_actors(filters=[("class_name", "=", "TrainController")], limit=10_000,
+                       raise_on_missing_output=False)  # the run's groups were there
+    assert list_actors(filters=[("class_name", "=", "PreemptionWatcher")], limit=10_000,
+                       raise_on_missing_output=False) == []
+
+
 def test_token_student_tags_words(token_run):
     root, report = token_run
     from transformers import AutoModelForTokenClassification, pipeline

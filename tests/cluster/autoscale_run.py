@@ -40,7 +40,7 @@ def main(config: str, overrides: list[str]) -> None:
         node_types = yaml.safe_load(f)["available_node_types"]
     from xdistil_ray.pipeline import apply_ray_env
 
-    apply_ray_env()  # the nodes' processes inherit it, as a job's would
+    apply_ray_env(local=False)  # the nodes' processes inherit it, as a job's would
     cluster = ProjectAutoscalingCluster(head_resources={"CPU": 0}, worker_node_types=node_types)
     cluster.start()
     seen: dict[str, int] = {}
