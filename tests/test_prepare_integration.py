@@ -79,10 +79,9 @@ def test_txt_is_refused_for_labeled_data(tmp_path):
         load_records(resolve_source(str(path), "labeled.train"), columns=["text", "label"], split="train")
 
 
-def test_a_parquet_pass_starts_no_footer_actors(tmp_path, ray_local):
-    """Ray Data 2.60's default (V2) parquet reader starts 32 footer-reading actors (32 Python
-    processes) and a listing task per pass; the project's Ray reads with the V1 datasource
-    (pipeline.RAY_ENV), which starts neither."""
+def test_a_parquet_pass_starts_few_footer_actors(tmp_path, ray_local):
+    """Ray Data 2.60 starts 32 footer-reading actors (32 Python processes) per parquet pass by
+    default; the project's Ray runs with two (pipeline.RAY_ENV)."""
     import ray.data
     from ray.util.state import list_actors
 
@@ -94,4 +93,5 @@ def test_a_parquet_pass_starts_no_footer_actors(tmp_path, ray_local):
         pq.write_table(pa.table({"x": list(range(10))}), tmp_path / f"{k}.parquet")
     before = footer_actors()
     assert len(ray.data.read_parquet(str(tmp_path)).take_all()) == 30
-    assert footer_actors() - before == set()
+    started = footer_actors() - before
+    assert 1 <= len(started) <= 2, len(started)

@@ -241,24 +241,25 @@ class Steps:
         return marker
 
 
-RAY_ENV = {"RAY_DATA_USE_DATASOURCE_V2": "0", "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "2"}
-"""Environment for the job's Ray processes (a value already in the environment wins).
+RAY_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "2"}
+"""Environment for the job's Ray processes (a value already in the environment wins). Ray Data
+2.60 reads parquet footers on a pool of actors that every ``read_parquet`` pass starts anew: 32
+by default, each a Python process (about 3 s of CPU to start). The run's reads are tens to
+thousands of committed files, which two actors of 128 concurrent reads each cover.
 
-Ray Data 2.60 reads parquet through its V2 datasource by default, which lists every pass's files
-on a pool of footer-reading actors started anew per pass (32 by default, each a Python process
-of about 3 s of CPU) and a ``ListFiles`` task: about 3 s per pass even on warm workers, where
-the V1 datasource (footers read where the plan is made, then one read task per file group)
-takes 0.4 s (``benchmarks/parquet_read.py``). A run reads committed parquet a dozen times (each
-stage's epoch, teacher inference, evaluation, the data step's counts); their files are tens to
-thousands, whose footers V1 reads with remote tasks above a few hundred. Should V2 be set, its
-footer pool is two actors of 128 concurrent reads each."""
+Ray Data's V1 parquet datasource (``RAY_DATA_USE_DATASOURCE_V2=0``) starts no such pool and
+reads a few small files in 0.13x the time on warm workers (``benchmarks/parquet_read.py``). It
+stays off: with it, the fine-tuning test's students did not learn (46.5% dev accuracy, constant
+predictions, in the suite and in a re-run; V2 on the same inputs and seeds: 70.3%), though rows
+and labels reach the batches aligned under both. That recipe is marginal (its loss barely moves
+under V2 either), and the row order V1 gives may be what tips it; not yet understood."""
 
 
 LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 """Added for a Ray this process starts on its own machine. Ray Train starts an actor per worker
 group that watches for node preemption (spot instances); one machine has none to watch, and the
-actor's process costs about 4 s of CPU per group (a bare two-worker
-``TorchTrainer`` reaches its workers in 21-24 s without it, 24-29 s with it, on 2 cores)."""
+actor's process costs about 4 s of CPU per group (in wall time no gain shows above a 2-core
+machine's noise: ``benchmarks/train_group_start.py``)."""
 
 
 def ray_env_vars(local: bool = False) -> dict[str, str]:
@@ -269,15 +270,11 @@ def ray_env_vars(local: bool = False) -> dict[str, str]:
 
 
 def apply_ray_env(local: bool) -> dict[str, str]:
-    """Sets :func:`ray_env_vars` in this process (and so in every process of a Ray it starts),
-    and in this process's Ray Data context, read when ``ray.data`` was first imported, perhaps
-    before. Returns the variables it set (a cluster's workers take them from the job's runtime
+    """Sets :func:`ray_env_vars` in this process (and so in every process of a Ray it starts).
+    Returns the variables it set (a cluster's workers take them from the job's runtime
     environment)."""
     env = ray_env_vars(local)
     os.environ.update(env)
-    from ray.data import DataContext
-
-    DataContext.get_current().use_datasource_v2 = os.environ["RAY_DATA_USE_DATASOURCE_V2"] != "0"
     return env
 
 
