@@ -1,15 +1,16 @@
 """The cluster path on this machine, every listener on loopback.
 
-- a real Ray cluster (`ray start --head`, plus a second node) runs the tiny smoke config
-  (jobs/configs/tiny.yaml, as a user runs it: teacher fine-tuning, three stages, a corpus with
-  every kind of bad line) through `ray job submit --working-dir .`, with its run folder in S3
-  (SeaweedFS); the same submission again finds everything complete. The run's tests check its
-  console, its rows, its stages, its report against the exported student, its dry run;
-- Ray's autoscaling test cluster, on node types shaped like cluster/aws.yaml's and starting from
-  zero workers, adds the node types the steps ask for, and the run completes.
+Ray's autoscaling test cluster (its fake multi-node provider), with node types shaped like
+cluster/aws.yaml's and starting from the head alone (no CPUs for work, the job API on loopback,
+token authentication), runs the tiny smoke config (jobs/configs/tiny.yaml, as a user runs it:
+teacher fine-tuning, three stages, a corpus with every kind of bad line) through `ray job submit
+--working-dir .`, with its run folder in S3 (SeaweedFS). The steps ask for the node types'
+resources, so the autoscaler adds a CPU node, a teacher "GPU" node and a training node; the
+same submission again finds everything complete. The run's tests check the nodes added, its
+console, its rows, its stages, its report against the exported student, its dry run.
 
-Both start and stop Ray machine-wide (`ray stop --force`), so this module runs before any test
-that uses the session's local Ray (file order), and refuses to run after one.
+The cluster starts and stops Ray machine-wide (`ray stop --force`), so this module runs before
+any test that uses the session's local Ray (file order), and refuses to run after one.
 """
 
 import glob
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 import pytest
+import yaml
 from s3server import free_port
 
 from xdistil_ray.config import ConfigError, load_config
@@ -37,9 +39,14 @@ pytestmark = pytest.mark.integration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
-CONFIG = "tests/configs/cluster_tiny.yaml"
 TINY = "jobs/configs/tiny.yaml"
-STEPS = ("data", "teacher", "student_init", "stages/1-logits", "student", "eval")
+CLUSTER_DIR = os.path.join(ROOT, "tests", "cluster")
+# The node types' custom resources (tests/cluster/fake_provider.yaml), as a run on
+# cluster/aws.yaml asks for its GPU node types.
+NODE_TYPE_OVERRIDES = ["teacher.inference.num_gpus_per_actor=1",
+                       "teacher.inference.resources={teacher_gpu: 1}",
+                       "train.resources_per_worker={train_gpu: 1}"]
+NODE_TYPE_MARKERS = {"cpu_node", "teacher_gpu", "train_gpu"}
 
 
 def _env(**extra) -> dict:
@@ -63,12 +70,6 @@ def no_local_ray():
         "the tests that share the session's local Ray")
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return write_embedded_data(str(tmp_path_factory.mktemp("cluster_inputs")), seed=2,
-                               num_train=128, num_dev=64, num_corpus=400)
-
-
 def _listeners_off_loopback() -> list[str]:
     out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines()[1:]
@@ -77,31 +78,52 @@ def _listeners_off_loopback() -> list[str]:
                 "127.0.0.1", "[::1]", "[::ffff:127.0.0.1]")]
 
 
+def _nodes(env, address) -> list[dict]:
+    out = subprocess.run([f"{BIN}/ray", "list", "nodes", "--address", address, "--format",
+                          "json", "--detail"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@dataclass
+class Cluster:
+    env: dict
+    address: str
+    """The dashboard's (job API's) address."""
+    nodes_at_start: list
+
+
 @pytest.fixture(scope="module")
-def loopback_cluster(no_local_ray):
-    """A head (1 CPU, the dashboard and job API on loopback, token authentication) and a
-    second node (2 CPUs) joined to it."""
-    env = _env(RAY_AUTH_TOKEN=secrets.token_hex(32))  # every node and client reads it
+def autoscaling_cluster(no_local_ray, tmp_path_factory):
+    """Ray's autoscaling test cluster from the head alone: the head with no CPUs for work, the
+    dashboard and job API on loopback, token authentication; the autoscaler adds the node types
+    of tests/cluster/fake_provider.yaml as the steps ask for their resources."""
+    node_dirs = tempfile.mkdtemp(prefix="xr-", dir="/tmp")  # short: Unix socket paths
+    env = _env(RAY_AUTH_TOKEN=secrets.token_hex(32),  # every node and client reads it
+               RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1",
+               XDISTIL_TEST_NODE_DIRS=node_dirs,
+               PYTHONPATH=os.pathsep.join(filter(None, [CLUSTER_DIR,
+                                                        os.environ.get("PYTHONPATH")])))
     gcs, dashboard = free_port(), free_port()
-    node_dir = tempfile.mkdtemp(prefix="xr-", dir="/tmp")  # short: Unix socket paths
+    with open(os.path.join(CLUSTER_DIR, "fake_provider.yaml")) as f:
+        config = yaml.safe_load(f)
+    config["provider"]["gcs_address"] = f"127.0.0.1:{gcs}"
+    config_path = str(tmp_path_factory.mktemp("autoscaler") / "cluster.yaml")
+    with open(config_path, "w") as f:
+        yaml.safe_dump(config, f)
     _ray_stop(env)
     try:
-        subprocess.run([f"{BIN}/ray", "start", "--head", f"--port={gcs}",
-                        "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-                        f"--dashboard-port={dashboard}", "--num-cpus=1",
-                        "--disable-usage-stats"], env=env, check=True, capture_output=True,
-                       timeout=120)
-        # Its own temp dir: nodes sharing one unpack the job's working_dir over each other
-        # (Ray re-extracts it per node), pulling the driver's working directory from under it.
-        subprocess.run([sys.executable, "tests/cluster/ray_loopback.py", "start",
-                        f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1",
-                        "--num-cpus=2", f"--dashboard-agent-listen-port={free_port()}",
-                        f"--temp-dir={node_dir}"],
-                       cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
-        yield env, f"http://127.0.0.1:{dashboard}"
+        subprocess.run([f"{BIN}/ray", "start", "--head", f"--autoscaling-config={config_path}",
+                        f"--port={gcs}", "--node-ip-address=127.0.0.1",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                        "--num-cpus=0", "--disable-usage-stats"],
+                       env=env, check=True, capture_output=True, timeout=120)
+        address = f"http://127.0.0.1:{dashboard}"
+        yield Cluster(env, address, _nodes(env, address))
     finally:
         _ray_stop(env)
-        shutil.rmtree(node_dir, ignore_errors=True)
+        shutil.rmtree(node_dirs, ignore_errors=True)
 
 
 def _submit(env, address: str, config: str, args: list[str]) -> subprocess.CompletedProcess:
@@ -170,10 +192,10 @@ class TinyJob:
 
 
 @pytest.fixture(scope="module")
-def tiny_job(loopback_cluster, s3, tmp_path_factory) -> TinyJob:
+def tiny_job(autoscaling_cluster, s3, tmp_path_factory) -> TinyJob:
     """The tiny smoke config as a user submits it: teacher fine-tuning, three stages on two
     ZeRO-2 workers, a corpus with every kind of bad line; the same submission again."""
-    env, address = loopback_cluster
+    env, address = autoscaling_cluster.env, autoscaling_cluster.address
     root = tmp_path_factory.mktemp("tiny_job")
     data = write_embedded_data(str(root / "inputs"), seed=1, num_train=384, num_dev=96,
                                num_corpus=700)
@@ -183,7 +205,8 @@ def tiny_job(loopback_cluster, s3, tmp_path_factory) -> TinyJob:
     (corpus_dir / "nasty.txt").write_bytes(b"\n".join(NASTY_LINES))
     uri = "s3://runs/tiny-job"
     overrides = [f"output={uri}", f"storage.endpoint={s3.endpoint}", f"corpus.path={corpus_dir}",
-                 f"labeled.train={data['train']}", f"labeled.dev={data['dev']}"]
+                 f"labeled.train={data['train']}", f"labeled.dev={data['dev']}",
+                 *NODE_TYPE_OVERRIDES]
     options = StorageOptions(endpoint=s3.endpoint)
     workdirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "xdistil-*")))
     first = _submit(env, address, TINY, overrides)
@@ -202,11 +225,15 @@ def tiny_job(loopback_cluster, s3, tmp_path_factory) -> TinyJob:
                    second_seconds, report, local, temp_left)
 
 
-def test_job_runs_on_two_nodes_on_loopback(loopback_cluster, tiny_job):
-    env, address = loopback_cluster
-    nodes = subprocess.run([f"{BIN}/ray", "list", "nodes", "--address", address, "--format",
-                            "json"], env=env, capture_output=True, text=True, timeout=60)
-    assert len([n for n in json.loads(nodes.stdout) if n["state"] == "ALIVE"]) == 2, nodes.stderr
+def test_the_autoscaler_adds_the_node_types_the_steps_ask_for(autoscaling_cluster, tiny_job):
+    """From the head alone (no CPUs for work): CPU nodes for the data step, teacher GPU nodes
+    for the teacher actors, training nodes for the Ray Train workers; all on loopback."""
+    assert [n["is_head_node"] for n in autoscaling_cluster.nodes_at_start] == [True]
+    nodes = _nodes(autoscaling_cluster.env, autoscaling_cluster.address)
+    added = {marker for node in nodes if not node["is_head_node"]
+             for marker in NODE_TYPE_MARKERS & set(node["resources_total"])}
+    assert added == NODE_TYPE_MARKERS, nodes
+    assert all(n["node_ip"] == "127.0.0.1" for n in nodes), nodes
     assert _listeners_off_loopback() == []
 
 
@@ -385,23 +412,3 @@ def test_dry_run_of_the_run_extended_by_a_stage(tiny_job, capsys):
     assert "4 step(s) would run: stage 4: extra, student, eval, report" in out
     assert re.search(r"stage 4: extra: TO RUN\n\s+what:\s+logits; 1 epoch\(s\) at batch 32, "
                      r"\d+ steps", out), out
-
-
-def test_autoscaler_adds_the_node_types_the_steps_ask_for(no_local_ray, inputs, teacher_with_head,
-                                                         tmp_path):
-    env = _env()
-    done = subprocess.run(
-        [sys.executable, "tests/cluster/autoscale_run.py", CONFIG, f"output={tmp_path}/run",
-         f"corpus.path={inputs['corpus']}", f"labeled.train={inputs['train']}",
-         f"labeled.dev={inputs['dev']}", f"teacher.model={teacher_with_head}",
-         "teacher.inference.num_gpus_per_actor=1", "teacher.inference.resources={teacher_gpu: 1}",
-         "train.resources_per_worker={train_gpu: 1}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
-    (line,) = [x for x in done.stdout.splitlines() if x.startswith('{"added"')]
-    result = json.loads(line)
-    # The head has no CPU for work: CPU nodes for the data step, teacher GPU nodes for the
-    # teacher actors, training nodes for the Ray Train workers.
-    assert {"cpu_node", "teacher_gpu", "train_gpu"} <= set(result["added"]), result
-    run = RunFolder(f"{tmp_path}/run")
-    assert all(run.is_complete(step) for step in STEPS)

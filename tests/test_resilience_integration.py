@@ -277,6 +277,16 @@ def test_worker_failure_resumes_from_the_newest_checkpoint(scenario):
     assert run.list_files("stages/ray") == {}
 
 
+def test_the_drivers_console_shows_the_projects_lines_only(scenario):
+    """`python jobs/distill.py` with its own local Ray, as on a laptop: its stdout and stderr
+    carry `[xdistil]` lines only, through a resume and a lost worker; Ray's, Ray Train's,
+    DeepSpeed's and the workers' output goes to <run>/logs/ (checked below)."""
+    lines = [line for line in scenario["c_output"].splitlines() if line.strip()]
+    assert lines and [line for line in lines if not line.startswith("[xdistil] ")] == [], lines
+    assert any(line.startswith("[xdistil] done in ") for line in lines), lines[-5:]
+    assert lines[-1].startswith("[xdistil] ") and "faster at batch 1" in lines[-1], lines[-5:]
+
+
 def test_dry_run_of_the_half_finished_run(scenario):
     a, b = scenario["dry_a"], scenario["dry_b"]
     assert scenario["dry_a_unchanged"] and scenario["dry_b_unchanged"]  # nothing written

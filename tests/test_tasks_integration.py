@@ -117,7 +117,7 @@ def test_sentence_pair_run(tmp_path_factory, ray_local, teacher_with_head):
 def agnostic_run(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("agnostic")
     report = _run(root, "none", [
-        {"name": "mha-hs", "targets": "online", "epochs": 2, "unfreeze": "none",
+        {"name": "mha-hs", "targets": "online", "epochs": 4, "unfreeze": "none",
          "losses": [{"type": "attention_relations", "relation_heads": 4},
                     {"type": "hidden_states", "layer_map": "uniform", "weight": 0.1}]}])
     return root, report
@@ -158,15 +158,21 @@ def test_finetuned_distilled_student_beats_the_same_shape_from_scratch(agnostic_
 
     root, _ = agnostic_run
     ft_root = tmp_path_factory.mktemp("finetune")
-    data = write_embedded_data(str(ft_root / "inputs"), seed=11, num_train=384, num_dev=256,
+    data = write_embedded_data(str(ft_root / "inputs"), seed=11, num_train=384, num_dev=512,
                                num_corpus=10)
     distilled = _finetune(ft_root, str(root / "run" / "student"), "pretrained", data)
     scratch = _finetune(ft_root, str(root / "run" / "student"), "random", data)
     for report in (distilled, scratch):
-        assert report["eval"]["dev_rows"] == 256 and report["finetune"]["steps"] == 72
+        assert report["eval"]["dev_rows"] == 512 and report["finetune"]["steps"] == 72
         assert report["size"]["num_layers"] == 2 and report["size"]["hidden_size"] == 64
-    # Measured (two suite runs): 73.4% vs 60.9%, 71.1% vs 64.1% on 128 dev rows; Ray Data's
-    # order varies from run to run, so the margin asked is 3 points on 256 rows.
+        # Ray Train reports only checkpoints: a report per log interval (5 steps here) waited
+        # for the controller's 2 s poll and held this stage to 2.5-2.7 steps/s; measured after:
+        # 17.2 and 22.5 steps/s.
+        assert report["finetune"]["steps_per_second"] > 6, report["finetune"]
+    # A head start after the same short fine-tuning (72 steps): distilled vs scratch, measured
+    # with 2 epochs of distillation: 73.4/60.9 and 71.1/64.1 (128 dev rows), 76.6/73.8,
+    # 76.6/72.7 and 74.2/70.3 (256); with 4 epochs: 80.3/73.8 (512 rows). Given longer (256
+    # rows x 6 epochs), scratch overtakes: 77.3/85.4 and 78.9/82.8 (seeds 0, 1) on this task.
     assert distilled["eval"]["accuracy"] >= scratch["eval"]["accuracy"] + 0.03, (
         distilled["eval"], scratch["eval"])
     assert distilled["eval"]["macro_f1"] > scratch["eval"]["macro_f1"]

@@ -219,7 +219,8 @@ class TrainConfig:
     for students that fit on one device, as ours do (benchmarks/training.py); 1-3 partition the
     optimizer state, the gradients and the weights across workers, for large students."""
     log_every_steps: int = 25
-    """Steps between loss reports."""
+    """Steps between loss averages (the loss curves' points, the progress lines; each one
+    synchronizes the workers)."""
     checkpoint_every_steps: int = 500
     """Steps between checkpoints (one is always written at the end of a stage)."""
     epoch_cache_mb: int = 1024

@@ -1,8 +1,9 @@
 """One Ray Train worker's loop: DeepSpeed engine, stage objective, unfreezing, checkpoints.
 
 Build the model, restore the newest checkpoint if Ray Train hands one over, then a plain loop
-over steps that reports the loss every ``log_every`` steps and a checkpoint every
-``checkpoint_every`` steps and at the end. The last checkpoint also holds ``model/``, the
+over steps that averages the loss every ``log_every`` steps (kept in the checkpoints' progress,
+printed by rank 0) and reports a checkpoint to Ray Train every ``checkpoint_every`` steps and
+at the end. The last checkpoint also holds ``model/``, the
 consolidated Hugging Face folder the next stage and export start from.
 
 Gradual unfreezing rebuilds the DeepSpeed engine at each phase boundary with the new set of
@@ -495,11 +496,12 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                 clock.maybe_print(step, history)
         progress = {"stage": spec.rel, "step": step, "history": history,
                     "resumed_from": resumed, "world_size": world}
+        # Only checkpoints go to Ray Train: a report waits until the controller has taken the
+        # previous one (it polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S), so a report per log
+        # interval held a fast stage to one interval per report (pipeline.RAY_ENV).
         if step % spec.checkpoint_every == 0 or step == spec.total_steps:
             saved = step
             _save_and_report(trainer, progress, stage_dir, rank, final=step == spec.total_steps)
-        elif step % spec.log_every == 0:
-            ray.train.report({"step": step, "loss": history[-1][1]})
     if saved != step:  # restored at (or, with fewer workers' longer steps, past) the end
         _save_and_report(trainer, {"stage": spec.rel, "step": step, "history": history,
                                    "resumed_from": resumed, "world_size": world},
