@@ -171,8 +171,10 @@ def test_finetuned_distilled_student_beats_the_same_shape_from_scratch(agnostic_
         assert report["finetune"]["steps_per_second"] > 6, report["finetune"]
     # A head start after the same short fine-tuning (72 steps): distilled vs scratch, measured
     # with 2 epochs of distillation: 73.4/60.9 and 71.1/64.1 (128 dev rows), 76.6/73.8,
-    # 76.6/72.7 and 74.2/70.3 (256); with 4 epochs: 80.3/73.8 (512 rows). Given longer (256
-    # rows x 6 epochs), scratch overtakes: 77.3/85.4 and 78.9/82.8 (seeds 0, 1) on this task.
+    # 76.6/72.7 and 74.2/70.3 (256); with 4 epochs (as here), 512 rows: 80.3/73.8 in two
+    # separate runs at this seed (0), 79.5/77.2 at seed 1, so the margin depends on the seed.
+    # Given longer (256 rows x 6 epochs), scratch overtakes: 77.3/85.4 and 78.9/82.8 (seeds 0,
+    # 1) on this task.
     assert distilled["eval"]["accuracy"] >= scratch["eval"]["accuracy"] + 0.03, (
         distilled["eval"], scratch["eval"])
     assert distilled["eval"]["macro_f1"] > scratch["eval"]["macro_f1"]
