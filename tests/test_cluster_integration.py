@@ -233,6 +233,8 @@ def test_the_autoscaler_adds_the_node_types_the_steps_ask_for(autoscaling_cluste
     added = {marker for node in nodes if not node["is_head_node"]
              for marker in NODE_TYPE_MARKERS & set(node["resources_total"])}
     assert added == NODE_TYPE_MARKERS, nodes
+    # The head and one node of each type, all still up after both submissions.
+    assert [n["state"] for n in nodes] == ["ALIVE"] * 4, nodes
     assert all(n["node_ip"] == "127.0.0.1" for n in nodes), nodes
     assert _listeners_off_loopback() == []
 
