@@ -6,7 +6,9 @@ default) against the V1 datasource the project's Ray runs with (``pipeline.RAY_E
 Each reader runs in its own fresh process with its own local Ray (2 CPUs), as a run's steps do:
 the same files, ``--passes`` passes of ``read_parquet(files).select_columns(...)`` iterated to
 the end. Prints each pass's seconds, and the V1/V2 ratio of the first pass (cold workers) and of
-the mean of the others (warm workers). V2 also counts its footer-reading actors.
+the mean of the others (warm workers). V2 also counts its footer-reading actors. Last, the same
+columns read by pyarrow in this process, file by file (how the data step counts rows, rejects
+and flags of committed files), against V2's warm passes.
 """
 
 from __future__ import annotations
@@ -71,6 +73,14 @@ def main() -> None:
     warm = (statistics.mean(results["v1"]["seconds"][1:])
             / statistics.mean(results["v2"]["seconds"][1:]))
     print(f"v1/v2 time: first pass {first:.2f}, later passes {warm:.2f}")
+    seconds = []
+    for _ in range(args.passes):
+        start = time.perf_counter()
+        rows = sum(pq.ParquetFile(f).read(columns=["heldout"]).num_rows for f in files)
+        seconds.append(time.perf_counter() - start)
+    assert rows == args.files * args.rows
+    print(f"pyarrow in the driver: passes {', '.join(f'{s:.4f}' for s in seconds)} s; against "
+          f"v2's later passes {statistics.mean(seconds) / statistics.mean(results['v2']['seconds'][1:]):.4f}")
 
 
 if __name__ == "__main__":

@@ -264,11 +264,20 @@ and labels reach the batches aligned under both. That recipe is marginal (its lo
 under V2 either), and the row order V1 gives may be what tips it; not yet understood."""
 
 
-LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+                 "RAY_idle_worker_killing_time_threshold_ms": "600000"}
 """Added for a Ray this process starts on its own machine. Ray Train starts an actor per worker
 group that watches for node preemption (spot instances); one machine has none to watch, and the
 actor's process costs about 4 s of CPU per group (in wall time no gain shows above a 2-core
-machine's noise: ``benchmarks/train_group_start.py``)."""
+machine's noise: ``benchmarks/train_group_start.py``).
+
+Ray kills a worker process that has been idle for a second once more workers than CPUs are
+alive; the next task or actor then starts a new one, which pays Python's and Ray's start again
+and re-imports what the run uses (pandas, pyarrow, tokenizers, torch: 3-10 s of CPU each on a
+2-core machine). A run's steps start tasks and actors in bursts, so on one machine idle workers
+are kept for 10 minutes (a new actor takes an idle worker when one is there): the data step run
+three times in a row on one local Ray took 17.7, 20.0 and 20.8 s with Ray's default and 19.5,
+3.7 and 3.9 s with this (``benchmarks/idle_workers.py``)."""
 
 
 def ray_env_vars(local: bool = False) -> dict[str, str]:

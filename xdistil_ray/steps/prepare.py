@@ -172,11 +172,10 @@ def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column
                                   label_column=label_column, pair_column=pair_column or None)
                    ).write_parquet(staging, filesystem=run.fs)
     ray.get(progress.finish.remote(label))
-    staged = ray.data.read_parquet(staging, filesystem=run.fs).select_columns(["reason"])
     counts: dict[str, int] = {}
-    for row in staged.map_batches(_reason_counts, batch_format="pandas",
-                                  batch_size=None).take_all():
-        counts[row["reason"]] = counts.get(row["reason"], 0) + int(row["rows"])
+    for values in _column_values(run, f"{_STAGING}/{name}", "reason"):
+        for item in values.value_counts().to_pylist():
+            counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
     input_rows = sum(counts.values())
     kept = counts.pop("", 0)
     return {"input_rows": input_rows, "clean": kept, "dropped": counts}
@@ -194,37 +193,37 @@ def _write_tokenized(run: RunFolder, ds, rel: str, settings: TextSettings,
                                        settings=settings))
     ds.write_parquet(run.path(rel), filesystem=run.fs, min_rows_per_file=rows_per_file)
     ray.get(progress.finish.remote(label))
+    return [{"file": name, "rows": rows, "bytes": size}
+            for name, size, rows in _committed_files(run, rel)]
+
+
+def _committed_files(run: RunFolder, rel: str) -> list[tuple[str, int, int]]:
+    """(name, bytes, rows) of the parquet files under ``rel``, from their footers."""
     files = []
     for name, size in sorted(run.list_files(rel).items()):
         with run.fs.open_input_file(run.path(rel, name)) as f:
-            rows = pq.ParquetFile(f).metadata.num_rows
-        files.append({"file": name, "rows": rows, "bytes": size})
+            files.append((name, size, pq.ParquetFile(f).metadata.num_rows))
     return files
 
 
-def _reason_counts(block: pd.DataFrame) -> pd.DataFrame:
-    """Ray Data UDF: one block's rows per reject reason ("" = kept); a few rows per block, so
-    the driver adds them up without a shuffle (a hash aggregate starts actors: ~10 s)."""
-    counts = block["reason"].value_counts()
-    return pd.DataFrame({"reason": counts.index.astype(str), "rows": counts.values})
+def _column_values(run: RunFolder, rel: str, column: str):
+    """One column of each parquet file under ``rel``, a record batch at a time.
+
+    The data step's counts read the small columns they need here, in the driver: a Ray Data
+    pass over the same files costs 2.5-10 s of start-up on a 2-CPU machine (its parquet
+    datasource's listing task and footer actors; ``.venv/bin/python benchmarks/parquet_read.py``),
+    where reading a column or two of the committed files takes milliseconds, and the driver never
+    holds more than one batch of it."""
+    for name in sorted(run.list_files(rel)):
+        with run.fs.open_input_file(run.path(rel, name)) as f:
+            for batch in pq.ParquetFile(f).iter_batches(columns=[column], batch_size=65_536):
+                yield batch.column(0)
 
 
-def _sum_columns(run: RunFolder, rel: str, files: list[dict], columns: list[str]) -> dict:
-    """Sums of boolean/int columns over committed files, in one Ray Data pass: one row of sums
-    per block, added up here (no shuffle)."""
-    import ray.data
-
-    if not files:
-        return {c: 0 for c in columns}
-    paths = [run.path(rel, f["file"]) for f in files]
-    ds = ray.data.read_parquet(paths, filesystem=run.fs).select_columns(columns)
-    parts = ds.map_batches(functools.partial(_block_sums, columns=columns),
-                           batch_format="pandas", batch_size=None).take_all()
-    return {c: sum(int(p[c]) for p in parts) for c in columns}
-
-
-def _block_sums(block: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: [int(block[c].sum())] for c in columns})
+def _sum_columns(run: RunFolder, rel: str, columns: list[str]) -> dict:
+    """Sums of boolean/int ``columns`` over the committed files under ``rel``."""
+    return {c: sum(int(pa.compute.sum(v).as_py() or 0) for v in _column_values(run, rel, c))
+            for c in columns}
 
 
 def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings, *,
@@ -247,7 +246,7 @@ def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings,
     num_kept = sum(s["rows"] for s in shards)
     stats["dropped"][corpus.DUPLICATE] = stats["clean"] - num_kept
     stats.update(kept=num_kept, shards=shards,
-                 **_sum_columns(run, CORPUS, shards, ["truncated", "heldout"]))
+                 **_sum_columns(run, CORPUS, ["truncated", "heldout"]))
     del stats["clean"]
     return stats
 

@@ -1,0 +1,75 @@
+"""Benchmark: the data step run several times on one local Ray, with Ray's idle-worker killing
+as Ray sets it (a worker idle for 1 s is killed once more workers than CPUs are alive) and as
+the project's local Ray sets it (``pipeline.LOCAL_RAY_ENV``: kept for 10 minutes).
+
+    .venv/bin/python benchmarks/idle_workers.py [--sentences 640] [--passes 3]
+
+Each setting runs in its own fresh process with its own local Ray (2 CPUs): ``--passes`` data
+steps in a row over the same generated sentences (as a run's steps, or a test session's runs,
+follow each other), each into a new folder. Prints each pass's seconds, the Ray worker
+processes started, and the ratio of the later passes' mean (the project's setting over Ray's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+
+import _common
+
+SETTING = "RAY_idle_worker_killing_time_threshold_ms"
+
+
+def ray_processes() -> set[str]:
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if "ray::" in line}
+
+
+def passes(corpus: str, count: int, keep_idle: bool) -> dict:
+    from xdistil_ray import pipeline
+
+    if not keep_idle:  # Ray's default (the variable unset before Ray starts)
+        pipeline.LOCAL_RAY_ENV = {k: v for k, v in pipeline.LOCAL_RAY_ENV.items() if k != SETTING}
+    os.environ.pop(SETTING, None)
+    _common.start_ray(2)
+    cfg = _common.config(**{"corpus.rows_per_shard": 256})
+    from xdistil_ray.models import resolve_teacher_path
+
+    seconds, seen = [], set()
+    for k in range(count):
+        start = time.perf_counter()
+        marker = _common.prepare(tempfile.mkdtemp(prefix=f"idle-{k}-"), corpus,
+                                 resolve_teacher_path("embedded"), cfg)
+        seconds.append(time.perf_counter() - start)
+        seen |= ray_processes()
+    return {"seconds": seconds, "processes": len(seen), "rows": marker["corpus"]["kept"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sentences", type=int, default=640)
+    parser.add_argument("--passes", type=int, default=3)
+    args = parser.parse_args()
+    corpus = _common.write_sentences(
+        os.path.join(tempfile.gettempdir(), f"idle-workers-{args.sentences}.txt"), args.sentences)
+    print(_common.machine())
+    results = {}
+    for name, keep in (("ray default", False), ("kept 10 min", True)):
+        r = _common.run_phase(__file__, "passes",
+                              {"corpus": corpus, "count": args.passes, "keep_idle": keep})
+        results[name] = r
+        print(f"{name}: passes {', '.join(f'{s:.1f}' for s in r['seconds'])} s; "
+              f"{r['processes']} Ray worker processes; {r['rows']} rows kept")
+    later = [statistics.mean(results[n]["seconds"][1:]) for n in ("kept 10 min", "ray default")]
+    print(f"kept/default time: first pass "
+          f"{results['kept 10 min']['seconds'][0] / results['ray default']['seconds'][0]:.2f}, "
+          f"later passes {later[0] / later[1]:.2f}")
+
+
+if __name__ == "__main__":
+    if not _common.phase_main({"passes": passes}):
+        main()
