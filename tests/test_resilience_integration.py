@@ -1,5 +1,8 @@
 """A run that survives failures, on a real S3 server (SeaweedFS), real Ray and the real teacher.
 
+The run is a sentence-pair task (MNLI-style: review, claim -> entailment / contradiction), so the
+same scenario also shows both sentences reaching every step (the last test).
+
 One scenario, each of its drivers a real ``python jobs/distill.py`` process with a time limit:
 
 A. the driver is killed (its whole process group, local Ray included) once teacher inference has
@@ -158,7 +161,7 @@ def _train_worker_pids() -> list[int]:
 def scenario(s3, teacher_with_head, tmp_path_factory):
     root = tmp_path_factory.mktemp("resilience")
     data = write_embedded_data(str(root / "inputs"), seed=3, num_train=256, num_dev=64,
-                               num_corpus=1500)
+                               num_corpus=1500, task="pair")
     uri = "s3://runs/resilience"
     args = ["--config", CONFIG, f"output={uri}", f"storage.endpoint={s3.endpoint}",
             f"corpus.path={data['corpus']}", f"labeled.train={data['train']}",
@@ -353,3 +356,31 @@ def test_storage_mistakes_stop_fast_with_a_clear_error(s3, override, message):
     assert time.time() - start < 15
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_both_sentences_of_a_pair_reach_every_step(scenario, tmp_path):
+    """The data step keeps the pair (token types mark the second sentence), the teacher and the
+    stages read it, and the exported student answers differently when only the second
+    sentence changes."""
+    from transformers import pipeline
+
+    run = scenario["run"]
+    report = run.read_json("report.json")
+    assert report["task"] == "pair"
+    assert report["data"]["label_names"] == ["contradiction", "entailment"]
+    assert report["data"]["labeled"]["train"]["kept"] == 256
+    shard = run.marker("data")["corpus"]["shards"][0]["file"]
+    with run.fs.open_input_file(run.path("data/corpus", shard)) as f:
+        types = pq.read_table(f, columns=["token_type_ids"]).column("token_type_ids").to_pylist()
+    assert types and all(t[0] == 0 and t[-1] == 1 for t in types)  # second sentence marked
+    # A teacher with an untrained head and a small student barely learn review/claim entailment
+    # in a few dozen steps: the run checks the mechanics, not the accuracy.
+    assert 0.0 <= report["eval"]["teacher_accuracy"] <= 1.0
+    assert 0.0 <= report["eval"]["agreement"] <= 1.0
+    assert all(s["steps"] > 0 and 0.0 < s["final_loss"] < 10.0 for s in report["stages"])
+    folder = run.download("student", str(tmp_path / "student"))
+    classify = pipeline("text-classification", model=folder, tokenizer=folder, top_k=None)
+    scores = [classify({"text": "The battery is great.", "text_pair": claim})
+              for claim in ("The reviewer is satisfied.", "This is a negative review.")]
+    assert {s["label"] for s in scores[0]} == {"contradiction", "entailment"}
+    assert scores[0][0]["score"] != scores[1][0]["score"]  # the second sentence is read
