@@ -19,9 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parser(__doc__).parse_args(argv)
 
     def job():
+        cfg = load_config(args.config, args.overrides, kind=FinetuneJob)  # before torch and Ray
         from xdistil_ray import finetune
 
-        return finetune.run(load_config(args.config, args.overrides, kind=FinetuneJob))
+        return finetune.run(cfg)
 
     return cli.run_job(job, verbose=args.verbose)
 

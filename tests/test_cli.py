@@ -39,12 +39,26 @@ def test_glob_matching_nothing(tmp_path):
     assert proc.returncode == 2 and "matches no .txt, .jsonl or .parquet file" in proc.stderr
 
 
+# Runs a job script as `python <script> ARGS` would, then says which heavy modules it loaded.
+_LOADED = """import runpy, sys
+script, sys.argv = sys.argv[1], sys.argv[1:]
+try:
+    runpy.run_path(script, run_name="__main__")
+finally:
+    print("loaded:", *sorted({"torch", "ray", "transformers"} & set(sys.modules)), file=sys.stderr)
+"""
+
+
 def test_finetune_without_a_model_or_with_a_missing_one(tmp_path):
-    for args, message in (([], "model: give the exported student to fine-tune"),
-                          ([f"model={tmp_path}/nope/student"], "does not exist"),
-                          (["model=x", "finetune.epochz=1"], "unknown config key 'finetune.epochz'")):
-        proc = subprocess.run([sys.executable, "jobs/finetune.py", f"output={tmp_path}/ft", *args],
+    for args, message, config_only in (
+            ([], "model: give the exported student to fine-tune", True),
+            ([f"model={tmp_path}/nope/student"], "does not exist", False),
+            (["model=x", "finetune.epochz=1"], "unknown config key 'finetune.epochz'", True)):
+        proc = subprocess.run([sys.executable, "-c", _LOADED, "jobs/finetune.py",
+                               f"output={tmp_path}/ft", *args],
                               capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
+        if config_only:  # a config mistake stops before torch and Ray load (5 s of imports)
+            assert proc.stderr.rstrip().endswith("loaded:"), (args, proc.stderr[-300:])
     assert not (tmp_path / "ft").exists()

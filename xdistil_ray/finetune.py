@@ -33,8 +33,6 @@ _STAGE_KEYS = _DATA_KEYS + ("finetune",)
 def local_model(cfg: FinetuneJob, tmp: str) -> str:
     """A local folder of ``cfg.model``: as given, or downloaded from a committed ``s3://``
     folder (an exported student). Raises ConfigError when it is not a loadable model."""
-    from transformers import AutoConfig
-
     path = cfg.model
     if storage.is_remote(path):
         parent, name = path.rstrip("/").rsplit("/", 1)
@@ -45,6 +43,8 @@ def local_model(cfg: FinetuneJob, tmp: str) -> str:
         path = source.download(name, os.path.join(tmp, "model"))
     elif not os.path.isdir(path) and _looks_like_a_path(path):
         raise ConfigError(f"model: folder {path!r} does not exist")
+    from transformers import AutoConfig
+
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
