@@ -7,7 +7,8 @@ the project's local Ray sets it (``pipeline.LOCAL_RAY_ENV``: kept for 10 minutes
 Each setting runs in its own fresh process with its own local Ray (2 CPUs): ``--passes`` data
 steps in a row over the same generated sentences (as a run's steps, or a test session's runs,
 follow each other), each into a new folder. Prints each pass's seconds, the Ray worker
-processes started, and the ratio of the later passes' mean (the project's setting over Ray's).
+processes started, the ratio of the later passes' mean (the project's setting over Ray's), and
+what the idle workers left cost: their CPU over 20 s with nothing running.
 """
 
 from __future__ import annotations
@@ -46,7 +47,33 @@ def passes(corpus: str, count: int, keep_idle: bool) -> dict:
                                  resolve_teacher_path("embedded"), cfg)
         seconds.append(time.perf_counter() - start)
         seen |= ray_processes()
-    return {"seconds": seconds, "processes": len(seen), "rows": marker["corpus"]["kept"]}
+    idle, cores = idle_cpu(20.0)
+    return {"seconds": seconds, "processes": len(seen), "rows": marker["corpus"]["kept"],
+            "idle_workers": idle, "idle_cores": cores}
+
+
+def idle_cpu(seconds: float) -> tuple[int, float]:
+    """(idle Ray workers, the cores they used together) over ``seconds`` of nothing running."""
+    def cpu() -> dict[str, float]:
+        out = {}
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"ray::IDLE" not in f.read():
+                        continue
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, ValueError):
+                continue
+            out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
+    time.sleep(3)  # the last pass's tasks hand their workers back
+    before, start = cpu(), time.perf_counter()
+    time.sleep(seconds)
+    after, elapsed = cpu(), time.perf_counter() - start
+    both = before.keys() & after.keys()
+    return len(both), sum(after[p] - before[p] for p in both) / elapsed
 
 
 def main() -> None:
@@ -63,7 +90,8 @@ def main() -> None:
                               {"corpus": corpus, "count": args.passes, "keep_idle": keep})
         results[name] = r
         print(f"{name}: passes {', '.join(f'{s:.1f}' for s in r['seconds'])} s; "
-              f"{r['processes']} Ray worker processes; {r['rows']} rows kept")
+              f"{r['processes']} Ray worker processes; {r['rows']} rows kept; then "
+              f"{r['idle_workers']} idle workers used {r['idle_cores']:.3f} of a core together")
     later = [statistics.mean(results[n]["seconds"][1:]) for n in ("kept 10 min", "ray default")]
     print(f"kept/default time: first pass "
           f"{results['kept 10 min']['seconds'][0] / results['ray default']['seconds'][0]:.2f}, "
