@@ -158,7 +158,6 @@ def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column
                  progress=None) -> dict:
     """Reads and cleans one input into ``_staging/<name>``; returns its reject counts."""
     import ray
-    import ray.data
 
     columns = [text_column] + [c for c in (pair_column, label_column) if c]
     ds, encoding = read_raw(source, text_column=text_column, columns=columns, hf_split=hf_split)
@@ -173,8 +172,8 @@ def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column
                    ).write_parquet(staging, filesystem=run.fs)
     ray.get(progress.finish.remote(label))
     counts: dict[str, int] = {}
-    for values in _column_values(run, f"{_STAGING}/{name}", "reason"):
-        for item in values.value_counts().to_pylist():
+    for batch in _column_batches(run, f"{_STAGING}/{name}", ["reason"]):
+        for item in batch.column(0).value_counts().to_pylist():
             counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
     input_rows = sum(counts.values())
     kept = counts.pop("", 0)
@@ -193,21 +192,16 @@ def _write_tokenized(run: RunFolder, ds, rel: str, settings: TextSettings,
                                        settings=settings))
     ds.write_parquet(run.path(rel), filesystem=run.fs, min_rows_per_file=rows_per_file)
     ray.get(progress.finish.remote(label))
-    return [{"file": name, "rows": rows, "bytes": size}
-            for name, size, rows in _committed_files(run, rel)]
-
-
-def _committed_files(run: RunFolder, rel: str) -> list[tuple[str, int, int]]:
-    """(name, bytes, rows) of the parquet files under ``rel``, from their footers."""
     files = []
     for name, size in sorted(run.list_files(rel).items()):
         with run.fs.open_input_file(run.path(rel, name)) as f:
-            files.append((name, size, pq.ParquetFile(f).metadata.num_rows))
+            rows = pq.ParquetFile(f).metadata.num_rows
+        files.append({"file": name, "rows": rows, "bytes": size})
     return files
 
 
-def _column_values(run: RunFolder, rel: str, column: str):
-    """One column of each parquet file under ``rel``, a record batch at a time.
+def _column_batches(run: RunFolder, rel: str, columns: list[str]):
+    """``columns`` of each parquet file under ``rel``, a record batch at a time.
 
     The data step's counts read the small columns they need here, in the driver: a Ray Data
     pass over the same files costs 2.5-10 s of start-up on a 2-CPU machine (its parquet
@@ -216,14 +210,16 @@ def _column_values(run: RunFolder, rel: str, column: str):
     holds more than one batch of it."""
     for name in sorted(run.list_files(rel)):
         with run.fs.open_input_file(run.path(rel, name)) as f:
-            for batch in pq.ParquetFile(f).iter_batches(columns=[column], batch_size=65_536):
-                yield batch.column(0)
+            yield from pq.ParquetFile(f).iter_batches(columns=columns, batch_size=65_536)
 
 
 def _sum_columns(run: RunFolder, rel: str, columns: list[str]) -> dict:
-    """Sums of boolean/int ``columns`` over the committed files under ``rel``."""
-    return {c: sum(int(pa.compute.sum(v).as_py() or 0) for v in _column_values(run, rel, c))
-            for c in columns}
+    """Sums of boolean/int ``columns`` over the committed files under ``rel`` (one read)."""
+    sums = dict.fromkeys(columns, 0)
+    for batch in _column_batches(run, rel, columns):
+        for c in columns:
+            sums[c] += int(pa.compute.sum(batch.column(c)).as_py() or 0)
+    return sums
 
 
 def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings, *,
