@@ -5,7 +5,8 @@
 #   bash scripts/gpu_check.sh                  # with the project installed (scripts/setup.sh)
 #   PYTHON=python3 bash scripts/gpu_check.sh   # another interpreter that has the project's needs
 #
-# Parts (each with its own time limit; full output in $OUT, or runs/gpu-check, one log each):
+# Parts (each with its own time limit; full output in $OUT, or runs/gpu-check, one log each;
+# GPU_CHECK_WORK, if set, takes the benchmarks' and the run's folders):
 #   1. pytest -m gpu: bf16 teacher against fp32 (tolerance measured against the spread between
 #      sentences), DeepSpeed bf16 training steps at ZeRO 0/2/3, the bf16 online teacher, GPU
 #      evaluation speed;
@@ -24,7 +25,10 @@ if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 LOGS="${OUT:-runs/gpu-check}"
-mkdir -p "$LOGS"
+# The benchmarks' and the run's folders (many files) go apart from the logs, so that a log folder
+# fetched back from a lent machine holds only the logs and the summary.
+WORK="${GPU_CHECK_WORK:-$LOGS}"
+mkdir -p "$LOGS" "$WORK"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 SUMMARY=()
@@ -66,11 +70,11 @@ fi
 part pytest_gpu 120 "torch transformers deepspeed" "passed|failed|error|skipped|FAILED|ERROR" -- \
   "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
 part teacher_mfu 150 "ray torch" "MFU|steady|all-in|machine|sentences" -- \
-  "$PY" benchmarks/teacher_inference.py --gpu --sentences 200000 --workdir "$LOGS/bench-teacher"
+  "$PY" benchmarks/teacher_inference.py --gpu --sentences 200000 --workdir "$WORK/bench-teacher"
 part training 100 "ray deepspeed" "steady|plain loop|ZeRO|fastest|machine" -- \
-  "$PY" benchmarks/training.py --steps 400 --zero 0 --workdir "$LOGS/bench-training"
+  "$PY" benchmarks/training.py --steps 400 --zero 0 --workdir "$WORK/bench-training"
 part embedded_default 180 "ray deepspeed" "^\[xdistil\] (done|student|report|dev|.*: done in)" -- \
-  "$PY" jobs/distill.py output="$LOGS/run" train.use_gpu=true train.torch_threads=4 \
+  "$PY" jobs/distill.py output="$WORK/run" train.use_gpu=true train.torch_threads=4 \
   teacher.inference.num_gpus_per_actor=0.5 teacher.inference.num_cpus_per_actor=1 \
   eval.num_gpus=1
 
