@@ -82,11 +82,17 @@ def random_bert(folder: str, *, layers: int, hidden: int, heads: int, intermedia
     return folder
 
 
+def _phase_env() -> dict:
+    """A phase process's environment: this one's, with the project and benchmarks/ put ahead of
+    the caller's own PYTHONPATH (kept: packages installed with --target live there)."""
+    path = os.pathsep.join(p for p in (ROOT, HERE, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path, "RAY_DEDUP_LOGS": "0"}
+
+
 def run_phase(script: str, phase: str, args: dict, timeout_s: int = 3600) -> dict:
     """Runs ``script --phase PHASE --args JSON`` in a fresh Python process; returns the JSON
     object it prints on its last line. Its output goes to this console as it comes."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT + os.pathsep + HERE,
-           "RAY_DEDUP_LOGS": "0"}
+    env = _phase_env()
     with tempfile.NamedTemporaryFile("r", suffix=".json") as result:
         proc = subprocess.run([sys.executable, script, "--phase", phase, "--args", json.dumps(args),
                                "--result", result.name], env=env, timeout=timeout_s, cwd=ROOT)
@@ -97,8 +103,7 @@ def run_phase(script: str, phase: str, args: dict, timeout_s: int = 3600) -> dic
 
 def run_phases(script: str, phase: str, args_list: list[dict], timeout_s: int = 3600) -> list[dict]:
     """:func:`run_phase` for each of ``args_list`` at once (parallel fresh processes)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT + os.pathsep + HERE,
-           "RAY_DEDUP_LOGS": "0"}
+    env = _phase_env()
     procs = []
     for args in args_list:
         result = tempfile.NamedTemporaryFile("r", suffix=".json")
