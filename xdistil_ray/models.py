@@ -7,6 +7,7 @@ import os
 import torch
 from torch import nn
 
+from xdistil_ray import families
 from xdistil_ray.config import EMBEDDED
 from xdistil_ray.schedule import uniform_layers
 
@@ -100,13 +101,9 @@ def num_params(model: nn.Module) -> int:
 def student_config(teacher_config, *, num_layers: int, hidden_size: int, num_heads: int,
                    intermediate_size: int):
     """The student's Hugging Face config: the teacher's, with the student's shape."""
-    config = teacher_config.__class__.from_dict(teacher_config.to_dict())
-    config.num_hidden_layers = num_layers
-    config.hidden_size = hidden_size
-    config.num_attention_heads = num_heads
-    config.intermediate_size = intermediate_size
-    config.architectures = None  # save_pretrained records the student's own class
-    return config
+    return families.family_of(teacher_config).student_config(
+        teacher_config, num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
+        intermediate_size=intermediate_size)
 
 
 def build_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_heads: int,
@@ -156,90 +153,168 @@ def embedding_projection(word_embeddings: torch.Tensor, width: int) -> torch.Ten
 
 @torch.no_grad()
 def init_from_teacher(student: nn.Module, teacher: nn.Module, layer_map: list[int]) -> None:
-    """Copies the teacher into the student through a width projection (see build_student);
-    student block i starts from teacher block ``layer_map[i]`` (0-based)."""
-    t_bert, s_bert = teacher.base_model, student.base_model
-    p = embedding_projection(t_bert.embeddings.word_embeddings.weight, student.config.hidden_size)
-    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-        getattr(s_bert.embeddings, name).weight.copy_(getattr(t_bert.embeddings, name).weight @ p)
-    _project_layernorm(s_bert.embeddings.LayerNorm, t_bert.embeddings.LayerNorm, p)
-    if max(layer_map) >= len(t_bert.encoder.layer):
+    """Copies the teacher into the student (of the same family) through a width projection
+    (see build_student); student block i starts from teacher block ``layer_map[i]`` (0-based).
+
+    The projection P [H_teacher, H_student] spans the top principal directions of the teacher's
+    word embeddings as its blocks see them (through its embedding projection, where it has one);
+    every hidden-width weight is seen through P."""
+    family = families.family_of(teacher.config)
+    if families.family_of(student.config) != family:
+        raise ValueError(f"init: teacher needs a student of the teacher's family ({family.name})")
+    t, s = family.anatomy(teacher), family.anatomy(student)
+    if max(layer_map) >= len(t.blocks):
         raise ValueError(f"teacher block {max(layer_map) + 1} does not exist: the teacher has "
-                         f"{len(t_bert.encoder.layer)}")
-    for s_layer, t_index in zip(s_bert.encoder.layer, layer_map):
-        _init_block(s_layer, t_bert.encoder.layer[t_index], p, student.config, teacher.config)
-    if getattr(s_bert, "pooler", None) is not None and getattr(t_bert, "pooler", None) is not None:
-        _project_linear(s_bert.pooler.dense, t_bert.pooler.dense, p, p)
+                         f"{len(t.blocks)}")
+    words = t.word_embeddings.weight.float()
+    if t.embedding_projection is not None:
+        words = t.embedding_projection(words)
+    p = embedding_projection(words, student.config.hidden_size)
+    _init_embeddings(s, t, p)
+    for s_block, t_index in zip(s.blocks, layer_map):
+        _init_block(s_block, t.blocks[t_index], p, student.config.num_attention_heads,
+                    teacher.config.num_attention_heads)
+    for s_table, t_table in zip(s.hidden_tables, t.hidden_tables):
+        rows = min(s_table.weight.shape[0], t_table.weight.shape[0])
+        s_table.weight[:rows].copy_(t_table.weight[:rows] @ p)
+    for s_norm, t_norm in zip(s.hidden_norms, t.hidden_norms):
+        _project_layernorm(s_norm, t_norm, p)
+    for s_lin, t_lin in zip(s.hidden_linears, t.hidden_linears):
+        _project_linear(s_lin, t_lin, p, p)
 
 
-def _project_linear(s_lin: nn.Linear, t_lin: nn.Linear, p_in, p_out, rows=None, cols=None) -> None:
-    """s = P_out^T W P_in on the kept rows/cols; ``None`` projection = keep indices only."""
-    w = t_lin.weight
-    b = t_lin.bias
+def _init_embeddings(s, t, p) -> None:
+    """Word (and position, type) tables and their norm. A teacher with an embedding projection
+    keeps its tables in the student as they are when the student has one too (same embedding
+    width, see families.Family.student_config), with the projection seen through P; a student
+    without one takes the tables through projection and P together (an approximation: the
+    teacher's norm sits between them)."""
+    tables = [(s.word_embeddings, t.word_embeddings), *zip(s.embedding_tables, t.embedding_tables)]
+    if t.embedding_projection is None and s.embedding_projection is None:
+        into = p
+    elif t.embedding_projection is not None and s.embedding_projection is not None:
+        into = None
+        _project_linear(s.embedding_projection, t.embedding_projection, None, p)
+    elif t.embedding_projection is not None:
+        into = t.embedding_projection.weight.T @ p
+    else:
+        raise ValueError("a student with an embedding projection needs a teacher with one")
+    for s_table, t_table in tables:
+        s_table.weight.copy_(t_table.weight if into is None else t_table.weight @ into)
+    if s.embedding_norm is not None and t.embedding_norm is not None:
+        if into is None:
+            s.embedding_norm.load_state_dict(t.embedding_norm.state_dict())
+        else:
+            _project_layernorm(s.embedding_norm, t.embedding_norm, into)
+
+
+def _linear(lin: nn.Linear, rows=None, cols=None, p_in=None, p_out=None):
+    """(weight, bias) of ``lin`` on the kept rows/cols, seen through the projections: the
+    input through ``p_in`` (W P_in), the output through ``p_out`` (P_out^T W)."""
+    w, b = lin.weight, lin.bias
     if rows is not None:
-        w, b = w[rows], b[rows]
+        w = w[rows]
+        b = b[rows] if b is not None else None
     if cols is not None:
         w = w[:, cols]
     if p_in is not None:
         w = w @ p_in
     if p_out is not None:
-        w, b = p_out.T @ w, p_out.T @ b
-    s_lin.weight.copy_(w)
-    s_lin.bias.copy_(b)
+        w = p_out.T @ w
+        b = p_out.T @ b if b is not None else None
+    return w, b
 
 
-def _project_layernorm(s_ln: nn.LayerNorm, t_ln: nn.LayerNorm, p) -> None:
+def _assign(lin: nn.Linear, w, b, rows: slice = slice(None)) -> None:
+    lin.weight[rows].copy_(w)
+    if lin.bias is not None and b is not None:
+        lin.bias[rows].copy_(b)
+
+
+def _project_linear(s_lin: nn.Linear, t_lin: nn.Linear, p_in, p_out, rows=None, cols=None) -> None:
+    """s = P_out^T W P_in on the kept rows/cols; ``None`` projection = keep indices only."""
+    _assign(s_lin, *_linear(t_lin, rows, cols, p_in, p_out))
+
+
+def _project_layernorm(s_ln: nn.Module, t_ln: nn.Module, p) -> None:
     # diag(P^T diag(gamma) P): the best diagonal match of the teacher's scale in the subspace.
+    if s_ln is None or t_ln is None:
+        return
     s_ln.weight.copy_((p * p).T @ t_ln.weight)
-    s_ln.bias.copy_(p.T @ t_ln.bias)
+    if getattr(s_ln, "bias", None) is not None and getattr(t_ln, "bias", None) is not None:
+        s_ln.bias.copy_(p.T @ t_ln.bias)
 
 
-def _init_block(s_layer, t_layer, p, s_config, t_config) -> None:
-    t_head = t_config.hidden_size // t_config.num_attention_heads
-    s_head = s_config.hidden_size // s_config.num_attention_heads
-    t_att, s_att = t_layer.attention, s_layer.attention
-    if s_head == t_head:
-        heads = _top_heads(t_att, t_config.num_attention_heads, t_head, s_config.num_attention_heads)
+def _init_block(s: families.Block, t: families.Block, p, s_heads: int, t_heads: int) -> None:
+    t_width, s_width = t.attn_out.out_features, s.attn_out.out_features
+    t_head, s_head = t_width // t_heads, s_width // s_heads
+    if s_head == t_head:  # keep the heads that matter most
+        heads = _top_heads(t, t_heads, t_head, s_heads)
         dims = torch.cat([torch.arange(h * t_head, (h + 1) * t_head) for h in heads])
-        for name in ("query", "key", "value"):
-            _project_linear(getattr(s_att.self, name), getattr(t_att.self, name), p, None, rows=dims)
-        _project_linear(s_att.output.dense, t_att.output.dense, None, p, cols=dims)
+        rows, p_out, attn_cols, attn_in = dims, None, dims, None
     else:  # head sizes differ: project the whole attention space instead of picking heads
+        rows, p_out, attn_cols, attn_in = None, p, None, p
+    if t.qkv is not None:
+        for i in range(3):
+            part = slice(i * t_width, (i + 1) * t_width)
+            w, b = t.qkv.weight[part], t.qkv.bias[part] if t.qkv.bias is not None else None
+            w, b = _linear(_Weights(w, b), rows, None, p, p_out)
+            _assign(s.qkv, w, b, slice(i * s_width, (i + 1) * s_width))
+    else:
         for name in ("query", "key", "value"):
-            _project_linear(getattr(s_att.self, name), getattr(t_att.self, name), p, p)
-        _project_linear(s_att.output.dense, t_att.output.dense, p, p)
-    _project_layernorm(s_att.output.LayerNorm, t_att.output.LayerNorm, p)
-    units = _top_units(t_layer, s_config.intermediate_size)
-    _project_linear(s_layer.intermediate.dense, t_layer.intermediate.dense, p, None, rows=units)
-    _project_linear(s_layer.output.dense, t_layer.output.dense, None, p, cols=units)
-    _project_layernorm(s_layer.output.LayerNorm, t_layer.output.LayerNorm, p)
+            _project_linear(getattr(s, name), getattr(t, name), p, p_out, rows=rows)
+    for s_proj, t_proj in zip(s.head_projections, t.head_projections):
+        _project_linear(s_proj, t_proj, p, p_out, rows=rows)
+    _project_linear(s.attn_out, t.attn_out, attn_in, p, cols=attn_cols)
+    _project_layernorm(s.attn_norm, t.attn_norm, p)
+    t_units = t.ffn_out.in_features
+    units = _top_units(t, s.ffn_out.in_features)
+    if t.glu:  # [input; gate] rows: keep each unit's pair
+        _project_linear(s.ffn_in, t.ffn_in, p, None, rows=torch.cat([units, units + t_units]))
+    else:
+        _project_linear(s.ffn_in, t.ffn_in, p, None, rows=units)
+    _project_linear(s.ffn_out, t.ffn_out, None, p, cols=units)
+    _project_layernorm(s.ffn_norm, t.ffn_norm, p)
 
 
-def _top_heads(t_att, num_heads: int, head_dim: int, keep: int) -> list[int]:
-    w_v = t_att.self.value.weight.view(num_heads, head_dim, -1)
-    w_o = t_att.output.dense.weight.view(-1, num_heads, head_dim)
+class _Weights:
+    """A weight and bias pair read like an nn.Linear (a slice of a fused projection)."""
+
+    def __init__(self, weight, bias):
+        self.weight, self.bias = weight, bias
+
+
+def _value_weight(t: families.Block):
+    if t.qkv is not None:
+        width = t.attn_out.out_features
+        return t.qkv.weight[2 * width:3 * width]
+    return t.value.weight
+
+
+def _top_heads(t: families.Block, num_heads: int, head_dim: int, keep: int) -> list[int]:
+    w_v = _value_weight(t).view(num_heads, head_dim, -1)
+    w_o = t.attn_out.weight.view(-1, num_heads, head_dim)
     score = w_v.norm(dim=(1, 2)) * w_o.norm(dim=(0, 2))
     return sorted(score.topk(min(keep, num_heads)).indices.tolist())
 
 
-def _top_units(t_layer, keep: int) -> torch.Tensor:
-    score = t_layer.intermediate.dense.weight.norm(dim=1) * t_layer.output.dense.weight.norm(dim=0)
+def _top_units(t: families.Block, keep: int) -> torch.Tensor:
+    units = t.ffn_out.in_features
+    w_in = t.ffn_in.weight
+    score = w_in[:units].norm(dim=1) * t.ffn_out.weight.norm(dim=0)
+    if t.glu:
+        score = score * w_in[units:].norm(dim=1)
     keep = min(keep, score.numel())
     return score.topk(keep).indices.sort().values
 
 
-def attention_projections(model: nn.Module, block: int) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """The query, key and value projections of 0-based transformer ``block``.
-
-    Raises:
-        ValueError: for an architecture without BERT-style ``attention.self.{query,key,value}``.
-    """
-    layers = model.base_model.encoder.layer
-    attention = getattr(layers[block].attention, "self", None)
-    if attention is None or not all(hasattr(attention, n) for n in ("query", "key", "value")):
-        raise ValueError(f"{type(model).__name__}: attention relations need BERT-style "
-                         "query/key/value projections (BERT, RoBERTa, XLM-R, ELECTRA)")
-    return attention.query, attention.key, attention.value
+def model_inputs(model: nn.Module, batch: dict) -> dict:
+    """The entries of ``batch`` that ``model`` takes: ``input_ids``, ``attention_mask`` and,
+    for families with token types, ``token_type_ids``."""
+    keys = ["input_ids", "attention_mask"]
+    if families.family_of(model.config).token_types:
+        keys.append("token_type_ids")
+    return {k: batch[k] for k in keys if k in batch}
 
 
 def forward_outputs(model: nn.Module, batch: dict, *, hidden_states: bool = False,
@@ -257,18 +332,24 @@ def forward_outputs(model: nn.Module, batch: dict, *, hidden_states: bool = Fals
     """
     captured: list = []
     hooks = []
+    block = None
     if qkv_block is not None:
-        for proj in attention_projections(model, qkv_block):
-            hooks.append(proj.register_forward_hook(lambda _m, _i, out: captured.append(out)))
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        block = families.family_of(model.config).anatomy(model).blocks[qkv_block]
+        # The first call of each: DeBERTa calls its key/query projections again on the
+        # relative-position table.
+        for i, proj in enumerate(block.qkv_modules()):
+            hooks.append(proj.register_forward_hook(
+                lambda _m, _in, out, i=i: captured.append((i, out))
+                if all(j != i for j, _ in captured) else None))
     try:
-        out = model(**inputs, output_hidden_states=hidden_states)
+        out = model(**model_inputs(model, batch), output_hidden_states=hidden_states)
     finally:
         for hook in hooks:
             hook.remove()
     return {"logits": getattr(out, "logits", None),
             "hidden_states": out.hidden_states if hidden_states else None,
-            "qkv": tuple(captured) if qkv_block is not None else None}
+            "qkv": families.qkv_outputs(block, [out for _, out in captured])
+            if block is not None else None}
 
 
 class DistillModule(nn.Module):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from xdistil_ray import losses, schedule
+from xdistil_ray.families import FAMILIES
 
 STORED_COLUMNS = {"logits": "teacher_logits", "hidden": "teacher_hidden"}
 """Stored teacher outputs (teacher inference columns) -> batch keys."""
@@ -104,7 +105,7 @@ def uses_head(specs: list[LossSpec]) -> bool:
     return any(s.type in ("logits", "labels") for s in specs)
 
 
-_QKV = (".attention.self.query.", ".attention.self.key.", ".attention.self.value.")
+_QKV = tuple(name for family in FAMILIES for name in family.qkv_names)
 
 
 def reached(param_name: str, specs: list[LossSpec]) -> bool:

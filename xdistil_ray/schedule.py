@@ -13,8 +13,10 @@ from torch import nn
 
 EMBEDDINGS = "embeddings"
 HEAD = "head"
-_BLOCK = re.compile(r"(?:^|\.)layer\.(\d+)\.")
-_EMBEDDINGS = re.compile(r"(?:^|\.)embeddings\.")
+# Blocks: encoder.layer.<i> (BERT-like, DeBERTa), transformer.layer.<i> (DistilBERT),
+# layers.<i> (ModernBERT); embeddings with ELECTRA's projection beside them.
+_BLOCK = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
+_EMBEDDINGS = re.compile(r"(?:^|\.)embeddings(?:_project)?\.")
 
 
 # ------------------------------------------------------------------ gradual unfreezing

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from xdistil_ray import metrics
+from xdistil_ray.models import model_inputs
 from xdistil_ray.objective import TOPK_COLUMNS, with_dense_logits
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.train_loop import pad_batch
@@ -69,7 +70,7 @@ def run_model(model, rows: dict, pool: str, batch_size: int = 128):
     reps = []
     for start in range(0, len(rows["input_ids"]), batch_size):
         batch = _batch(rows, start, start + batch_size, pad_id)
-        result = model(**batch, output_hidden_states=True)
+        result = model(**model_inputs(model, batch), output_hidden_states=True)
         mask = batch["attention_mask"]
         states = result.hidden_states[-1].float()
         if pool == "cls":
@@ -141,7 +142,7 @@ def measure_speed(model, rows: dict, *, batch_size: int, repeats: int, device: s
     n = len(rows["input_ids"])
 
     def timed(start: int, stop: int) -> float:
-        batch = _batch(rows, start, stop, pad_id, device)
+        batch = model_inputs(model, _batch(rows, start, stop, pad_id, device))
         _sync(device)
         t0 = time.perf_counter()
         model(**batch)

@@ -105,13 +105,15 @@ class TeacherInference:
 
     @torch.inference_mode()
     def _forward(self, rows: list, types: list | None) -> dict[str, list[np.ndarray]]:
+        from xdistil_ray.models import model_inputs
         from xdistil_ray.train_loop import pad_batch
 
         batch = pad_batch({"input_ids": rows, **({"token_type_ids": types} if types else {})},
                           self.pad_id, None)
         self.padding[0] += sum(len(r) for r in rows)
         self.padding[1] += batch["input_ids"].numel()
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        batch = {k: v.to(self.device, non_blocking=True)
+                 for k, v in model_inputs(self.model, batch).items()}
         out = self.model(**batch, output_hidden_states="hidden" in self.outputs)
         values = {}
         if self.top_k:
