@@ -55,6 +55,19 @@ def test_bad_input_fails_the_dry_run_like_the_run(tmp_path):
         dry_run(cfg)
 
 
+def test_a_teacher_of_an_unknown_family_is_refused_before_any_work(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    teacher = tmp_path / "gpt2"
+    GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=100,
+                                             num_labels=2)).save_pretrained(teacher)
+    cfg = load_config(None, [f"output={tmp_path}/run", f"teacher.model={teacher}"])
+    with pytest.raises(ConfigError, match=r"teacher.model: .* is a 'gpt2' model; .*supported: "
+                                          r"bert, roberta, xlm-roberta"):
+        dry_run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_dry_run(tmp_path):
     proc = subprocess.run([sys.executable, "jobs/distill.py", "--config", "jobs/configs/tiny.yaml",
                            "--dry-run", f"output={tmp_path}/run"], capture_output=True, text=True,

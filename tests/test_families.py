@@ -86,6 +86,9 @@ def test_student_is_the_teachers_architecture_at_the_students_shape(kind):
     assert len(s.blocks) == 2
     assert all(b.attn_out.out_features == 48 and b.ffn_out.in_features == 64 for b in s.blocks)
     assert student.config.num_attention_heads == 3
+    if kind == "modernbert":  # each block's local/global attention is its source block's
+        assert student.config.layer_types == [teacher.config.layer_types[i]
+                                              for i in models.teacher_layer_map(4, 2)]
     if kind == "electra":  # narrower embeddings stay, with a projection to the student's width
         assert s.word_embeddings.embedding_dim == 32
         assert s.embedding_projection.in_features == 32
@@ -220,3 +223,22 @@ def test_an_unsupported_architecture_is_named():
     with pytest.raises(families.UnsupportedFamily, match="'gpt2' is not supported; supported: "
                                                          "bert, roberta"):
         families.family_of(GPT2Config())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_exported_student_loads_with_auto_classes_and_a_pipeline(kind, tmp_path, teacher_path):
+    """The student folder as export writes it, read back by transformers alone, with the
+    teacher's tokenizer (here MiniLM's: every tiny family uses its vocabulary)."""
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    student = models.build_student(tiny_teacher(kind), **STUDENT, init="teacher", seed=0).eval()
+    folder = str(tmp_path / "student")
+    models.save_pretrained(student, models.load_tokenizer(teacher_path), folder)
+    loaded = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    assert type(loaded) is type(student)
+    b = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(models.forward_outputs(loaded, b)["logits"],
+                                   models.forward_outputs(student, b)["logits"])
+    out = pipeline("text-classification", model=folder, tokenizer=folder)("The battery is great")
+    assert out[0]["label"] in ("label0", "label1")

@@ -84,8 +84,10 @@ class Family:
         return _ANATOMIES[self.name](model.base_model)
 
     def student_config(self, teacher_config, *, num_layers: int, hidden_size: int,
-                       num_heads: int, intermediate_size: int):
-        """The teacher's config with the student's shape (the teacher's own architecture).
+                       num_heads: int, intermediate_size: int, layer_map: list[int]):
+        """The teacher's config with the student's shape (the teacher's own architecture);
+        per-block settings (``layer_types``: ModernBERT's local or global attention) those of
+        the teacher blocks in ``layer_map`` (0-based, one per student block).
 
         An embedding narrower than the teacher's hidden width (ELECTRA, DeBERTa) stays as it is
         when the student is at least that wide, and the student keeps the projection; otherwise
@@ -102,6 +104,9 @@ class Family:
                     width if factorized and width < hidden_size else hidden_size)
         if getattr(teacher_config, "pooler_hidden_size", None):  # DeBERTa's head
             config.pooler_hidden_size = hidden_size
+        types = getattr(teacher_config, "layer_types", None)
+        if types:
+            config.layer_types = [types[i] for i in layer_map]
         config.architectures = None  # save_pretrained records the student's own class
         return config
 

@@ -99,11 +99,15 @@ def num_params(model: nn.Module) -> int:
 
 
 def student_config(teacher_config, *, num_layers: int, hidden_size: int, num_heads: int,
-                   intermediate_size: int):
-    """The student's Hugging Face config: the teacher's, with the student's shape."""
+                   intermediate_size: int, layer_map: list[int] | None = None):
+    """The student's Hugging Face config: the teacher's, with the student's shape; per-block
+    settings (ModernBERT's local or global attention) from the teacher blocks in ``layer_map``
+    (0-based; default uniformly spaced)."""
+    if layer_map is None:
+        layer_map = teacher_layer_map(teacher_config.num_hidden_layers, num_layers)
     return families.family_of(teacher_config).student_config(
         teacher_config, num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
-        intermediate_size=intermediate_size)
+        intermediate_size=intermediate_size, layer_map=layer_map)
 
 
 def build_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_heads: int,
@@ -124,12 +128,14 @@ def build_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_
         labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
     if init == "pretrained":
         return load_model(pretrained, task, labels)
+    layers = teacher_layers or uniform_layers(teacher.config.num_hidden_layers, num_layers)
+    layer_map = [i - 1 for i in layers]
     config = student_config(teacher.config, num_layers=num_layers, hidden_size=hidden_size,
-                            num_heads=num_heads, intermediate_size=intermediate_size)
+                            num_heads=num_heads, intermediate_size=intermediate_size,
+                            layer_map=layer_map)
     student = auto_class(task).from_config(config)
     if init == "teacher":
-        layers = teacher_layers or uniform_layers(teacher.config.num_hidden_layers, num_layers)
-        init_from_teacher(student, teacher, [i - 1 for i in layers])
+        init_from_teacher(student, teacher, layer_map)
     return student
 
 

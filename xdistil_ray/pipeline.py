@@ -112,12 +112,19 @@ def check_models(cfg: Config, teacher_path: str) -> Shapes:
     cluster work; returns the models' sizes."""
     from transformers import AutoConfig
 
-    from xdistil_ray import models
+    from xdistil_ray import families, models
 
     try:
         t = AutoConfig.from_pretrained(teacher_path)
     except (OSError, ValueError) as e:
         raise ConfigError(f"teacher.model: cannot load {cfg.teacher.model!r}: {e}") from None
+    try:
+        families.family_of(t)
+    except families.UnsupportedFamily as e:
+        raise ConfigError(
+            f"teacher.model: {cfg.teacher.model!r} is a {t.model_type!r} model; xdistil_ray "
+            f"distils encoders of the families it knows the parts of ({e}): give a teacher of "
+            "one of them (e.g. fine-tune one on your task with jobs/finetune.py)") from None
     s = cfg.student
     student = Shapes(s.num_layers, s.hidden_size, t.num_hidden_layers, t.hidden_size,
                      t.num_attention_heads)
