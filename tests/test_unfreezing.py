@@ -229,3 +229,27 @@ def test_deepspeed_on_cpu_starts_without_compiling_its_shm_op(single_process_gro
     trainer.build(trainer.phase_for(0), 0)
     trainer.train_step(_batch(0))
     assert ds_comm.cdb is not None and ds_comm.cdb.shm_comm_op is None
+
+
+@pytest.mark.parametrize("kind", ["bert", "modernbert"])
+def test_frozen_word_embeddings_stay_bit_identical(single_process_group, tmp_path, kind):
+    """student.freeze_word_embeddings: the word table (ModernBERT's is `tok_embeddings`) does
+    not move, bit for bit, while the rest trains."""
+    from test_families import tiny_teacher
+
+    folder = str(tmp_path / kind)
+    tiny_teacher(kind).save_pretrained(folder)
+    trainer = StageTrainer(_spec(folder, total_steps=4, zero_stage=0,
+                                 freeze_word_embeddings=True), folder)
+    trainer.build(trainer.phase_for(0), 0)
+    words = [n for n in trainer.never if "embeddings" in n]
+    assert len(words) == 1, trainer.never
+    before = {n: p.detach().clone() for n, p in trainer.engine.module.named_parameters()}
+    for step in range(4):
+        loss, _ = trainer.loss(_batch(step))
+        trainer.engine.backward(loss)
+        trainer.engine.step()
+    after = dict(trainer.engine.module.named_parameters())
+    assert torch.equal(after[words[0]].detach(), before[words[0]])
+    moved = [n for n in before if not torch.equal(after[n].detach(), before[n])]
+    assert any("layer" in n for n in moved), moved

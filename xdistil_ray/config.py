@@ -130,6 +130,10 @@ class StudentConfig:
     pretrained: str = ""
     """With `init: pretrained`, a Hugging Face folder or id of a small model that uses the
     teacher's vocabulary; its shape replaces the shape fields above."""
+    freeze_word_embeddings: bool = False
+    """Keep the student's word embeddings (the teacher's, factorized to the student's width)
+    fixed through the distillation stages, as XtremeDistil's flag does: most of a small
+    student's weights, and they stay aligned with the teacher's vocabulary."""
 
 
 @dataclass

@@ -99,7 +99,8 @@ def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dic
                  teacher_layers=shapes.teacher_layers,
                  unfreeze_steps=stage.unfreeze_steps if stage.unfreeze == "gradual" else -1,
                  online_teacher=teacher.path if online else "",
-                 online_teacher_in_run=online and teacher.in_run)
+                 online_teacher_in_run=online and teacher.in_run,
+                 freeze_word_embeddings=cfg.student.freeze_word_embeddings)
     return spec, files, columns + extra, heldout
 
 

@@ -332,11 +332,15 @@ class StageTrainer:
 
     def _never_trained(self) -> set[str]:
         """Parameters no loss of this stage reaches (e.g. an unused head), or kept fixed."""
+        from xdistil_ray.families import family_of
+
+        student = self.module.student
+        words = family_of(student.config).anatomy(student).word_embeddings.weight
         never = set()
-        for name, _ in self.module.named_parameters():
+        for name, param in self.module.named_parameters():
             if not objective.reached(name, self.spec.losses):
                 never.add(name)
-            if self.spec.freeze_word_embeddings and "word_embeddings" in name:
+            if self.spec.freeze_word_embeddings and param is words:
                 never.add(name)
         return never
 
