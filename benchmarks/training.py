@@ -76,7 +76,7 @@ def phase_plain(files: list[str], student: str, steps: int, threads: int) -> dic
 
     from xdistil_ray import objective
     from xdistil_ray.models import DistillModule, load_model
-    from xdistil_ray.train_loop import PadCollate
+    from xdistil_ray.batches import PadCollate
 
     start = time.time()
     torch.set_num_threads(threads)

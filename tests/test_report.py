@@ -53,7 +53,10 @@ def written(tmp_path):
         init={"teacher_params": 22713986, "student_params": 4782722,
               "student_shape": {"num_hidden_layers": 4, "hidden_size": 128,
                                 "num_attention_heads": 4, "intermediate_size": 512}},
-        stages=stages, evaluation=EVAL, finetuned=True, seconds=457.0)
+        stages=stages, evaluation=EVAL, seconds=457.0,
+        finetune={"steps": 126, "validation": {
+            "metric": "accuracy", "scores": [[1, 63, 0.912], [2, 126, 0.9]], "kept_epoch": 1,
+            "stopped_early": True}})
     return tmp_path / "run", out
 
 
@@ -70,6 +73,8 @@ def test_results_table_has_teacher_beside_student(written):
     assert "| 6.0x | 9.0x |" in student
     assert "0.0123 nats" in md and "cosine 0.912" in md and "CKA 0.874" in md
     assert "![Loss curves](loss_curves.png)" in md and "![Size and speed](speed_size.png)" in md
+    assert ("- teacher fine-tune: dev accuracy by epoch 91.2%, 90.0%; kept epoch 1, stopped "
+            "early") in md
 
 
 def test_report_json_holds_the_same_figures(written):

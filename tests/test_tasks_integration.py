@@ -1,7 +1,9 @@
 """Every task shape end to end on CPU: real Ray, the real teacher, real files.
 
 Token classification (NER-style) and task-agnostic distillation of a plain encoder (MHA + HS,
-online targets), each on the tiny config with small embedded data. Sentence pairs (MNLI-style)
+online targets), each on the tiny config with small embedded data; and a teacher of another
+family than BERT (a tiny ModernBERT: fused Q/K/V, gated feed-forward, pre-norm, no token types)
+through every step on sentence pairs. Sentence pairs (MNLI-style)
 run end to end in the resilience scenario (tests/test_resilience_integration.py), sentences in
 the cluster job (tests/test_cluster_integration.py).
 """
@@ -9,6 +11,7 @@ the cluster job (tests/test_cluster_integration.py).
 import json
 
 import pytest
+import torch
 
 from xdistil_ray.config import ConfigError, load_config
 from xdistil_ray.embedded_data import write_embedded_data
@@ -57,6 +60,17 @@ def test_token_classification_run(token_run):
     assert 0.0 <= e["agreement"] <= 1.0
     assert report["teacher_inference"]["outputs"] == ["logits", "hidden"]
     _losses_fell(report)
+
+
+def test_the_teacher_fine_tune_keeps_its_best_epoch_on_dev(token_run):
+    """tiny.yaml fine-tunes the teacher for at most 2 epochs (patience 1): entity F1 on the dev
+    rows after each, the better epoch's weights kept (the report's dev figure is theirs)."""
+    _, report = token_run
+    v = report["teacher"]["finetune"]["validation"]
+    assert v["metric"] == "entity_f1" and [s[0] for s in v["scores"]] == [1, 2]
+    best = max(v["scores"], key=lambda s: s[2])
+    assert v["kept_epoch"] == best[0] and not v["stopped_early"]
+    assert report["eval"]["teacher_entity_f1"] == pytest.approx(best[2], abs=1e-6)
 
 
 def test_a_local_ray_train_group_starts_no_preemption_watcher(token_run):
@@ -155,3 +169,42 @@ def test_finetuned_distilled_student_beats_the_same_shape_from_scratch(agnostic_
     with pytest.raises(ConfigError, match="finetune.epochs"):  # same folder, other settings
         _finetune(ft_root, str(root / "run" / "student"), "pretrained", data,
                   ("finetune.epochs=4",))
+
+
+@pytest.fixture(scope="module")
+def modernbert_pair_run(tmp_path_factory, ray_local, teacher_path):
+    """A tiny random ModernBERT encoder (MiniLM's vocabulary) as the teacher of a pair task: it
+    is fine-tuned, runs teacher inference, initializes a ModernBERT student, and teaches it
+    stored (representation, logits) and online (attention relations, hidden states) targets."""
+    from test_families import tiny_config
+    from transformers import AutoModel
+
+    from xdistil_ray.models import load_tokenizer
+
+    root = tmp_path_factory.mktemp("modernbert")
+    teacher = str(root / "teacher")
+    torch.manual_seed(0)
+    AutoModel.from_config(tiny_config("modernbert")).save_pretrained(teacher)
+    load_tokenizer(teacher_path).save_pretrained(teacher)
+    report = _run(root, "pair", [
+        {"name": "representation", "losses": [{"type": "representation"}], "epochs": 1},
+        {"name": "mha-hs", "targets": "online", "epochs": 1,
+         "losses": [{"type": "attention_relations", "relation_heads": 4},
+                    {"type": "hidden_states", "layer_map": "uniform"}]},
+        {"name": "logits", "losses": [{"type": "logits"}], "epochs": 2}],
+        [f"teacher.model={teacher}", "teacher.finetune.epochs=2"])
+    return root, report
+
+
+def test_a_modernbert_teacher_runs_every_step(modernbert_pair_run):
+    from transformers import AutoModelForSequenceClassification
+
+    root, report = modernbert_pair_run
+    assert report["teacher"]["finetuned"] is True
+    assert [s["targets"] for s in report["stages"]] == ["stored", "online", "stored"]
+    _losses_fell(report)
+    student = AutoModelForSequenceClassification.from_pretrained(str(root / "run" / "student"))
+    assert type(student).__name__ == "ModernBertForSequenceClassification"
+    assert student.config.num_hidden_layers == 2 and student.config.hidden_size == 64
+    print("modernbert pair run:", {k: report["eval"][k] for k in (
+        "teacher_accuracy", "student_accuracy", "agreement")})

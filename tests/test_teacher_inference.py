@@ -155,7 +155,7 @@ def test_top_k_columns_through_the_sink_and_the_collate(tmp_path, teacher_path):
     from ray.data.block import BlockAccessor
     from transformers import BertConfig, BertForSequenceClassification
 
-    from xdistil_ray.train_loop import PadCollate
+    from xdistil_ray.batches import PadCollate
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

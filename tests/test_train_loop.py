@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from xdistil_ray.train_loop import pad_batch, total_steps
+from xdistil_ray.batches import pad_batch
+from xdistil_ray.train_loop import total_steps
 
 
 class _Shard:
@@ -28,7 +29,7 @@ def _collate(batch):
 
 
 def test_training_batches_refuse_an_epoch_without_a_full_batch():
-    from xdistil_ray.train_loop import batches_forever
+    from xdistil_ray.batches import batches_forever
 
     shard = _Shard(10)
     gen = batches_forever(shard, 4, 0, _collate, "cpu")
@@ -39,7 +40,7 @@ def test_training_batches_refuse_an_epoch_without_a_full_batch():
 
 
 def test_later_epochs_come_from_the_first_epochs_rows_reshuffled():
-    from xdistil_ray.train_loop import batches_forever
+    from xdistil_ray.batches import batches_forever
 
     shard = _Shard(10)
     gen = batches_forever(shard, 4, 0, _collate, "cpu", cache_bytes=10**6)
@@ -55,7 +56,7 @@ def test_later_epochs_come_from_the_first_epochs_rows_reshuffled():
 
 
 def test_rows_over_the_cache_budget_stream_every_epoch():
-    from xdistil_ray.train_loop import batches_forever
+    from xdistil_ray.batches import batches_forever
 
     shard = _Shard(10)
     gen = batches_forever(shard, 4, 0, _collate, "cpu", cache_bytes=100)

@@ -60,7 +60,12 @@ class LabeledConfig:
 @dataclass
 class FinetuneConfig:
     epochs: float = 1.0
-    """Passes over the labeled training set when the teacher needs a task head."""
+    """Passes over the labeled training set when the teacher needs a task head; with a dev set
+    (`labeled.dev`) the most it runs: the dev score after each epoch keeps the best epoch's
+    weights and stops after `patience` epochs without a better one."""
+    patience: int = 1
+    """Epochs without a better dev score that end the fine-tune (0: run every epoch, still
+    keeping the best)."""
     learning_rate: float = 5e-5
     """Peak learning rate (linear warmup, linear decay)."""
     batch_size: int = 32

@@ -394,7 +394,8 @@ def run(cfg: Config) -> dict:
     result = report.write(folder, cfg, stage_folders=trained, data=data, teacher=teacher_marker,
                           init=init_marker,
                           stages=stage_markers, evaluation=eval_marker,
-                          finetuned=teacher.in_run, seconds=round(time.time() - started, 1))
+                          finetune=folder.marker(TEACHER_FINETUNE) if teacher.in_run else None,
+                          seconds=round(time.time() - started, 1))
     print(report.summary(folder, result), flush=True)
     return result
 

@@ -14,6 +14,7 @@ from xdistil_ray.train_loop import StageSpec, total_steps
 
 CORPUS = "data/corpus"
 LABELED_TRAIN = "data/labeled/train"
+LABELED_DEV = "data/labeled/dev"
 
 
 @dataclass(frozen=True)
@@ -34,17 +35,22 @@ class Sources:
     """Teacher output parts (ids, held-out flag, stored targets); empty without inference."""
     labeled_train: tuple[str, ...]
     pairs: bool
+    labeled_dev: tuple[str, ...] = ()
+    """Tokenized dev rows: validation of the stages on labeled data."""
 
     @classmethod
     def of(cls, run: RunFolder, data: dict, teacher_marker: dict | None) -> "Sources":
         labeled = data["labeled"]["splits"].get("train")
+        dev = data["labeled"]["splits"].get("dev")
         return cls(
             corpus=tuple(run.path(CORPUS, s["file"]) for s in data["corpus"]["shards"]),
             teacher=tuple(run.path("teacher", f) for f in teacher_marker["files"])
             if teacher_marker else (),
             labeled_train=tuple(run.path(LABELED_TRAIN, f["file"]) for f in labeled["files"])
             if labeled else (),
-            pairs=bool(data.get("pairs")))
+            pairs=bool(data.get("pairs")),
+            labeled_dev=tuple(run.path(LABELED_DEV, f["file"]) for f in dev["files"])
+            if dev else ())
 
     def heldout_files(self) -> list[str]:
         """Files holding the held-out sentences (with the teacher's logits when stored)."""
@@ -84,9 +90,11 @@ def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dic
     stage = cfg.stages[k]
     extra = ["token_type_ids"] if sources.pairs else []
     online = stage.targets == "online" and any(s.type != "labels" for s in specs)
+    validation = {}
     if stage_data(stage) == "labeled":
         files, heldout = list(sources.labeled_train), None
         columns = ["input_ids"] + (["word_ids", "tags"] if cfg.task == "token" else ["label"])
+        validation = _validation(cfg, sources, rows_of(cfg, k, data), stage.batch_size, patience=0)
     elif online:
         files, heldout, columns = list(sources.corpus), False, ["input_ids"]
     else:
@@ -100,8 +108,17 @@ def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dic
                  unfreeze_steps=stage.unfreeze_steps if stage.unfreeze == "gradual" else -1,
                  online_teacher=teacher.path if online else "",
                  online_teacher_in_run=online and teacher.in_run,
-                 freeze_word_embeddings=cfg.student.freeze_word_embeddings)
+                 freeze_word_embeddings=cfg.student.freeze_word_embeddings, **validation)
     return spec, files, columns + extra, heldout
+
+
+def _validation(cfg, sources: Sources, rows: int, batch_size: int, patience: int) -> dict:
+    """A stage on labeled data is scored on the dev set after each epoch (best epoch kept,
+    early stop after ``patience`` epochs without a better score); none without a dev set."""
+    if not sources.labeled_dev:
+        return {}
+    return {"validation": tuple(sources.labeled_dev), "patience": patience,
+            "steps_per_epoch": total_steps(rows, 1.0, batch_size, cfg.train.num_workers)}
 
 
 def finetune_plan(cfg, data: dict, sources: Sources, *, run: RunFolder, name: str,
@@ -116,7 +133,9 @@ def finetune_plan(cfg, data: dict, sources: Sources, *, run: RunFolder, name: st
                  epochs=settings.epochs, batch_size=settings.batch_size,
                  learning_rate=settings.learning_rate, label_names=data["labeled"]["label_names"],
                  new_head=True, tokenizer_path=tokenizer_path, run=run,
-                 freeze_word_embeddings=settings.freeze_word_embeddings)
+                 freeze_word_embeddings=settings.freeze_word_embeddings,
+                 **_validation(cfg, sources, info["kept"], settings.batch_size,
+                               settings.patience))
     return spec, list(sources.labeled_train), columns + (["token_type_ids"] if sources.pairs else [])
 
 

@@ -20,20 +20,19 @@ import posixpath
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from xdistil_ray import objective, schedule
 from xdistil_ray.checkpoint import (DEEPSPEED_TAG, LOSSES_FILE, MODEL_DIR, MODULE_FILE,
                                     PROGRESS_FILE, read_progress, save_student,
                                     verify_checkpoint, write_rank_manifest)
-from xdistil_ray.losses import IGNORE_LABEL
+from xdistil_ray.batches import PadCollate, batches_forever
 from xdistil_ray.objective import LossSpec
+from xdistil_ray.validation import BEST_MODULE_FILE, Validation
 
 if TYPE_CHECKING:
     from xdistil_ray.runfolder import RunFolder
@@ -76,6 +75,12 @@ class StageSpec:
     """Tokenizer saved beside the final weights."""
     freeze_word_embeddings: bool = False
     """Keep the word embeddings fixed in this stage."""
+    validation: tuple[str, ...] = ()
+    """Labeled dev files (full paths in the run folder) scored after each epoch; the best
+    epoch's weights end the stage (:mod:`xdistil_ray.validation`). Empty: no validation."""
+    steps_per_epoch: int = 0
+    patience: int = 0
+    """Epochs without a better dev score that stop the stage early (0: never)."""
     unfreeze_steps: int = -1
     """Steps per gradual-unfreezing phase (0 = even split); -1 = no gradual unfreezing."""
     rel: str = ""
@@ -134,168 +139,6 @@ def skip_shm_comm_build() -> None:
     import deepspeed.ops
 
     vars(deepspeed.ops).setdefault("__compatible_ops__", {})["deepspeed_shm_comm"] = False
-
-
-# ---------------------------------------------------------------------- batches
-
-def _pad(rows: list[np.ndarray], length: int, value, dtype, tail: tuple = ()) -> torch.Tensor:
-    out = np.full((len(rows), length) + tail, value, dtype=dtype)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return torch.from_numpy(out)
-
-
-def _token_labels(word_ids: list, tags: list, label_index: dict[str, int]) -> np.ndarray:
-    """Per-token labels: each word's tag on its first sub-word, IGNORE_LABEL elsewhere."""
-    out = np.full(len(word_ids), IGNORE_LABEL, dtype=np.int64)
-    previous = -1
-    for t, w in enumerate(word_ids):
-        if w >= 0 and w != previous:
-            out[t] = label_index[str(tags[w])]
-        previous = w
-    return out
-
-
-def pad_batch(batch: dict, pad_id: int, label_index: dict[str, int] | None,
-              per_token: bool = False) -> dict:
-    """Numpy batch of variable-length rows -> padded torch tensors.
-
-    Returns:
-        input_ids [B, T] int64, attention_mask [B, T] int64, token_type_ids [B, T] when stored,
-        teacher_logits [B, C] / teacher_hidden [B, H] float32 (per token: [B, T, C] / [B, T, H],
-        zero-padded), labels [B] int64 (per token: [B, T], IGNORE_LABEL where not counted).
-    """
-    rows = [np.asarray(r) for r in batch["input_ids"]]
-    lengths = [len(r) for r in rows]
-    length = max(lengths)
-    out = {"input_ids": _pad(rows, length, pad_id, np.int64),
-           "attention_mask": _pad([np.ones(n) for n in lengths], length, 0, np.int64)}
-    if "token_type_ids" in batch:
-        out["token_type_ids"] = _pad(list(batch["token_type_ids"]), length, 0, np.int64)
-    for column, key in objective.STORED_COLUMNS.items():
-        if column not in batch:
-            continue
-        values = [np.asarray(v, dtype=np.float32) for v in batch[column]]
-        if per_token:
-            width = len(values[0]) // lengths[0]
-            values = [v.reshape(n, width) for v, n in zip(values, lengths)]
-            out[key] = _pad(values, length, 0.0, np.float32, (width,))
-        else:
-            out[key] = torch.from_numpy(np.stack(values))
-    if label_index is not None and "tags" in batch:
-        labels = [_token_labels(w, t, label_index) for w, t in zip(batch["word_ids"], batch["tags"])]
-        out["labels"] = _pad(labels, length, IGNORE_LABEL, np.int64)
-    elif label_index is not None and "label" in batch:
-        out["labels"] = torch.tensor([label_index[str(v)] for v in batch["label"]])
-    return out
-
-
-class PadCollate:
-    """Ray Data collate function: a numpy batch -> :func:`pad_batch`'s tensors (stored top-k
-    logits made dense first). Ray runs it in its prefetch threads, beside the training step."""
-
-    def __init__(self, pad_id: int, label_names: list[str], per_token: bool):
-        self.pad_id = pad_id
-        self.label_index = {name: i for i, name in enumerate(label_names)}
-        self.per_token = per_token
-
-    def __call__(self, batch: dict) -> dict:
-        batch = objective.with_dense_logits(batch, len(self.label_index))
-        return pad_batch(batch, self.pad_id, self.label_index, self.per_token)
-
-
-def batches_forever(shard, batch_size: int, seed: int, collate, device, prefetch: int = 2,
-                    cache_bytes: int = 0):
-    """Full padded batches on ``device`` from a Ray Data shard, epoch after epoch, reshuffled
-    each epoch; ``prefetch`` batches are read and collated ahead of the step.
-
-    With ``cache_bytes``, the first epoch's rows are kept on the worker while they fit, and the
-    later epochs are cut from them (a full reshuffle of this worker's rows): each epoch of a
-    streaming split is a new Ray Data execution (its read tasks, its start-up: 5-15 s on a
-    2-CPU machine), which on a small dataset costs more than the epoch's steps.
-
-    Raises:
-        RuntimeError: when a whole epoch holds less than one batch (the loop would never end).
-    """
-    from ray.data.collate_fn import NumpyBatchCollateFn
-
-    cache = _RowCache(cache_bytes)
-
-    class _Collate(NumpyBatchCollateFn):
-        def __call__(self, batch):
-            cache.add(batch)
-            return collate(batch)
-
-    # The first epoch keeps the last partial batch (its rows go to the cache; it is not trained
-    # on), so that the cached epochs see every row.
-    full = 0
-    for batch in shard.iter_torch_batches(
-            batch_size=batch_size, collate_fn=_Collate(), device=device, drop_last=False,
-            prefetch_batches=prefetch, local_shuffle_buffer_size=batch_size * 8,
-            local_shuffle_seed=seed):
-        if _batch_rows(batch) == batch_size:
-            full += 1
-            yield batch
-    cache.close_epoch()
-    if full == 0:
-        raise RuntimeError(f"this worker's data holds less than one batch of {batch_size} "
-                           "rows; lower the stage's batch_size or train.num_workers")
-    epoch = 1
-    while True:
-        if cache.complete:
-            yield from cache.epoch(batch_size, seed + epoch, collate, device)
-        else:
-            for batch in shard.iter_torch_batches(
-                    batch_size=batch_size, collate_fn=_Collate(), device=device, drop_last=True,
-                    prefetch_batches=prefetch, local_shuffle_buffer_size=batch_size * 8,
-                    local_shuffle_seed=seed + epoch):
-                yield batch
-        epoch += 1
-
-
-def _batch_rows(batch: dict) -> int:
-    return len(next(iter(batch.values())))
-
-
-class _RowCache:
-    """A worker's rows of one epoch as column lists, while they fit in ``budget`` bytes."""
-
-    def __init__(self, budget: int):
-        self.budget, self.size = budget, 0
-        self.columns: dict[str, list] | None = {} if budget > 0 else None
-        self.complete = False
-        self.lock = threading.Lock()  # Ray collates in its prefetch threads
-
-    def add(self, batch: dict) -> None:
-        if self.columns is None or self.complete:
-            return
-        size = sum(_nbytes(v) for v in batch.values())
-        with self.lock:
-            if self.columns is None or self.size + size > self.budget:
-                self.columns = None  # too big: every epoch streams
-                return
-            self.size += size
-            for name, values in batch.items():
-                self.columns.setdefault(name, []).extend(list(values))
-
-    def epoch(self, batch_size: int, seed: int, collate, device):
-        rows = len(next(iter(self.columns.values())))
-        order = np.random.default_rng(seed).permutation(rows)
-        for start in range(0, rows - batch_size + 1, batch_size):
-            picked = order[start:start + batch_size]
-            batch = collate({name: [values[i] for i in picked]
-                             for name, values in self.columns.items()})
-            yield {k: v.to(device) for k, v in batch.items()}
-
-    def close_epoch(self) -> None:
-        if self.columns is not None:
-            self.complete = True
-
-
-def _nbytes(values) -> int:
-    if isinstance(values, np.ndarray) and values.dtype != object:
-        return values.nbytes
-    return sum(np.asarray(v).nbytes + 64 for v in values)
 
 
 # ---------------------------------------------------------------------- the stage trainer
@@ -460,13 +303,14 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
         say(f"[xdistil] {spec.rel}: running")
     init = previous or _local(spec, spec.init_path, spec.init_in_run, stage_dir, "init")
     trainer = StageTrainer(spec, init, _online_teacher(spec, stage_dir))
-    step, history, resumed, restore_dir = 0, [], [], None
+    step, history, resumed, restore_dir, progress = 0, [], [], None, {}
     if checkpoint is not None:
         # to_directory per rank, not as_directory: see shared/NOTES.md (ray issue 48726).
         restore_dir = checkpoint.to_directory(os.path.join(stage_dir, "restore"))
         progress = verify_checkpoint(restore_dir)
         step, history = progress["step"], progress["history"]
         resumed = progress.get("resumed_from", []) + [step]
+    validation = Validation(spec, progress.get("validation"))
     # Same number of workers: DeepSpeed's own state (weights, optimizer, schedule). Another
     # number (ZeRO partitions differ): the full module saved beside it, a fresh optimizer.
     same_world = restore_dir is not None and progress["world_size"] == world
@@ -476,6 +320,9 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
     if same_world:
         trainer.engine.load_checkpoint(restore_dir, tag=DEEPSPEED_TAG)
     if restore_dir is not None:
+        best = os.path.join(restore_dir, BEST_MODULE_FILE)
+        validation.restore(torch.load(best, map_location="cpu") if os.path.exists(best) else None,
+                           trainer, step)
         shutil.rmtree(restore_dir, ignore_errors=True)
         if rank == 0:
             say(f"[xdistil] {spec.name}: resumed from step {step} of {spec.total_steps} "
@@ -485,8 +332,8 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                                                     spec.per_token), trainer.engine.device,
                               cache_bytes=spec.cache_bytes)
     clock = _ProgressClock(spec, step)
-    window, saved = [], -1
-    while step < spec.total_steps:
+    window, final_saved, stopped_early = [], False, validation.should_stop()
+    while step < spec.total_steps and not stopped_early:
         if trainer.phase_for(step) != trainer.phase:
             trainer.build(trainer.phase_for(step), step)
             if rank == 0:  # the workers' log only: not a line the console needs
@@ -498,21 +345,29 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
             window = []
             if rank == 0:
                 clock.maybe_print(step, history)
-        progress = {"stage": spec.rel, "step": step, "history": history,
-                    "resumed_from": resumed, "world_size": world}
+        if validation.due(step):
+            score = validation.measure(trainer, step)
+            stopped_early = validation.should_stop() and step < spec.total_steps
+            if rank == 0:
+                say(f"[xdistil] {spec.name}: epoch {validation.scores[-1][0]} dev "
+                    f"{validation.metric} {score:.4f}"
+                    + (f", stopping: no better score in {spec.patience} epoch(s)"
+                       if stopped_early else ""))
+        end = step == spec.total_steps or stopped_early
         # Only checkpoints go to Ray Train: a report waits until the controller has taken the
         # previous one (it polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S), so a report per log
         # interval held a fast stage to one interval per report (pipeline.RAY_ENV).
-        if step % spec.checkpoint_every == 0 or step == spec.total_steps:
-            saved = step
-            _save_and_report(trainer, progress, stage_dir, rank, final=step == spec.total_steps)
-    if saved != step:  # restored at (or, with fewer workers' longer steps, past) the end
-        _save_and_report(trainer, {"stage": spec.rel, "step": step, "history": history,
-                                   "resumed_from": resumed, "world_size": world},
-                         stage_dir, rank, final=True)
+        if step % spec.checkpoint_every == 0 or end:
+            final_saved = end
+            _save_and_report(trainer, _progress(spec, step, history, resumed, world, validation),
+                             stage_dir, rank, final=end, validation=validation)
+    if not final_saved:  # restored at (or, with fewer workers' longer steps, past) the end
+        _save_and_report(trainer, _progress(spec, step, history, resumed, world, validation),
+                         stage_dir, rank, final=True, validation=validation)
     final = os.path.join(stage_dir, MODEL_DIR)
     if rank == 0:
-        _commit(spec, final, history, resumed, time.time() - started)
+        extra = {"validation": validation.summary(stopped_early)} if validation.enabled else {}
+        _commit(spec, final, history, resumed, time.time() - started, step, extra)
         say(f"[xdistil] {spec.rel}: done in {time.time() - started:.0f}s")
     return final
 
@@ -526,7 +381,18 @@ def _mark_started(spec: StageSpec) -> None:
         spec.run.write_json(f"{spec.rel}/{STARTED}", {"fingerprint": spec.marker["fingerprint"]})
 
 
-def _commit(spec: StageSpec, final: str, history: list, resumed: list, seconds: float) -> dict:
+def _progress(spec: StageSpec, step: int, history: list, resumed: list, world: int,
+              validation: Validation) -> dict:
+    """What a checkpoint records to resume the stage."""
+    progress = {"stage": spec.rel, "step": step, "history": history, "resumed_from": resumed,
+                "world_size": world}
+    if validation.enabled:
+        progress["validation"] = validation.progress()
+    return progress
+
+
+def _commit(spec: StageSpec, final: str, history: list, resumed: list, seconds: float,
+            steps: int, extra: dict) -> dict:
     """Copies the final student and the loss history into the stage folder; commits it."""
     run = spec.run
     files = {posixpath.join(MODEL_DIR, name): size
@@ -537,10 +403,10 @@ def _commit(spec: StageSpec, final: str, history: list, resumed: list, seconds: 
     run.write_bytes(posixpath.join(spec.rel, LOSSES_FILE), data)
     files[LOSSES_FILE] = len(data)
     return run.commit(spec.rel, files, name=spec.name, losses=losses["losses"],
-                      steps=spec.total_steps, first_loss=history[0][1],
+                      steps=steps, first_loss=history[0][1],
                       final_loss=history[-1][1],
                       steps_per_second=steady_steps_per_second(history, resumed),
-                      resumed_from=resumed, seconds=round(seconds, 1), **spec.marker)
+                      resumed_from=resumed, seconds=round(seconds, 1), **extra, **spec.marker)
 
 
 def _local(spec: StageSpec, path: str, in_run: bool, workdir: str, name: str) -> str:
@@ -614,15 +480,20 @@ class _ProgressClock:
 
 
 def _save_and_report(trainer: StageTrainer, progress: dict, stage_dir: str, rank: int,
-                     final: bool) -> None:
+                     final: bool, validation: Validation) -> None:
     """Every rank saves its DeepSpeed shard; rank 0 adds the progress, the full module (to
-    resume on another number of workers) and, at the end, ``model/`` (each rank also keeps its
-    own copy as the next stage's start); each rank lists its files last. Ray merges the ranks'
-    folders into one checkpoint."""
+    resume on another number of workers), the best epoch's weights when they are not the
+    current ones and, at the end, ``model/``: the best epoch's weights where validation found
+    one (each rank also keeps its own copy as the next stage's start); each rank lists its
+    files last. Ray merges the ranks' folders into one checkpoint."""
     import ray.train
     from ray.train import Checkpoint
 
     spec, step = trainer.spec, progress["step"]
+    best = validation.pending_best(step)
+    if final and best is not None:  # back to the best epoch: the stage ends with its weights
+        trainer.build(trainer.phase, step, best)
+        best = None
     out = tempfile.mkdtemp(dir=stage_dir, prefix=f"ckpt-{step}-")
     trainer.engine.save_checkpoint(out, tag=DEEPSPEED_TAG, client_state={"step": step})
     state = trainer.full_state()  # a collective under ZeRO-3: every rank takes part
@@ -633,6 +504,8 @@ def _save_and_report(trainer: StageTrainer, progress: dict, stage_dir: str, rank
             shutil.copytree(final_dir, os.path.join(out, MODEL_DIR))
     if rank == 0:
         torch.save(state, os.path.join(out, MODULE_FILE))
+        if best is not None:
+            torch.save(best, os.path.join(out, BEST_MODULE_FILE))
         with open(os.path.join(out, PROGRESS_FILE), "w") as f:
             json.dump(progress, f)
     write_rank_manifest(out, rank)

@@ -23,7 +23,7 @@ from xdistil_ray import metrics
 from xdistil_ray.models import model_inputs
 from xdistil_ray.objective import TOPK_COLUMNS, with_dense_logits
 from xdistil_ray.runfolder import RunFolder
-from xdistil_ray.train_loop import pad_batch
+from xdistil_ray.batches import pad_batch
 
 STEP = "eval"
 VERSION = 2
@@ -64,26 +64,28 @@ def pooling(task: str) -> str:
 def run_model(model, rows: dict, pool: str, batch_size: int = 128):
     """One pass over ``rows``: per-row predictions (logits [C], or [T, C] over real tokens for
     token tasks; None for a plain encoder) and the last layer's sentence representations
-    [N, H]."""
+    [N, H], on the model's device (a training worker's GPU, in bf16, scores its dev set)."""
     pad_id = model.config.pad_token_id or 0
+    device = next(model.parameters()).device
     preds: list[np.ndarray] | None = []
     reps = []
     for start in range(0, len(rows["input_ids"]), batch_size):
-        batch = _batch(rows, start, start + batch_size, pad_id)
+        batch = _batch(rows, start, start + batch_size, pad_id, device)
         result = model(**model_inputs(model, batch), output_hidden_states=True)
         mask = batch["attention_mask"]
         states = result.hidden_states[-1].float()
         if pool == "cls":
-            reps.append(states[:, 0].numpy())
+            reps.append(states[:, 0].cpu().numpy())
         else:
-            reps.append(((states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).numpy())
+            reps.append(((states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+                        .cpu().numpy())
         logits = getattr(result, "logits", None)
         if logits is None:
             preds = None
         elif logits.dim() == 3:
-            preds.extend(l[: int(n)].float().numpy() for l, n in zip(logits, mask.sum(1)))
+            preds.extend(l[: int(n)].float().cpu().numpy() for l, n in zip(logits, mask.sum(1)))
         else:
-            preds.extend(logits.float().numpy())
+            preds.extend(logits.float().cpu().numpy())
     width = model.config.hidden_size
     return preds, (np.concatenate(reps) if reps else np.zeros((0, width), np.float32))
 

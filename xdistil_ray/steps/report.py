@@ -16,8 +16,9 @@ SPEED_PLOT = "speed_size.png"
 
 
 def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[dict],
-          evaluation: dict, finetuned: bool, seconds: float) -> dict:
-    """The report's figures, from the steps' markers."""
+          evaluation: dict, finetune: dict | None, seconds: float) -> dict:
+    """The report's figures, from the steps' markers (``finetune``: the teacher fine-tune's,
+    when the run fine-tuned it)."""
     corpus = data["corpus"]
     size = evaluation["size"]
     return {
@@ -32,7 +33,9 @@ def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[di
         "task": cfg.task,
         "teacher": {"model": cfg.teacher.model, "params": init["teacher_params"],
                     "num_layers": size["teacher_layers"], "hidden_size": size["teacher_hidden"],
-                    "finetuned": finetuned},
+                    "finetuned": finetune is not None,
+                    "finetune": None if finetune is None else {
+                        "steps": finetune["steps"], "validation": finetune.get("validation")}},
         "student": {"params": init["student_params"], "init": cfg.student.init,
                     "num_layers": init["student_shape"]["num_hidden_layers"],
                     "hidden_size": init["student_shape"]["hidden_size"],
@@ -47,6 +50,7 @@ def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[di
                     "steps_per_second": s.get("steps_per_second"),
                     "first_loss": s["first_loss"], "final_loss": s["final_loss"],
                     "resumed_from": s.get("resumed_from", []),
+                    "validation": s.get("validation"),
                     "seconds": s["seconds"]} for s in stages],
         "eval": evaluation["eval"],
         "speed": evaluation["speed"],
@@ -170,8 +174,14 @@ def markdown(report: dict) -> str:
                      f"{'gradual' if st['unfreeze'] else 'none'} | {st['steps']} | {rate} | "
                      f"{resumed} | {st['first_loss']:.4f} | {st['final_loss']:.4f} | "
                      f"{st['seconds']:.0f} |")
+    ft = report["teacher"].get("finetune")
+    validated = ([("teacher fine-tune", ft["validation"])] if ft and ft["validation"] else []) + [
+        (st["name"], st["validation"]) for st in report["stages"] if st.get("validation")]
+    lines += ["", f"![Loss curves]({LOSS_PLOT})", ""]
+    if validated:
+        lines += ["Dev score after each epoch (the kept epoch's weights end the step):", ""]
+        lines += [_validation_line(name, v) for name, v in validated] + [""]
     lines += [
-        "", f"![Loss curves]({LOSS_PLOT})", "",
         "## Data", "",
         f"- input rows {d['input_rows']} = kept {d['kept']} + dropped "
         f"{sum(d['dropped'].values())} ({dropped}); truncated {d['truncated']}",
@@ -182,6 +192,13 @@ def markdown(report: dict) -> str:
         if ti else "- no stored teacher outputs (all targets online)",
         "", f"Total wall time of this invocation: {report['seconds']:.0f}s", ""]
     return "\n".join(lines)
+
+
+def _validation_line(name: str, v: dict) -> str:
+    scores = ", ".join(f"{100 * score:.1f}%" for _, _, score in v["scores"])
+    stopped = ", stopped early" if v["stopped_early"] else ""
+    return f"- {name}: dev {v['metric'].replace('_', ' ')} by epoch {scores}; kept epoch " \
+           f"{v['kept_epoch']}{stopped}"
 
 
 def _curves(run: RunFolder, stage_folders: list[tuple[str, str]]) -> list[dict]:

@@ -106,7 +106,7 @@ class TeacherInference:
     @torch.inference_mode()
     def _forward(self, rows: list, types: list | None) -> dict[str, list[np.ndarray]]:
         from xdistil_ray.models import model_inputs
-        from xdistil_ray.train_loop import pad_batch
+        from xdistil_ray.batches import pad_batch
 
         batch = pad_batch({"input_ids": rows, **({"token_type_ids": types} if types else {})},
                           self.pad_id, None)

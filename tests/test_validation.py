@@ -1,0 +1,90 @@
+"""Per-epoch validation: best epoch kept, early stop after `patience` epochs without a better
+dev score, and what a checkpoint carries to resume (xdistil_ray.validation)."""
+
+from types import SimpleNamespace
+
+import torch
+
+from xdistil_ray.validation import Validation, primary_metric
+
+
+class Scripted(Validation):
+    """Dev scores from a list instead of a model."""
+
+    def __init__(self, spec, scores, state=None):
+        super().__init__(spec, state)
+        self.script = list(scores)
+
+    def _score(self, model):
+        return self.script.pop(0)
+
+
+class Trainer:
+    """Weights that change at every step: ``full_state`` tells which step they are from."""
+
+    def __init__(self):
+        self.step = 0
+        self.engine = SimpleNamespace(module=SimpleNamespace(student=None))
+
+    def full_state(self):
+        return {"w": torch.tensor([float(self.step)])}
+
+
+def _spec(patience=1, task="sentence"):
+    return SimpleNamespace(validation=("dev.parquet",), steps_per_epoch=10, total_steps=50,
+                           patience=patience, task=task)
+
+
+def _run(v, trainer, until=50):
+    for step in range(1, until + 1):
+        trainer.step = step
+        if v.due(step):
+            v.measure(trainer, step)
+            if v.should_stop():
+                return step
+    return until
+
+
+def test_stops_after_patience_epochs_without_a_better_score_and_keeps_the_best():
+    v, trainer = Scripted(_spec(patience=2), [0.80, 0.90, 0.88, 0.89, 0.95]), Trainer()
+    assert _run(v, trainer) == 40  # epochs 3 and 4 no better than epoch 2
+    assert v.best_epoch() == 2 and v.best_step() == 20
+    assert v.pending_best(40)["w"].item() == 20.0  # the best weights, not the current ones
+    assert v.summary(True) == {"metric": "accuracy", "scores": [
+        [1, 10, 0.80], [2, 20, 0.90], [3, 30, 0.88], [4, 40, 0.89]], "kept_epoch": 2,
+        "stopped_early": True}
+
+
+def test_a_better_last_epoch_leaves_nothing_to_go_back_to():
+    v, trainer = Scripted(_spec(patience=1), [0.5, 0.6, 0.7, 0.8, 0.9]), Trainer()
+    assert _run(v, trainer) == 50 and not v.should_stop()
+    assert v.best_epoch() == 5 and v.pending_best(50) is None
+
+
+def test_patience_zero_runs_every_epoch_and_still_keeps_the_best():
+    v, trainer = Scripted(_spec(patience=0), [0.9, 0.5, 0.5, 0.5, 0.5]), Trainer()
+    assert _run(v, trainer) == 50
+    assert v.best_epoch() == 1 and v.pending_best(50)["w"].item() == 10.0
+
+
+def test_resume_carries_scores_and_the_best_weights():
+    v, trainer = Scripted(_spec(patience=2), [0.9, 0.7]), Trainer()
+    _run(v, trainer, until=25)  # checkpoint at step 25: epochs 1-2 measured, best epoch 1
+    state, best = v.progress(), v.pending_best(25)
+    assert state == {"scores": [[1, 10, 0.9], [2, 20, 0.7]], "best": 0}
+    resumed = Scripted(_spec(patience=2), [0.8], state)
+    trainer.step = 25
+    resumed.restore(best, trainer, 25)
+    trainer.step = 30
+    resumed.measure(trainer, 30)
+    assert resumed.should_stop() and resumed.pending_best(30)["w"].item() == 10.0
+    # resumed at the best epoch's own step: the weights restored are the best ones
+    again = Scripted(_spec(), [], {"scores": [[1, 10, 0.9]], "best": 0})
+    trainer.step = 10
+    again.restore(None, trainer, 10)
+    assert again.best_state["w"].item() == 10.0
+
+
+def test_metrics_and_no_validation_without_dev_data():
+    assert primary_metric("token") == "entity_f1" and primary_metric("pair") == "accuracy"
+    assert not Validation(SimpleNamespace(validation=(), steps_per_epoch=10, task="sentence")).due(10)
