@@ -174,8 +174,10 @@ def test_finetuned_distilled_student_beats_the_same_shape_from_scratch(agnostic_
 @pytest.fixture(scope="module")
 def modernbert_pair_run(tmp_path_factory, ray_local, teacher_path):
     """A tiny random ModernBERT encoder (MiniLM's vocabulary) as the teacher of a pair task: it
-    is fine-tuned, runs teacher inference, initializes a ModernBERT student, and teaches it
-    stored (representation, logits) and online (attention relations, hidden states) targets."""
+    is fine-tuned (one epoch), runs teacher inference, initializes a ModernBERT student, and
+    teaches it online (attention relations, hidden states) and stored (logits) targets. The
+    smallest run that takes a non-BERT family through every step; what each family's parts do
+    is tested on tiny models in tests/test_families.py."""
     from test_families import tiny_config
     from transformers import AutoModel
 
@@ -187,12 +189,11 @@ def modernbert_pair_run(tmp_path_factory, ray_local, teacher_path):
     AutoModel.from_config(tiny_config("modernbert")).save_pretrained(teacher)
     load_tokenizer(teacher_path).save_pretrained(teacher)
     report = _run(root, "pair", [
-        {"name": "representation", "losses": [{"type": "representation"}], "epochs": 1},
         {"name": "mha-hs", "targets": "online", "epochs": 1,
          "losses": [{"type": "attention_relations", "relation_heads": 4},
                     {"type": "hidden_states", "layer_map": "uniform"}]},
         {"name": "logits", "losses": [{"type": "logits"}], "epochs": 2}],
-        [f"teacher.model={teacher}", "teacher.finetune.epochs=2"])
+        [f"teacher.model={teacher}", "teacher.finetune.epochs=1"])
     return root, report
 
 
@@ -201,10 +202,14 @@ def test_a_modernbert_teacher_runs_every_step(modernbert_pair_run):
 
     root, report = modernbert_pair_run
     assert report["teacher"]["finetuned"] is True
-    assert [s["targets"] for s in report["stages"]] == ["stored", "online", "stored"]
+    assert len(report["teacher"]["finetune"]["validation"]["scores"]) == 1
+    assert [s["targets"] for s in report["stages"]] == ["online", "stored"]
+    assert report["teacher_inference"]["rows"] > 0
     _losses_fell(report)
+    # The random teacher learns little of this task in one epoch (near-tied logits, one class
+    # for every row: 57.8% on dev in the measured run), so agreement says nothing here; its
+    # distribution is what the student matched (KL 0.00045 in that run).
+    assert report["eval"]["dev_rows"] == 64 and report["eval"]["heldout_rows"] > 0
     student = AutoModelForSequenceClassification.from_pretrained(str(root / "run" / "student"))
     assert type(student).__name__ == "ModernBertForSequenceClassification"
     assert student.config.num_hidden_layers == 2 and student.config.hidden_size == 64
-    print("modernbert pair run:", {k: report["eval"][k] for k in (
-        "teacher_accuracy", "student_accuracy", "agreement")})
