@@ -68,6 +68,19 @@ def test_a_teacher_of_an_unknown_family_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["student.architecture=gpt2"], "student.architecture: 'gpt2' is not one of bert, "),
+    (["student.architecture=modernbert"], "differs from the teacher's 'bert'; init: teacher"),
+])
+def test_a_student_architecture_that_cannot_be_built_is_refused(tmp_path, overrides, message):
+    cfg = load_config(None, [f"output={tmp_path}/run", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        dry_run(cfg)
+    cfg = load_config(None, [f"output={tmp_path}/run", "student.architecture=modernbert",
+                             "student.init=random"])
+    assert [s.state for s in dry_run(cfg)][3] == "to run"  # student_init
+
+
 def test_cli_dry_run(tmp_path):
     proc = subprocess.run([sys.executable, "jobs/distill.py", "--config", "jobs/configs/tiny.yaml",
                            "--dry-run", f"output={tmp_path}/run"], capture_output=True, text=True,

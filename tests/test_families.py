@@ -242,3 +242,25 @@ def test_exported_student_loads_with_auto_classes_and_a_pipeline(kind, tmp_path,
                                    models.forward_outputs(student, b)["logits"])
     out = pipeline("text-classification", model=folder, tokenizer=folder)("The battery is great")
     assert out[0]["label"] in ("label0", "label1")
+
+
+@pytest.mark.parametrize("architecture", ["roberta", "electra", "deberta-v2", "distilbert",
+                                          "modernbert"])
+def test_a_random_student_of_another_family_on_the_teachers_vocabulary(architecture):
+    """student.architecture with init: random: the named family at the student's shape, with
+    the teacher's vocabulary, padding id and labels; it trains on the same batches."""
+    teacher = tiny_teacher("bert")
+    student = models.build_student(teacher, **STUDENT, init="random", seed=0,
+                                   architecture=architecture)
+    assert student.config.model_type == architecture
+    assert families.shape_of(student.config) == {
+        "num_hidden_layers": 2, "hidden_size": 48, "num_attention_heads": 3,
+        "intermediate_size": 64}
+    anatomy = families.family_of(student.config).anatomy(student)
+    assert anatomy.word_embeddings.num_embeddings == VOCAB
+    assert student.config.pad_token_id == 0 and student.config.id2label == teacher.config.id2label
+    b = batch()
+    out = models.forward_outputs(student, b, hidden_states=True, qkv_block=1)
+    assert out["logits"].shape == (6, 2) and len(out["qkv"]) == 3
+    with pytest.raises(ValueError, match="init: teacher needs the teacher's own"):
+        models.build_student(teacher, **STUDENT, init="teacher", seed=0, architecture=architecture)

@@ -135,6 +135,10 @@ class StudentConfig:
     pretrained: str = ""
     """With `init: pretrained`, a Hugging Face folder or id of a small model that uses the
     teacher's vocabulary; its shape replaces the shape fields above."""
+    architecture: str = ""
+    """The student's model type (`bert`, `roberta`, `electra`, `deberta-v2`, `distilbert`,
+    `modernbert`, ...) for `init: random`; empty = the teacher's. The tokenizer is always the
+    teacher's; `init: teacher` needs the teacher's own family."""
     freeze_word_embeddings: bool = False
     """Keep the student's word embeddings (the teacher's, factorized to the student's width)
     fixed through the distillation stages, as XtremeDistil's flag does: most of a small

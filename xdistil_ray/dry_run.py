@@ -159,7 +159,8 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
     s = cfg.student
     out.append(PlannedStep("student_init", "student_init", _state(run, "student_init"),
                            teacher_src, "one Ray task (1 CPU)",
-                           f"L{s.num_layers}-H{s.hidden_size}, init: {s.init}"))
+                           f"L{s.num_layers}-H{s.hidden_size}, init: {s.init}"
+                           + (f", architecture: {s.architecture}" if s.architecture else "")))
     previous = "student_init/model"
     for k, stage in enumerate(cfg.stages):
         rel = stage_plan.stage_folder(k, stage.name)

@@ -215,6 +215,48 @@ def family_of(config) -> Family:
         f"model type {model_type!r} is not supported; supported: {', '.join(SUPPORTED)}")
 
 
+def shape_of(config) -> dict:
+    """A config's shape under the standard names (DistilBERT calls its feed-forward width
+    ``hidden_dim``)."""
+    family = family_of(config)
+    return {"num_hidden_layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
+            "num_attention_heads": config.num_attention_heads,
+            "intermediate_size": getattr(config, family.intermediate_attr)}
+
+
+def fresh_config(model_type: str, teacher_config, *, num_layers: int, hidden_size: int,
+                 num_heads: int, intermediate_size: int):
+    """A config of another family than the teacher's (``student.architecture``, for a student
+    that is not initialized from the teacher), at the student's shape, on the teacher's
+    vocabulary: its size, padding id, position range and token types.
+
+    Raises:
+        UnsupportedFamily: a model type no family describes.
+    """
+    from transformers import AutoConfig
+
+    if model_type not in SUPPORTED:
+        raise UnsupportedFamily(f"model type {model_type!r} is not supported; supported: "
+                                f"{', '.join(SUPPORTED)}")
+    family = next(f for f in FAMILIES if model_type in f.model_types)
+    positions = getattr(teacher_config, "max_position_embeddings", 512)
+    kwargs = {"vocab_size": teacher_config.vocab_size, "hidden_size": hidden_size,
+              "num_hidden_layers": num_layers, "num_attention_heads": num_heads,
+              family.intermediate_attr: intermediate_size,
+              "pad_token_id": teacher_config.pad_token_id or 0,
+              # RoBERTa-style positions start after the padding id
+              "max_position_embeddings": positions + (teacher_config.pad_token_id or 0) + 1}
+    if family.token_types and getattr(teacher_config, "type_vocab_size", 0):
+        kwargs["type_vocab_size"] = teacher_config.type_vocab_size
+    if family.embedding_size_attr:
+        kwargs[family.embedding_size_attr] = hidden_size
+    for name in ("bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"):
+        value = getattr(teacher_config, name, None)
+        kwargs[name] = value if value is not None and value < teacher_config.vocab_size else \
+            kwargs["pad_token_id"]
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
 def qkv_outputs(block: Block, outputs: list) -> tuple:
     """(Q, K, V) from the captured outputs of :meth:`Block.qkv_modules` (split if fused)."""
     if block.qkv is not None:

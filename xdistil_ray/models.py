@@ -112,7 +112,8 @@ def student_config(teacher_config, *, num_layers: int, hidden_size: int, num_hea
 
 def build_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_heads: int,
                   intermediate_size: int, init: str, seed: int, task: str = "sentence",
-                  teacher_layers: list[int] | None = None, pretrained: str = "") -> nn.Module:
+                  teacher_layers: list[int] | None = None, pretrained: str = "",
+                  architecture: str = "") -> nn.Module:
     """The student for ``task``, shaped as given, initialized from the teacher, at random, or
     from a pretrained small model (``pretrained``, whose shape wins; given the teacher's labels).
 
@@ -130,9 +131,19 @@ def build_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_
         return load_model(pretrained, task, labels)
     layers = teacher_layers or uniform_layers(teacher.config.num_hidden_layers, num_layers)
     layer_map = [i - 1 for i in layers]
-    config = student_config(teacher.config, num_layers=num_layers, hidden_size=hidden_size,
-                            num_heads=num_heads, intermediate_size=intermediate_size,
-                            layer_map=layer_map)
+    shape = dict(num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
+                 intermediate_size=intermediate_size)
+    if architecture and architecture != teacher.config.model_type:
+        if init == "teacher":
+            raise ValueError(f"student.architecture {architecture!r}: init: teacher needs the "
+                             f"teacher's own ({teacher.config.model_type!r})")
+        config = families.fresh_config(architecture, teacher.config, **shape)
+        if labels is not None:
+            config.num_labels = len(labels)
+            config.id2label = dict(enumerate(labels))
+            config.label2id = {name: i for i, name in enumerate(labels)}
+    else:
+        config = student_config(teacher.config, **shape, layer_map=layer_map)
     student = auto_class(task).from_config(config)
     if init == "teacher":
         init_from_teacher(student, teacher, layer_map)

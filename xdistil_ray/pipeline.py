@@ -126,6 +126,15 @@ def check_models(cfg: Config, teacher_path: str) -> Shapes:
             f"distils encoders of the families it knows the parts of ({e}): give a teacher of "
             "one of them (e.g. fine-tune one on your task with jobs/finetune.py)") from None
     s = cfg.student
+    if s.architecture:
+        if s.architecture not in families.SUPPORTED:
+            raise ConfigError(f"student.architecture: {s.architecture!r} is not one of "
+                              f"{', '.join(families.SUPPORTED)}")
+        if s.init == "teacher" and s.architecture != t.model_type:
+            raise ConfigError(
+                f"student.architecture: {s.architecture!r} differs from the teacher's "
+                f"{t.model_type!r}; init: teacher builds the teacher's own architecture: use "
+                "student.init=random (or pretrained), or leave student.architecture empty")
     student = Shapes(s.num_layers, s.hidden_size, t.num_hidden_layers, t.hidden_size,
                      t.num_attention_heads)
     if s.init == "pretrained":
@@ -134,6 +143,9 @@ def check_models(cfg: Config, teacher_path: str) -> Shapes:
             p = AutoConfig.from_pretrained(s.pretrained)
         except (OSError, ValueError) as e:
             raise ConfigError(f"student.pretrained: {e}") from None
+        if s.architecture and s.architecture != p.model_type:
+            raise ConfigError(f"student.architecture: {s.architecture!r}, but student.pretrained "
+                              f"is a {p.model_type!r} model")
         student = Shapes(p.num_hidden_layers, p.hidden_size, t.num_hidden_layers,
                          t.hidden_size, t.num_attention_heads)
     if s.init == "teacher" and s.teacher_layers and max(s.teacher_layers) > t.num_hidden_layers:
@@ -376,7 +388,7 @@ def run(cfg: Config) -> dict:
             num_layers=s_cfg.num_layers, hidden_size=s_cfg.hidden_size,
             num_heads=s_cfg.num_heads, intermediate_size=s_cfg.intermediate_size,
             init=s_cfg.init, teacher_layers=s_cfg.teacher_layers, pretrained=s_cfg.pretrained,
-            seed=cfg.seed, fingerprint=fp))
+            architecture=s_cfg.architecture, seed=cfg.seed, fingerprint=fp))
     sources = stage_plan.Sources.of(folder, data, teacher_marker)
     stage_markers = _stages(steps, cfg, data, sources, teacher, inputs.shapes)
     final_fp = fingerprint(cfg, *stage_keys(len(cfg.stages) - 1))

@@ -16,10 +16,11 @@ STEP = "student_init"
 
 def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, task: str,
                    num_layers: int, hidden_size: int, num_heads: int, intermediate_size: int,
-                   init: str, teacher_layers: list[int], pretrained: str, seed: int) -> dict:
+                   init: str, teacher_layers: list[int], pretrained: str, seed: int,
+                   architecture: str = "") -> dict:
     """Builds the student (see :func:`xdistil_ray.models.build_student`) and writes its Hugging
     Face folder to the run."""
-    from xdistil_ray import models
+    from xdistil_ray import families, models
 
     with tempfile.TemporaryDirectory() as tmp:
         local = run.download(teacher_path, f"{tmp}/teacher", "model") if teacher_in_run else teacher_path
@@ -27,15 +28,16 @@ def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, t
         student = models.build_student(teacher, num_layers=num_layers, hidden_size=hidden_size,
                                        num_heads=num_heads, intermediate_size=intermediate_size,
                                        init=init, seed=seed, task=task,
-                                       teacher_layers=teacher_layers, pretrained=pretrained)
+                                       teacher_layers=teacher_layers, pretrained=pretrained,
+                                       architecture=architecture)
         models.save_pretrained(student, None, f"{tmp}/student")
         files = run.upload(f"{tmp}/student", f"{STEP}/model")
         files = {f"model/{name}": size for name, size in files.items()}
         return {"files": files, "teacher_params": models.num_params(teacher),
                 "student_params": models.num_params(student),
                 "teacher_hidden": teacher.config.hidden_size,
-                "student_shape": {k: getattr(student.config, k) for k in (
-                    "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")}}
+                "student_architecture": student.config.model_type,
+                "student_shape": families.shape_of(student.config)}
 
 
 def run_step(run: RunFolder, *, fingerprint: dict, **kwargs) -> dict:
