@@ -2,6 +2,7 @@
 initialization, the inputs each family takes, where each loss finds its parts, and every
 transfer loss falling over a few steps."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -264,3 +265,80 @@ def test_a_random_student_of_another_family_on_the_teachers_vocabulary(architect
     assert out["logits"].shape == (6, 2) and len(out["qkv"]) == 3
     with pytest.raises(ValueError, match="init: teacher needs the teacher's own"):
         models.build_student(teacher, **STUDENT, init="teacher", seed=0, architecture=architecture)
+
+
+@pytest.fixture(scope="module")
+def xlmr_teacher_dir(tmp_path_factory) -> str:
+    """An XLM-R-style teacher: a Unigram (SentencePiece-like) vocabulary trained here with
+    `tokenizers` on generated reviews, <s> <pad> </s> <unk> ids 0-3 as XLM-R has them, and a
+    tiny XLM-R classifier on it."""
+    import random
+
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import models as tm
+    from tokenizers import trainers
+    from transformers import (PreTrainedTokenizerFast, XLMRobertaConfig,
+                              XLMRobertaForSequenceClassification)
+
+    from xdistil_ray.embedded_reviews import review
+
+    rng = random.Random(0)
+    tok = Tokenizer(tm.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator([review(rng, i % 2 == 0) for i in range(2000)], trainers.UnigramTrainer(
+        vocab_size=600, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>", cls_token="<s>",
+                                   sep_token="</s>", mask_token="<mask>")
+    folder = str(tmp_path_factory.mktemp("xlmr"))
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=len(fast), hidden_size=64, num_hidden_layers=4,
+                              num_attention_heads=4, intermediate_size=128, pad_token_id=1,
+                              bos_token_id=0, eos_token_id=2, max_position_embeddings=66,
+                              type_vocab_size=1, num_labels=2)
+    XLMRobertaForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_an_xlmr_teacher_with_a_unigram_vocabulary_runs_the_data_teacher_and_student_paths(
+        xlmr_teacher_dir):
+    """The data step's tokenization, teacher inference and the student on a vocabulary that is
+    not BERT's WordPiece: other special tokens, padding id 1, RoBERTa-style positions."""
+    import pandas as pd
+
+    from xdistil_ray import corpus
+    from xdistil_ray.batches import pad_batch
+    from xdistil_ray.steps.prepare import TextSettings, tokenize_batch
+    from xdistil_ray.steps.teacher_inference import TeacherInference
+
+    texts = ["the battery is great", "the screen broke after a week " * 8]
+    rows = pd.DataFrame({"text": texts, "text_pair": ["the reviewer is happy", "it broke"],
+                         "key": [corpus.dedup_key(t) for t in texts]})
+    settings = TextSettings(xlmr_teacher_dir, max_length=32, max_chars=1000, heldout_fraction=0.1)
+    table = tokenize_batch(rows, settings=settings).to_pydict()
+    ids = table["input_ids"]
+    assert all(r[0] == 0 and r[-1] == 2 for r in ids) and table["truncated"] == [False, True]
+    assert len(ids[1]) == 32 and ids[0].count(2) == 3  # <s> A </s> </s> B </s>
+    assert 3 not in ids[0]  # the vocabulary covers the reviews: no <unk>
+    inference = TeacherInference(xlmr_teacher_dir, ("logits", "hidden"), device="cpu")
+    assert inference.pad_id == 1
+    out = inference({"input_ids": np.array([np.array(r) for r in ids], dtype=object),
+                     "token_type_ids": np.array([np.array(t) for t in table["token_type_ids"]],
+                                                dtype=object)})
+    assert out["logits"].shape == (2, 2) and np.isfinite(out["logits"]).all()
+    teacher = models.load_model(xlmr_teacher_dir).eval()
+    student = models.build_student(teacher, **STUDENT, init="teacher", seed=0).eval()
+    assert student.config.pad_token_id == 1
+    b = pad_batch({"input_ids": [np.array(r) for r in ids]}, 1, None)
+    with torch.no_grad():
+        alone = [models.forward_outputs(student, pad_batch({"input_ids": [np.array(r)]}, 1, None))
+                 ["logits"][0] for r in ids]
+        padded = models.forward_outputs(student, b)["logits"]
+    torch.testing.assert_close(padded, torch.stack(alone), atol=1e-5, rtol=1e-4)
