@@ -61,10 +61,15 @@ def test_a_better_last_epoch_leaves_nothing_to_go_back_to():
     assert v.best_epoch() == 5 and v.pending_best(50) is None
 
 
+def test_a_perfect_score_ends_it_at_once():
+    v, trainer = Scripted(_spec(patience=3), [0.9, 1.0, 0.5]), Trainer()
+    assert _run(v, trainer) == 20 and v.best_epoch() == 2 and v.pending_best(20) is None
+
+
 def test_patience_zero_runs_every_epoch_and_still_keeps_the_best():
-    v, trainer = Scripted(_spec(patience=0), [0.9, 0.5, 0.5, 0.5, 0.5]), Trainer()
+    v, trainer = Scripted(_spec(patience=0), [1.0, 0.5, 0.5, 0.5, 0.5]), Trainer()
     assert _run(v, trainer) == 50
-    assert v.best_epoch() == 1 and v.pending_best(50)["w"].item() == 10.0
+    assert v.best_epoch() == 1 and v.pending_best(50)["w"].item() == 10.0  # even at 100%
 
 
 def test_resume_carries_scores_and_the_best_weights():

@@ -81,8 +81,12 @@ class Validation:
         return self.best_state if self.best_step() not in (None, step) else None
 
     def should_stop(self) -> bool:
-        patience = self.spec.patience
-        return patience > 0 and len(self.scores) - 1 - self.best >= patience
+        """After ``patience`` epochs without a better score, or at a perfect one (no later
+        epoch can beat it)."""
+        if self.spec.patience <= 0 or self.best < 0:
+            return False
+        return (len(self.scores) - 1 - self.best >= self.spec.patience
+                or self.scores[self.best][2] >= 1.0)
 
     def best_epoch(self) -> int | None:
         return self.scores[self.best][0] if self.best >= 0 else None
