@@ -48,6 +48,7 @@ def _run(v, trainer, until=50):
 def test_stops_after_patience_epochs_without_a_better_score_and_keeps_the_best():
     v, trainer = Scripted(_spec(patience=2), [0.80, 0.90, 0.88, 0.89, 0.95]), Trainer()
     assert _run(v, trainer) == 40  # epochs 3 and 4 no better than epoch 2
+    assert v.stop_reason() == "no better score in 2 epoch(s)"
     assert v.best_epoch() == 2 and v.best_step() == 20
     assert v.pending_best(40)["w"].item() == 20.0  # the best weights, not the current ones
     assert v.summary(True) == {"metric": "accuracy", "scores": [
@@ -64,6 +65,7 @@ def test_a_better_last_epoch_leaves_nothing_to_go_back_to():
 def test_a_perfect_score_ends_it_at_once():
     v, trainer = Scripted(_spec(patience=3), [0.9, 1.0, 0.5]), Trainer()
     assert _run(v, trainer) == 20 and v.best_epoch() == 2 and v.pending_best(20) is None
+    assert v.stop_reason() == "a perfect dev score"
 
 
 def test_patience_zero_runs_every_epoch_and_still_keeps_the_best():

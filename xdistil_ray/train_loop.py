@@ -351,8 +351,7 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
             if rank == 0:
                 say(f"[xdistil] {spec.name}: epoch {validation.scores[-1][0]} dev "
                     f"{validation.metric} {score:.4f}"
-                    + (f", stopping: no better score in {spec.patience} epoch(s)"
-                       if stopped_early else ""))
+                    + (f", stopping: {validation.stop_reason()}" if stopped_early else ""))
         end = step == spec.total_steps or stopped_early
         # Only checkpoints go to Ray Train: a report waits until the controller has taken the
         # previous one (it polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S), so a report per log

@@ -88,6 +88,11 @@ class Validation:
         return (len(self.scores) - 1 - self.best >= self.spec.patience
                 or self.scores[self.best][2] >= 1.0)
 
+    def stop_reason(self) -> str:
+        if self.scores[self.best][2] >= 1.0:
+            return "a perfect dev score"
+        return f"no better score in {self.spec.patience} epoch(s)"
+
     def best_epoch(self) -> int | None:
         return self.scores[self.best][0] if self.best >= 0 else None
 
