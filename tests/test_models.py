@@ -95,3 +95,26 @@ def test_students_for_each_task(tmp_path, tiny_classifier_dir):
                                  pretrained=str(tmp_path))
     assert again.config.num_hidden_layers == 1  # the pretrained model's own shape
     assert torch.equal(again.classifier.weight, token_student.classifier.weight)
+
+
+def test_a_teacher_heads_label_order_is_the_runs(tmp_path, capsys):
+    """An MNLI-style head (entailment, neutral, contradiction) is not the sorted order of the
+    data's labels: the run takes the head's order, spelled as in the data, so stored logits,
+    the student's head and dev scores agree on each index; other names keep the sorted order
+    with a warning; a teacher without the head takes the data's order."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    data = ["contradiction", "entailment", "neutral"]
+    heads = {"mnli": ["ENTAILMENT", "NEUTRAL", "CONTRADICTION"], "other": ["a", "b", "c"]}
+    for name, labels in heads.items():
+        config = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
+                            num_attention_heads=2, intermediate_size=32, num_labels=3,
+                            id2label=dict(enumerate(labels)),
+                            label2id={n: i for i, n in enumerate(labels)},
+                            architectures=["BertForSequenceClassification"])
+        BertForSequenceClassification(config).save_pretrained(tmp_path / name)
+    assert models.teacher_label_order(str(tmp_path / "mnli"), data, "pair") == [
+        "entailment", "neutral", "contradiction"]
+    assert models.teacher_label_order(str(tmp_path / "other"), data, "pair") == data
+    assert "warning: the teacher's head names ['a', 'b', 'c']" in capsys.readouterr().out
+    assert models.teacher_label_order(str(tmp_path / "mnli"), data[:2], "pair") == data[:2]

@@ -53,6 +53,28 @@ def has_task_head(path: str, num_labels: int | None, task: str = "sentence") -> 
     return any(a.endswith(suffix) for a in archs) and num_labels in (None, config.num_labels)
 
 
+def teacher_label_order(path: str, label_names: list[str], task: str) -> list[str]:
+    """The run's label order: the data's labels (sorted) for a teacher without a head for the
+    task; for a teacher with one that names the same labels (case aside), its head's order,
+    spelled as in the data, so that stored logits, the student's head and dev scores agree on
+    which index is which label (an MNLI head's entailment / neutral / contradiction is not the
+    sorted order). A head of the same size that names other labels keeps the sorted order, with
+    a warning on the console: the run assumes that order."""
+    from transformers import AutoConfig
+
+    if task == "none" or not has_task_head(path, len(label_names), task):
+        return list(label_names)
+    config = AutoConfig.from_pretrained(path)
+    heads = [str(config.id2label[i]) for i in range(config.num_labels)]
+    by_folded = {name.casefold(): name for name in label_names}
+    if sorted(by_folded) == sorted(h.casefold() for h in heads) and len(by_folded) == len(heads):
+        return [by_folded[h.casefold()] for h in heads]
+    print(f"[xdistil] warning: the teacher's head names {heads}, the labeled data {label_names}; "
+          "its outputs are taken in the data's sorted order. Give the teacher a head whose "
+          "id2label names the data's labels if that is not its order.", flush=True)
+    return list(label_names)
+
+
 def load_model(path: str, task: str = "sentence", label_names: list[str] | None = None) -> nn.Module:
     """The task's model from ``path``; a new head is added when ``label_names`` is given."""
     kwargs = {}

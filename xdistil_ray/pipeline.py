@@ -359,7 +359,11 @@ def run(cfg: Config) -> dict:
     data = steps.ensure(prepare.STEP, fingerprint(cfg, *_DATA_KEYS),
                         lambda fp: _prepare(folder, cfg, inputs, fp))
     check_data(cfg, data)
-    label_names = data["labeled"]["label_names"]
+    from xdistil_ray.models import teacher_label_order
+
+    label_names = teacher_label_order(inputs.teacher_path, data["labeled"]["label_names"],
+                                      cfg.task)
+    data = {**data, "labeled": {**data["labeled"], "label_names": label_names}}
     teacher = _teacher(steps, cfg, inputs, data, label_names)
     teacher_marker = None
     outputs = teacher_outputs(cfg)
