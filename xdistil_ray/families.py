@@ -90,8 +90,8 @@ class Family:
         the teacher blocks in ``layer_map`` (0-based, one per student block).
 
         An embedding narrower than the teacher's hidden width (ELECTRA, DeBERTa) stays as it is
-        when the student is at least that wide, and the student keeps the projection; otherwise
-        the student's embeddings take its hidden width."""
+        when the student is wider, and the student keeps the projection; otherwise the
+        student's embeddings take its hidden width (and it has no projection)."""
         config = teacher_config.__class__.from_dict(teacher_config.to_dict())
         config.num_hidden_layers = num_layers
         config.hidden_size = hidden_size
