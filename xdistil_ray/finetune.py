@@ -157,7 +157,7 @@ def run(cfg: FinetuneJob) -> dict:
             lambda fp: evaluate.run_step(
                 folder, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp,
                 fn=evaluate.evaluate_dev, task=cfg.task, model_rel=MODEL,
-                dev_paths=[folder.path("data/labeled/dev", f["file"]) for f in dev["files"]],
+                dev_paths=[folder.path(stage_plan.LABELED_DEV, f["file"]) for f in dev["files"]],
                 label_names=label_names), derived=True)
     train.clean_checkpoints(folder, STAGE, [STAGE])
     out = report.write_finetune(folder, cfg, data=data, stage=stage, evaluation=result,

@@ -247,10 +247,9 @@ def _init_embeddings(s, t, p) -> None:
             _project_layernorm(s.embedding_norm, t.embedding_norm, into)
 
 
-def _linear(lin: nn.Linear, rows=None, cols=None, p_in=None, p_out=None):
-    """(weight, bias) of ``lin`` on the kept rows/cols, seen through the projections: the
+def _linear(w, b, rows=None, cols=None, p_in=None, p_out=None):
+    """A weight and bias (None: none) on the kept rows/cols, seen through the projections: the
     input through ``p_in`` (W P_in), the output through ``p_out`` (P_out^T W)."""
-    w, b = lin.weight, lin.bias
     if rows is not None:
         w = w[rows]
         b = b[rows] if b is not None else None
@@ -272,7 +271,7 @@ def _assign(lin: nn.Linear, w, b, rows: slice = slice(None)) -> None:
 
 def _project_linear(s_lin: nn.Linear, t_lin: nn.Linear, p_in, p_out, rows=None, cols=None) -> None:
     """s = P_out^T W P_in on the kept rows/cols; ``None`` projection = keep indices only."""
-    _assign(s_lin, *_linear(t_lin, rows, cols, p_in, p_out))
+    _assign(s_lin, *_linear(t_lin.weight, t_lin.bias, rows, cols, p_in, p_out))
 
 
 def _project_layernorm(s_ln: nn.Module, t_ln: nn.Module, p) -> None:
@@ -296,8 +295,8 @@ def _init_block(s: families.Block, t: families.Block, p, s_heads: int, t_heads: 
     if t.qkv is not None:
         for i in range(3):
             part = slice(i * t_width, (i + 1) * t_width)
-            w, b = t.qkv.weight[part], t.qkv.bias[part] if t.qkv.bias is not None else None
-            w, b = _linear(_Weights(w, b), rows, None, p, p_out)
+            bias = t.qkv.bias[part] if t.qkv.bias is not None else None
+            w, b = _linear(t.qkv.weight[part], bias, rows, None, p, p_out)
             _assign(s.qkv, w, b, slice(i * s_width, (i + 1) * s_width))
     else:
         for name in ("query", "key", "value"):
@@ -314,13 +313,6 @@ def _init_block(s: families.Block, t: families.Block, p, s_heads: int, t_heads: 
         _project_linear(s.ffn_in, t.ffn_in, p, None, rows=units)
     _project_linear(s.ffn_out, t.ffn_out, None, p, cols=units)
     _project_layernorm(s.ffn_norm, t.ffn_norm, p)
-
-
-class _Weights:
-    """A weight and bias pair read like an nn.Linear (a slice of a fused projection)."""
-
-    def __init__(self, weight, bias):
-        self.weight, self.bias = weight, bias
 
 
 def _value_weight(t: families.Block):

@@ -344,6 +344,7 @@ def run(cfg: Config) -> dict:
                                    teacher_inference)
 
     from xdistil_ray import storage
+    from xdistil_ray.models import teacher_label_order
 
     started = time.time()
     folder = RunFolder(cfg.output, cfg.storage_options())
@@ -359,8 +360,6 @@ def run(cfg: Config) -> dict:
     data = steps.ensure(prepare.STEP, fingerprint(cfg, *_DATA_KEYS),
                         lambda fp: _prepare(folder, cfg, inputs, fp))
     check_data(cfg, data)
-    from xdistil_ray.models import teacher_label_order
-
     label_names = teacher_label_order(inputs.teacher_path, data["labeled"]["label_names"],
                                       cfg.task)
     data = {**data, "labeled": {**data["labeled"], "label_names": label_names}}
@@ -484,12 +483,11 @@ def _stages(steps: Steps, cfg: Config, data: dict, sources, teacher, shapes: Sha
 def _evaluate(folder: RunFolder, cfg: Config, data: dict, teacher, sources, fp: dict) -> dict:
     from xdistil_ray.steps import evaluate
 
-    dev = data["labeled"]["splits"].get("dev")
     e = cfg.eval
     return evaluate.run_step(
         folder, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp, task=cfg.task,
         teacher_path=teacher.path, teacher_in_run=teacher.in_run, heldout_paths=sources.heldout_files(),
-        dev_paths=[folder.path("data/labeled/dev", f["file"]) for f in dev["files"]] if dev else [],
+        dev_paths=list(sources.labeled_dev),
         label_names=data["labeled"]["label_names"], max_heldout_rows=e.max_heldout_rows,
         speed_batch_size=e.speed_batch_size, speed_repeats=e.speed_repeats)
 
