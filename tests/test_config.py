@@ -91,6 +91,7 @@ def test_wrong_type_names_field(override, message):
     ("train.zero_stage=4", "train.zero_stage"),
     ("student.hidden_size=130", "student.hidden_size: must be a multiple"),
     ("corpus.heldout_fraction=0.9", "corpus.heldout_fraction"),
+    ("labeled.dev_fraction=0.5", "labeled.dev_fraction: must be in \\[0, 0.5\\)"),
     ("student.init=pretty", "student.init"),
     ("teacher.inference.dtype=half", "teacher.inference.dtype: 'half' is not one of"),
     ("teacher.inference.group_batches=0", "teacher.inference.group_batches"),

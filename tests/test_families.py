@@ -267,18 +267,17 @@ def test_a_random_student_of_another_family_on_the_teachers_vocabulary(architect
         models.build_student(teacher, **STUDENT, init="teacher", seed=0, architecture=architecture)
 
 
-@pytest.fixture(scope="module")
-def xlmr_teacher_dir(tmp_path_factory) -> str:
-    """An XLM-R-style teacher: a Unigram (SentencePiece-like) vocabulary trained here with
-    `tokenizers` on generated reviews, <s> <pad> </s> <unk> ids 0-3 as XLM-R has them, and a
-    tiny XLM-R classifier on it."""
+def save_xlmr_teacher(folder: str, head: bool = True) -> str:
+    """An XLM-R-style teacher in ``folder``: a Unigram (SentencePiece-like) vocabulary trained
+    here with `tokenizers` on generated reviews, <s> <pad> </s> <unk> ids 0-3 as XLM-R has them,
+    and a tiny XLM-R (a 2-label classifier with ``head``, else the bare encoder) on it."""
     import random
 
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers import models as tm
     from tokenizers import trainers
     from transformers import (PreTrainedTokenizerFast, XLMRobertaConfig,
-                              XLMRobertaForSequenceClassification)
+                              XLMRobertaForSequenceClassification, XLMRobertaModel)
 
     from xdistil_ray.embedded_reviews import review
 
@@ -296,15 +295,20 @@ def xlmr_teacher_dir(tmp_path_factory) -> str:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", pad_token="<pad>", cls_token="<s>",
                                    sep_token="</s>", mask_token="<mask>")
-    folder = str(tmp_path_factory.mktemp("xlmr"))
     fast.save_pretrained(folder)
     torch.manual_seed(0)
     config = XLMRobertaConfig(vocab_size=len(fast), hidden_size=64, num_hidden_layers=4,
                               num_attention_heads=4, intermediate_size=128, pad_token_id=1,
                               bos_token_id=0, eos_token_id=2, max_position_embeddings=66,
                               type_vocab_size=1, num_labels=2)
-    XLMRobertaForSequenceClassification(config).save_pretrained(folder)
+    (XLMRobertaForSequenceClassification if head else XLMRobertaModel)(config).save_pretrained(
+        folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def xlmr_teacher_dir(tmp_path_factory) -> str:
+    return save_xlmr_teacher(str(tmp_path_factory.mktemp("xlmr")))
 
 
 def test_an_xlmr_teacher_with_a_unigram_vocabulary_runs_the_data_teacher_and_student_paths(

@@ -70,6 +70,36 @@ def test_labeled_splits_and_unknown_labels(tmp_path, teacher_path):
     assert out["splits"]["dev"]["kept"] == 1
 
 
+def test_without_dev_a_share_of_train_is_the_dev_set(tmp_path, teacher_path):
+    """No labeled.dev: a stable share of the kept training rows (by text hash) becomes dev,
+    disjoint from train; the label names are those of the whole training set."""
+    train = tmp_path / "train.jsonl"
+    rows = [{"text": f"sentence number {k}", "label": "pos" if k % 3 else "neg"}
+            for k in range(200)] + [{"text": "no label"}]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    settings = prepare.TextSettings(teacher_path, 16, 1000, 0.2)
+
+    def carve(folder, fraction):
+        run = RunFolder(str(tmp_path / folder))
+        out = prepare.prepare_labeled(run, {"train": resolve_source(str(train), "labeled.train")},
+                                      settings, text_column="text", label_column="label",
+                                      dev_fraction=fraction)
+        texts = {split: set(pq.read_table(run.path(f"data/labeled/{split}", f"{split}.parquet"))
+                            .column("text").to_pylist()) for split in out["splits"]}
+        return out, texts
+
+    out, texts = carve("a", 0.1)
+    train_stats, dev_stats = out["splits"]["train"], out["splits"]["dev"]
+    assert out["label_names"] == ["neg", "pos"]
+    assert 8 <= dev_stats["kept"] <= 35 and dev_stats["from_train"] == 0.1  # 10% of 200, +-
+    assert train_stats["kept"] + dev_stats["kept"] == 200 and train_stats["to_dev"] == dev_stats["kept"]
+    assert train_stats["dropped"] == {"missing_label": 1} and train_stats["input_rows"] == 201
+    assert not texts["train"] & texts["dev"] and len(texts["dev"]) == dev_stats["kept"]
+    assert carve("b", 0.1)[1] == texts  # the same rows on every run
+    out, texts = carve("c", 0.0)
+    assert list(out["splits"]) == ["train"] and len(texts["train"]) == 200
+
+
 def test_txt_is_refused_for_labeled_data(tmp_path):
     from xdistil_ray.readers import load_records
 

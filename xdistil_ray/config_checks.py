@@ -29,6 +29,7 @@ def validate(cfg) -> None:
                               ("labeled.dev", cfg.labeled.dev)):
         storage.check_uri(value, field_name)
     _validate_storage(cfg)
+    _check_dev_fraction(cfg)
     _check(bool(cfg.corpus.path), "corpus.path: give the transfer corpus")
     _check(bool(cfg.teacher.model), "teacher.model: give a model id or folder")
     _check(cfg.corpus.max_length >= 8, "corpus.max_length: must be at least 8 tokens")
@@ -87,6 +88,10 @@ def validate(cfg) -> None:
     _check(cfg.eval.speed_repeats >= 1, "eval.speed_repeats: must be at least 1")
 
 
+def _check_dev_fraction(cfg) -> None:
+    _check(0 <= cfg.labeled.dev_fraction < 0.5, "labeled.dev_fraction: must be in [0, 0.5)")
+
+
 def validate_finetune(cfg) -> None:
     """:func:`validate` for a :class:`~xdistil_ray.config.FinetuneJob`."""
     _check(bool(cfg.output), "output: give a run folder, e.g. output=runs/finetune")
@@ -98,6 +103,7 @@ def validate_finetune(cfg) -> None:
         storage.check_uri(getattr(cfg.labeled, split), f"labeled.{split}")
     _check(bool(cfg.labeled.train), "labeled.train: give the labeled training data")
     _validate_storage(cfg)
+    _check_dev_fraction(cfg)
     _check(cfg.task in ("sentence", "pair", "token"),
            f"task: must be sentence, pair or token, got {cfg.task!r}")
     _check(cfg.init in ("pretrained", "random"),

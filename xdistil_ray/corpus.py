@@ -100,6 +100,12 @@ def is_heldout(key: bytes, fraction: float) -> bool:
     return int.from_bytes(key[8:12], "little") < fraction * 2**32
 
 
+def is_dev(key: bytes, fraction: float) -> bool:
+    """Deterministic dev share of a labeled set without one (other key bytes than
+    :func:`is_heldout`: the two splits are independent)."""
+    return int.from_bytes(key[12:16], "little") < fraction * 2**32
+
+
 def clean_rows(raw: list, *, source: str, text_column: str, label_column: str | None = None,
                pair_column: str | None = None) -> dict[str, np.ndarray]:
     """Cleans a batch of input rows.

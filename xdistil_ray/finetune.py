@@ -77,7 +77,7 @@ def _prepare(run: RunFolder, cfg: FinetuneJob, model_path: str, fp: dict) -> dic
     start = time.time()
     labeled = prepare.prepare_labeled(run, sources, settings, text_column=cfg.labeled.text_column,
                                       label_column=cfg.labeled.label_column, pair_column=pair,
-                                      task=cfg.task)
+                                      task=cfg.task, dev_fraction=cfg.labeled.dev_fraction)
     return run.commit("data", labeled=labeled, pairs=bool(pair), task=cfg.task,
                       fingerprint=fp, seconds=round(time.time() - start, 1))
 
@@ -132,10 +132,7 @@ def run(cfg: FinetuneJob) -> dict:
         _check_data(cfg, data)
         label_names = data["labeled"]["label_names"]
         steps.ensure(INIT, data_fp, lambda fp: _init(folder, cfg, model_path, fp))
-        labeled_train = tuple(folder.path(stage_plan.LABELED_TRAIN, f["file"])
-                              for f in data["labeled"]["splits"]["train"]["files"])
-        sources = stage_plan.Sources(corpus=(), teacher=(), labeled_train=labeled_train,
-                                     pairs=bool(data.get("pairs")))
+        sources = stage_plan.Sources.of(folder, data, None)
 
         def run_stage(fp):
             spec, files, columns = stage_plan.finetune_plan(
@@ -157,7 +154,7 @@ def run(cfg: FinetuneJob) -> dict:
             lambda fp: evaluate.run_step(
                 folder, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp,
                 fn=evaluate.evaluate_dev, task=cfg.task, model_rel=MODEL,
-                dev_paths=[folder.path(stage_plan.LABELED_DEV, f["file"]) for f in dev["files"]],
+                dev_paths=list(sources.labeled_dev),
                 label_names=label_names), derived=True)
     train.clean_checkpoints(folder, STAGE, [STAGE])
     out = report.write_finetune(folder, cfg, data=data, stage=stage, evaluation=result,

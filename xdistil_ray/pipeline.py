@@ -439,6 +439,7 @@ def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:
                             pair_column=cfg.corpus.text_pair_column if cfg.task == "pair" else "",
                             labeled_pair_column=cfg.labeled.text_pair_column
                             if cfg.task == "pair" else "", task=cfg.task,
+                            dev_fraction=cfg.labeled.dev_fraction,
                             progress_every_s=cfg.progress_every_s)
 
 

@@ -40,10 +40,12 @@ class Sources:
 
     @classmethod
     def of(cls, run: RunFolder, data: dict, teacher_marker: dict | None) -> "Sources":
+        """From the ``data`` marker (the fine-tuning job's has labeled splits only)."""
         labeled = data["labeled"]["splits"].get("train")
         dev = data["labeled"]["splits"].get("dev")
         return cls(
-            corpus=tuple(run.path(CORPUS, s["file"]) for s in data["corpus"]["shards"]),
+            corpus=tuple(run.path(CORPUS, s["file"]) for s in data["corpus"]["shards"])
+            if "corpus" in data else (),
             teacher=tuple(run.path("teacher", f) for f in teacher_marker["files"])
             if teacher_marker else (),
             labeled_train=tuple(run.path(LABELED_TRAIN, f["file"]) for f in labeled["files"])

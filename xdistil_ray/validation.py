@@ -1,9 +1,10 @@
 """Validation of a training stage on labeled dev data: a dev score after each epoch, the best
 epoch's weights kept, and an early stop after ``patience`` epochs without a better score.
 
-Used by the teacher fine-tune and by a distillation stage on labeled data (XtremeDistil's
-``labels`` stage), when the run has a dev set (``jobs/finetune.py`` does not validate yet). Every rank measures the same
-rows (a ZeRO-3 forward is collective) and takes rank 0's score.
+Used by the teacher fine-tune, by a distillation stage on labeled data (XtremeDistil's
+``labels`` stage) and by ``jobs/finetune.py``, when the run has a dev set (``labeled.dev``, or
+a share of ``labeled.train``). Every rank measures the same rows (a ZeRO-3 forward is
+collective) and takes rank 0's score.
 """
 
 from __future__ import annotations

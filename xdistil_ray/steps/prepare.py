@@ -249,12 +249,16 @@ def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings,
 
 def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: TextSettings, *,
                     text_column: str, label_column: str, pair_column: str = "",
-                    task: str = "sentence") -> dict:
+                    task: str = "sentence", dev_fraction: float = 0.0) -> dict:
     """Cleans and tokenizes the labeled splits (small by nature: in this process, no Ray).
+
+    Without a ``dev`` source, a ``dev_fraction`` share of the kept training rows (by a hash of
+    the text: the same rows on every run) becomes the dev split, the rest the training split;
+    none when either side would be empty.
 
     Returns:
         {"splits": {split: stats}, "label_names": sorted labels (tags for token tasks) of the
-        training split}.
+        training split (before the dev share is taken)}.
     """
     result: dict = {"splits": {}, "label_names": []}
     for split, source in sources.items():
@@ -274,8 +278,20 @@ def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: 
             dropped[corpus.UNKNOWN_LABEL] = int((~known).sum())
         kept = kept[known]
         kept = kept.assign(key=[corpus.dedup_key(t) for t in _dedup_texts(kept)])
-        table = tokenize_batch(kept, settings=settings)
-        result["splits"][split] = _write_labeled(run, split, table, len(rows), dropped)
+        share = None
+        if split == "train" and "dev" not in sources and dev_fraction > 0:
+            share = np.array([corpus.is_dev(k, dev_fraction) for k in kept["key"]], dtype=bool)
+            share = share if 0 < share.sum() < len(share) else None
+        if share is None:
+            result["splits"][split] = _write_labeled(
+                run, split, tokenize_batch(kept, settings=settings), len(rows), dropped)
+            continue
+        stats = _write_labeled(run, split, tokenize_batch(kept[~share], settings=settings),
+                               len(rows), dropped)
+        result["splits"]["train"] = {**stats, "to_dev": int(share.sum())}
+        dev = _write_labeled(run, "dev", tokenize_batch(kept[share], settings=settings),
+                             int(share.sum()), {})
+        result["splits"]["dev"] = {**dev, "from_train": dev_fraction}
     return result
 
 
@@ -305,7 +321,8 @@ def run_step(run: RunFolder, corpus_source: CorpusSource, labeled_sources: dict[
              settings: TextSettings, *, text_column: str, label_column: str,
              labeled_text_column: str, hf_split: str, rows_per_shard: int,
              fingerprint: dict, pair_column: str = "", labeled_pair_column: str = "",
-             task: str = "sentence", progress_every_s: float = 10.0) -> dict:
+             task: str = "sentence", dev_fraction: float = 0.0,
+             progress_every_s: float = 10.0) -> dict:
     """Runs the step and commits ``data/``; returns the marker."""
     start = time.time()
     stats = prepare_corpus(run, corpus_source, settings, text_column=text_column,
@@ -317,7 +334,7 @@ def run_step(run: RunFolder, corpus_source: CorpusSource, labeled_sources: dict[
     if labeled_sources:
         labeled = prepare_labeled(run, labeled_sources, settings, text_column=labeled_text_column,
                                   label_column=label_column, pair_column=labeled_pair_column,
-                                  task=task)
+                                  task=task, dev_fraction=dev_fraction)
     run.delete(_STAGING)
     return run.commit(STEP, corpus=stats, labeled=labeled, pairs=bool(pair_column), task=task,
                       fingerprint=fingerprint,

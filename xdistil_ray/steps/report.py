@@ -142,13 +142,20 @@ def _speed_table(report: dict) -> list[str]:
     return lines
 
 
+def _dev_source(data: dict) -> str:
+    """Where the dev rows came from, when not from ``labeled.dev``."""
+    share = data["labeled"].get("dev", {}).get("from_train")
+    return (f" (a {share:.0%} share of labeled.train held out: no labeled.dev given)"
+            if share else "")
+
+
 def markdown(report: dict) -> str:
     d, e = report["data"], report["eval"]
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(d["dropped"].items())) or "none"
     ti = report["teacher_inference"]
     s = report["student"]
-    dev_note = (f"Dev scores on {e['dev_rows']} labeled dev rows. " if "dev_rows" in e else
-                "No labeled dev data: fidelity only. ")
+    dev_note = (f"Dev scores on {e['dev_rows']} labeled dev rows{_dev_source(d)}. "
+                if "dev_rows" in e else "No labeled dev data: fidelity only. ")
     lines = [
         f"# xdistil_ray report: {report['task']} task, L{report['teacher']['num_layers']}-"
         f"H{report['teacher']['hidden_size']} teacher -> L{s['num_layers']}-H{s['hidden_size']} "
@@ -258,7 +265,8 @@ def write_finetune(run: RunFolder, cfg, *, data: dict, stage: dict, evaluation: 
                              for split, info in data["labeled"]["splits"].items()},
                  "label_names": data["labeled"]["label_names"]},
         "finetune": {k: stage.get(k) for k in ("steps", "steps_per_second", "first_loss",
-                                               "final_loss", "resumed_from", "seconds")},
+                                               "final_loss", "resumed_from", "seconds",
+                                               "validation")},
         "eval": evaluation["eval"] if evaluation else None,
         "size": evaluation["size"] if evaluation else None,
         "plots": {"loss_curves": LOSS_PLOT},
@@ -288,7 +296,8 @@ def finetune_markdown(report: dict) -> str:
         lines += [_row(header), _row(["---"] * 2 + ["---:"] * (len(header) - 2)),
                   _row([f"fine-tuned ({report['init']})", f"{sz['num_layers']} x {sz['hidden_size']}",
                         f"{sz['params'] / 1e6:.1f}M"] + [v for _, v in scores]), "",
-                  f"Dev scores on {e['dev_rows']} labeled dev rows.", ""]
+                  f"Dev scores on {e['dev_rows']} labeled dev rows{_dev_source(report['data'])}.",
+                  ""]
     else:
         lines += ["No labeled dev data (labeled.dev): no dev scores.", ""]
     rate = "-" if f.get("steps_per_second") is None else f"{f['steps_per_second']:.1f}"
@@ -297,6 +306,8 @@ def finetune_markdown(report: dict) -> str:
               f"{f['final_loss']:.4f}, {f['seconds']:.0f}s"
               + (f"; resumed from step {', '.join(map(str, f['resumed_from']))}"
                  if f.get("resumed_from") else ""), "",
+              *([_validation_line("validation", f["validation"]), ""]
+                if f.get("validation") else []),
               f"![Loss curve]({LOSS_PLOT})", "",
               f"Total wall time of this invocation: {report['seconds']:.0f}s", ""]
     return "\n".join(lines)
