@@ -1,15 +1,16 @@
 """A teacher of each family other than BERT through every step of the pipeline: real Ray, real
-files, a tiny random encoder of the family (no task head) on the embedded data.
+files, a tiny random encoder of the family on the embedded data.
 
-Each run fine-tunes the teacher (one validated epoch), runs teacher inference, initializes a
-student of the teacher's own family from it, teaches it online targets (MiniLMv2 attention
-relations through the family's Q/K/V projections, hidden states) and stored ones (logits,
-representation), and evaluates and exports it. The task shape differs per family, as users
-bring them: ELECTRA and ModernBERT pair teachers (MNLI-style), a DeBERTa-v3 sentence teacher,
-DistilBERT and XLM-R (its own Unigram vocabulary) token teachers. BERT runs end to end in the
-other integration tests (the real MiniLM teacher); RoBERTa is XLM-R's model code. What each
-family's parts do (shapes, init, every loss, layer maps, heads) is tested on tiny models in
-tests/test_families.py.
+Each run gets the teacher's task head (a validated one-epoch fine-tune, or the head it brings),
+runs teacher inference, initializes a student of the teacher's own family from it, teaches it
+online targets (MiniLMv2 attention relations through the family's Q/K/V projections, hidden
+states) and stored ones (logits, representation), and evaluates and exports it. Task shapes and
+heads differ per family, as users bring them: ELECTRA (embeddings narrower than its hidden
+width) and DeBERTa-v3 teachers that come with their head, ELECTRA's an MNLI-style one in its
+own label order; a ModernBERT pair teacher, DistilBERT and XLM-R (its own Unigram vocabulary)
+token teachers, fine-tuned by the run. BERT runs end to end in the other integration tests (the
+real MiniLM teacher); RoBERTa is XLM-R's model code. What each family's parts do (shapes, init,
+every loss, layer maps, heads) is tested on tiny models in tests/test_families.py.
 """
 
 import pytest
@@ -19,8 +20,10 @@ from test_tasks_integration import _losses_fell, _run
 
 pytestmark = pytest.mark.integration
 
-RUNS = [("electra", "pair"), ("modernbert", "pair"), ("deberta-v3", "sentence"),
-        ("distilbert", "token"), ("xlm-roberta", "token")]
+# (family, task, the labels of the head the teacher brings: none = fine-tuned by the run)
+RUNS = [("electra", "pair", ["ENTAILMENT", "CONTRADICTION"]), ("modernbert", "pair", None),
+        ("deberta-v3", "sentence", ["negative", "positive"]), ("distilbert", "token", None),
+        ("xlm-roberta", "token", None)]
 
 STAGES = [
     {"name": "mha-hs", "targets": "online", "epochs": 1,
@@ -30,35 +33,41 @@ STAGES = [
      "losses": [{"type": "logits"}, {"type": "representation"}]}]
 
 
-@pytest.fixture(scope="module", params=RUNS, ids=[f"{k}-{t}" for k, t in RUNS])
+@pytest.fixture(scope="module", params=RUNS, ids=[f"{k}-{t}" for k, t, _ in RUNS])
 def family_run(request, tmp_path_factory, ray_local, teacher_path):
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     from xdistil_ray.models import load_tokenizer
 
-    kind, task = request.param
+    kind, task, head = request.param
     root = tmp_path_factory.mktemp(kind)
     teacher = str(root / "teacher")
+    torch.manual_seed(0)
     if kind == "xlm-roberta":
         save_xlmr_teacher(teacher, head=False)
+    elif head:
+        config = tiny_config(kind, num_labels=len(head))
+        config.id2label, config.label2id = dict(enumerate(head)), {h: i for i, h in enumerate(head)}
+        AutoModelForSequenceClassification.from_config(config).save_pretrained(teacher)
     else:
-        torch.manual_seed(0)
         AutoModel.from_config(tiny_config(kind)).save_pretrained(teacher)
+    if kind != "xlm-roberta":
         load_tokenizer(teacher_path).save_pretrained(teacher)
     report = _run(root, task, STAGES, [f"teacher.model={teacher}", "teacher.finetune.epochs=1"],
                   num_corpus=384)
     print(f"\n[{kind} {task}] {report['seconds']:.0f}s; final losses "
           + ", ".join(f"{s['name']} {s['first_loss']:.4f} -> {s['final_loss']:.4f}"
                       for s in report["stages"]))
-    return kind, task, root, report
+    return kind, task, head, root, report
 
 
 def test_a_teacher_of_the_family_runs_every_step(family_run):
     from xdistil_ray import families, models
 
-    kind, task, root, report = family_run
-    assert report["teacher"]["finetuned"] is True
-    assert len(report["teacher"]["finetune"]["validation"]["scores"]) == 1
+    kind, task, head, root, report = family_run
+    assert report["teacher"]["finetuned"] is (head is None)
+    if head is None:
+        assert len(report["teacher"]["finetune"]["validation"]["scores"]) == 1
     assert [s["targets"] for s in report["stages"]] == ["online", "stored"]
     assert report["teacher_inference"]["rows"] > 0
     _losses_fell(report)
@@ -71,3 +80,5 @@ def test_a_teacher_of_the_family_runs_every_step(family_run):
     assert student.config.model_type == tiny_config(kind).model_type  # the teacher's family
     assert families.shape_of(student.config)["num_hidden_layers"] == 2
     assert families.shape_of(student.config)["hidden_size"] == 64
+    if head:  # the head's own label order (not the data's sorted one), spelled as the data's
+        assert list(student.config.id2label.values()) == [h.lower() for h in head]
