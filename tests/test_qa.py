@@ -1,0 +1,173 @@
+"""Extractive QA's pure parts (xdistil_ray/qa.py) against hand-computed cases: SQuAD rows and
+their rejects, windows and answer tokens (answers across windows, unanswerable questions),
+span decoding across windows, SQuAD's metric with the v2 no-answer threshold."""
+
+import math
+
+import pytest
+
+from xdistil_ray import qa
+
+CONTEXT = ("The river Seine flows through Paris. It reaches the sea at Le Havre. "
+           "Its length is seven hundred seventy seven kilometres.")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(teacher_path):
+    from xdistil_ray.models import load_tokenizer
+
+    return load_tokenizer(teacher_path)
+
+
+def test_squad_json_rows_and_impossible_questions():
+    doc = {"version": "v2.0", "data": [{"title": "Seine", "paragraphs": [{
+        "context": CONTEXT,
+        "qas": [{"id": "q1", "question": "Where does it flow?",
+                 "answers": [{"text": "Paris", "answer_start": 30}]},
+                {"id": "q2", "question": "Who built it?", "answers": [], "is_impossible": True,
+                 "plausible_answers": [{"text": "The river", "answer_start": 0}]}]}]}]}
+    rows = list(qa.squad_rows(doc))
+    assert [r["id"] for r in rows] == ["q1", "q2"]
+    assert rows[0]["answers"] == {"text": ["Paris"], "answer_start": [30]}
+    assert rows[1]["answers"] == {"text": [], "answer_start": []}
+    assert CONTEXT[30:35] == "Paris"
+    with pytest.raises(qa.NotSquad, match="'data'"):
+        list(qa.squad_rows({"rows": []}))
+    with pytest.raises(qa.NotSquad, match="paragraphs"):
+        list(qa.squad_rows({"data": [{"title": "x"}]}))
+
+
+@pytest.mark.parametrize("row,reason", [
+    ({"context": CONTEXT, "answers": {"text": [], "answer_start": []}}, qa.MISSING_QUESTION),
+    ({"question": "  ", "context": CONTEXT}, qa.MISSING_QUESTION),
+    ({"question": "Where?", "context": None}, qa.MISSING_CONTEXT),
+    ({"question": "Where?", "context": CONTEXT}, qa.MISSING_ANSWERS),
+    ({"question": "Where?", "context": CONTEXT, "answers": ["Paris"]}, qa.BAD_ANSWERS),
+    ({"question": "Where?", "context": CONTEXT,
+      "answers": {"text": ["Paris"], "answer_start": []}}, qa.BAD_ANSWERS),
+    ({"question": "Where?", "context": CONTEXT,
+      "answers": {"text": ["Paris"], "answer_start": [-1]}}, qa.BAD_ANSWERS),
+    ({"question": "Where?", "context": CONTEXT,
+      "answers": {"text": ["Paris"], "answer_start": ["30"]}}, qa.BAD_ANSWERS),
+    ({"question": "Where?", "context": CONTEXT,
+      "answers": {"text": ["Paris"], "answer_start": [31]}}, qa.ANSWER_MISMATCH),
+])
+def test_bad_rows_are_dropped_with_their_reason(row, reason):
+    assert qa.clean_row(row, labeled=True) == (None, reason)
+
+
+def test_clean_rows_keep_offsets_and_unlabeled_rows_need_no_answers():
+    row = {"question": "  Where does it flow?", "context": CONTEXT,
+           "answers": {"text": ["Paris", "Paris"], "answer_start": (30, 30)}}
+    clean, reason = qa.clean_row(row, labeled=True)
+    assert reason == "" and clean["question"] == "Where does it flow?"
+    assert clean["answers"] == {"text": ["Paris", "Paris"], "answer_start": [30, 30]}
+    assert qa.clean_row({"question": "q", "context": "c"}, labeled=False) == (
+        {"question": "q", "context": "c"}, "")
+
+
+def _window_text(windows, w, context, start, end):
+    return context[windows["offset_start"][w][start]:windows["offset_end"][w][end]]
+
+
+def test_windows_cover_the_context_and_place_answers_across_windows(tokenizer):
+    settings = qa.WindowSettings(max_length=24, doc_stride=6)
+    start = CONTEXT.index("Le Havre")
+    answers = [{"text": ["Le Havre"], "answer_start": [start]},
+               {"text": [], "answer_start": []}]
+    questions = ["Where does it reach the sea?", "Who built it?"]
+    windows = qa.encode_windows(tokenizer, questions, [CONTEXT, CONTEXT], answers, settings)
+    rows = windows["row"]
+    first = [w for w, r in enumerate(rows) if r == 0]
+    assert len(first) >= 3 and rows == sorted(rows)
+    # every context character range is inside some window; neighbours share tokens
+    spans = [(min(s for s in windows["offset_start"][w] if s >= 0),
+              max(windows["offset_end"][w])) for w in first]
+    assert spans[0][0] == 0 and spans[-1][1] == len(CONTEXT)
+    assert all(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+    holding = [w for w in first if windows["start_position"][w] != 0]
+    assert holding, "no window holds the answer"
+    for w in first:
+        s, e = windows["start_position"][w], windows["end_position"][w]
+        lo, hi = spans[first.index(w)]
+        if lo <= start and start + len("Le Havre") <= hi:
+            assert _window_text(windows, w, CONTEXT, s, e) == "Le Havre"
+        else:  # the window misses (some of) the answer: CLS
+            assert (s, e) == (0, 0)
+    for w, r in enumerate(rows):
+        assert len(windows["input_ids"][w]) <= 24
+        if r == 1:  # unanswerable: CLS in every window
+            assert (windows["start_position"][w], windows["end_position"][w]) == (0, 0)
+        question_tokens = [i for i, s in enumerate(windows["offset_start"][w]) if s < 0]
+        assert question_tokens[0] == 0 and windows["input_ids"][w][0] == tokenizer.cls_token_id
+
+
+def test_an_answer_cut_by_a_window_edge_is_cls_there(tokenizer):
+    starts = [qa.NO_OFFSET, 0, 4, 10, qa.NO_OFFSET]
+    ends = [qa.NO_OFFSET, 3, 9, 14, qa.NO_OFFSET]
+    answers = {"text": ["abcde fghi"], "answer_start": [4]}  # characters 4-14
+    assert qa.answer_tokens(answers, starts, ends, 0) == (2, 3)
+    assert qa.answer_tokens({"text": ["xy"], "answer_start": [13]}, starts, ends, 0) == (0, 0)
+    assert qa.answer_tokens({"text": ["a"], "answer_start": [0]}, starts, ends, 0) == (1, 1)
+
+
+def test_a_question_that_leaves_no_room_does_not_fit(tokenizer):
+    settings = qa.WindowSettings(max_length=24, doc_stride=6)
+    assert qa.question_fits(tokenizer, "Where does it reach the sea?", settings)
+    assert not qa.question_fits(tokenizer, " ".join(["why"] * 16), settings)  # 16 + 3 > 24 - 6
+
+
+def _window(start_logits, end_logits, offsets):
+    return {"start_logits": start_logits, "end_logits": end_logits, "cls": 0,
+            "offset_start": [o[0] for o in offsets], "offset_end": [o[1] for o in offsets]}
+
+
+def test_best_answer_across_windows_and_its_no_answer_margin():
+    context = "aa bb cc dd ee"
+    outside = (qa.NO_OFFSET, qa.NO_OFFSET)
+    w1 = _window([1.0, 0.0, 2.0, 0.5], [1.5, 0.0, 0.2, 1.0], [outside, outside, (0, 2), (3, 5)])
+    w2 = _window([0.5, 3.0, 0.1, 0.0], [0.0, 0.0, 0.3, 2.5], [outside, (6, 8), (9, 11), (12, 14)])
+    # w1 best: start 2 (2.0) + end 3 (1.0) = 3.0 "aa bb"; w2: start 1 (3.0) + end 3 (2.5) = 5.5
+    answer = qa.best_answer([w1, w2], context, qa.WindowSettings())
+    assert answer.text == "cc dd ee" and answer.score == pytest.approx(5.5)
+    assert answer.null_score == pytest.approx(0.5)  # min(1.0 + 1.5, 0.5 + 0.0)
+    assert answer.null_margin == pytest.approx(-5.0)
+    short = qa.best_answer([w1, w2], context, qa.WindowSettings(max_answer_length=2))
+    assert short.text == "cc dd" and short.score == pytest.approx(3.0 + 0.3)
+    none = qa.best_answer([_window([1.0, 0.0], [1.0, 0.0], [outside, outside])], "x",
+                          qa.WindowSettings())
+    assert none.text == "" and none.score == -math.inf
+
+
+def test_squad_normalization_exact_match_and_f1():
+    assert qa.normalize_answer("The  Cat, sat!") == "cat sat"
+    assert qa.exact_match("the Eiffel tower.", "Eiffel Tower") == 1.0
+    # [cat, sat] vs [cat, sat, down]: precision 1, recall 2/3
+    assert qa.f1_score("the cat sat", "a cat sat down") == pytest.approx(0.8)
+    assert qa.f1_score("", "") == 1.0 and qa.f1_score("cat", "") == 0.0
+    assert qa.f1_score("dog", "cat") == 0.0
+
+
+def test_v1_scores_take_the_best_gold_and_always_answer():
+    answers = {"a": qa.Answer("Paris", 5.0, 9.0), "b": qa.Answer("big red ball", 1.0, 0.0)}
+    golds = {"a": ["Paris", "in Paris"], "b": ["red ball", "a ball"]}
+    out = qa.squad_scores(answers, golds)
+    assert out == {"exact": pytest.approx(0.5), "f1": pytest.approx((1 + 0.8) / 2), "total": 2}
+
+
+def test_v2_threshold_maximizes_f1_and_splits_has_and_no_answer():
+    answers = {"q1": qa.Answer("paris", 4.0, 2.0),    # margin -2, right
+               "q2": qa.Answer("london", 1.0, 2.0),   # margin 1, unanswerable
+               "q3": qa.Answer("milan", 1.0, 4.0),    # margin 3, wrong
+               "q4": qa.Answer("", -math.inf, 0.0)}   # no valid span: never answered
+    golds = {"q1": ["Paris"], "q2": [], "q3": ["Rome"], "q4": []}
+    out = qa.squad_scores(answers, golds)
+    # all "no answer": q2 + q4 = 2; answer q1 (-2): 3 (best); q2 (1): 2; q3 (3): 2
+    assert out["threshold"] == pytest.approx(-2.0)
+    assert out["exact"] == pytest.approx(3 / 4) and out["f1"] == pytest.approx(3 / 4)
+    assert (out["has_ans_total"], out["no_ans_total"]) == (2, 2)
+    assert out["has_ans_exact"] == pytest.approx(0.5) and out["no_ans_exact"] == 1.0
+    # a threshold that answers nothing when every span is worse than abstaining
+    out = qa.squad_scores({"q1": qa.Answer("x", 0.0, 1.0), "q2": qa.Answer("y", 0.0, 1.0)},
+                          {"q1": ["Paris"], "q2": []})
+    assert out["threshold"] == -math.inf and out["f1"] == pytest.approx(0.5)
