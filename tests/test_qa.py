@@ -171,3 +171,63 @@ def test_v2_threshold_maximizes_f1_and_splits_has_and_no_answer():
     out = qa.squad_scores({"q1": qa.Answer("x", 0.0, 1.0), "q2": qa.Answer("y", 0.0, 1.0)},
                           {"q1": ["Paris"], "q2": []})
     assert out["threshold"] == -math.inf and out["f1"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kind", ["bert", "xlm-roberta", "electra", "deberta-v3", "distilbert",
+                                  "modernbert"])
+def test_qa_students_of_every_family_learn_the_teachers_spans(kind):
+    """A QA teacher of each family gives a QA student of its family (initialized from it);
+    start/end logits [B, T, 2]; the span KL to the teacher's and the span cross-entropy to gold
+    spans each fall over ten steps."""
+    import torch
+    from test_families import STUDENT, batch, tiny_teacher
+
+    from xdistil_ray import losses, models
+
+    teacher = tiny_teacher(kind, "qa")
+    assert type(teacher).__name__.endswith("ForQuestionAnswering")
+    student = models.build_student(teacher, **STUDENT, init="teacher", seed=0, task="qa")
+    assert type(student) is type(teacher)
+    b = batch()
+    mask = b["attention_mask"].bool()
+    with torch.no_grad():
+        target = models.forward_outputs(teacher, b)["logits"]
+    assert target.shape == (6, 12, 2)
+    gold = torch.tensor([[3, 5], [0, 0], [1, 1], [0, 0], [2, 7], [0, 0]])  # (start, end)
+    span_losses = {
+        "kl": lambda logits: losses.logit_kl(losses.span_logits(logits, mask),
+                                             losses.span_logits(target, mask), temperature=2.0),
+        "ce": lambda logits: losses.label_cross_entropy(losses.span_logits(logits, mask), gold)}
+    for name, loss_of in span_losses.items():  # each alone, from a random student
+        student = models.build_student(teacher, **STUDENT, init="random", seed=0, task="qa")
+        optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
+        history = []
+        for _ in range(10):
+            loss = loss_of(models.forward_outputs(student, b)["logits"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            history.append(loss.item())
+        assert history[-1] < history[0], (kind, name, history)
+
+
+def test_span_losses_ignore_padding_and_match_hand_values():
+    import torch
+
+    from xdistil_ray import losses
+
+    mask = torch.tensor([[True, True, True, True, False, False]])
+    flat = torch.zeros(1, 6, 2)
+    # uniform over the 4 real tokens: -log(1/4) for start and end alike
+    ce = losses.label_cross_entropy(losses.span_logits(flat, mask), torch.tensor([[1, 3]]))
+    assert float(ce) == pytest.approx(math.log(4))
+    other = flat.clone()
+    other[0, 4:] = 50.0  # padding: no part in either loss
+    assert float(losses.logit_kl(losses.span_logits(other, mask),
+                                 losses.span_logits(flat, mask))) == pytest.approx(0.0, abs=1e-6)
+    peaked = flat.clone()
+    peaked[0, 2, 0] = math.log(3.0)  # start: p = (1, 1, 3, 1) / 6 against uniform
+    kl = losses.logit_kl(losses.span_logits(flat, mask), losses.span_logits(peaked, mask))
+    p = torch.tensor([1, 1, 3, 1]) / 6.0
+    expected = float((p * (p / 0.25).log()).sum()) / 2  # mean over start and end (end: 0)
+    assert float(kl) == pytest.approx(expected, rel=1e-5)

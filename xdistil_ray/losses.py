@@ -89,6 +89,17 @@ def logit_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | 
     return _masked_mean(per_position, mask)
 
 
+def span_logits(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Extractive QA's start and end logits [B, T, 2] as two distributions over positions
+    [B, 2, T], padded positions out of both (:data:`_MASKED_SCORE`). :func:`logit_kl` on two
+    of these is the start/end KL of QA distillation, and :func:`label_cross_entropy` with
+    [B, 2] gold (start, end) tokens its gold-span loss."""
+    spans = logits.float().transpose(1, 2)
+    if mask is not None:
+        spans = spans.masked_fill(~mask.bool()[:, None, :], _MASKED_SCORE)
+    return spans
+
+
 IGNORE_LABEL = -100
 """Label of positions that take no part in the loss (padding, special tokens, later sub-words)."""
 

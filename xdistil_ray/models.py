@@ -28,7 +28,7 @@ def load_tokenizer(path: str):
 
 
 _HEADS = {"sentence": "ForSequenceClassification", "pair": "ForSequenceClassification",
-          "token": "ForTokenClassification"}
+          "token": "ForTokenClassification", "qa": "ForQuestionAnswering"}
 
 
 def auto_class(task: str):
@@ -39,6 +39,8 @@ def auto_class(task: str):
         return transformers.AutoModel
     if task == "token":
         return transformers.AutoModelForTokenClassification
+    if task == "qa":
+        return transformers.AutoModelForQuestionAnswering
     return transformers.AutoModelForSequenceClassification
 
 
@@ -78,7 +80,7 @@ def teacher_label_order(path: str, label_names: list[str], task: str) -> list[st
 def load_model(path: str, task: str = "sentence", label_names: list[str] | None = None) -> nn.Module:
     """The task's model from ``path``; a new head is added when ``label_names`` is given."""
     kwargs = {}
-    if label_names is not None and task != "none":
+    if label_names is not None and task not in ("none", "qa"):  # a QA head has no labels
         kwargs = dict(num_labels=len(label_names),
                       id2label=dict(enumerate(label_names)),
                       label2id={name: i for i, name in enumerate(label_names)})
@@ -147,7 +149,7 @@ def build_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_
     """
     torch.manual_seed(seed)
     labels = None
-    if task != "none":
+    if task not in ("none", "qa"):
         labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
     if init == "pretrained":
         return load_model(pretrained, task, labels)
@@ -358,7 +360,8 @@ def forward_outputs(model: nn.Module, batch: dict, *, hidden_states: bool = Fals
         qkv_block: also return the queries, keys and values of this 0-based block.
 
     Returns:
-        ``logits`` ([B, C] or [B, T, C]; None for a plain encoder), ``hidden_states`` (tuple of
+        ``logits`` ([B, C] or [B, T, C]; [B, T, 2] start and end logits for extractive QA;
+        None for a plain encoder), ``hidden_states`` (tuple of
         L+1 [B, T, H], embeddings first) and ``qkv`` ((Q, K, V) each [B, T, H]) when asked.
     """
     captured: list = []
@@ -377,7 +380,10 @@ def forward_outputs(model: nn.Module, batch: dict, *, hidden_states: bool = Fals
     finally:
         for hook in hooks:
             hook.remove()
-    return {"logits": getattr(out, "logits", None),
+    logits = getattr(out, "logits", None)
+    if getattr(out, "start_logits", None) is not None:  # extractive QA: [B, T, 2]
+        logits = torch.stack([out.start_logits, out.end_logits], dim=-1)
+    return {"logits": logits,
             "hidden_states": out.hidden_states if hidden_states else None,
             "qkv": families.qkv_outputs(block, [out for _, out in captured])
             if block is not None else None}
