@@ -231,3 +231,35 @@ def test_span_losses_ignore_padding_and_match_hand_values():
     p = torch.tensor([1, 1, 3, 1]) / 6.0
     expected = float((p * (p / 0.25).log()).sum()) / 2  # mean over start and end (end: 0)
     assert float(kl) == pytest.approx(expected, rel=1e-5)
+
+
+def test_qa_batches_and_the_stage_objective():
+    """Windows padded into a batch (gold start/end as labels [B, 2], stored start/end logits
+    [B, T, 2]); the objective's span KL is 0 against itself and its gold-span loss is the
+    positions' cross-entropy, padding excluded."""
+    import numpy as np
+    import torch
+
+    from xdistil_ray import objective
+    from xdistil_ray.batches import pad_batch
+    from xdistil_ray.config import LossConfig
+
+    logits = [np.arange(8, dtype=np.float32), np.zeros(6, dtype=np.float32)]  # 4 and 3 tokens
+    b = pad_batch({"input_ids": [np.array([101, 5, 6, 102]), np.array([101, 7, 102])],
+                   "logits": logits, "start_position": [1, 0], "end_position": [2, 0]},
+                  0, None, per_token=True)
+    assert b["labels"].tolist() == [[1, 2], [0, 0]]
+    assert b["teacher_logits"].shape == (2, 4, 2)
+    assert b["teacher_logits"][0, 3].tolist() == [6.0, 7.0]
+    specs = objective.resolve_losses([LossConfig(type="logits", function="kl"),
+                                      LossConfig(type="labels")], num_student=2, num_teacher=2,
+                                     student_hidden=8, teacher_hidden=8, teacher_heads=2)
+    targets = objective.stored_targets(b, 2)
+    _, parts = objective.compute(specs, {"logits": b["teacher_logits"]}, targets, b, None,
+                                 per_token=True, spans=True)
+    assert float(parts["0:logits"]) == pytest.approx(0.0, abs=1e-6)
+    # row 0: start logits 0, 2, 4, 6 (gold 1), end 1, 3, 5, 7 (gold 2); row 1: uniform over 3
+    row0 = (torch.logsumexp(torch.tensor([0., 2, 4, 6]), 0) - 2
+            + torch.logsumexp(torch.tensor([1., 3, 5, 7]), 0) - 5)
+    expected = (float(row0) + 2 * math.log(3)) / 4
+    assert float(parts["1:labels"]) == pytest.approx(expected, rel=1e-5)

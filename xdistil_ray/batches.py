@@ -38,7 +38,8 @@ def pad_batch(batch: dict, pad_id: int, label_index: dict[str, int] | None,
     Returns:
         input_ids [B, T] int64, attention_mask [B, T] int64, token_type_ids [B, T] when stored,
         teacher_logits [B, C] / teacher_hidden [B, H] float32 (per token: [B, T, C] / [B, T, H],
-        zero-padded), labels [B] int64 (per token: [B, T], IGNORE_LABEL where not counted).
+        zero-padded), labels [B] int64 (per token: [B, T], IGNORE_LABEL where not counted;
+        extractive QA: [B, 2], the gold start and end tokens).
     """
     rows = [np.asarray(r) for r in batch["input_ids"]]
     lengths = [len(r) for r in rows]
@@ -57,7 +58,11 @@ def pad_batch(batch: dict, pad_id: int, label_index: dict[str, int] | None,
             out[key] = _pad(values, length, 0.0, np.float32, (width,))
         else:
             out[key] = torch.from_numpy(np.stack(values))
-    if label_index is not None and "tags" in batch:
+    if "start_position" in batch:
+        out["labels"] = torch.from_numpy(np.stack(
+            [np.asarray(batch["start_position"]), np.asarray(batch["end_position"])],
+            axis=-1).astype(np.int64))
+    elif label_index is not None and "tags" in batch:
         labels = [_token_labels(w, t, label_index) for w, t in zip(batch["word_ids"], batch["tags"])]
         out["labels"] = _pad(labels, length, IGNORE_LABEL, np.int64)
     elif label_index is not None and "label" in batch:

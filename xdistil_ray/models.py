@@ -380,13 +380,22 @@ def forward_outputs(model: nn.Module, batch: dict, *, hidden_states: bool = Fals
     finally:
         for hook in hooks:
             hook.remove()
-    logits = getattr(out, "logits", None)
-    if getattr(out, "start_logits", None) is not None:  # extractive QA: [B, T, 2]
-        logits = torch.stack([out.start_logits, out.end_logits], dim=-1)
-    return {"logits": logits,
+    return {"logits": task_logits(out),
             "hidden_states": out.hidden_states if hidden_states else None,
             "qkv": families.qkv_outputs(block, [out for _, out in captured])
             if block is not None else None}
+
+
+def task_logits(out) -> torch.Tensor | None:
+    """A model output's logits: ``logits``, or for extractive QA its start and end logits as
+    [B, T, 2]; None for a plain encoder."""
+    if getattr(out, "start_logits", None) is not None:
+        return torch.stack([out.start_logits, out.end_logits], dim=-1)
+    return getattr(out, "logits", None)
+
+
+PER_TOKEN_TASKS = ("token", "qa")
+"""Tasks whose logits are per token ([B, T, C])."""
 
 
 class DistillModule(nn.Module):

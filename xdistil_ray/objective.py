@@ -179,7 +179,8 @@ def stored_targets(batch: dict, num_teacher: int) -> dict:
 
 
 def compute(specs: list[LossSpec], student: dict, teacher: dict | None, batch: dict,
-            projections_: torch.nn.ModuleDict, *, per_token: bool) -> tuple[torch.Tensor, dict]:
+            projections_: torch.nn.ModuleDict, *, per_token: bool,
+            spans: bool = False) -> tuple[torch.Tensor, dict]:
     """The stage's weighted loss and its parts.
 
     Args:
@@ -188,6 +189,9 @@ def compute(specs: list[LossSpec], student: dict, teacher: dict | None, batch: d
             with labels only.
         batch: the padded batch (``attention_mask``, ``labels``, stored targets).
         per_token: token task: logits are [B, T, C] and representation covers every token.
+        spans: extractive QA (with ``per_token``): logits are start and end [B, T, 2], whose
+            KL and gold-label cross-entropy are over positions (:func:`losses.span_logits`);
+            ``labels`` [B, 2] are the gold start and end tokens.
 
     Returns:
         (scalar loss, {loss name: value}).
@@ -198,9 +202,14 @@ def compute(specs: list[LossSpec], student: dict, teacher: dict | None, batch: d
     parts = {}
     for i, spec in enumerate(specs):
         if spec.type == "labels":
-            value = losses.label_cross_entropy(student["logits"], batch["labels"])
+            logits = losses.span_logits(student["logits"], mask) if spans else student["logits"]
+            value = losses.label_cross_entropy(logits, batch["labels"])
         elif spec.type == "logits":
-            if spec.function == "kl":
+            if spec.function == "kl" and spans:
+                value = losses.logit_kl(losses.span_logits(student["logits"], mask),
+                                        losses.span_logits(teacher["logits"], mask),
+                                        temperature=spec.temperature)
+            elif spec.function == "kl":
                 value = losses.logit_kl(student["logits"], teacher["logits"], row_mask,
                                         temperature=spec.temperature)
             else:

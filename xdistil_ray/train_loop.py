@@ -96,7 +96,9 @@ class StageSpec:
 
     @property
     def per_token(self) -> bool:
-        return self.task == "token"
+        from xdistil_ray.models import PER_TOKEN_TASKS
+
+        return self.task in PER_TOKEN_TASKS
 
 
 def total_steps(num_rows: int, epochs: float, batch_size: int, num_workers: int) -> int:
@@ -240,7 +242,8 @@ class StageTrainer:
         else:
             targets = objective.stored_targets(batch, spec.teacher_layers)
         return objective.compute(spec.losses, student, targets, batch,
-                                 self.engine.module.projections, per_token=spec.per_token)
+                                 self.engine.module.projections, per_token=spec.per_token,
+                                 spans=spec.task == "qa")
 
     def train_step(self, batch: dict) -> torch.Tensor:
         """One optimizer step; returns the loss detached, on the device (no host sync)."""

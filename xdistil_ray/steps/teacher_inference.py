@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from xdistil_ray.models import PER_TOKEN_TASKS
 from xdistil_ray.progress import Throughput
 from xdistil_ray.runfolder import RunFolder
 
@@ -74,7 +75,7 @@ class TeacherInference:
         # transformers picks PyTorch's scaled-dot-product attention where the model has it.
         self.model = load_model(model_path, task).to(self.device, self.dtype).eval()
         self.outputs = outputs
-        self.per_token = task == "token"
+        self.per_token = task in PER_TOKEN_TASKS
         self.pad_id = self.model.config.pad_token_id or 0
         self.batch_size = batch_size
         self.top_k = top_k if "logits" in outputs else 0
@@ -105,8 +106,8 @@ class TeacherInference:
 
     @torch.inference_mode()
     def _forward(self, rows: list, types: list | None) -> dict[str, list[np.ndarray]]:
-        from xdistil_ray.models import model_inputs
         from xdistil_ray.batches import pad_batch
+        from xdistil_ray.models import model_inputs, task_logits
 
         batch = pad_batch({"input_ids": rows, **({"token_type_ids": types} if types else {})},
                           self.pad_id, None)
@@ -119,7 +120,7 @@ class TeacherInference:
         if self.top_k:
             values.update(top_k_logits(out.logits.float(), self.top_k))
         elif "logits" in self.outputs:
-            values["logits"] = out.logits.to(torch.float16).cpu().numpy()
+            values["logits"] = task_logits(out).to(torch.float16).cpu().numpy()
         if "hidden" in self.outputs:
             hidden = out.hidden_states[-1]
             values["hidden"] = (hidden if self.per_token else hidden[:, 0]).to(
@@ -323,7 +324,7 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
             num_cpus=num_cpus, num_gpus=num_gpus or None, resources=resources or None)
         ledger = ray.remote(num_cpus=0)(ShardLedger).remote(
             run, {name: shards[name]["rows"] for name in pending}, progress_every_s)
-        ds.write_datasink(ShardPartsDatasink(run, task == "token", ledger).make())
+        ds.write_datasink(ShardPartsDatasink(run, task in PER_TOKEN_TASKS, ledger).make())
         committed = set(ray.get(ledger.committed_shards.remote()))
         pending = [n for n in pending if n not in committed]
     failed = [n for n in pending if not commit_shard(run, n, shards[n]["rows"])]
