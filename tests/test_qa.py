@@ -263,3 +263,48 @@ def test_qa_batches_and_the_stage_objective():
             + torch.logsumexp(torch.tensor([1., 3, 5, 7]), 0) - 5)
     expected = (float(row0) + 2 * math.log(3)) / 4
     assert float(parts["1:labels"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_labeled_squad_files_become_windows_with_exact_row_accounting(tmp_path, teacher_path):
+    """An official SQuAD 2.0 .json file as labeled.train: answered and unanswerable questions
+    kept as their windows, bad rows dropped by reason, input rows = kept + dropped."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from xdistil_ray.readers import resolve_source
+    from xdistil_ray.runfolder import RunFolder
+    from xdistil_ray.steps import prepare
+
+    start = CONTEXT.index("Le Havre")
+    qas = [{"id": "a", "question": "Where does it reach the sea?",
+            "answers": [{"text": "Le Havre", "answer_start": start}]},
+           {"id": "b", "question": "Who built it?", "answers": [], "is_impossible": True},
+           {"id": "c", "question": "How long is it?",
+            "answers": [{"text": "seven hundred", "answer_start": 3}]},  # points elsewhere
+           {"id": "d", "question": " ".join(["why"] * 30), "answers": []},
+           {"id": "e", "question": "", "answers": []}]
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"version": "v2.0", "data": [
+        {"title": "Seine", "paragraphs": [{"context": CONTEXT, "qas": qas}]}]}, indent=2))
+    settings = prepare.TextSettings(teacher_path, 0, 0, 0.2, qa.WindowSettings(32, 8))
+    run = RunFolder(str(tmp_path / "run"))
+    out = prepare.prepare_labeled(run, {"train": resolve_source(str(path), "labeled.train")},
+                                  settings, text_column="", label_column="",
+                                  qa_columns=("question", "context", "answers"))
+    stats = out["splits"]["train"]
+    assert stats["input_rows"] == 5 and stats["kept"] == 2
+    assert stats["dropped"] == {qa.ANSWER_MISMATCH: 1, qa.QUESTION_TOO_LONG: 1,
+                                qa.MISSING_QUESTION: 1}
+    assert stats["windows"] > 2 and out["label_names"] == []
+    table = pq.read_table(run.path("data/labeled/train", "train.parquet")).to_pylist()
+    assert len(table) == stats["windows"]
+    assert sorted(w["window"] for w in table if w["window"] == 0) == [0, 0]
+    held = [w for w in table if w["start_position"] != 0]
+    assert held and all(w["answers"] == ["Le Havre"] for w in held)
+    for w in held:
+        text = w["context"][w["offset_start"][w["start_position"]]:
+                            w["offset_end"][w["end_position"]]]
+        assert text == "Le Havre"
+    assert all(w["end_position"] == 0 for w in table if w["answers"] == [])
+    assert len({w["id"] for w in table}) == len(table) and len({w["example"] for w in table}) == 2

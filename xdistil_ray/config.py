@@ -63,6 +63,31 @@ class LabeledConfig:
 
 
 @dataclass
+class QAConfig:
+    """Extractive question answering (SQuAD v1.1 / v2.0): its columns, in the corpus and the
+    labeled data alike, and how contexts become windows."""
+
+    question_column: str = "question"
+    context_column: str = "context"
+    answers_column: str = "answers"
+    """Labeled rows: `{"text": [...], "answer_start": [...]}` (an empty list: unanswerable)."""
+    max_length: int = 384
+    """Tokens per window: the question, its context's share, special tokens."""
+    doc_stride: int = 128
+    """Tokens neighbouring windows of a long context share."""
+    max_answer_length: int = 30
+    """Longest answer (tokens) the decoder considers."""
+    n_best: int = 20
+    """Start and end candidates per window the decoder pairs."""
+
+    def windows(self):
+        from xdistil_ray.qa import WindowSettings
+
+        return WindowSettings(self.max_length, self.doc_stride, self.max_answer_length,
+                              self.n_best)
+
+
+@dataclass
 class FinetuneConfig:
     epochs: float = 3.0
     """Passes over the labeled training set when the teacher needs a task head; with a dev set
@@ -307,6 +332,8 @@ class Config:
     """Unlabeled transfer corpus."""
     labeled: LabeledConfig = field(default_factory=LabeledConfig)
     """Labeled data for the teacher's task."""
+    qa: QAConfig = field(default_factory=QAConfig)
+    """Extractive QA's columns and windows (`task: qa`)."""
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     """The teacher model."""
     student: StudentConfig = field(default_factory=StudentConfig)

@@ -61,6 +61,7 @@ def validate(cfg) -> None:
             _check(amount > 0, f"{where}.{name}: must be > 0")
     _check(cfg.teacher.finetune.epochs > 0, "teacher.finetune.epochs: must be > 0")
     _check(cfg.task in TASKS, f"task: must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    _check_qa(cfg.qa)
     if cfg.task == "pair":
         _check(bool(cfg.labeled.text_pair_column),
                "labeled.text_pair_column: a pair task needs the second sentence's column")
@@ -86,6 +87,17 @@ def validate(cfg) -> None:
     _check(cfg.eval.max_heldout_rows >= 1, "eval.max_heldout_rows: must be at least 1")
     _check(cfg.eval.speed_batch_size >= 1, "eval.speed_batch_size: must be at least 1")
     _check(cfg.eval.speed_repeats >= 1, "eval.speed_repeats: must be at least 1")
+
+
+def _check_qa(q) -> None:
+    _check(q.max_length >= 16, "qa.max_length: must be at least 16 tokens")
+    _check(0 <= q.doc_stride < q.max_length // 2,
+           f"qa.doc_stride: must be in [0, qa.max_length / 2) = [0, {q.max_length // 2}), the "
+           "tokens neighbouring windows share")
+    _check(q.max_answer_length >= 1, "qa.max_answer_length: must be at least 1 token")
+    _check(q.n_best >= 1, "qa.n_best: must be at least 1")
+    for name in ("question_column", "context_column", "answers_column"):
+        _check(bool(getattr(q, name)), f"qa.{name}: give the column's name")
 
 
 def _check_dev_fraction(cfg) -> None:

@@ -228,6 +228,13 @@ def _clean_one(item: Any, source: str, text_column: str, label_column: str | Non
     return text, label, None, pair
 
 
+def object_array(items: list) -> np.ndarray:
+    """A 1-D object array of ``items`` (np.array would stack equal-length lists into 2-D)."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
 def clip_chars(text: str, max_chars: int) -> tuple[str, bool]:
     """Clips text to ``max_chars`` characters; returns (text, was_clipped)."""
     if len(text) <= max_chars:

@@ -19,13 +19,16 @@ evaluation script define them:
 from __future__ import annotations
 
 import collections
+import json
 import math
 import re
 import string
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+
+from xdistil_ray import corpus
 
 MISSING_QUESTION = "missing_question"
 MISSING_CONTEXT = "missing_context"
@@ -102,6 +105,61 @@ def clean_row(row: dict, *, labeled: bool, question_column: str = "question",
     return out, ""
 
 
+def clean_rows(raw: list, *, source: str, labeled: bool, fits: Callable[[str], bool],
+               question_column: str = "question", context_column: str = "context",
+               answers_column: str = "answers") -> dict[str, np.ndarray]:
+    """Cleans a batch of QA rows: raw JSON Lines (``source`` ``jsonl``) or dict rows
+    (``records``). ``fits``: whether a question leaves room for its context in a window
+    (:func:`question_fits` with the tokenizer).
+
+    Returns:
+        Columns ``question``, ``context``, with ``labeled`` ``answers`` (dicts), ``text`` (the
+        question and context joined, for dedup keys), ``reason`` ("" for kept rows; a reason
+        of :mod:`xdistil_ray.corpus` or of this module).
+    """
+    out: dict[str, list] = {"question": [], "context": [], "text": [], "reason": []}
+    if labeled:
+        out["answers"] = []
+    for item in raw:
+        row, reason = _clean_qa_item(item, source, labeled, fits, question_column,
+                                     context_column, answers_column)
+        row = row or {}
+        out["question"].append(row.get("question"))
+        out["context"].append(row.get("context"))
+        out["text"].append(row["question"] + corpus.PAIR_SEPARATOR + row["context"]
+                           if row else None)
+        out["reason"].append(reason)
+        if labeled:
+            out["answers"].append(row.get("answers"))
+    return {k: corpus.object_array(v) for k, v in out.items()}
+
+
+def _clean_qa_item(item: Any, source: str, labeled: bool, fits, question_column,
+                   context_column, answers_column) -> tuple[dict | None, str]:
+    if source == "jsonl":
+        line, reason = corpus.decode_line(bytes(item))
+        if reason:
+            return None, reason
+        if not line.strip():
+            return None, corpus.EMPTY if line == "" else corpus.WHITESPACE_ONLY
+        try:
+            item = json.loads(line)
+        except ValueError:
+            return None, corpus.BAD_JSON
+    if not isinstance(item, dict):
+        return None, corpus.BAD_JSON
+    for column in (question_column, context_column):
+        if isinstance(item.get(column), str) and "\x00" in item[column]:
+            return None, corpus.NUL_BYTE
+    row, reason = clean_row(item, labeled=labeled, question_column=question_column,
+                            context_column=context_column, answers_column=answers_column)
+    if reason:
+        return None, reason
+    if not fits(row["question"]):
+        return None, QUESTION_TOO_LONG
+    return row, ""
+
+
 def _answers(answers) -> tuple[list[str], list[int]] | None:
     if not isinstance(answers, dict):
         return None
@@ -137,6 +195,8 @@ def encode_windows(tokenizer, questions: list[str], contexts: list[str],
     ``answers`` ``start_position`` / ``end_position`` (token indices of the first gold answer;
     the CLS index when the question has no answer or the window does not hold all of it).
     """
+    if not questions:
+        return {}
     enc = tokenizer(questions, contexts, truncation="only_second", max_length=settings.max_length,
                     stride=settings.doc_stride, return_overflowing_tokens=True,
                     return_offsets_mapping=True, padding=False)

@@ -7,6 +7,7 @@ line, never the rest of the file; decoding happens in :mod:`xdistil_ray.corpus`.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import posixpath
 from dataclasses import dataclass
@@ -103,6 +104,9 @@ def read_raw(source: CorpusSource, *, text_column: str, columns: list[str], hf_s
     """
     import ray.data
 
+    squad = squad_records(source, columns)
+    if squad is not None:
+        return ray.data.from_items(squad), "records"
     if source.kind == "files" and source.fmt in ("txt", "jsonl"):
         return (ray.data.read_datasource(LinesDatasource(list(source.files), source.fs)),
                 source.fmt)
@@ -125,6 +129,9 @@ def load_records(source: CorpusSource, *, columns: list[str], split: str) -> tup
     if source.kind == "files" and source.fmt == "txt":
         raise ConfigError(f"{source.path}: labeled data needs .jsonl, .parquet or a dataset "
                           "with text and label columns, not .txt")
+    squad = squad_records(source, columns)
+    if squad is not None:
+        return squad, "records"
     if source.kind == "files" and source.fmt == "jsonl":
         lines: list[bytes] = []
         fs = source.fs or pafs.LocalFileSystem()
@@ -144,6 +151,59 @@ def load_records(source: CorpusSource, *, columns: list[str], split: str) -> tup
         missing = [c for c in columns if c not in rows[0]]
         raise ConfigError(f"{source.path}: has no column {missing[0]!r}; columns: {list(rows[0])}")
     return [{c: r.get(c) for c in columns} for r in rows], "records"
+
+
+def squad_records(source: CorpusSource, columns: list[str]) -> list[dict] | None:
+    """The rows (``columns`` of each) of official SQuAD ``.json`` files (one JSON document of
+    nested ``data/paragraphs/qas``); None when the source's files are not such documents.
+
+    Raises:
+        ConfigError: a ``.json`` file with a top-level ``data`` list that is not SQuAD's
+            layout, or SQuAD files mixed with other files.
+    """
+    from xdistil_ray import qa
+
+    if source.kind != "files" or source.fmt != "jsonl":
+        return None
+    fs = source.fs or pafs.LocalFileSystem()
+    rows: list[dict] = []
+    others = []
+    for path in source.files:
+        doc = _json_document(fs, path) if _suffix(path) == ".json" else None
+        if not (isinstance(doc, dict) and isinstance(doc.get("data"), list)):
+            others.append(path)
+            continue
+        try:
+            rows.extend({c: r.get(c) for c in columns} for r in qa.squad_rows(doc))
+        except qa.NotSquad as e:
+            raise ConfigError(f"{source.path}: {path}: {e}") from None
+    if not rows and len(others) == len(source.files):
+        return None
+    if others:
+        raise ConfigError(f"{source.path}: mixes SQuAD .json files with other files "
+                          f"({others[0]}); give one kind")
+    return rows
+
+
+def _json_document(fs, path: str, peek: int = 1 << 20):
+    """The JSON document in ``path``, or None for JSON Lines (a first line that parses alone
+    as a row) and for files that do not parse: only a file that is one document is read whole."""
+    with fs.open_input_stream(path) as f:
+        head = f.read(peek)
+    first = head.split(b"\n", 1)[0]
+    try:
+        row = json.loads(first)
+        if not (isinstance(row, dict) and "data" in row) or len(first) < len(head.rstrip()):
+            return None  # a row of JSON Lines (a one-line document is the whole file)
+        return row
+    except ValueError:
+        pass
+    with fs.open_input_stream(path) as f:
+        data = f.read()
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
 
 def _load_hf(source: CorpusSource, split: str):

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from xdistil_ray import corpus
+from xdistil_ray import corpus, qa
 from xdistil_ray.progress import counted, start_actor
 from xdistil_ray.readers import CorpusSource, load_records, read_raw
 from xdistil_ray.runfolder import RunFolder
@@ -41,22 +41,41 @@ class TextSettings:
     max_length: int
     max_chars: int
     heldout_fraction: float
+    windows: qa.WindowSettings | None = None
+    """Extractive QA: contexts split into windows (``max_length`` above does not apply)."""
 
 
 def clean_batch(batch: dict, *, encoding: str, text_column: str, label_column: str | None,
                 pair_column: str | None = None) -> dict:
     """Ray Data UDF: raw rows -> text (+ text_pair), reason, key (16-byte dedup digest, empty
     if dropped)."""
-    if encoding == "records":
-        columns = list(batch)
-        raw = [dict(zip(columns, values)) for values in zip(*(batch[c] for c in columns))]
-    else:
-        raw = list(batch["raw"])
-    out = corpus.clean_rows(raw, source=encoding, text_column=text_column,
+    out = corpus.clean_rows(_raw_rows(batch, encoding), source=encoding, text_column=text_column,
                             label_column=label_column, pair_column=pair_column)
     out["key"] = np.array([b"" if t is None else corpus.dedup_key(t) for t in _dedup_texts(out)],
                           dtype=object)
     return out
+
+
+def clean_qa_batch(batch: dict, *, encoding: str, question_column: str, context_column: str,
+                   settings: TextSettings, answers_column: str = "") -> dict:
+    """Ray Data UDF (and the labeled sets' cleaner): raw QA rows -> question, context (with
+    ``answers_column`` answers), text, reason, key (see :func:`xdistil_ray.qa.clean_rows`)."""
+    tok = _tokenizer(settings.tokenizer_path)
+    out = qa.clean_rows(_raw_rows(batch, encoding), source=encoding, labeled=bool(answers_column),
+                        fits=lambda q: qa.question_fits(tok, q, settings.windows),
+                        question_column=question_column, context_column=context_column,
+                        answers_column=answers_column or "answers")
+    out["key"] = corpus.object_array([b"" if t is None else corpus.dedup_key(t)
+                                      for t in out["text"]])
+    return out
+
+
+def _raw_rows(batch: dict, encoding: str) -> list:
+    """A Ray Data numpy batch as the cleaners take it: dict rows (``records``) or raw lines."""
+    if encoding != "records":
+        return list(batch["raw"])
+    columns = list(batch)
+    return [dict(zip(columns, values)) for values in zip(*(batch[c] for c in columns))]
 
 
 def _dedup_texts(rows) -> list:
@@ -84,6 +103,8 @@ def tokenize_batch(batch: pd.DataFrame, *, settings: TextSettings) -> pa.Table:
     with ``text_pair`` also token_type_ids; with ``words`` (token tasks) word_ids (-1 for
     special tokens) and the words' tags."""
     tok = _tokenizer(settings.tokenizer_path)
+    if "question" in batch:
+        return _qa_windows(tok, batch, settings)
     if "words" in batch:
         ids, truncated, extra = _encode_words(tok, batch, settings)
     elif "text_pair" in batch:
@@ -149,26 +170,82 @@ def _encode_words(tok, batch, settings: TextSettings):
         "tags": pa.array([list(t) for t in batch["tags"]], pa.list_(pa.string()))}
 
 
+def _qa_windows(tok, batch: pd.DataFrame, settings: TextSettings) -> pa.Table:
+    """Extractive QA: clean question/context rows -> one row per window: ``id`` (the window's),
+    ``example`` (its question's row id), ``window`` (its index among them), ``text`` (the
+    question), ``question``, ``context``, input_ids, token_type_ids, the context offsets of its
+    tokens (``offset_start`` / ``offset_end``, :data:`xdistil_ray.qa.NO_OFFSET` outside the
+    context), ``truncated`` (never: windows cover the context), ``heldout`` (its question's);
+    labeled rows also ``start_position`` / ``end_position`` and the gold ``answers`` texts."""
+    labeled = "answers" in batch
+    questions, contexts = list(batch["question"]), list(batch["context"])
+    answers = list(batch["answers"]) if labeled else None
+    w = qa.encode_windows(tok, questions, contexts, answers, settings.windows)
+    keys = [bytes(k) for k in batch["key"]]
+    rows = w.get("row", [])
+    types = w.get("token_type_ids") or [[0] * len(r) for r in w.get("input_ids", [])]
+    seen: dict[int, int] = {}
+    window_ids, index = [], []
+    for r in rows:
+        seen[r] = seen.get(r, -1) + 1
+        index.append(seen[r])
+        window_ids.append(corpus.row_id(corpus.dedup_key(f"{keys[r].hex()}:{seen[r]}")))
+    int_lists = pa.list_(pa.int32())
+    columns = {
+        "id": pa.array(window_ids, pa.int64()),
+        "example": pa.array([corpus.row_id(keys[r]) for r in rows], pa.int64()),
+        "window": pa.array(index, pa.int32()),
+        "text": pa.array([questions[r] for r in rows], pa.string()),
+        "question": pa.array([questions[r] for r in rows], pa.string()),
+        "context": pa.array([contexts[r] for r in rows], pa.string()),
+        "input_ids": pa.array([np.asarray(i, dtype=np.int32) for i in w.get("input_ids", [])],
+                              int_lists),
+        "token_type_ids": pa.array([np.asarray(t, dtype=np.int8) for t in types],
+                                   pa.list_(pa.int8())),
+        "offset_start": pa.array([np.asarray(o, dtype=np.int32) for o in w.get("offset_start", [])],
+                                 int_lists),
+        "offset_end": pa.array([np.asarray(o, dtype=np.int32) for o in w.get("offset_end", [])],
+                               int_lists),
+        "truncated": pa.array([False] * len(rows), pa.bool_()),
+        "heldout": pa.array([corpus.is_heldout(keys[r], settings.heldout_fraction)
+                             for r in rows], pa.bool_()),
+    }
+    if labeled:
+        columns["start_position"] = pa.array(w.get("start_position", []), pa.int32())
+        columns["end_position"] = pa.array(w.get("end_position", []), pa.int32())
+        columns["answers"] = pa.array([list(answers[r]["text"]) for r in rows],
+                                      pa.list_(pa.string()))
+    return pa.table(columns)
+
+
 def _kept_rows(block: pd.DataFrame) -> pd.DataFrame:
     return block[block["reason"] == ""]
 
 
 def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column: str,
                  label_column: str | None, hf_split: str, pair_column: str = "",
-                 progress=None) -> dict:
-    """Reads and cleans one input into ``_staging/<name>``; returns its reject counts."""
+                 progress=None, qa_columns: tuple[str, str] = (),
+                 settings: TextSettings | None = None) -> dict:
+    """Reads and cleans one input into ``_staging/<name>``; returns its reject counts.
+    ``qa_columns``: (question, context) columns of extractive QA rows instead of sentences."""
     import ray
 
-    columns = [text_column] + [c for c in (pair_column, label_column) if c]
-    ds, encoding = read_raw(source, text_column=text_column, columns=columns, hf_split=hf_split)
+    if qa_columns:
+        columns = list(qa_columns)
+        fn, kwargs = clean_qa_batch, dict(question_column=qa_columns[0],
+                                          context_column=qa_columns[1], settings=settings)
+    else:
+        columns = [text_column] + [c for c in (pair_column, label_column) if c]
+        fn, kwargs = clean_batch, dict(text_column=text_column, label_column=label_column,
+                                       pair_column=pair_column or None)
+    ds, encoding = read_raw(source, text_column=columns[0], columns=columns, hf_split=hf_split)
     staging = run.path(_STAGING, name)
     run.delete(_STAGING, name)
     label = f"data: {name} read and cleaned"
     ray.get(progress.start.remote(label))
     ds.map_batches(counted, batch_size=4096, batch_format="numpy",
-                   fn_kwargs=dict(fn=clean_batch, progress=progress, label=label,
-                                  encoding=encoding, text_column=text_column,
-                                  label_column=label_column, pair_column=pair_column or None)
+                   fn_kwargs=dict(fn=fn, progress=progress, label=label, encoding=encoding,
+                                  **kwargs)
                    ).write_parquet(staging, filesystem=run.fs)
     ray.get(progress.finish.remote(label))
     counts: dict[str, int] = {}
@@ -213,6 +290,14 @@ def _column_batches(run: RunFolder, rel: str, columns: list[str]):
             yield from pq.ParquetFile(f).iter_batches(columns=columns, batch_size=65_536)
 
 
+def _distinct_examples(run: RunFolder, rel: str) -> int:
+    """QA questions under ``rel``: their first windows."""
+    total = 0
+    for batch in _column_batches(run, rel, ["window"]):
+        total += int(pa.compute.sum(pa.compute.equal(batch.column(0), 0)).as_py() or 0)
+    return total
+
+
 def _sum_columns(run: RunFolder, rel: str, columns: list[str]) -> dict:
     """Sums of boolean/int ``columns`` over the committed files under ``rel`` (one read)."""
     sums = dict.fromkeys(columns, 0)
@@ -224,14 +309,18 @@ def _sum_columns(run: RunFolder, rel: str, columns: list[str]) -> dict:
 
 def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings, *,
                    text_column: str, hf_split: str, rows_per_shard: int,
-                   pair_column: str = "", progress_every_s: float = 10.0) -> dict:
-    """Cleans, deduplicates and tokenizes the transfer corpus into shards; returns its stats."""
+                   pair_column: str = "", progress_every_s: float = 10.0,
+                   qa_columns: tuple[str, str] = ()) -> dict:
+    """Cleans, deduplicates and tokenizes the transfer corpus into shards; returns its stats.
+    Extractive QA (``qa_columns``: question, context): rows are questions, the shards hold their
+    windows (``windows``; ``heldout`` and the shards' ``rows`` count windows)."""
     import ray
     import ray.data
 
     progress = start_actor(progress_every_s)
     stats = _stage_clean(run, source, "corpus", text_column=text_column, label_column=None,
-                         hf_split=hf_split, pair_column=pair_column, progress=progress)
+                         hf_split=hf_split, pair_column=pair_column, progress=progress,
+                         qa_columns=qa_columns, settings=settings)
     num_partitions = max(1, math.ceil(stats["clean"] / rows_per_shard))
     kept = (ray.data.read_parquet(run.path(_STAGING, "corpus"), filesystem=run.fs)
             .map_batches(_kept_rows, batch_format="pandas", batch_size=None)
@@ -240,6 +329,9 @@ def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings,
     shards = _write_tokenized(run, kept, CORPUS, settings, rows_per_shard, progress)
     ray.kill(progress)
     num_kept = sum(s["rows"] for s in shards)
+    if qa_columns:
+        stats["windows"] = num_kept
+        num_kept = _distinct_examples(run, CORPUS)
     stats["dropped"][corpus.DUPLICATE] = stats["clean"] - num_kept
     stats.update(kept=num_kept, shards=shards,
                  **_sum_columns(run, CORPUS, ["truncated", "heldout"]))
@@ -249,34 +341,29 @@ def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings,
 
 def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: TextSettings, *,
                     text_column: str, label_column: str, pair_column: str = "",
-                    task: str = "sentence", dev_fraction: float = 0.0) -> dict:
+                    task: str = "sentence", dev_fraction: float = 0.0,
+                    qa_columns: tuple[str, str, str] = ()) -> dict:
     """Cleans and tokenizes the labeled splits (small by nature: in this process, no Ray).
 
     Without a ``dev`` source, a ``dev_fraction`` share of the kept training rows (by a hash of
     the text: the same rows on every run) becomes the dev split, the rest the training split;
-    none when either side would be empty.
+    none when either side would be empty. Extractive QA (``qa_columns``: question, context,
+    answers): rows are questions, written as their windows (counted apart: ``windows``).
 
     Returns:
-        {"splits": {split: stats}, "label_names": sorted labels (tags for token tasks) of the
-        training split (before the dev share is taken)}.
+        {"splits": {split: stats}, "label_names": sorted labels (tags for token tasks; none
+        for QA) of the training split (before the dev share is taken)}.
     """
     result: dict = {"splits": {}, "label_names": []}
     for split, source in sources.items():
-        columns = [text_column] + [c for c in (pair_column, label_column) if c]
+        columns = list(qa_columns) or [text_column] + [c for c in (pair_column, label_column) if c]
         raw, encoding = load_records(source, columns=columns, split=split)
         rows = pd.DataFrame(_clean_labeled(raw, encoding, text_column, label_column, pair_column,
-                                           task))
+                                           task, qa_columns, settings))
         dropped = rows["reason"][rows["reason"] != ""].value_counts().to_dict()
         kept = rows[rows["reason"] == ""]
-        labels_of = (lambda r: r["tags"]) if task == "token" else (lambda r: [r["label"]])
-        if split == "train":
-            result["label_names"] = sorted({t for _, r in kept.iterrows() for t in labels_of(r)})
-        names = set(result["label_names"])
-        known = pd.Series([set(labels_of(r)) <= names for _, r in kept.iterrows()],
-                          index=kept.index, dtype=bool)
-        if (~known).any():
-            dropped[corpus.UNKNOWN_LABEL] = int((~known).sum())
-        kept = kept[known]
+        if not qa_columns:
+            kept = _known_labels(kept, split, task, result, dropped)
         kept = kept.assign(key=[corpus.dedup_key(t) for t in _dedup_texts(kept)])
         share = None
         if split == "train" and "dev" not in sources and dev_fraction > 0:
@@ -295,7 +382,30 @@ def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: 
     return result
 
 
-def _clean_labeled(raw, encoding, text_column, label_column, pair_column, task) -> dict:
+def _known_labels(kept: pd.DataFrame, split: str, task: str, result: dict,
+                  dropped: dict) -> pd.DataFrame:
+    """The rows whose labels the training split has (which sets ``result["label_names"]``);
+    the others counted as dropped."""
+    labels_of = (lambda r: r["tags"]) if task == "token" else (lambda r: [r["label"]])
+    if split == "train":
+        result["label_names"] = sorted({t for _, r in kept.iterrows() for t in labels_of(r)})
+    names = set(result["label_names"])
+    known = pd.Series([set(labels_of(r)) <= names for _, r in kept.iterrows()],
+                      index=kept.index, dtype=bool)
+    if (~known).any():
+        dropped[corpus.UNKNOWN_LABEL] = int((~known).sum())
+    return kept[known]
+
+
+def _clean_labeled(raw, encoding, text_column, label_column, pair_column, task,
+                   qa_columns=(), settings: TextSettings | None = None) -> dict:
+    if qa_columns:
+        tok = _tokenizer(settings.tokenizer_path)
+        question, context, answers = qa_columns
+        return qa.clean_rows(raw, source=encoding, labeled=True,
+                             fits=lambda q: qa.question_fits(tok, q, settings.windows),
+                             question_column=question, context_column=context,
+                             answers_column=answers)
     if task == "token":
         return corpus.clean_token_rows(raw, source=encoding, words_column=text_column,
                                        tags_column=label_column)
@@ -310,11 +420,15 @@ def _write_labeled(run: RunFolder, split: str, table: pa.Table, input_rows: int,
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     run.write_bytes(f"{rel}/{split}.parquet", sink.getvalue().to_pybytes())
-    return {"input_rows": input_rows, "kept": table.num_rows,
-            "dropped": {k: int(v) for k, v in dropped.items()},
-            "truncated": int(pa.compute.sum(table.column("truncated")).as_py() or 0),
-            "files": [{"file": f"{split}.parquet", "rows": table.num_rows,
-                       "bytes": run.list_files(rel)[f"{split}.parquet"]}]}
+    stats = {"input_rows": input_rows, "kept": table.num_rows,
+             "dropped": {k: int(v) for k, v in dropped.items()},
+             "truncated": int(pa.compute.sum(table.column("truncated")).as_py() or 0),
+             "files": [{"file": f"{split}.parquet", "rows": table.num_rows,
+                        "bytes": run.list_files(rel)[f"{split}.parquet"]}]}
+    if "window" in table.column_names:  # QA: rows are questions, the table their windows
+        first = pa.compute.equal(table.column("window"), 0)
+        stats.update(kept=int(pa.compute.sum(first).as_py() or 0), windows=table.num_rows)
+    return stats
 
 
 def run_step(run: RunFolder, corpus_source: CorpusSource, labeled_sources: dict[str, CorpusSource],

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from xdistil_ray.corpus import object_array
 from xdistil_ray.models import PER_TOKEN_TASKS
 from xdistil_ray.progress import Throughput
 from xdistil_ray.runfolder import RunFolder
@@ -99,7 +100,7 @@ class TeacherInference:
         result = dict(batch)
         for name, values in results.items():
             if self.per_token:
-                result[name] = _object_array([v.reshape(-1).astype(np.float16) for v in values])
+                result[name] = object_array([v.reshape(-1).astype(np.float16) for v in values])
             else:
                 result[name] = np.stack(values)
         return result
@@ -143,13 +144,6 @@ def top_k_logits(logits: torch.Tensor, k: int) -> dict[str, np.ndarray]:
     return {"logits_topk": values.to(torch.float16).cpu().numpy(),
             "logits_index": index.to(torch.int32).cpu().numpy(),
             "logits_rest": rest.to(torch.float16).cpu().numpy()}
-
-
-def _object_array(items: list) -> np.ndarray:
-    """A 1-D object array of arrays (np.array would stack equal-length ones into 2-D)."""
-    out = np.empty(len(items), dtype=object)
-    out[:] = items
-    return out
 
 
 def _to_arrow(block, per_token: bool = False) -> pa.Table:
