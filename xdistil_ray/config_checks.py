@@ -9,7 +9,7 @@ from __future__ import annotations
 from xdistil_ray import storage
 from xdistil_ray.errors import ConfigError
 
-TASKS = ("sentence", "pair", "token", "none")
+TASKS = ("sentence", "pair", "token", "qa", "none")
 LOSSES = ("representation", "hidden_states", "attention_relations", "logits", "labels")
 LAYER_MAPS = ("last", "uniform", "explicit")
 ONLINE_ONLY = ("hidden_states", "attention_relations")
@@ -30,7 +30,9 @@ def validate(cfg) -> None:
         storage.check_uri(value, field_name)
     _validate_storage(cfg)
     _check_dev_fraction(cfg)
-    _check(bool(cfg.corpus.path), "corpus.path: give the transfer corpus")
+    _check(bool(cfg.corpus.path) or cfg.task == "qa",
+           "corpus.path: give the transfer corpus (only a QA task can do without one: its "
+           "labeled questions are its transfer set)")
     _check(bool(cfg.teacher.model), "teacher.model: give a model id or folder")
     _check(cfg.corpus.max_length >= 8, "corpus.max_length: must be at least 8 tokens")
     _check(cfg.corpus.max_chars >= cfg.corpus.max_length, "corpus.max_chars: must be >= max_length")
@@ -47,9 +49,9 @@ def validate(cfg) -> None:
     _check(inf.dtype in ("auto", "float32", "bfloat16", "float16"),
            f"teacher.inference.dtype: {inf.dtype!r} is not one of auto, float32, bfloat16, float16")
     _check(inf.top_k >= 0, "teacher.inference.top_k: must be >= 0 (0 = all logits)")
-    _check(not (inf.top_k and cfg.task == "token"),
-           "teacher.inference.top_k: token tasks store every real token's logits (tag sets are "
-           "small); set it to 0")
+    _check(not (inf.top_k and cfg.task in ("token", "qa")),
+           f"teacher.inference.top_k: {cfg.task} tasks store every real token's logits; set it "
+           "to 0")
     _check(inf.num_gpus_per_actor >= 0, "teacher.inference.num_gpus_per_actor: must be >= 0")
     _check(inf.num_cpus_per_actor > 0, "teacher.inference.num_cpus_per_actor: must be > 0")
     for where, resources in (("teacher.inference.resources", inf.resources),

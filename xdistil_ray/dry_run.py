@@ -107,7 +107,8 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
     data = run.marker("data")
     out: list[PlannedStep] = []
 
-    reads = [f"corpus.path: {_source(inputs.corpus, cfg.corpus.path)}"]
+    reads = ([f"corpus.path: {_source(inputs.corpus, cfg.corpus.path)}"] if cfg.corpus.path
+             else [])
     reads += [f"labeled.{split}: {_source(src, getattr(cfg.labeled, split))}"
               for split, src in inputs.labeled.items()]
     detail = ""
@@ -122,6 +123,8 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
                      + (f" ({inputs.teacher_path})" if cfg.teacher.model == EMBEDDED else "")]
     if cfg.task == "none":
         finetune = "not needed (task none: a plain encoder)"
+    elif cfg.task == "qa" and has_task_head(inputs.teacher_path, None, "qa"):
+        finetune = "not needed (the teacher has a question-answering head)"
     elif label_names is not None and has_task_head(inputs.teacher_path, len(label_names), cfg.task):
         finetune = (f"not needed (the teacher has a {cfg.task} head for the {len(label_names)} "
                     "labels)")

@@ -17,12 +17,18 @@ def write_embedded_data(folder: str, *, seed: int = 0, num_train: int = 2000, nu
     ``sentence``/``none``: review sentiment, corpus.txt. ``pair``: (review, claim) pairs labeled
     entailment / contradiction, corpus.jsonl with ``text`` and ``text_pair``. ``token``: review
     words tagged (``text`` holds the word list, ``label`` the tags: B-/I- ASPECT, PRODUCT,
-    OPINION, and O), corpus.txt. The corpus is disjoint from the labeled sets and, like real
-    crawled text, carries a few empty lines and repeated sentences for the cleaning step.
+    OPINION, and O), corpus.txt. ``qa``: SQuAD 2.0-style questions about reviews (a third
+    unanswerable), corpus.jsonl of questions with their contexts, a quarter of ``num_corpus``
+    (a context is several sentences). The corpus is disjoint from the labeled sets and, like
+    real crawled text, carries a few empty lines and repeated rows for the cleaning step.
 
     Returns:
         {"train": path, "dev": path, "corpus": path}.
     """
+    if task == "qa":
+        return embedded_tasks.write_qa(os.path.join(folder, task), seed=seed,
+                                       num_train=num_train, num_dev=num_dev,
+                                       num_corpus=num_corpus // 4)
     if task in ("pair", "token"):
         return embedded_tasks.write(os.path.join(folder, task), task, seed=seed,
                                     num_train=num_train, num_dev=num_dev, num_corpus=num_corpus)

@@ -1,5 +1,6 @@
-"""Embedded data for the sentence-pair and token-classification tasks, from the same review
-domain as :mod:`xdistil_ray.embedded_reviews` (nothing downloaded; the same seed, the same files)."""
+"""Embedded data for the sentence-pair, token-classification and extractive-QA tasks, from the
+same review domain as :mod:`xdistil_ray.embedded_reviews` (nothing downloaded; the same seed,
+the same files)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,70 @@ def write(folder: str, task: str, *, seed: int, num_train: int, num_dev: int,
         lines = [json.dumps({"text": r["text"], "text_pair": r["text_pair"]}) for r in corpus]
     else:
         lines = [" ".join(r["text"]) for r in corpus]
+    lines += rng.sample(lines, num_corpus // 100) + [""] * (num_corpus // 500)
+    rng.shuffle(lines)
+    write_atomic(paths["corpus"], "".join(line + "\n" for line in lines))
+    return paths
+
+
+_QUESTIONS = ["How is the {aspect} of the {product}?",
+              "What is the {aspect} of the {product} like?",
+              "What do they say about the {aspect} of the {product}?",
+              "How would you describe the {aspect} of the {product}?"]
+
+
+def qa_example(rng: random.Random, answerable: bool) -> dict:
+    """One SQuAD-style row: a context of 3-7 review sentences, each about one aspect of one
+    product ("The fan of the laptop is really noisy."), and a question about one (product,
+    aspect), answered by that sentence's opinion ("noisy"); unanswerable ones ask about an
+    aspect the context does not review (of a product it does, or for another product)."""
+    pairs = [(p, a) for p in _PRODUCTS for a in _PRODUCTS[p]]
+    chosen = rng.sample(pairs, rng.randint(3, 7))
+    context, spans = "", []
+    for product, aspect in chosen:
+        opinion = rng.choice(_GOOD if rng.random() < 0.5 else _BAD)
+        sentence = f"The {aspect} of the {product} is {rng.choice(_INTENSIFIERS)}"
+        start = len(context) + len(sentence)
+        context += sentence + opinion + ". "
+        spans.append((opinion, start))
+    context = context.rstrip()
+    if answerable:
+        k = rng.randrange(len(chosen))
+        (product, aspect), (text, start) = chosen[k], spans[k]
+        answers = {"text": [text], "answer_start": [start]}
+    else:
+        product = rng.choice([p for p, _ in chosen  # its other aspects: near misses
+                              if any((p, a) not in chosen for a in _PRODUCTS[p])])
+        aspect = rng.choice([a for a in _PRODUCTS[product] if (product, a) not in chosen])
+        answers = {"text": [], "answer_start": []}
+    question = rng.choice(_QUESTIONS).format(aspect=aspect, product=product)
+    return {"question": question, "context": context, "answers": answers}
+
+
+def write_qa(folder: str, *, seed: int, num_train: int, num_dev: int,
+             num_corpus: int) -> dict[str, str]:
+    """Extractive QA: ``train.jsonl`` and ``dev.jsonl`` (question, context, answers; a third
+    unanswerable, as in SQuAD 2.0) and ``corpus.jsonl`` (question, context) in ``folder``, if
+    absent; returns the paths. The corpus carries a few repeated rows and empty lines."""
+    paths = {name: os.path.join(folder, f) for name, f in
+             (("train", "train.jsonl"), ("dev", "dev.jsonl"), ("corpus", "corpus.jsonl"))}
+    if all(os.path.exists(p) for p in paths.values()):
+        return paths
+    os.makedirs(folder, exist_ok=True)
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    rows = []
+    while len(rows) < num_train + num_dev + num_corpus:
+        row = qa_example(rng, answerable=rng.random() < 2 / 3)
+        key = row["question"] + "\t" + row["context"]
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    for name, part in (("train", rows[:num_train]),
+                       ("dev", rows[num_train:num_train + num_dev])):
+        write_atomic(paths[name], "".join(json.dumps(r) + "\n" for r in part))
+    lines = [json.dumps({"question": r["question"], "context": r["context"]})
+             for r in rows[num_train + num_dev:]]
     lines += rng.sample(lines, num_corpus // 100) + [""] * (num_corpus // 500)
     rng.shuffle(lines)
     write_atomic(paths["corpus"], "".join(line + "\n" for line in lines))

@@ -64,8 +64,8 @@ def teacher_label_order(path: str, label_names: list[str], task: str) -> list[st
     a warning on the console: the run assumes that order."""
     from transformers import AutoConfig
 
-    if task == "none" or not has_task_head(path, len(label_names), task):
-        return list(label_names)
+    if task in ("none", "qa") or not has_task_head(path, len(label_names), task):
+        return list(label_names)  # a QA head has no labels
     config = AutoConfig.from_pretrained(path)
     heads = [str(config.id2label[i]) for i in range(config.num_labels)]
     by_folded = {name.casefold(): name for name in label_names}

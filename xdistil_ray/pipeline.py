@@ -75,7 +75,10 @@ def resolve_inputs(cfg: Config, folder: RunFolder, generate: bool = True) -> Inp
     teacher = resolve_teacher_path(cfg.teacher.model)
     if "/" in teacher and not os.path.isdir(teacher) and os.path.exists(os.path.dirname(teacher)):
         raise ConfigError(f"teacher.model: folder {teacher!r} does not exist")
-    corpus = source(cfg.corpus.path, "corpus.path")
+    corpus = source(cfg.corpus.path, "corpus.path") if cfg.corpus.path else None
+    if cfg.task == "qa" and corpus and corpus.fmt == "txt":
+        raise ConfigError("corpus.path: a QA corpus needs .jsonl/.json/.parquet rows with a "
+                          f"question and a context (qa.question_column, qa.context_column)")
     if cfg.task == "pair" and ((corpus and corpus.fmt == "txt") or not cfg.corpus.text_pair_column):
         raise ConfigError("corpus.text_pair_column: a pair task's corpus needs .jsonl/.parquet "
                           "rows with both sentences (corpus.text_column, corpus.text_pair_column)")
@@ -188,7 +191,10 @@ def _flat(obj, prefix: str = "") -> dict:
 
 
 def fingerprint(cfg: Config, *sections: str) -> dict:
-    """The config fields a step's output depends on, flattened (``corpus.max_length``: 64)."""
+    """The config fields a step's output depends on, flattened (``corpus.max_length``: 64).
+    Every step depends on ``qa`` in a QA run (the windows), on none of it in another."""
+    if getattr(cfg, "task", "") == "qa" and "task" in sections:
+        sections += ("qa",)
     data = _flat(config_mod.to_dict(cfg))
     return {k: v for k, v in data.items() if any(k == s or k.startswith(s + ".") for s in sections)}
 
@@ -429,7 +435,11 @@ def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:
     from xdistil_ray.steps import prepare
 
     settings = prepare.TextSettings(inputs.teacher_path, cfg.corpus.max_length,
-                                    cfg.corpus.max_chars, cfg.corpus.heldout_fraction)
+                                    cfg.corpus.max_chars, cfg.corpus.heldout_fraction,
+                                    cfg.qa.windows() if cfg.task == "qa" else None)
+    q = cfg.qa
+    qa_columns = ((q.question_column, q.context_column, q.answers_column) if cfg.task == "qa"
+                  else ())
     return prepare.run_step(folder, inputs.corpus, inputs.labeled, settings,
                             text_column=cfg.corpus.text_column,
                             label_column=cfg.labeled.label_column,
@@ -440,7 +450,7 @@ def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:
                             labeled_pair_column=cfg.labeled.text_pair_column
                             if cfg.task == "pair" else "", task=cfg.task,
                             dev_fraction=cfg.labeled.dev_fraction,
-                            progress_every_s=cfg.progress_every_s)
+                            progress_every_s=cfg.progress_every_s, qa_columns=qa_columns)
 
 
 STAGES_RAY = "stages"
@@ -490,26 +500,28 @@ def _evaluate(folder: RunFolder, cfg: Config, data: dict, teacher, sources, fp: 
         teacher_path=teacher.path, teacher_in_run=teacher.in_run, heldout_paths=sources.heldout_files(),
         dev_paths=list(sources.labeled_dev),
         label_names=data["labeled"]["label_names"], max_heldout_rows=e.max_heldout_rows,
-        speed_batch_size=e.speed_batch_size, speed_repeats=e.speed_repeats)
+        speed_batch_size=e.speed_batch_size, speed_repeats=e.speed_repeats,
+        windows=cfg.qa.windows() if cfg.task == "qa" else None)
 
 
 def check_data(cfg: Config, data: dict) -> None:
     """Stops with a clear message when the prepared data cannot feed the configured stages."""
     c = data["corpus"]
-    train_rows = c["kept"] - c["heldout"]
+    train_rows = stage_plan.training_rows(c) - c["heldout"]
     if c["kept"] == 0:
         raise ConfigError(f"corpus.path: no sentence survived cleaning ({c['input_rows']} rows "
                           f"in, dropped {c['dropped']})")
     splits = data["labeled"]["splits"]
     names = data["labeled"]["label_names"]
-    if cfg.task != "none" and len(names) < 2:
+    if cfg.task not in ("none", "qa") and len(names) < 2:
         raise ConfigError(f"labeled.train: needs at least 2 classes, found {names}")
     top_k = cfg.teacher.inference.top_k
     if top_k and cfg.task != "none" and top_k >= len(names):
         raise ConfigError(f"teacher.inference.top_k: {top_k} is not below the {len(names)} "
                           "labels; 0 stores every logit")
     for k, stage in enumerate(cfg.stages):
-        rows = splits["train"]["kept"] if stage_data(stage) == "labeled" else train_rows
+        rows = (stage_plan.training_rows(splits["train"]) if stage_data(stage) == "labeled"
+                else train_rows)
         if rows < stage.batch_size * cfg.train.num_workers:
             raise ConfigError(
                 f"stages.{k}.batch_size: {rows} training rows cannot fill one batch of "
@@ -553,7 +565,8 @@ def _teacher(steps: Steps, cfg: Config, inputs: Inputs, data: dict,
     """Fine-tunes the teacher when it has no head for the task."""
     from xdistil_ray.models import has_task_head
 
-    if cfg.task == "none" or has_task_head(inputs.teacher_path, len(label_names), cfg.task):
+    num_labels = None if cfg.task == "qa" else len(label_names)
+    if cfg.task == "none" or has_task_head(inputs.teacher_path, num_labels, cfg.task):
         return stage_plan.Teacher(inputs.teacher_path, False)
     steps.ensure(TEACHER_FINETUNE, fingerprint(cfg, *_TEACHER_KEYS),
                  lambda fp: _finetune_teacher(steps.run, cfg, inputs, data, fp), resumable=True,

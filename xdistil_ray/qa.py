@@ -39,6 +39,9 @@ ANSWER_MISMATCH = "answer_mismatch"
 QUESTION_TOO_LONG = "question_too_long"
 """A question that leaves no room for its context (more than ``doc_stride`` tokens) in a
 window of ``max_length`` tokens."""
+DEV_QUESTION = "dev_question"
+"""A transfer question that is one of the dev set's (held out of the labeled training set when
+no dev set is given): never trained on."""
 NO_OFFSET = -1
 """Offset of a window token outside the context (question, special tokens)."""
 

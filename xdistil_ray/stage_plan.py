@@ -75,11 +75,22 @@ def stored_columns(specs: list[LossSpec], top_k: int = 0) -> list[str]:
     return columns
 
 
+def label_columns(task: str) -> list[str]:
+    """The columns a stage on labeled rows reads."""
+    gold = {"token": ["word_ids", "tags"], "qa": ["start_position", "end_position"]}
+    return ["input_ids"] + gold.get(task, ["label"])
+
+
+def training_rows(split: dict) -> int:
+    """Rows a stage trains on per epoch in a split's stats: its QA windows, else its rows."""
+    return split.get("windows", split["kept"])
+
+
 def rows_of(cfg: Config, k: int, data: dict) -> int:
     """Training rows of stage ``k`` per epoch (all workers together)."""
     if stage_data(cfg.stages[k]) == "labeled":
-        return data["labeled"]["splits"]["train"]["kept"]
-    return data["corpus"]["kept"] - data["corpus"]["heldout"]
+        return training_rows(data["labeled"]["splits"]["train"])
+    return training_rows(data["corpus"]) - data["corpus"]["heldout"]
 
 
 def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dict, *,
@@ -95,7 +106,7 @@ def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dic
     validation = {}
     if stage_data(stage) == "labeled":
         files, heldout = list(sources.labeled_train), None
-        columns = ["input_ids"] + (["word_ids", "tags"] if cfg.task == "token" else ["label"])
+        columns = label_columns(cfg.task)
         validation = _validation(cfg, sources, rows_of(cfg, k, data), stage.batch_size, patience=0)
     elif online:
         files, heldout, columns = list(sources.corpus), False, ["input_ids"]
@@ -128,16 +139,15 @@ def finetune_plan(cfg, data: dict, sources: Sources, *, run: RunFolder, name: st
     """A fine-tuning stage (labels only, a new task head) of the teacher or of an exported
     student, with ``settings`` (a :class:`~xdistil_ray.config.FinetuneConfig`):
     (StageSpec, files, columns)."""
-    info = data["labeled"]["splits"]["train"]
-    columns = ["input_ids"] + (["word_ids", "tags"] if cfg.task == "token" else ["label"])
+    rows = training_rows(data["labeled"]["splits"]["train"])
+    columns = label_columns(cfg.task)
     spec = _spec(cfg, name=name, losses=[LossSpec("labels")],
-                 init_path=init_path, init_in_run=init_in_run, rows=info["kept"],
+                 init_path=init_path, init_in_run=init_in_run, rows=rows,
                  epochs=settings.epochs, batch_size=settings.batch_size,
                  learning_rate=settings.learning_rate, label_names=data["labeled"]["label_names"],
                  new_head=True, tokenizer_path=tokenizer_path, run=run,
                  freeze_word_embeddings=settings.freeze_word_embeddings,
-                 **_validation(cfg, sources, info["kept"], settings.batch_size,
-                               settings.patience))
+                 **_validation(cfg, sources, rows, settings.batch_size, settings.patience))
     return spec, list(sources.labeled_train), columns + (["token_type_ids"] if sources.pairs else [])
 
 
@@ -147,6 +157,7 @@ def _spec(cfg, *, rows: int, epochs: float, run: RunFolder, **kwargs) -> StageSp
         run=run, total_steps=total_steps(rows, epochs, kwargs["batch_size"], t.num_workers),
         zero_stage=t.zero_stage, log_every=t.log_every_steps,
         checkpoint_every=t.checkpoint_every_steps, seed=cfg.seed, task=cfg.task,
+        windows=cfg.qa.windows() if cfg.task == "qa" else None,
         cache_bytes=t.epoch_cache_mb * 2**20,
         torch_threads=t.torch_threads or max(1, int(t.cpus_per_worker)), **kwargs)
 

@@ -93,6 +93,9 @@ class StageSpec:
     """Seconds between progress lines (0: at every logged step)."""
     cache_bytes: int = 0
     """A worker's first epoch kept in memory up to this size (see :func:`batches_forever`)."""
+    windows: object = None
+    """Extractive QA: the :class:`xdistil_ray.qa.WindowSettings` its dev answers are decoded
+    with."""
 
     @property
     def per_token(self) -> bool:

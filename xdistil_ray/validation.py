@@ -18,8 +18,9 @@ BEST_MODULE_FILE = "best_module.pt"
 
 
 def primary_metric(task: str) -> str:
-    """The dev score that picks the best epoch: entity F1 for token tasks, else accuracy."""
-    return "entity_f1" if task == "token" else "accuracy"
+    """The dev score that picks the best epoch: entity F1 for token tasks, SQuAD F1 for QA,
+    else accuracy."""
+    return {"token": "entity_f1", "qa": "f1"}.get(task, "accuracy")
 
 
 class Validation:
@@ -108,17 +109,16 @@ class Validation:
 
     @torch.no_grad()
     def _score(self, model) -> float:
-        from xdistil_ray.steps.evaluate import dev_scores, read_rows
+        from xdistil_ray.steps.evaluate import DEV_COLUMNS, dev_scores, read_rows
 
         if self._rows is None:
-            self._rows = read_rows(self.spec.run, list(self.spec.validation),
-                                   ["input_ids", "token_type_ids", "label", "word_ids", "tags"],
+            self._rows = read_rows(self.spec.run, list(self.spec.validation), DEV_COLUMNS,
                                    10**9, False)
         was_training = model.training
         model.eval()
         try:
             score = float(dev_scores(self.spec.task, model, self._rows,
-                                     self.spec.label_names)[self.metric])
+                                     self.spec.label_names, self.spec.windows)[self.metric])
         finally:
             model.train(was_training)
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:

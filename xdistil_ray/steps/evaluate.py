@@ -19,14 +19,19 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from xdistil_ray import metrics
-from xdistil_ray.models import model_inputs
+from xdistil_ray import metrics, qa
+from xdistil_ray.models import model_inputs, task_logits
 from xdistil_ray.objective import TOPK_COLUMNS, with_dense_logits
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.batches import pad_batch
 
 STEP = "eval"
 VERSION = 2
+DEV_COLUMNS = ["input_ids", "token_type_ids", "label", "word_ids", "tags", "example", "context",
+               "offset_start", "offset_end", "answers"]
+"""What dev scores read of a dev set (those its task has)."""
+QA_COLUMNS = ["example", "context", "offset_start", "offset_end"]
+"""What decoding QA answers reads of a window besides its tokens."""
 """The figures' version: a run folder evaluated by an older one is measured again."""
 
 
@@ -79,7 +84,7 @@ def run_model(model, rows: dict, pool: str, batch_size: int = 128):
         else:
             reps.append(((states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
                         .cpu().numpy())
-        logits = getattr(result, "logits", None)
+        logits = task_logits(result)
         if logits is None:
             preds = None
         elif logits.dim() == 3:
@@ -100,16 +105,22 @@ def word_predictions(token_logits: np.ndarray, word_ids: list[int]) -> list[int]
     return preds
 
 
-def fidelity(task: str, teacher, student, heldout: dict, num_labels: int) -> dict:
+def fidelity(task: str, teacher, student, heldout: dict, num_labels: int,
+             windows: qa.WindowSettings | None = None) -> dict:
     """The student against the teacher on held-out transfer sentences: agreement and KL with
     the teacher's stored predictions (per token for token tasks), and representation
-    similarity (the teacher's representations recomputed here)."""
+    similarity (the teacher's representations recomputed here). Extractive QA: agreement of
+    the decoded answers instead (exact match and F1 of the student's against the teacher's,
+    "no answer" where either prefers it to its best span)."""
     pool = pooling(task)
     student_preds, student_reps = run_model(student, heldout, pool)
-    _, teacher_reps = run_model(teacher, heldout, pool)
+    teacher_preds, teacher_reps = run_model(teacher, heldout, pool)
     out = {"heldout_rows": len(student_reps),
            "representation_cka": metrics.linear_cka(student_reps, teacher_reps),
            "hidden_cosine": metrics.mapped_cosine(student_reps, teacher_reps)}
+    if task == "qa":
+        return {**out, **_answer_agreement(qa_answers(teacher_preds, heldout, windows),
+                                           qa_answers(student_preds, heldout, windows))}
     if student_preds is not None and "logits" in heldout:
         stored = [np.asarray(t, dtype=np.float32) for t in heldout["logits"]]
         out["agreement"] = metrics.agreement(stored, student_preds, num_labels)
@@ -117,9 +128,41 @@ def fidelity(task: str, teacher, student, heldout: dict, num_labels: int) -> dic
     return out
 
 
-def dev_scores(task: str, model, dev: dict, label_names: list[str]) -> dict:
-    """Accuracy and macro-F1 (sentence, pair), or word accuracy and entity-level F1 (token)."""
+def qa_answers(preds: list[np.ndarray], rows: dict, windows: qa.WindowSettings) -> dict:
+    """Each question's (``example``'s) best answer over its windows' [T, 2] start/end logits
+    (CLS first in every window, as every supported family's tokenizer puts it)."""
+    by_example: dict = {}
+    for i, example in enumerate(rows["example"]):
+        by_example.setdefault(example, []).append(i)
+    return {example: qa.best_answer(
+        [{"start_logits": preds[i][:, 0], "end_logits": preds[i][:, 1], "cls": 0,
+          "offset_start": rows["offset_start"][i], "offset_end": rows["offset_end"][i]}
+         for i in idx], rows["context"][idx[0]], windows)
+        for example, idx in by_example.items()}
+
+
+def _answer_agreement(teacher: dict, student: dict) -> dict:
+    def said(answer):
+        return "" if answer.null_margin > 0 or not answer.text else answer.text
+
+    pairs = [(said(student[q]), said(teacher[q])) for q in teacher]
+    n = max(1, len(pairs))
+    return {"heldout_questions": len(pairs),
+            "agreement": sum(qa.exact_match(s, t) for s, t in pairs) / n,
+            "agreement_f1": sum(qa.f1_score(s, t) for s, t in pairs) / n}
+
+
+def dev_scores(task: str, model, dev: dict, label_names: list[str],
+               windows: qa.WindowSettings | None = None) -> dict:
+    """Accuracy and macro-F1 (sentence, pair), word accuracy and entity-level F1 (token), or
+    SQuAD's exact match and F1 (qa; with unanswerable questions, HasAns / NoAns too)."""
     preds, _ = run_model(model, dev, pooling(task))
+    if task == "qa":
+        answers = qa_answers(preds, dev, windows)
+        golds = {}
+        for example, gold in zip(dev["example"], dev["answers"]):
+            golds.setdefault(example, list(gold))
+        return qa.squad_scores(answers, golds)
     if task == "token":
         pred = [[label_names[i] for i in word_predictions(o, w)]
                 for o, w in zip(preds, dev["word_ids"])]
@@ -189,7 +232,7 @@ def disk_bytes(model) -> int:
 def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bool,
              heldout_paths: list[str], dev_paths: list[str], label_names: list[str],
              max_heldout_rows: int, speed_batch_size: int, speed_repeats: int,
-             torch_threads: int) -> dict:
+             torch_threads: int, windows: qa.WindowSettings | None = None) -> dict:
     from xdistil_ray import models
 
     torch.set_num_threads(torch_threads)
@@ -199,17 +242,17 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
         teacher = models.load_model(teacher_path, task).eval()
         student = models.load_model(run.download("student", f"{tmp}/student"), task).eval()
     heldout = read_rows(run, heldout_paths,
-                        ["input_ids", "token_type_ids", "logits", *TOPK_COLUMNS],
+                        ["input_ids", "token_type_ids", "logits", *TOPK_COLUMNS, *QA_COLUMNS],
                         max_heldout_rows, True)
     heldout = with_dense_logits(heldout, len(label_names))
-    result = {"eval": fidelity(task, teacher, student, heldout, len(label_names))}
+    result = {"eval": fidelity(task, teacher, student, heldout, len(label_names), windows)}
     speed_rows = heldout
     if dev_paths:
-        dev = read_rows(run, dev_paths, ["input_ids", "token_type_ids", "label", "word_ids",
-                                         "tags"], 10**9, False)
-        result["eval"]["dev_rows"] = len(dev["input_ids"])
+        dev = read_rows(run, dev_paths, DEV_COLUMNS, 10**9, False)
+        result["eval"]["dev_rows"] = len(set(dev["example"])) if task == "qa" else \
+            len(dev["input_ids"])
         for who, model in (("teacher", teacher), ("student", student)):
-            for name, value in dev_scores(task, model, dev, label_names).items():
+            for name, value in dev_scores(task, model, dev, label_names, windows).items():
                 result["eval"][f"{who}_{name}"] = value
         speed_rows = dev
     result["speed"] = speed(teacher, student, speed_rows, batch_size=speed_batch_size,
@@ -233,8 +276,7 @@ def evaluate_dev(run: RunFolder, *, task: str, model_rel: str, dev_paths: list[s
     torch.set_num_threads(torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
         model = models.load_model(run.download(model_rel, f"{tmp}/model"), task).eval()
-    dev = read_rows(run, dev_paths, ["input_ids", "token_type_ids", "label", "word_ids", "tags"],
-                    10**9, False)
+    dev = read_rows(run, dev_paths, DEV_COLUMNS, 10**9, False)
     return {"eval": {"dev_rows": len(dev["input_ids"]),
                      **dev_scores(task, model, dev, label_names)},
             "size": {"params": models.num_params(model), "disk_bytes": disk_bytes(model),

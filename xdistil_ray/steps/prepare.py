@@ -307,36 +307,63 @@ def _sum_columns(run: RunFolder, rel: str, columns: list[str]) -> dict:
     return sums
 
 
-def prepare_corpus(run: RunFolder, source: CorpusSource, settings: TextSettings, *,
+def prepare_corpus(run: RunFolder, source: CorpusSource | None, settings: TextSettings, *,
                    text_column: str, hf_split: str, rows_per_shard: int,
                    pair_column: str = "", progress_every_s: float = 10.0,
-                   qa_columns: tuple[str, str] = ()) -> dict:
+                   qa_columns: tuple[str, str] = (), qa_labeled: CorpusSource | None = None,
+                   dev_fraction: float = 0.0) -> dict:
     """Cleans, deduplicates and tokenizes the transfer corpus into shards; returns its stats.
+
     Extractive QA (``qa_columns``: question, context): rows are questions, the shards hold their
-    windows (``windows``; ``heldout`` and the shards' ``rows`` count windows)."""
+    windows (``windows``; ``heldout`` and the shards' ``rows`` count windows); the labeled
+    training set's questions (``qa_labeled``, their answers unread) join the corpus, less the
+    share that is the dev set when there is no other (``dev_fraction``: dropped as
+    ``dev_question``)."""
     import ray
     import ray.data
 
     progress = start_actor(progress_every_s)
-    stats = _stage_clean(run, source, "corpus", text_column=text_column, label_column=None,
-                         hf_split=hf_split, pair_column=pair_column, progress=progress,
-                         qa_columns=qa_columns, settings=settings)
+    inputs = [(name, s) for name, s in (("corpus", source), ("labeled", qa_labeled)) if s]
+    stats = {"input_rows": 0, "clean": 0, "dropped": {}}
+    for name, s in inputs:
+        part = _stage_clean(run, s, name, text_column=text_column, label_column=None,
+                            hf_split=hf_split, pair_column=pair_column, progress=progress,
+                            qa_columns=qa_columns, settings=settings)
+        stats["input_rows"] += part["input_rows"]
+        stats["clean"] += part["clean"]
+        for reason, n in part["dropped"].items():
+            stats["dropped"][reason] = stats["dropped"].get(reason, 0) + n
     num_partitions = max(1, math.ceil(stats["clean"] / rows_per_shard))
-    kept = (ray.data.read_parquet(run.path(_STAGING, "corpus"), filesystem=run.fs)
+    kept = (ray.data.read_parquet([run.path(_STAGING, name) for name, _ in inputs],
+                                  filesystem=run.fs)
             .map_batches(_kept_rows, batch_format="pandas", batch_size=None)
             .repartition(num_partitions, keys=["key"])
             .map_batches(drop_duplicates, batch_format="pandas", batch_size=None))
+    unique = kept
+    if qa_labeled and dev_fraction > 0:
+        kept = kept.map_batches(_not_dev, batch_format="pandas", batch_size=None,
+                                fn_kwargs=dict(fraction=dev_fraction))
     shards = _write_tokenized(run, kept, CORPUS, settings, rows_per_shard, progress)
     ray.kill(progress)
     num_kept = sum(s["rows"] for s in shards)
     if qa_columns:
         stats["windows"] = num_kept
         num_kept = _distinct_examples(run, CORPUS)
+    if unique is not kept:
+        dev = unique.count() - num_kept
+        if dev:
+            stats["dropped"][qa.DEV_QUESTION] = dev
+        stats["clean"] -= dev
     stats["dropped"][corpus.DUPLICATE] = stats["clean"] - num_kept
     stats.update(kept=num_kept, shards=shards,
                  **_sum_columns(run, CORPUS, ["truncated", "heldout"]))
     del stats["clean"]
     return stats
+
+
+def _not_dev(block: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """Ray Data UDF: the rows outside the dev share (:func:`xdistil_ray.corpus.is_dev`)."""
+    return block[[not corpus.is_dev(bytes(k), fraction) for k in block["key"]]]
 
 
 def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: TextSettings, *,
@@ -431,25 +458,31 @@ def _write_labeled(run: RunFolder, split: str, table: pa.Table, input_rows: int,
     return stats
 
 
-def run_step(run: RunFolder, corpus_source: CorpusSource, labeled_sources: dict[str, CorpusSource],
-             settings: TextSettings, *, text_column: str, label_column: str,
-             labeled_text_column: str, hf_split: str, rows_per_shard: int,
-             fingerprint: dict, pair_column: str = "", labeled_pair_column: str = "",
-             task: str = "sentence", dev_fraction: float = 0.0,
-             progress_every_s: float = 10.0) -> dict:
-    """Runs the step and commits ``data/``; returns the marker."""
+def run_step(run: RunFolder, corpus_source: CorpusSource | None,
+             labeled_sources: dict[str, CorpusSource], settings: TextSettings, *,
+             text_column: str, label_column: str, labeled_text_column: str, hf_split: str,
+             rows_per_shard: int, fingerprint: dict, pair_column: str = "",
+             labeled_pair_column: str = "", task: str = "sentence", dev_fraction: float = 0.0,
+             progress_every_s: float = 10.0, qa_columns: tuple[str, str, str] = ()) -> dict:
+    """Runs the step and commits ``data/``; returns the marker. Extractive QA (``qa_columns``:
+    question, context, answers): the transfer set is ``corpus_source`` (may be None) and the
+    labeled training set's questions."""
     start = time.time()
+    carve = dev_fraction if "dev" not in labeled_sources else 0.0
     stats = prepare_corpus(run, corpus_source, settings, text_column=text_column,
                            hf_split=hf_split, rows_per_shard=rows_per_shard,
-                           pair_column=pair_column, progress_every_s=progress_every_s)
+                           pair_column=pair_column, progress_every_s=progress_every_s,
+                           qa_columns=qa_columns[:2],
+                           qa_labeled=labeled_sources.get("train") if qa_columns else None,
+                           dev_fraction=carve)
     log.info("corpus: %d rows in, %d kept, dropped %s, %d truncated", stats["input_rows"],
              stats["kept"], stats["dropped"], stats["truncated"])
     labeled = {"splits": {}, "label_names": []}
     if labeled_sources:
         labeled = prepare_labeled(run, labeled_sources, settings, text_column=labeled_text_column,
                                   label_column=label_column, pair_column=labeled_pair_column,
-                                  task=task, dev_fraction=dev_fraction)
+                                  task=task, dev_fraction=dev_fraction, qa_columns=qa_columns)
     run.delete(_STAGING)
-    return run.commit(STEP, corpus=stats, labeled=labeled, pairs=bool(pair_column), task=task,
-                      fingerprint=fingerprint,
+    return run.commit(STEP, corpus=stats, labeled=labeled,
+                      pairs=bool(pair_column or qa_columns), task=task, fingerprint=fingerprint,
                       seconds=round(time.time() - start, 1))

@@ -69,6 +69,10 @@ def _dev_columns(e: dict | None, prefix: str = "teacher_") -> list[tuple[str, st
     none without dev data."""
     if e and f"{prefix}entity_f1" in e:
         return [("dev entity F1", "entity_f1"), ("dev word acc.", "word_accuracy")]
+    if e and f"{prefix}exact" in e:  # extractive QA (SQuAD)
+        split = [("dev HasAns F1", "has_ans_f1"), ("dev NoAns F1", "no_ans_f1")]
+        return [("dev EM", "exact"), ("dev F1", "f1")] + (
+            split if f"{prefix}has_ans_f1" in e else [])
     if e and f"{prefix}accuracy" in e:
         return [("dev accuracy", "accuracy"), ("dev macro-F1", "macro_f1")]
     return []
@@ -107,7 +111,11 @@ def _row(cells: list[str]) -> str:
 def _fidelity_lines(e: dict) -> list[str]:
     unit = "tokens of " if "teacher_entity_f1" in e else ""
     lines = []
-    if "agreement" in e:
+    if "agreement_f1" in e:  # extractive QA
+        lines += [f"- agreement of the answers on {e['heldout_questions']} held-out questions "
+                  f"(the student's against the teacher's, SQuAD-normalized): exact "
+                  f"{_pct(e['agreement'])}, F1 {_pct(e['agreement_f1'])}"]
+    elif "agreement" in e:
         lines += [f"- agreement (same argmax as the teacher, over {unit}the sentences): "
                   f"{_pct(e['agreement'])}",
                   f"- KL(teacher || student) of the predicted distributions: "
@@ -235,7 +243,7 @@ def headline(report: dict) -> str:
     parts = []
     dev = _dev_columns(report["eval"])
     if dev:
-        header, key = dev[0]
+        header, key = next(((h, k) for h, k in dev if k == "f1"), dev[0])  # QA: F1 first
         parts.append(f"{header} student {_pct(e[f'student_{key}'])} / teacher "
                      f"{_pct(e[f'teacher_{key}'])}")
     parts.append(f"agreement {_pct(e['agreement'])}" if "agreement" in e

@@ -302,6 +302,8 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
         columns = ["id", "input_ids", "heldout", "path"]
         if data_marker.get("pairs"):
             columns.append("token_type_ids")
+        if task == "qa":  # what decoding a held-out window's answer reads (eval)
+            columns += ["example", "context", "offset_start", "offset_end"]
         ds = ray.data.read_parquet(files, filesystem=run.fs, include_paths=True).select_columns(
             columns)
         window = batch_size * max(1, group_batches)
