@@ -308,3 +308,25 @@ def test_labeled_squad_files_become_windows_with_exact_row_accounting(tmp_path, 
         assert text == "Le Havre"
     assert all(w["end_position"] == 0 for w in table if w["answers"] == [])
     assert len({w["id"] for w in table}) == len(table) and len({w["example"] for w in table}) == 2
+
+
+def test_embedded_qa_data_is_squad_shaped_and_deterministic(tmp_path):
+    import json
+
+    from xdistil_ray.embedded_data import write_embedded_data
+
+    paths = write_embedded_data(str(tmp_path / "a"), seed=1, num_train=300, num_dev=60,
+                                num_corpus=400, task="qa")
+    again = write_embedded_data(str(tmp_path / "b"), seed=1, num_train=300, num_dev=60,
+                                num_corpus=400, task="qa")
+    assert open(paths["train"]).read() == open(again["train"]).read()
+    train = [json.loads(line) for line in open(paths["train"])]
+    assert len(train) == 300
+    for row in train:
+        clean, reason = qa.clean_row(row, labeled=True)
+        assert reason == "", row
+    unanswerable = sum(not r["answers"]["text"] for r in train) / len(train)
+    assert 0.25 < unanswerable < 0.42  # a third, as generated
+    corpus = [line for line in open(paths["corpus"])]
+    assert len(corpus) == 100 + 1 + 0  # a quarter of num_corpus, 1% repeated, 0.2% empty
+    assert all("answers" not in json.loads(line) for line in corpus if line.strip())

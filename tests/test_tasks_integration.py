@@ -176,3 +176,43 @@ def test_finetuned_distilled_student_beats_the_same_shape_from_scratch(agnostic_
     with pytest.raises(ConfigError, match="finetune.epochs"):  # same folder, other settings
         _finetune(ft_root, str(root / "run" / "student"), "pretrained", data,
                   ("finetune.epochs=4",))
+
+
+@pytest.fixture(scope="module")
+def qa_run(tmp_path_factory, ray_local):
+    """Extractive QA on the embedded SQuAD 2.0-style data, windows of 64 tokens (contexts of
+    several sentences take two or three), through every step."""
+    root = tmp_path_factory.mktemp("qa")
+    report = _run(root, "qa", [
+        {"name": "logits", "losses": [{"type": "logits", "function": "kl", "temperature": 2.0}],
+         "epochs": 2},
+        {"name": "labels", "losses": [{"type": "labels"}], "epochs": 1}],
+        ["qa.max_length=64", "qa.doc_stride=16"], num_corpus=640)
+    return root, report
+
+
+def test_extractive_qa_run(qa_run):
+    from transformers import AutoModelForQuestionAnswering, pipeline
+
+    root, report = qa_run
+    d = report["data"]
+    assert report["task"] == "qa" and report["teacher"]["finetuned"] is True
+    assert d["input_rows"] == d["kept"] + sum(d["dropped"].values())
+    train = d["labeled"]["train"]
+    assert train["windows"] > train["kept"] > 0  # long contexts take several windows
+    e = report["eval"]
+    assert e["dev_rows"] == 64 and e["heldout_questions"] > 0
+    for who in ("teacher", "student"):
+        assert 0.0 <= e[f"{who}_exact"] <= e[f"{who}_f1"] <= 1.0
+        assert e[f"{who}_has_ans_total"] + e[f"{who}_no_ans_total"] == 64
+    assert 0.0 <= e["agreement"] <= e["agreement_f1"] <= 1.0
+    _losses_fell(report)
+    folder = str(root / "run" / "student")
+    assert type(AutoModelForQuestionAnswering.from_pretrained(folder)).__name__.endswith(
+        "ForQuestionAnswering")
+    answer = pipeline("question-answering", model=folder, tokenizer=folder)(
+        question="How is the battery of the phone?",
+        context="The screen of the laptop is awful. The battery of the phone is really great.")
+    assert set(answer) >= {"answer", "score", "start", "end"}
+    md = (root / "run" / "report.md").read_text()
+    assert "| dev EM | dev F1 |" in md and "agreement of the answers" in md
