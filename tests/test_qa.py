@@ -330,3 +330,26 @@ def test_embedded_qa_data_is_squad_shaped_and_deterministic(tmp_path):
     corpus = [line for line in open(paths["corpus"])]
     assert len(corpus) == 100 + 1 + 0  # a quarter of num_corpus, 1% repeated, 0.2% empty
     assert all("answers" not in json.loads(line) for line in corpus if line.strip())
+
+
+def test_the_answerer_decodes_a_saved_qa_model_over_windows(tmp_path, teacher_path):
+    """transformers 5 has no question-answering pipeline; Answerer is the run's decoding for a
+    saved QA folder: a span of the context, or no answer by the threshold."""
+    from test_families import tiny_teacher
+
+    from xdistil_ray.answer import Answerer
+    from xdistil_ray.models import load_tokenizer
+
+    folder = str(tmp_path / "qa")
+    tiny_teacher("bert", "qa").save_pretrained(folder)
+    load_tokenizer(teacher_path).save_pretrained(folder)
+    windows = qa.WindowSettings(max_length=24, doc_stride=6)
+    span = Answerer(folder, threshold=math.inf, windows=windows)(
+        question="Where does it reach the sea?", context=CONTEXT)
+    assert span["answer"] and CONTEXT[span["start"]:span["end"]] == span["answer"]
+    assert not span["no_answer"]
+    none = Answerer(folder, threshold=-math.inf, windows=windows)(
+        question="Where does it reach the sea?", context=CONTEXT)
+    assert none == {**none, "answer": "", "start": -1, "end": -1, "no_answer": True}
+    with pytest.raises(ValueError, match="max_length"):
+        Answerer(folder, windows=windows)(question=" ".join(["why"] * 30), context=CONTEXT)

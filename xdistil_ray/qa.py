@@ -249,6 +249,10 @@ class Answer:
     """Start + end logit of the best span; -inf when no window has a valid span."""
     null_score: float
     """Start + end logit at CLS, the lowest over the question's windows."""
+    start: int = -1
+    """The span's first character in the context (-1: no span)."""
+    end: int = -1
+    """One past its last character."""
 
     @property
     def null_margin(self) -> float:
@@ -261,7 +265,7 @@ def best_answer(windows: Iterable[dict], context: str, settings: WindowSettings)
     """The best span of one question over its windows: each window a dict of
     ``start_logits``, ``end_logits`` (real tokens only), ``offset_start``, ``offset_end`` and
     ``cls`` (its CLS index)."""
-    best_text, best_score, null = "", -math.inf, math.inf
+    best_text, best_score, null, span = "", -math.inf, math.inf, (-1, -1)
     for w in windows:
         start_logits = np.asarray(w["start_logits"], dtype=np.float64)
         end_logits = np.asarray(w["end_logits"], dtype=np.float64)
@@ -277,8 +281,9 @@ def best_answer(windows: Iterable[dict], context: str, settings: WindowSettings)
                     continue
                 score = start_logits[s] + end_logits[e]
                 if score > best_score:
-                    best_score, best_text = score, context[starts[s]:ends[e]]
-    return Answer(best_text, float(best_score), float(null))
+                    best_score, span = score, (int(starts[s]), int(ends[e]))
+                    best_text = context[span[0]:span[1]]
+    return Answer(best_text, float(best_score), float(null), *span)
 
 
 def normalize_answer(text: str) -> str:
