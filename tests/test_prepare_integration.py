@@ -125,3 +125,40 @@ def test_a_parquet_pass_starts_few_footer_actors(tmp_path, ray_local):
     assert len(ray.data.read_parquet(str(tmp_path)).take_all()) == 30
     started = footer_actors() - before
     assert 1 <= len(started) <= 2, len(started)
+
+
+def test_qa_transfer_set_is_corpus_and_training_questions_less_the_dev_share(
+        tmp_path, ray_local, teacher_path):
+    """Extractive QA without labeled.dev: the corpus (parquet question/context rows, a bad one
+    among them) and the labeled training questions make the transfer set; the questions carved
+    out as dev never enter it; rows in = kept + dropped, windows counted apart."""
+    from xdistil_ray import qa
+    from xdistil_ray.embedded_tasks import write_qa
+
+    paths = write_qa(str(tmp_path / "data"), seed=2, num_train=120, num_dev=1, num_corpus=40)
+    corpus_rows = [json.loads(line) for line in open(paths["corpus"]) if line.strip()]
+    corpus_rows.append({"question": None, "context": "no question"})
+    pq.write_table(pa.table({"question": [r["question"] for r in corpus_rows],
+                             "context": [r["context"] for r in corpus_rows]}),
+                   tmp_path / "corpus.parquet")
+    settings = prepare.TextSettings(teacher_path, 0, 0, 0.2, qa.WindowSettings(48, 12))
+    run = RunFolder(str(tmp_path / "run"))
+    marker = prepare.run_step(
+        run, resolve_source(str(tmp_path / "corpus.parquet"), "corpus.path"),
+        {"train": resolve_source(paths["train"], "labeled.train")}, settings, text_column="",
+        label_column="", labeled_text_column="", hf_split="train", rows_per_shard=64,
+        fingerprint={}, task="qa", dev_fraction=0.2,
+        qa_columns=("question", "context", "answers"))
+    c, splits = marker["corpus"], marker["labeled"]["splits"]
+    assert marker["pairs"] is True
+    assert c["input_rows"] == len(corpus_rows) + 120
+    assert c["input_rows"] == c["kept"] + sum(c["dropped"].values())
+    assert c["dropped"][qa.MISSING_QUESTION] == 1
+    assert c["dropped"][qa.DEV_QUESTION] == splits["dev"]["kept"] > 0
+    assert c["windows"] > c["kept"] and sum(s["rows"] for s in c["shards"]) == c["windows"]
+    dev = set(pq.read_table(run.path("data/labeled/dev", "dev.parquet")).column("example")
+              .to_pylist())
+    transfer = {e for s in c["shards"]
+                for e in pq.read_table(run.path("data/corpus", s["file"])).column("example")
+                .to_pylist()}
+    assert dev and not dev & transfer

@@ -311,14 +311,13 @@ def prepare_corpus(run: RunFolder, source: CorpusSource | None, settings: TextSe
                    text_column: str, hf_split: str, rows_per_shard: int,
                    pair_column: str = "", progress_every_s: float = 10.0,
                    qa_columns: tuple[str, str] = (), qa_labeled: CorpusSource | None = None,
-                   dev_fraction: float = 0.0) -> dict:
+                   exclude: frozenset = frozenset()) -> dict:
     """Cleans, deduplicates and tokenizes the transfer corpus into shards; returns its stats.
 
     Extractive QA (``qa_columns``: question, context): rows are questions, the shards hold their
     windows (``windows``; ``heldout`` and the shards' ``rows`` count windows); the labeled
     training set's questions (``qa_labeled``, their answers unread) join the corpus, less the
-    share that is the dev set when there is no other (``dev_fraction``: dropped as
-    ``dev_question``)."""
+    dev set's questions (``exclude``: their row ids; dropped as ``dev_question``)."""
     import ray
     import ray.data
 
@@ -340,9 +339,9 @@ def prepare_corpus(run: RunFolder, source: CorpusSource | None, settings: TextSe
             .repartition(num_partitions, keys=["key"])
             .map_batches(drop_duplicates, batch_format="pandas", batch_size=None))
     unique = kept
-    if qa_labeled and dev_fraction > 0:
+    if exclude:
         kept = kept.map_batches(_not_dev, batch_format="pandas", batch_size=None,
-                                fn_kwargs=dict(fraction=dev_fraction))
+                                fn_kwargs=dict(exclude=exclude))
     shards = _write_tokenized(run, kept, CORPUS, settings, rows_per_shard, progress)
     ray.kill(progress)
     num_kept = sum(s["rows"] for s in shards)
@@ -361,9 +360,9 @@ def prepare_corpus(run: RunFolder, source: CorpusSource | None, settings: TextSe
     return stats
 
 
-def _not_dev(block: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    """Ray Data UDF: the rows outside the dev share (:func:`xdistil_ray.corpus.is_dev`)."""
-    return block[[not corpus.is_dev(bytes(k), fraction) for k in block["key"]]]
+def _not_dev(block: pd.DataFrame, exclude: frozenset) -> pd.DataFrame:
+    """Ray Data UDF: the rows that are not the dev set's (by row id)."""
+    return block[[corpus.row_id(bytes(k)) not in exclude for k in block["key"]]]
 
 
 def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: TextSettings, *,
@@ -468,20 +467,25 @@ def run_step(run: RunFolder, corpus_source: CorpusSource | None,
     question, context, answers): the transfer set is ``corpus_source`` (may be None) and the
     labeled training set's questions."""
     start = time.time()
-    carve = dev_fraction if "dev" not in labeled_sources else 0.0
-    stats = prepare_corpus(run, corpus_source, settings, text_column=text_column,
-                           hf_split=hf_split, rows_per_shard=rows_per_shard,
-                           pair_column=pair_column, progress_every_s=progress_every_s,
-                           qa_columns=qa_columns[:2],
-                           qa_labeled=labeled_sources.get("train") if qa_columns else None,
-                           dev_fraction=carve)
-    log.info("corpus: %d rows in, %d kept, dropped %s, %d truncated", stats["input_rows"],
-             stats["kept"], stats["dropped"], stats["truncated"])
     labeled = {"splits": {}, "label_names": []}
     if labeled_sources:
         labeled = prepare_labeled(run, labeled_sources, settings, text_column=labeled_text_column,
                                   label_column=label_column, pair_column=labeled_pair_column,
                                   task=task, dev_fraction=dev_fraction, qa_columns=qa_columns)
+    exclude: frozenset = frozenset()
+    dev = labeled["splits"].get("dev")
+    if qa_columns and dev and dev.get("from_train"):  # the carved dev questions stay out
+        exclude = frozenset(pq.read_table(run.path(f"{LABELED}/dev", dev["files"][0]["file"]),
+                                          columns=["example"], filesystem=run.fs)
+                            .column(0).to_pylist())
+    stats = prepare_corpus(run, corpus_source, settings, text_column=text_column,
+                           hf_split=hf_split, rows_per_shard=rows_per_shard,
+                           pair_column=pair_column, progress_every_s=progress_every_s,
+                           qa_columns=qa_columns[:2],
+                           qa_labeled=labeled_sources.get("train") if qa_columns else None,
+                           exclude=exclude)
+    log.info("corpus: %d rows in, %d kept, dropped %s, %d truncated", stats["input_rows"],
+             stats["kept"], stats["dropped"], stats["truncated"])
     run.delete(_STAGING)
     return run.commit(STEP, corpus=stats, labeled=labeled,
                       pairs=bool(pair_column or qa_columns), task=task, fingerprint=fingerprint,
