@@ -133,9 +133,9 @@ def test_qa_transfer_set_is_corpus_and_training_questions_less_the_dev_share(
     among them) and the labeled training questions make the transfer set; the questions carved
     out as dev never enter it; rows in = kept + dropped, windows counted apart."""
     from xdistil_ray import qa
-    from xdistil_ray.embedded_tasks import write_qa
+    from xdistil_ray.embedded_tasks import write
 
-    paths = write_qa(str(tmp_path / "data"), seed=2, num_train=120, num_dev=1, num_corpus=40)
+    paths = write(str(tmp_path / "data"), "qa", seed=2, num_train=120, num_dev=1, num_corpus=40)
     corpus_rows = [json.loads(line) for line in open(paths["corpus"]) if line.strip()]
     corpus_rows.append({"question": None, "context": "no question"})
     pq.write_table(pa.table({"question": [r["question"] for r in corpus_rows],

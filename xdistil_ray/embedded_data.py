@@ -25,12 +25,9 @@ def write_embedded_data(folder: str, *, seed: int = 0, num_train: int = 2000, nu
     Returns:
         {"train": path, "dev": path, "corpus": path}.
     """
-    if task == "qa":
-        return embedded_tasks.write_qa(os.path.join(folder, task), seed=seed,
-                                       num_train=num_train, num_dev=num_dev,
-                                       num_corpus=num_corpus // 4)
-    if task in ("pair", "token"):
+    if task in ("pair", "token", "qa"):
         return embedded_tasks.write(os.path.join(folder, task), task, seed=seed,
-                                    num_train=num_train, num_dev=num_dev, num_corpus=num_corpus)
+                                    num_train=num_train, num_dev=num_dev,
+                                    num_corpus=num_corpus // 4 if task == "qa" else num_corpus)
     return embedded_reviews.write_sentiment(folder, seed=seed, num_train=num_train,
                                             num_dev=num_dev, num_corpus=num_corpus)

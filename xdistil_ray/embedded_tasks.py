@@ -58,10 +58,34 @@ def _pair(rng: random.Random) -> tuple[str, str, str]:
     return review(rng, positive), claim, PAIR_LABELS[entails]
 
 
+def _row(rng: random.Random, task: str) -> tuple[str, dict]:
+    """(dedup key, labeled row) of one generated example of ``task``."""
+    if task == "pair":
+        text, claim, label = _pair(rng)
+        return text + "\t" + claim, {"text": text, "text_pair": claim, "label": label}
+    if task == "qa":
+        row = qa_example(rng, answerable=rng.random() < 2 / 3)
+        return row["question"] + "\t" + row["context"], row
+    tagged = tagged_review(rng)
+    return (" ".join(w for w, _ in tagged),
+            {"text": [w for w, _ in tagged], "label": [t for _, t in tagged]})
+
+
+def _corpus_line(row: dict, task: str) -> str:
+    """A labeled row as the unlabeled corpus holds it."""
+    if task == "pair":
+        return json.dumps({"text": row["text"], "text_pair": row["text_pair"]})
+    if task == "qa":
+        return json.dumps({"question": row["question"], "context": row["context"]})
+    return " ".join(row["text"])
+
+
 def write(folder: str, task: str, *, seed: int, num_train: int, num_dev: int,
           num_corpus: int) -> dict[str, str]:
-    """Writes the task's ``train.jsonl``, ``dev.jsonl`` and corpus (if absent); returns paths."""
-    corpus_name = "corpus.jsonl" if task == "pair" else "corpus.txt"
+    """Writes the task's ``train.jsonl``, ``dev.jsonl`` and corpus (if absent); returns paths.
+    ``qa``: SQuAD-style rows (question, context, answers; a third unanswerable, as in SQuAD
+    2.0), the corpus their questions and contexts."""
+    corpus_name = "corpus.jsonl" if task in ("pair", "qa") else "corpus.txt"
     paths = {name: os.path.join(folder, f) for name, f in
              (("train", "train.jsonl"), ("dev", "dev.jsonl"), ("corpus", corpus_name))}
     if all(os.path.exists(p) for p in paths.values()):
@@ -71,13 +95,7 @@ def write(folder: str, task: str, *, seed: int, num_train: int, num_dev: int,
     seen: set[str] = set()
     rows = []
     while len(rows) < num_train + num_dev + num_corpus:
-        if task == "pair":
-            text, claim, label = _pair(rng)
-            key, row = text + "\t" + claim, {"text": text, "text_pair": claim, "label": label}
-        else:
-            tagged = tagged_review(rng)
-            key = " ".join(w for w, _ in tagged)
-            row = {"text": [w for w, _ in tagged], "label": [t for _, t in tagged]}
+        key, row = _row(rng, task)
         if key not in seen:
             seen.add(key)
             rows.append(row)
@@ -85,10 +103,7 @@ def write(folder: str, task: str, *, seed: int, num_train: int, num_dev: int,
                           rows[num_train + num_dev:])
     for name, part in (("train", train), ("dev", dev)):
         write_atomic(paths[name], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part))
-    if task == "pair":
-        lines = [json.dumps({"text": r["text"], "text_pair": r["text_pair"]}) for r in corpus]
-    else:
-        lines = [" ".join(r["text"]) for r in corpus]
+    lines = [_corpus_line(r, task) for r in corpus]
     lines += rng.sample(lines, num_corpus // 100) + [""] * (num_corpus // 500)
     rng.shuffle(lines)
     write_atomic(paths["corpus"], "".join(line + "\n" for line in lines))
@@ -128,32 +143,3 @@ def qa_example(rng: random.Random, answerable: bool) -> dict:
     question = rng.choice(_QUESTIONS).format(aspect=aspect, product=product)
     return {"question": question, "context": context, "answers": answers}
 
-
-def write_qa(folder: str, *, seed: int, num_train: int, num_dev: int,
-             num_corpus: int) -> dict[str, str]:
-    """Extractive QA: ``train.jsonl`` and ``dev.jsonl`` (question, context, answers; a third
-    unanswerable, as in SQuAD 2.0) and ``corpus.jsonl`` (question, context) in ``folder``, if
-    absent; returns the paths. The corpus carries a few repeated rows and empty lines."""
-    paths = {name: os.path.join(folder, f) for name, f in
-             (("train", "train.jsonl"), ("dev", "dev.jsonl"), ("corpus", "corpus.jsonl"))}
-    if all(os.path.exists(p) for p in paths.values()):
-        return paths
-    os.makedirs(folder, exist_ok=True)
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    rows = []
-    while len(rows) < num_train + num_dev + num_corpus:
-        row = qa_example(rng, answerable=rng.random() < 2 / 3)
-        key = row["question"] + "\t" + row["context"]
-        if key not in seen:
-            seen.add(key)
-            rows.append(row)
-    for name, part in (("train", rows[:num_train]),
-                       ("dev", rows[num_train:num_train + num_dev])):
-        write_atomic(paths[name], "".join(json.dumps(r) + "\n" for r in part))
-    lines = [json.dumps({"question": r["question"], "context": r["context"]})
-             for r in rows[num_train + num_dev:]]
-    lines += rng.sample(lines, num_corpus // 100) + [""] * (num_corpus // 500)
-    rng.shuffle(lines)
-    write_atomic(paths["corpus"], "".join(line + "\n" for line in lines))
-    return paths
