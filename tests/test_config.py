@@ -216,12 +216,3 @@ def test_top_k_refused_for_token_tasks():
     with pytest.raises(ConfigError, match="teacher.inference.top_k: token tasks"):
         load_config(None, ["task=token", "teacher.inference.top_k=3"])
 
-
-def test_a_qa_run_that_names_no_stages_gets_the_qa_stages():
-    qa = load_config(None, ["task=qa", "stages.0.epochs=2"])
-    assert [(s.name, s.losses[0].type, s.losses[0].function, s.epochs) for s in qa.stages] == [
-        ("logits", "logits", "kl", 2.0), ("labels", "labels", "mse", 1.0)]
-    named = load_config(None, ["task=qa", 'stages=[{"name": "x", "losses": [{"type": "labels"}]}]'])
-    assert [s.name for s in named.stages] == ["x"]
-    assert [s.name for s in load_config(None, ["task=token"]).stages] == [
-        "representation", "logits", "labels"]

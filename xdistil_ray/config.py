@@ -249,21 +249,6 @@ def _default_stages() -> list[StageConfig]:
     ]
 
 
-def _qa_default_stages() -> list[StageConfig]:
-    """The stages of a QA run that names none: the start/end distributions (KL over positions,
-    stored) with the whole student training, then the gold spans. XtremeDistil's classification
-    stages (raw-logit MSE over every position, short gradual-unfreezing phases) left the
-    embedded QA student answering "no answer" to every question (dev F1 35.2% against the
-    teacher's 100%, README)."""
-    return [
-        StageConfig(name="logits", losses=[LossConfig(type="logits", function="kl",
-                                                      temperature=2.0)],
-                    epochs=3, learning_rate=1e-3),
-        StageConfig(name="labels", losses=[LossConfig(type="labels")], epochs=1,
-                    learning_rate=1e-4, batch_size=32),
-    ]
-
-
 @dataclass
 class TrainConfig:
     num_workers: int = 1
@@ -428,7 +413,6 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         ConfigError: on a missing file, bad YAML, unknown key, wrong type or bad value.
     """
     data = to_dict(kind())
-    stages_given = False
     if path:
         try:
             with open(path, encoding="utf-8") as f:
@@ -440,11 +424,6 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         if not isinstance(file_data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of fields at the top")
         _merge(data, file_data)
-        stages_given = "stages" in file_data
-    task = next((item.split("=", 1)[1].strip() for item in reversed(overrides)
-                 if item.split("=", 1)[0].strip() == "task"), data.get("task"))
-    if kind is Config and task == "qa" and not stages_given:  # overrides apply to these
-        data["stages"] = [to_dict(s) for s in _qa_default_stages()]
     for item in overrides:
         _apply_override(data, item)
     cfg = _build(kind, data, "")
