@@ -215,4 +215,3 @@ def test_custom_resources_are_typed_and_checked():
 def test_top_k_refused_for_token_tasks():
     with pytest.raises(ConfigError, match="teacher.inference.top_k: token tasks"):
         load_config(None, ["task=token", "teacher.inference.top_k=3"])
-
