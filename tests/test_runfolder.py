@@ -91,3 +91,18 @@ def test_relative_to_is_by_name():
     assert relative_to("bucket/run/data/a/b.parquet", "bucket/run/data") == "a/b.parquet"
     with pytest.raises(ValueError):
         relative_to("bucket/other/x", "bucket/run")
+
+
+def test_a_field_added_since_a_step_committed_counts_as_its_default(tmp_path):
+    """A run folder written before ``labeled.dev_fraction`` existed resumes while the field
+    keeps its default, and is refused once it is set to another value."""
+    from xdistil_ray.config import ConfigError
+    from xdistil_ray.pipeline import refuse_changed
+
+    run = RunFolder(str(tmp_path))
+    marker = {"fingerprint": {"labeled.train": "a.jsonl"}}
+    refuse_changed(run, "data", marker, {"labeled.train": "a.jsonl",
+                                         "labeled.dev_fraction": 0.1})
+    with pytest.raises(ConfigError, match="labeled.dev_fraction"):
+        refuse_changed(run, "data", marker, {"labeled.train": "a.jsonl",
+                                             "labeled.dev_fraction": 0.2})

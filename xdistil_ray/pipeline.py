@@ -213,9 +213,12 @@ def stage_keys(k: int) -> tuple[str, ...]:
 
 def refuse_changed(run: RunFolder, rel: str, marker: dict, fp: dict, state: str = "complete") -> None:
     """Raises ConfigError naming the fields that changed since ``rel`` was committed (or
-    started)."""
+    started). A field the marker does not name (added to the config since) counts as its
+    default: a run folder of an older version resumes while the new field keeps its default."""
     old = marker.get("fingerprint", {})
-    changed = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+    defaults = _flat(config_mod.to_dict(config_mod.Config()))
+    changed = sorted(k for k in set(old) | set(fp)
+                     if old.get(k, defaults.get(k)) != fp.get(k))
     if changed:
         raise ConfigError(
             f"{run.uri}: step {rel!r} is {state} but these fields changed since: "
