@@ -25,6 +25,9 @@ RUNS = [("electra", "pair", ["ENTAILMENT", "CONTRADICTION"]), ("modernbert", "pa
         ("deberta-v3", "sentence", ["negative", "positive"]), ("distilbert", "token", None),
         ("xlm-roberta", "token", None)]
 
+CLASS_PREFIX = {"electra": "Electra", "modernbert": "ModernBert", "deberta-v3": "DebertaV2",
+                "distilbert": "DistilBert", "xlm-roberta": "XLMRoberta"}
+
 STAGES = [
     {"name": "mha-hs", "targets": "online", "epochs": 1,
      "losses": [{"type": "attention_relations", "relation_heads": 4},
@@ -78,6 +81,8 @@ def test_a_teacher_of_the_family_runs_every_step(family_run):
     assert ("teacher_entity_f1" if task == "token" else "teacher_accuracy") in e
     student = models.auto_class(task).from_pretrained(str(root / "run" / "student"))
     assert student.config.model_type == tiny_config(kind).model_type  # the teacher's family
+    assert type(student).__name__ == CLASS_PREFIX[kind] + (
+        "ForTokenClassification" if task == "token" else "ForSequenceClassification")
     assert families.shape_of(student.config)["num_hidden_layers"] == 2
     assert families.shape_of(student.config)["hidden_size"] == 64
     if head:  # the head's own label order (not the data's sorted one), spelled as the data's
