@@ -34,19 +34,18 @@ class Answerer:
 
     def __init__(self, folder: str, *, threshold: float = 0.0,
                  windows: qa.WindowSettings | None = None, device: str = "cpu"):
-        from xdistil_ray.models import auto_class, load_tokenizer, model_inputs
+        from xdistil_ray.models import auto_class, load_tokenizer
 
         self.tokenizer = load_tokenizer(folder)
         self.model = auto_class("qa").from_pretrained(folder).to(device).eval()
         self.threshold = threshold
         self.windows = windows or qa.WindowSettings()
         self.device = device
-        self._inputs = model_inputs
 
     @torch.inference_mode()
     def __call__(self, *, question: str, context: str) -> dict:
         from xdistil_ray.batches import pad_batch
-        from xdistil_ray.models import task_logits
+        from xdistil_ray.models import model_inputs, task_logits
 
         question = question.lstrip()
         if not qa.question_fits(self.tokenizer, question, self.windows):
@@ -58,7 +57,7 @@ class Answerer:
             rows["token_type_ids"] = w["token_type_ids"]
         batch = {k: v.to(self.device)
                  for k, v in pad_batch(rows, self.model.config.pad_token_id or 0, None).items()}
-        logits = task_logits(self.model(**self._inputs(self.model, batch))).float().cpu()
+        logits = task_logits(self.model(**model_inputs(self.model, batch))).float().cpu()
         windows = [{"start_logits": logits[i, :len(ids), 0].numpy(),
                     "end_logits": logits[i, :len(ids), 1].numpy(),
                     "cls": qa.cls_index(self.tokenizer, ids),

@@ -338,7 +338,6 @@ def prepare_corpus(run: RunFolder, source: CorpusSource | None, settings: TextSe
             .map_batches(_kept_rows, batch_format="pandas", batch_size=None)
             .repartition(num_partitions, keys=["key"])
             .map_batches(drop_duplicates, batch_format="pandas", batch_size=None))
-    unique = kept
     if exclude:
         kept = kept.map_batches(_not_dev, batch_format="pandas", batch_size=None,
                                 fn_kwargs=dict(exclude=exclude))
@@ -348,11 +347,9 @@ def prepare_corpus(run: RunFolder, source: CorpusSource | None, settings: TextSe
     if qa_columns:
         stats["windows"] = num_kept
         num_kept = _distinct_examples(run, CORPUS)
-    if unique is not kept:
-        dev = unique.count() - num_kept
-        if dev:
-            stats["dropped"][qa.DEV_QUESTION] = dev
-        stats["clean"] -= dev
+    if exclude:  # each dev question is one of the training questions: once after dedup
+        stats["dropped"][qa.DEV_QUESTION] = len(exclude)
+        stats["clean"] -= len(exclude)
     stats["dropped"][corpus.DUPLICATE] = stats["clean"] - num_kept
     stats.update(kept=num_kept, shards=shards,
                  **_sum_columns(run, CORPUS, ["truncated", "heldout"]))
