@@ -96,6 +96,7 @@ def test_wrong_type_names_field(override, message):
     ("teacher.inference.dtype=half", "teacher.inference.dtype: 'half' is not one of"),
     ("teacher.inference.group_batches=0", "teacher.inference.group_batches"),
     ("teacher.inference.top_k=-1", "teacher.inference.top_k: must be >= 0"),
+    ("qa.max_windows=0", "qa.max_windows: must be at least 1"),
 ])
 def test_bad_value_names_field(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -111,10 +111,20 @@ def test_an_answer_cut_by_a_window_edge_is_cls_there(tokenizer):
     assert qa.answer_tokens({"text": ["a"], "answer_start": [0]}, starts, ends, 0) == (1, 1)
 
 
-def test_a_question_that_leaves_no_room_does_not_fit(tokenizer):
-    settings = qa.WindowSettings(max_length=24, doc_stride=6)
-    assert qa.question_fits(tokenizer, "Where does it reach the sea?", settings)
-    assert not qa.question_fits(tokenizer, " ".join(["why"] * 16), settings)  # 16 + 3 > 24 - 6
+def test_a_question_that_leaves_no_room_or_a_context_past_max_windows_does_not_fit(tokenizer):
+    settings = qa.WindowSettings(max_length=24, doc_stride=6, max_windows=3)
+    assert qa.window_problem(tokenizer, "Where does it reach the sea?", "It does.", settings) == ""
+    assert (qa.window_problem(tokenizer, " ".join(["why"] * 16), "It does.", settings)
+            == qa.QUESTION_TOO_LONG)  # 16 + 3 > 24 - 6
+    # "how long?" (3 tokens) + 3 special: 18 context tokens in the first window, 12 more in
+    # each next one (stride 6): 3 windows hold 42 tokens, "sea" is one token
+    question = "how long?"
+    for words, reason in ((42, ""), (43, qa.CONTEXT_TOO_LONG)):
+        context = " ".join(["sea"] * words)
+        assert qa.window_problem(tokenizer, question, context, settings) == reason, words
+        if not reason:
+            windows = qa.encode_windows(tokenizer, [question], [context], None, settings)
+            assert len(windows["row"]) == 3
 
 
 def _window(start_logits, end_logits, offsets):
@@ -284,18 +294,21 @@ def test_labeled_squad_files_become_windows_with_exact_row_accounting(tmp_path, 
             "answers": [{"text": "seven hundred", "answer_start": 3}]},  # points elsewhere
            {"id": "d", "question": " ".join(["why"] * 30), "answers": []},
            {"id": "e", "question": "", "answers": []}]
+    long = {"context": " ".join(["sea"] * 100),  # 4 windows hold 76 of its 100 tokens
+            "qas": [{"id": "f", "question": "Who built it?", "answers": []}]}
     path = tmp_path / "train.json"
     path.write_text(json.dumps({"version": "v2.0", "data": [
-        {"title": "Seine", "paragraphs": [{"context": CONTEXT, "qas": qas}]}]}, indent=2))
-    settings = prepare.TextSettings(teacher_path, 0, 0, 0.2, qa.WindowSettings(32, 8))
+        {"title": "Seine", "paragraphs": [{"context": CONTEXT, "qas": qas}, long]}]}, indent=2))
+    settings = prepare.TextSettings(teacher_path, 0, 0, 0.2,
+                                    qa.WindowSettings(32, 8, max_windows=4))
     run = RunFolder(str(tmp_path / "run"))
     out = prepare.prepare_labeled(run, {"train": resolve_source(str(path), "labeled.train")},
                                   settings, text_column="", label_column="",
                                   qa_columns=("question", "context", "answers"))
     stats = out["splits"]["train"]
-    assert stats["input_rows"] == 5 and stats["kept"] == 2
+    assert stats["input_rows"] == 6 and stats["kept"] == 2
     assert stats["dropped"] == {qa.ANSWER_MISMATCH: 1, qa.QUESTION_TOO_LONG: 1,
-                                qa.MISSING_QUESTION: 1}
+                                qa.MISSING_QUESTION: 1, qa.CONTEXT_TOO_LONG: 1}
     assert stats["windows"] > 2 and out["label_names"] == []
     table = pq.read_table(run.path("data/labeled/train", "train.parquet")).to_pylist()
     assert len(table) == stats["windows"]

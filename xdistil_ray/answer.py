@@ -48,9 +48,13 @@ class Answerer:
         from xdistil_ray.models import model_inputs, task_logits
 
         question = question.lstrip()
-        if not qa.question_fits(self.tokenizer, question, self.windows):
+        problem = qa.window_problem(self.tokenizer, question, context, self.windows)
+        if problem == qa.QUESTION_TOO_LONG:
             raise ValueError(f"the question takes more than qa.max_length "
                              f"({self.windows.max_length}) - doc_stride tokens")
+        if problem:
+            raise ValueError(f"the context takes more than qa.max_windows "
+                             f"({self.windows.max_windows}) windows")
         w = qa.encode_windows(self.tokenizer, [question], [context], None, self.windows)
         rows = {"input_ids": w["input_ids"]}
         if "token_type_ids" in w:

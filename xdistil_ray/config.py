@@ -79,12 +79,15 @@ class QAConfig:
     """Longest answer (tokens) the decoder considers."""
     n_best: int = 20
     """Start and end candidates per window the decoder pairs."""
+    max_windows: int = 32
+    """The most windows a context may take (32 at the defaults: about 8,000 tokens); a row
+    whose context needs more is dropped as `context_too_long`."""
 
     def windows(self):
         from xdistil_ray.qa import WindowSettings
 
         return WindowSettings(self.max_length, self.doc_stride, self.max_answer_length,
-                              self.n_best)
+                              self.n_best, self.max_windows)
 
 
 @dataclass

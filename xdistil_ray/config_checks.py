@@ -98,6 +98,7 @@ def _check_qa(q) -> None:
            "tokens neighbouring windows share")
     _check(q.max_answer_length >= 1, "qa.max_answer_length: must be at least 1 token")
     _check(q.n_best >= 1, "qa.n_best: must be at least 1")
+    _check(q.max_windows >= 1, "qa.max_windows: must be at least 1")
     for name in ("question_column", "context_column", "answers_column"):
         _check(bool(getattr(q, name)), f"qa.{name}: give the column's name")
 

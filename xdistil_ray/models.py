@@ -182,8 +182,15 @@ def teacher_layer_map(num_teacher: int, num_student: int) -> list[int]:
 @torch.no_grad()
 def embedding_projection(word_embeddings: torch.Tensor, width: int) -> torch.Tensor:
     """Orthonormal projection [H_teacher, width] onto the top principal directions of the
-    teacher's word embeddings [V, H_teacher] (PCA by SVD)."""
+    teacher's word embeddings [V, H_teacher] (PCA by SVD); the identity (zero-padded) when
+    ``width`` is the teacher's width or more.
+
+    A student as wide as its teacher keeps the teacher's own coordinates: a rotation would
+    not be exact, as LayerNorm (its mean, its per-coordinate scale) does not commute with one,
+    so a student of all the teacher's blocks would start away from the teacher."""
     emb = word_embeddings.float()
+    if width >= emb.shape[1]:
+        return torch.eye(emb.shape[1], width)
     centered = emb - emb.mean(dim=0, keepdim=True)
     _, _, vh = torch.linalg.svd(centered, full_matrices=False)
     if width <= vh.shape[0]:

@@ -39,6 +39,8 @@ ANSWER_MISMATCH = "answer_mismatch"
 QUESTION_TOO_LONG = "question_too_long"
 """A question that leaves no room for its context (more than ``doc_stride`` tokens) in a
 window of ``max_length`` tokens."""
+CONTEXT_TOO_LONG = "context_too_long"
+"""A context that takes more than ``max_windows`` windows."""
 DEV_QUESTION = "dev_question"
 """A transfer question that is one of the dev set's (held out of the labeled training set when
 no dev set is given): never trained on."""
@@ -52,6 +54,8 @@ class WindowSettings:
     doc_stride: int = 128
     max_answer_length: int = 30
     n_best: int = 20
+    max_windows: int = 32
+    """The most windows one context may take; a longer context is dropped."""
 
 
 class NotSquad(ValueError):
@@ -108,12 +112,12 @@ def clean_row(row: dict, *, labeled: bool, question_column: str = "question",
     return out, ""
 
 
-def clean_rows(raw: list, *, source: str, labeled: bool, fits: Callable[[str], bool],
+def clean_rows(raw: list, *, source: str, labeled: bool, fits: Callable[[str, str], str],
                question_column: str = "question", context_column: str = "context",
                answers_column: str = "answers") -> dict[str, np.ndarray]:
     """Cleans a batch of QA rows: raw JSON Lines (``source`` ``jsonl``) or dict rows
-    (``records``). ``fits``: whether a question leaves room for its context in a window
-    (:func:`question_fits` with the tokenizer).
+    (``records``). ``fits``: (question, context) -> why they do not fit the windows, "" when
+    they do (:func:`window_problem` with the tokenizer).
 
     Returns:
         Columns ``question``, ``context``, with ``labeled`` ``answers`` (dicts), ``text`` (the
@@ -158,9 +162,8 @@ def _clean_qa_item(item: Any, source: str, labeled: bool, fits, question_column,
                             context_column=context_column, answers_column=answers_column)
     if reason:
         return None, reason
-    if not fits(row["question"]):
-        return None, QUESTION_TOO_LONG
-    return row, ""
+    reason = fits(row["question"], row["context"])
+    return (None, reason) if reason else (row, "")
 
 
 def _answers(answers) -> tuple[list[str], list[int]] | None:
@@ -180,17 +183,27 @@ def _answers(answers) -> tuple[list[str], list[int]] | None:
     return texts, [int(s) for s in starts]
 
 
-def question_fits(tokenizer, question: str, settings: WindowSettings) -> bool:
-    """Whether a window of ``max_length`` tokens holds the question, the special tokens and
-    more than ``doc_stride`` context tokens (the tokenizer's windowing needs that)."""
+def window_problem(tokenizer, question: str, context: str, settings: WindowSettings) -> str:
+    """Why a question and its context do not fit the windows ("" when they do):
+    :data:`QUESTION_TOO_LONG` when a window of ``max_length`` tokens cannot hold the question,
+    the special tokens and more than ``doc_stride`` context tokens (the tokenizer's windowing
+    needs that); :data:`CONTEXT_TOO_LONG` when the context takes more than ``max_windows``
+    windows, each ``room - doc_stride`` tokens on from the last."""
     room = (settings.max_length - len(tokenizer(question, add_special_tokens=False)["input_ids"])
             - tokenizer.num_special_tokens_to_add(pair=True))
-    return room > settings.doc_stride
+    if room <= settings.doc_stride:
+        return QUESTION_TOO_LONG
+    step = room - settings.doc_stride
+    most = room + (settings.max_windows - 1) * step  # context tokens max_windows windows hold
+    if 4 * len(context) + 1 <= most:  # no tokenizer makes more than 4 tokens of a character
+        return ""                     # (byte-level BPE: one per UTF-8 byte)
+    tokens = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+    return CONTEXT_TOO_LONG if tokens > most else ""
 
 
 def encode_windows(tokenizer, questions: list[str], contexts: list[str],
                    answers: list[dict] | None, settings: WindowSettings) -> dict[str, list]:
-    """The windows of clean rows whose questions fit (:func:`question_fits`).
+    """The windows of clean rows that fit them (:func:`window_problem`).
 
     Returns columns, one entry per window: ``row`` (index into the inputs), ``input_ids``,
     ``token_type_ids`` (when the tokenizer has them), ``offset_start`` / ``offset_end`` (each

@@ -62,7 +62,7 @@ def clean_qa_batch(batch: dict, *, encoding: str, question_column: str, context_
     ``answers_column`` answers), text, reason, key (see :func:`xdistil_ray.qa.clean_rows`)."""
     tok = _tokenizer(settings.tokenizer_path)
     out = qa.clean_rows(_raw_rows(batch, encoding), source=encoding, labeled=bool(answers_column),
-                        fits=lambda q: qa.question_fits(tok, q, settings.windows),
+                        fits=lambda q, c: qa.window_problem(tok, q, c, settings.windows),
                         question_column=question_column, context_column=context_column,
                         answers_column=answers_column or "answers")
     out["key"] = corpus.object_array([b"" if t is None else corpus.dedup_key(t)
@@ -426,7 +426,7 @@ def _clean_labeled(raw, encoding, text_column, label_column, pair_column, task,
         tok = _tokenizer(settings.tokenizer_path)
         question, context, answers = qa_columns
         return qa.clean_rows(raw, source=encoding, labeled=True,
-                             fits=lambda q: qa.question_fits(tok, q, settings.windows),
+                             fits=lambda q, c: qa.window_problem(tok, q, c, settings.windows),
                              question_column=question, context_column=context,
                              answers_column=answers)
     if task == "token":
