@@ -216,3 +216,19 @@ def test_custom_resources_are_typed_and_checked():
 def test_top_k_refused_for_token_tasks():
     with pytest.raises(ConfigError, match="teacher.inference.top_k: token tasks"):
         load_config(None, ["task=token", "teacher.inference.top_k=3"])
+
+
+def test_a_task_default_sits_under_the_file_and_the_overrides(tmp_path):
+    from xdistil_ray.config import TASK_DEFAULTS
+
+    qa = load_config(None, ["task=qa"])
+    assert (qa.student.num_layers, qa.student.hidden_size, qa.student.num_heads,
+            qa.student.intermediate_size) == (4, 384, 12, 1536)
+    assert TASK_DEFAULTS["qa"]["student"]["hidden_size"] == 384  # loading did not change it
+    assert load_config(None, ["task=sentence"]).student.hidden_size == 128
+    path = tmp_path / "qa.yaml"
+    path.write_text("task: qa\nstudent: {num_layers: 2}\n")
+    cfg = load_config(str(path), ["student.hidden_size=192"])
+    assert (cfg.student.num_layers, cfg.student.hidden_size, cfg.student.num_heads) == (2, 192, 12)
+    path.write_text("task: qa\n")
+    assert load_config(str(path), ["task=sentence"]).student.hidden_size == 128  # the last word
