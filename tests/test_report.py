@@ -111,3 +111,17 @@ def test_token_task_columns(written):
     rep = {**json.loads((written[0] / "report.json").read_text()), "eval": e}
     md = report.markdown(rep)
     assert "dev entity F1" in md and "dev word acc." in md and "80.0%" in md
+
+
+def test_a_qa_report_counts_questions_and_windows(written):
+    rep = json.loads((written[0] / "report.json").read_text())
+    sentence_md = report.markdown(rep)
+    assert "(1044 held-out transfer sentences)" in sentence_md
+    assert "for 20800 sentences in 84s" in sentence_md
+    e = dict(EVAL["eval"])
+    for who in ("teacher", "student"):
+        del e[f"{who}_accuracy"], e[f"{who}_macro_f1"]
+        e[f"{who}_exact"], e[f"{who}_f1"] = 0.9, 0.95
+    md = report.markdown({**rep, "task": "qa", "eval": e})
+    assert "(1044 held-out transfer questions)" in md and "1044 questions held out" in md
+    assert "for 20800 windows in 84s" in md

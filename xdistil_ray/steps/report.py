@@ -164,6 +164,8 @@ def markdown(report: dict) -> str:
     s = report["student"]
     dev_note = (f"Dev scores on {e['dev_rows']} labeled dev rows{_dev_source(d)}. "
                 if "dev_rows" in e else "No labeled dev data: fidelity only. ")
+    qa = report["task"] == "qa"
+    unit = "question" if qa else "sentence"  # QA rows are questions (of one or more windows)
     lines = [
         f"# xdistil_ray report: {report['task']} task, L{report['teacher']['num_layers']}-"
         f"H{report['teacher']['hidden_size']} teacher -> L{s['num_layers']}-H{s['hidden_size']} "
@@ -172,7 +174,7 @@ def markdown(report: dict) -> str:
         f"{dev_note}Speedups: the teacher's time over the student's on the same machine "
         f"({report['speed']['cpu']['name']}), latency at batch 1 and throughput at batch "
         f"{report['speed']['batch_size']}.", "",
-        f"## Fidelity to the teacher ({e['heldout_rows']} held-out transfer sentences)", "",
+        f"## Fidelity to the teacher ({e['heldout_rows']} held-out transfer {unit}s)", "",
         *_fidelity_lines(e), "",
         "## Size and speed", "",
         *_speed_table(report), "",
@@ -200,8 +202,9 @@ def markdown(report: dict) -> str:
         "## Data", "",
         f"- input rows {d['input_rows']} = kept {d['kept']} + dropped "
         f"{sum(d['dropped'].values())} ({dropped}); truncated {d['truncated']}",
-        f"- {d['shards']} shards; {d['heldout']} sentences held out for fidelity",
-        f"- teacher outputs ({', '.join(ti['outputs'])}) for {ti['rows']} sentences in "
+        f"- {d['shards']} shards; {d['heldout']} {unit}s held out for fidelity",
+        f"- teacher outputs ({', '.join(ti['outputs'])}) for {ti['rows']} "
+        f"{'window' if qa else 'sentence'}s in "
         f"{ti['seconds']:.0f}s; shards run {ti['shards_run']}, skipped {ti['shards_skipped']} "
         "(committed by an earlier attempt)"
         if ti else "- no stored teacher outputs (all targets online)",
