@@ -133,3 +133,16 @@ def test_a_teacher_heads_label_order_is_the_runs(tmp_path, capsys):
     assert models.teacher_label_order(str(tmp_path / "other"), data, "pair") == data
     assert "warning: the teacher's head names ['a', 'b', 'c']" in capsys.readouterr().out
     assert models.teacher_label_order(str(tmp_path / "mnli"), data[:2], "pair") == data[:2]
+
+
+def test_save_pretrained_writes_safetensors_and_reads_back(tmp_path, tiny_classifier_dir):
+    import warnings
+
+    model = models.load_classifier(tiny_classifier_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an argument transformers no longer takes warns or fails
+        models.save_pretrained(model, None, str(tmp_path / "out"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json",
+                                                                   "model.safetensors"]
+    again = models.load_classifier(str(tmp_path / "out"))
+    assert torch.equal(again.classifier.weight, model.classifier.weight)

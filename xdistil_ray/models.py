@@ -431,6 +431,6 @@ class DistillModule(nn.Module):
 def save_pretrained(model: nn.Module, tokenizer, folder: str) -> None:
     """Writes a Hugging Face folder: config, safetensors weights, tokenizer."""
     os.makedirs(folder, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder)  # transformers 5 writes safetensors only
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
