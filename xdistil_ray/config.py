@@ -442,7 +442,7 @@ question matched against the context, which the teacher's blocks learn in fine-t
 student narrowed by the factorized init (L4-H128) or cut to 3 blocks did not learn it on the
 embedded QA data in 124-372 steps (dev F1 35%: "no answer" always; gold-span fine-tuning at
 1e-4-1e-3), while 4 blocks of the fine-tuned teacher at its width reached 96% after 62 steps
-(notes of issue 16)."""
+(`benchmarks/qa_student_shapes.py`)."""
 
 
 def _read_yaml(path: str) -> dict:
