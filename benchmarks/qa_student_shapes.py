@@ -36,16 +36,13 @@ def _encode(tok, rows, settings):
                              [r["answers"] for r in rows], settings)
 
 
-def _pad(seqs):
-    import torch
+def _batch(windows: dict, idx, pad_id: int) -> dict:
+    """The windows ``idx`` padded as the pipeline pads them (``batches.pad_batch``)."""
+    from xdistil_ray.batches import pad_batch
 
-    width = max(map(len, seqs))
-    out = torch.zeros(len(seqs), width, dtype=torch.long)
-    mask = torch.zeros_like(out)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-    return out, mask
+    columns = [c for c in ("input_ids", "token_type_ids", "start_position", "end_position")
+               if c in windows]
+    return pad_batch({c: [windows[c][i] for i in idx] for c in columns}, pad_id, None)
 
 
 def _scores(model, windows, rows, settings) -> dict:
@@ -58,11 +55,12 @@ def _scores(model, windows, rows, settings) -> dict:
     preds = []
     with torch.no_grad():
         for s in range(0, len(windows["input_ids"]), 64):
-            ids, mask = _pad(windows["input_ids"][s:s + 64])
-            types, _ = _pad(windows["token_type_ids"][s:s + 64])
-            out = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+            b = _batch(windows, range(s, min(s + 64, len(windows["input_ids"]))),
+                       model.config.pad_token_id or 0)
+            b.pop("labels", None)
+            out = model(**b)
             logits = torch.stack([out.start_logits, out.end_logits], -1)
-            preds += [logits[i, :int(mask[i].sum())].numpy() for i in range(len(ids))]
+            preds += [logits[i, :int(m.sum())].numpy() for i, m in enumerate(b["attention_mask"])]
     model.train()
     answers = qa_answers(preds, {"example": windows["row"],
                                  "offset_start": windows["offset_start"],
@@ -87,12 +85,9 @@ def _train(model, train, dev, dev_rows, settings, *, epochs: int, lr: float, lab
         order = np.random.default_rng(epoch).permutation(n)
         losses = []
         for s in range(0, n - BATCH + 1, BATCH):
-            idx = order[s:s + BATCH]
-            ids, mask = _pad([train["input_ids"][i] for i in idx])
-            types, _ = _pad([train["token_type_ids"][i] for i in idx])
-            out = model(input_ids=ids, attention_mask=mask, token_type_ids=types,
-                        start_positions=torch.tensor([train["start_position"][i] for i in idx]),
-                        end_positions=torch.tensor([train["end_position"][i] for i in idx]))
+            b = _batch(train, order[s:s + BATCH], model.config.pad_token_id or 0)
+            labels = b.pop("labels")
+            out = model(**b, start_positions=labels[:, 0], end_positions=labels[:, 1])
             out.loss.backward()
             opt.step()
             sched.step()
