@@ -180,9 +180,10 @@ def prepare(run_dir: str, corpus_path: str, tokenizer_path: str, cfg) -> dict:
     c = cfg.corpus
     settings = prepare_step.TextSettings(tokenizer_path, c.max_length, c.max_chars,
                                          c.heldout_fraction)
-    return prepare_step.run_step(RunFolder(run_dir), resolve_source(corpus_path, "corpus.path"),
+    return prepare_step.run_step(RunFolder(run_dir),
+                                 resolve_source(corpus_path, "corpus.path", split=c.hf_split),
                                  {}, settings, text_column=c.text_column, label_column="label",
-                                 labeled_text_column="text", hf_split=c.hf_split,
+                                 labeled_text_column="text",
                                  rows_per_shard=c.rows_per_shard, fingerprint={})
 
 

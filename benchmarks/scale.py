@@ -2,7 +2,10 @@
 inference (a tiny random teacher) over 100,000 and over 1,000,000 generated sentences, each in
 a fresh driver process with its own local Ray.
 
-    .venv/bin/python benchmarks/scale.py [--sizes 100000 1000000]
+    .venv/bin/python benchmarks/scale.py [--sizes 100000 1000000] [--format save_to_disk]
+
+``--format save_to_disk`` writes each corpus with `datasets.save_to_disk` (arrow files) and
+reads that folder, as a hub or saved corpus is read: streamed from its files by Ray Data.
 
 Prints per size: seconds for each step, time per input sentence, the driver's peak resident
 memory, and the stored bytes; then the large size against the small one, with the targets
@@ -41,9 +44,20 @@ def phase_run(workdir: str, corpus: str, teacher: str) -> dict:
             "teacher_bytes": folder_bytes(os.path.join(run_dir, "teacher"))}
 
 
+def saved_dataset(text_path: str) -> str:
+    """The sentences of ``text_path`` as a `datasets.save_to_disk` folder (column ``text``)."""
+    import datasets
+
+    folder = text_path[: -len(".txt")] + "-saved"
+    if not os.path.exists(os.path.join(folder, "dataset_info.json")):
+        datasets.load_dataset("text", data_files=text_path, split="train").save_to_disk(folder)
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--format", choices=["txt", "save_to_disk"], default="txt")
     parser.add_argument("--workdir", default="runs/bench-scale")
     args = parser.parse_args()
     workdir = os.path.abspath(args.workdir)
@@ -53,10 +67,13 @@ def main() -> None:
     results = {}
     for size in args.sizes:
         corpus = _common.write_sentences(os.path.join(workdir, f"corpus-{size}.txt"), size)
+        if args.format == "save_to_disk":
+            corpus = saved_dataset(corpus)
         results[size] = _common.run_phase(os.path.abspath(__file__), "run", dict(
             workdir=os.path.join(workdir, str(size)), corpus=corpus, teacher=teacher))
 
     print(f"\nmachine: {_common.machine()}")
+    print(f"corpus format: {args.format}")
     print(f"tiny teacher (2 x 64, random) with the embedded teacher's tokenizer; logits + CLS "
           f"state stored fp16; default settings ({_common.config().corpus.rows_per_shard} "
           "rows per shard)")

@@ -36,7 +36,7 @@ def test_missing_corpus_is_clear_error_before_ray(tmp_path):
 def test_glob_matching_nothing(tmp_path):
     (tmp_path / "notes.md").write_text("x")
     proc, _ = _run(f"output={tmp_path}/run", f"corpus.path={tmp_path}/*.txt")
-    assert proc.returncode == 2 and "matches no .txt, .jsonl or .parquet file" in proc.stderr
+    assert proc.returncode == 2 and "matches no .txt, .jsonl, .parquet, .tsv or .csv file" in proc.stderr
 
 
 # Runs a job script as `python <script> ARGS` would, then says which heavy modules it loaded.

@@ -25,24 +25,45 @@ def _write(fmt: str, folder) -> str:
     elif fmt == "parquet":
         path = folder / "c.parquet"
         pq.write_table(pa.table({"text": TEXTS + [None, None], "other": list(range(9))}), path)
-    else:
+    elif fmt in ("tsv", "csv"):  # a header row; a row with a stray field; an empty line
+        path = folder / f"c.{fmt}"
+        sep = "\t" if fmt == "tsv" else ","
+        rows = [f"text{sep}n"] + [f"{t}{sep}{k}" for k, t in enumerate(TEXTS)]
+        path.write_text("\n".join(rows + [f"a{sep}b{sep}c", ""]) + "\n")
+    elif fmt == "hf_hub":  # a hub-style folder: parquet files per split, named as the hub's
+        import datasets
+
+        path = folder / "hub"
+        (path / "data").mkdir(parents=True)
+        datasets.Dataset.from_dict({"text": TEXTS + [None, None]}).to_parquet(
+            str(path / "data" / "train-00000-of-00001.parquet"))
+        datasets.Dataset.from_dict({"text": ["other split"]}).to_parquet(
+            str(path / "data" / "validation-00000-of-00001.parquet"))
+        return f"hf:{path}"
+    else:  # a DatasetDict saved to disk: the train split is read
         import datasets
 
         path = folder / "hf"
-        datasets.Dataset.from_dict({"text": TEXTS + [None, None]}).save_to_disk(str(path))
+        datasets.DatasetDict({
+            "train": datasets.Dataset.from_dict({"text": TEXTS + [None, None]}),
+            "validation": datasets.Dataset.from_dict({"text": ["other split"]}),
+        }).save_to_disk(str(path))
     return str(path)
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf_disk"])
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "tsv", "csv", "hf_disk", "hf_hub"])
 def test_corpus_formats_count_every_row(fmt, tmp_path, ray_local, teacher_path):
     source = resolve_source(_write(fmt, tmp_path), "corpus.path")
     run = RunFolder(str(tmp_path / "run"))
     settings = prepare.TextSettings(teacher_path, 24, 1000, 0.2)  # the Cyrillic row is 19 tokens
-    stats = prepare.prepare_corpus(run, source, settings, text_column="text", hf_split="train",
+    stats = prepare.prepare_corpus(run, source, settings, text_column="text",
                                    rows_per_shard=2)
-    bad = {"jsonl": {"missing_text": 1, "bad_json": 1}}.get(fmt, {"missing_text": 2})
+    bad = {"jsonl": {"missing_text": 1, "bad_json": 1},
+           "tsv": {"bad_row": 1, "empty": 1}, "csv": {"bad_row": 1, "empty": 1},
+           }.get(fmt, {"missing_text": 2})
     assert stats["input_rows"] == 9
-    assert stats["dropped"] == {"duplicate": 1, "empty": 1, "whitespace_only": 1, **bad}
+    empty = 1 + bad.pop("empty", 0)
+    assert stats["dropped"] == {"duplicate": 1, "empty": empty, "whitespace_only": 1, **bad}
     assert stats["kept"] == 4 and stats["truncated"] == 1
     assert stats["input_rows"] == stats["kept"] + sum(stats["dropped"].values())
     assert sum(s["rows"] for s in stats["shards"]) == 4
@@ -106,7 +127,7 @@ def test_txt_is_refused_for_labeled_data(tmp_path):
     path = tmp_path / "l.txt"
     path.write_text("a\n")
     with pytest.raises(ConfigError, match="labeled data needs"):
-        load_records(resolve_source(str(path), "labeled.train"), columns=["text", "label"], split="train")
+        load_records(resolve_source(str(path), "labeled.train"), columns=["text", "label"])
 
 
 def test_a_parquet_pass_starts_few_footer_actors(tmp_path, ray_local):
@@ -146,7 +167,7 @@ def test_qa_transfer_set_is_corpus_and_training_questions_less_the_dev_share(
     marker = prepare.run_step(
         run, resolve_source(str(tmp_path / "corpus.parquet"), "corpus.path"),
         {"train": resolve_source(paths["train"], "labeled.train")}, settings, text_column="",
-        label_column="", labeled_text_column="", hf_split="train", rows_per_shard=64,
+        label_column="", labeled_text_column="", rows_per_shard=64,
         fingerprint={}, task="qa", dev_fraction=0.2,
         qa_columns=("question", "context", "answers"))
     c, splits = marker["corpus"], marker["labeled"]["splits"]

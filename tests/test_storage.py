@@ -84,7 +84,7 @@ def test_inputs_read_from_s3(s3_run, options):
     assert source.fmt == "txt" and [f.rsplit("/", 1)[1] for f in source.files] == ["a.txt", "b.txt"]
     rows, encoding = load_records(resolve_source(run.uri_of("inputs/train.jsonl"),
                                                  "labeled.train", options),
-                                  columns=["text", "label"], split="train")
+                                  columns=["text", "label"])
     assert encoding == "jsonl" and rows == [b'{"text": "x", "label": "pos"}']
     with pytest.raises(ConfigError, match="corpus.path.*does not exist"):
         resolve_source(run.uri_of("inputs/missing"), "corpus.path", options)

@@ -25,14 +25,16 @@ EMBEDDED = "embedded"
 @dataclass
 class CorpusConfig:
     path: str = EMBEDDED
-    """Unlabeled transfer corpus: a file, folder or glob of .txt/.jsonl/.parquet, a folder
-    written by `datasets.save_to_disk`, or `hf:<hub id>`; `embedded` = the built-in corpus."""
+    """Unlabeled transfer corpus: a file, folder or glob of .txt/.jsonl/.parquet/.tsv/.csv
+    (local or `s3://`), a folder written by `datasets.save_to_disk`, or
+    `hf:<hub id or hub-style folder>[:<config>]` (e.g. `hf:nyu-mll/glue:sst2`); `embedded` =
+    the built-in corpus. `datasets` inputs stream from their parquet/arrow files."""
     text_column: str = "text"
     """Column holding the sentence in .jsonl/.parquet/datasets input."""
     text_pair_column: str = "text_pair"
     """Column holding the second sentence, for `task: pair` (as MNLI's hypothesis)."""
     hf_split: str = "train"
-    """Split to read when `path` is a Hugging Face dataset."""
+    """Split to read when `path` is a `datasets` input (`hf:` or `save_to_disk`)."""
     max_length: int = 64
     """Maximum tokens per sentence (special tokens included); longer rows are truncated."""
     max_chars: int = 20_000
@@ -46,10 +48,18 @@ class CorpusConfig:
 @dataclass
 class LabeledConfig:
     train: str = EMBEDDED
-    """Labeled training set (.jsonl/.parquet/datasets, text + label); empty string = none."""
+    """Labeled training set, text + label: .jsonl/.parquet/.tsv/.csv (a .tsv/.csv without a
+    header row holds the text, [the second sentence,] the label in that order, as
+    XtremeDistil's train.tsv), a `save_to_disk` folder or `hf:<id>[:<config>]` (read as
+    `corpus.path`); integer `ClassLabel` labels are read as their names. Empty string = none."""
+    train_split: str = "train"
+    """Split of a `datasets` `labeled.train`."""
     dev: str = EMBEDDED
-    """Labeled dev set: validation of the fine-tune and of `labels` stages, and the dev scores
-    of the report; empty string = a share of `labeled.train` (`dev_fraction`) instead."""
+    """Labeled dev set (as `labeled.train`; for the hub the same `hf:` value with
+    `dev_split`): validation of the fine-tune and of `labels` stages, and the dev scores of
+    the report; empty string = a share of `labeled.train` (`dev_fraction`) instead."""
+    dev_split: str = "validation"
+    """Split of a `datasets` `labeled.dev` (MNLI: `validation_matched`)."""
     dev_fraction: float = 0.1
     """Without `labeled.dev`: the share of the labeled training rows held out as the dev set
     (by a hash of the text, so the same rows on every run); 0 = no dev set (no validation: the

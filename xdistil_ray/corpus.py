@@ -25,8 +25,12 @@ DUPLICATE = "duplicate"
 MISSING_LABEL = "missing_label"
 UNKNOWN_LABEL = "unknown_label"
 TAGS_MISMATCH = "tags_mismatch"
-REASONS = (INVALID_UTF8, NUL_BYTE, BAD_JSON, MISSING_TEXT, EMPTY, WHITESPACE_ONLY, DUPLICATE,
-           MISSING_LABEL, UNKNOWN_LABEL, TAGS_MISMATCH)
+BAD_ROW = "bad_row"
+"""A .tsv/.csv row whose number of fields differs from its file's first row's."""
+REASONS = (INVALID_UTF8, NUL_BYTE, BAD_JSON, BAD_ROW, MISSING_TEXT, EMPTY, WHITESPACE_ONLY,
+           DUPLICATE, MISSING_LABEL, UNKNOWN_LABEL, TAGS_MISMATCH)
+ROW_REASON = "_reason"
+"""Key of a record row that a reader already found bad (a .tsv/.csv row): its reason, or ""."""
 PAIR_SEPARATOR = "\x1f"
 """Joins a sentence pair into one text for dedup keys (a control character: never in clean text)."""
 
@@ -205,6 +209,8 @@ def _clean_one(item: Any, source: str, text_column: str, label_column: str | Non
         item = obj[text_column]
     elif source == "records":
         obj = item if isinstance(item, dict) else {}
+        if obj.get(ROW_REASON):
+            return None, None, obj[ROW_REASON], None
         item = obj.get(text_column)
     if not isinstance(item, str):
         return None, None, MISSING_TEXT, None

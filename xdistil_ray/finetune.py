@@ -71,7 +71,8 @@ def _prepare(run: RunFolder, cfg: FinetuneJob, model_path: str, fp: dict) -> dic
         value = getattr(cfg.labeled, split)
         if value:
             sources[split] = resolve_source(embedded[split] if value == EMBEDDED else value,
-                                            f"labeled.{split}", cfg.storage_options())
+                                            f"labeled.{split}", cfg.storage_options(),
+                                            split=getattr(cfg.labeled, f"{split}_split"))
     settings = prepare.TextSettings(model_path, cfg.max_length, max(20_000, cfg.max_length), 0.0)
     pair = cfg.labeled.text_pair_column if cfg.task == "pair" else ""
     start = time.time()

@@ -57,11 +57,14 @@ def resolve_inputs(cfg: Config, folder: RunFolder, generate: bool = True) -> Inp
         embedded = embedded_inputs(cfg, folder)
     options = cfg.storage_options()
 
+    splits = {"corpus.path": cfg.corpus.hf_split, "labeled.train": cfg.labeled.train_split,
+              "labeled.dev": cfg.labeled.dev_split}
+
     def source(value: str, field: str) -> CorpusSource | None:
         if value == EMBEDDED and not generate:
             return None
         return resolve_source(embedded[_EMBEDDED_FILE[field]] if value == EMBEDDED else value,
-                              field, options)
+                              field, options, split=splits[field])
 
     labeled = {}
     # Task-agnostic runs need no labels; the embedded default's labeled sets do not apply.
@@ -82,6 +85,11 @@ def resolve_inputs(cfg: Config, folder: RunFolder, generate: bool = True) -> Inp
     if cfg.task == "pair" and ((corpus and corpus.fmt == "txt") or not cfg.corpus.text_pair_column):
         raise ConfigError("corpus.text_pair_column: a pair task's corpus needs .jsonl/.parquet "
                           "rows with both sentences (corpus.text_column, corpus.text_pair_column)")
+    for field, s in (("corpus.path", corpus), *((f"labeled.{k}", v) for k, v in labeled.items())):
+        if cfg.task in ("token", "qa") and s is not None and s.fmt in ("tsv", "csv"):
+            raise ConfigError(f"{field}: .{s.fmt} holds flat columns; a {cfg.task} task's rows "
+                              "(word and tag lists, or questions with answers) need .jsonl, "
+                              ".parquet or a `datasets` input")
     if cfg.task != "none" and not labeled:
         raise ConfigError("labeled.train: the teacher needs a task; give labeled data "
                           "(or task: none for task-agnostic distillation)")
@@ -447,7 +455,6 @@ def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:
                             text_column=cfg.corpus.text_column,
                             label_column=cfg.labeled.label_column,
                             labeled_text_column=cfg.labeled.text_column,
-                            hf_split=cfg.corpus.hf_split,
                             rows_per_shard=cfg.corpus.rows_per_shard, fingerprint=fp,
                             pair_column=cfg.corpus.text_pair_column if cfg.task == "pair" else "",
                             labeled_pair_column=cfg.labeled.text_pair_column

@@ -6,10 +6,12 @@ line, never the rest of the file; decoding happens in :mod:`xdistil_ray.corpus`.
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import os
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -20,14 +22,19 @@ from ray.data.datasource import FileBasedDatasource
 from xdistil_ray import storage
 from xdistil_ray.config import ConfigError
 
-SUFFIXES = {".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+SUFFIXES = {".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet",
+            ".tsv": "tsv", ".csv": "csv"}
 _LINES_PER_BLOCK = 8192
+_HF_FORMATS = {"parquet": "parquet", "json": "jsonl", "csv": "csv", "text": "txt",
+               "arrow": "arrow"}
+"""`datasets` packaged builders whose data files this module reads itself (hub datasets)."""
 
 
 @dataclass(frozen=True)
 class CorpusSource:
     """Resolved input: ``kind`` is ``files`` (with ``files`` and their ``fmt``), ``hf_disk``
-    (a `datasets.save_to_disk` folder) or ``hf_hub`` (a hub id in ``path``)."""
+    (a `datasets.save_to_disk` folder) or ``hf_hub`` (a hub id or hub-style folder in
+    ``path``, with its ``config`` name)."""
 
     kind: str
     path: str
@@ -35,23 +42,39 @@ class CorpusSource:
     fmt: str = ""
     fs: Any = None
     """pyarrow filesystem of ``files`` (object storage); None = local files."""
+    split: str = "train"
+    """The split a `datasets` input (``hf:`` or ``save_to_disk``) is read from."""
+    config: str = ""
+    """``hf:<id>:<config>``'s dataset config name (as GLUE's ``sst2``); empty = the default."""
+
+
+def parse_hf(spec: str) -> tuple[str, str]:
+    """``hf:<id>[:<config>]`` -> (id, config name or "")."""
+    body = spec[3:]
+    name, _, config = body.partition(":") if body.count(":") == 1 else (body, "", "")
+    if not name:
+        raise ConfigError(f"{spec!r}: give a dataset after hf: (hf:<id> or hf:<id>:<config>)")
+    return name, config
 
 
 def resolve_source(path: str, field: str,
-                   options: storage.StorageOptions | None = None) -> CorpusSource:
-    """Finds the files behind a corpus path; raises ConfigError naming ``field`` if none.
+                   options: storage.StorageOptions | None = None,
+                   split: str = "train") -> CorpusSource:
+    """Finds the files behind an input path; raises ConfigError naming ``field`` if none.
 
-    Accepts a file, a folder (its .txt/.jsonl/.parquet files, recursively), a glob, a folder
-    written by `datasets.save_to_disk`, ``hf:<hub id>``, or an ``s3://bucket/key`` file or
-    prefix (read with the run's storage settings and the standard AWS credentials).
+    Accepts a file, a folder (its .txt/.jsonl/.parquet/.tsv/.csv files, recursively), a glob,
+    a folder written by `datasets.save_to_disk`, ``hf:<hub id or folder>[:<config>]``, or an
+    ``s3://bucket/key`` file or prefix (read with the run's storage settings and the standard
+    AWS credentials). ``split``: the split of a `datasets` input.
     """
     if path.startswith("hf:"):
-        return CorpusSource("hf_hub", path[3:])
+        name, config = parse_hf(path)
+        return CorpusSource("hf_hub", name, split=split, config=config)
     if storage.is_remote(path):
         return _resolve_remote(path, field, options or storage.StorageOptions())
     if os.path.isdir(path) and (os.path.exists(os.path.join(path, "dataset_info.json"))
                                 or os.path.exists(os.path.join(path, "dataset_dict.json"))):
-        return CorpusSource("hf_disk", path)
+        return CorpusSource("hf_disk", path, split=split)
     if os.path.isdir(path):
         candidates = glob.glob(os.path.join(path, "**", "*"), recursive=True)
     elif glob.has_magic(path):
@@ -67,7 +90,8 @@ def resolve_source(path: str, field: str,
 
 def _files_source(path: str, field: str, files: list[str], fs) -> CorpusSource:
     if not files:
-        raise ConfigError(f"{field}: {path!r} matches no .txt, .jsonl or .parquet file")
+        raise ConfigError(f"{field}: {path!r} matches no .txt, .jsonl, .parquet, .tsv or .csv "
+                          "file")
     formats = {SUFFIXES[_suffix(p)] for p in files}
     if len(formats) > 1:
         raise ConfigError(f"{field}: {path!r} mixes file formats {sorted(formats)}; use one")
@@ -95,8 +119,9 @@ def _suffix(path: str) -> str:
     return os.path.splitext(path)[1].lower()
 
 
-def read_raw(source: CorpusSource, *, text_column: str, columns: list[str], hf_split: str):
-    """Reads a resolved source as a Ray Dataset of raw rows.
+def read_raw(source: CorpusSource, *, columns: list[str]):
+    """Reads a resolved source as a Ray Dataset of raw rows, streaming: neither files nor
+    `datasets` inputs (their arrow or parquet files) pass through the driver.
 
     Returns:
         (dataset, encoding): ``encoding`` tells :func:`xdistil_ray.corpus.clean_rows` how the
@@ -107,28 +132,35 @@ def read_raw(source: CorpusSource, *, text_column: str, columns: list[str], hf_s
     squad = squad_records(source, columns)
     if squad is not None:
         return ray.data.from_items(squad), "records"
-    if source.kind == "files" and source.fmt in ("txt", "jsonl"):
+    if source.kind != "files":
+        source = data_files(source)
+    if source.fmt in ("txt", "jsonl"):
         return (ray.data.read_datasource(LinesDatasource(list(source.files), source.fs)),
                 source.fmt)
-    if source.kind == "files":
-        ds = ray.data.read_parquet(list(source.files), filesystem=source.fs)
+    if source.fmt in ("tsv", "csv"):
+        header = delimited_header(source, columns)
+        return (ray.data.read_datasource(DelimitedDatasource(
+            list(source.files), source.fs, source.fmt, columns, header)), "records")
+    if source.fmt == "arrow":
+        ds = ray.data.read_datasource(ArrowStreamDatasource(list(source.files), source.fs))
     else:
-        ds = ray.data.from_huggingface(_load_hf(source, hf_split))
+        ds = ray.data.read_parquet(list(source.files), filesystem=source.fs)
     missing = [c for c in columns if c not in ds.columns()]
     if missing:
         raise ConfigError(f"{source.path}: has no column {missing[0]!r}; columns: {ds.columns()}")
     return ds.select_columns(columns), "records"
 
 
-def load_records(source: CorpusSource, *, columns: list[str], split: str) -> tuple[list, str]:
-    """Reads a small input (a labeled set) into memory, without Ray.
+def load_records(source: CorpusSource, *, columns: list[str]) -> tuple[list, str]:
+    """Reads a small input (a labeled set) into memory, without Ray. Integer labels of a
+    `datasets` ``ClassLabel`` column (and lists of them: token tags) are read as their names.
 
     Returns:
         (rows, encoding) as :func:`xdistil_ray.corpus.clean_rows` takes them.
     """
     if source.kind == "files" and source.fmt == "txt":
-        raise ConfigError(f"{source.path}: labeled data needs .jsonl, .parquet or a dataset "
-                          "with text and label columns, not .txt")
+        raise ConfigError(f"{source.path}: labeled data needs .jsonl, .parquet, .tsv, .csv or a "
+                          "dataset with text and label columns, not .txt")
     squad = squad_records(source, columns)
     if squad is not None:
         return squad, "records"
@@ -140,17 +172,114 @@ def load_records(source: CorpusSource, *, columns: list[str], split: str) -> tup
                 data = f.read()
             lines.extend(data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"))
         return lines, "jsonl"
+    if source.kind == "files" and source.fmt in ("tsv", "csv"):
+        header = delimited_header(source, columns)
+        fs = source.fs or pafs.LocalFileSystem()
+        rows = []
+        for path in source.files:
+            with fs.open_input_stream(path) as f:
+                rows.extend(delimited_records(_chunks(f), source.fmt, columns, header))
+        return rows, "records"
     if source.kind == "files":
         import pyarrow.parquet as pq
 
         tables = [pq.read_table(p, filesystem=source.fs) for p in source.files]
+        names = _class_names(tables[0].schema, columns) if tables else {}
         rows = [r for t in tables for r in t.to_pylist()]
     else:
-        rows = list(_load_hf(source, split))
+        data = _load_hf(source)
+        names = _feature_class_names(data.features, columns)
+        rows = list(data)
     if rows and any(c not in rows[0] for c in columns):
         missing = [c for c in columns if c not in rows[0]]
         raise ConfigError(f"{source.path}: has no column {missing[0]!r}; columns: {list(rows[0])}")
-    return [{c: r.get(c) for c in columns} for r in rows], "records"
+    return [{c: _named(r.get(c), names.get(c)) for c in columns} for r in rows], "records"
+
+
+def _named(value, names: list[str] | None):
+    """A ClassLabel value (or list of them) as its name(s); -1 (no label, as in GLUE's test
+    splits) and out-of-range values as None."""
+    if names is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_named(v, names) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return names[value] if 0 <= value < len(names) else None
+    return value
+
+
+def _feature_class_names(features, columns: list[str]) -> dict[str, list[str]]:
+    """{column: ClassLabel names} for the ``columns`` that are ClassLabel features (or lists
+    of them)."""
+    import datasets
+
+    out = {}
+    for c in columns:
+        feature = features.get(c) if features else None
+        inner = getattr(feature, "feature", None)
+        for f in (feature, inner):
+            if isinstance(f, datasets.ClassLabel):
+                out[c] = list(f.names)
+    return out
+
+
+def _class_names(schema: pa.Schema, columns: list[str]) -> dict[str, list[str]]:
+    """ClassLabel names that `datasets` wrote into a parquet file's metadata."""
+    meta = (schema.metadata or {}).get(b"huggingface")
+    if not meta:
+        return {}
+    import datasets
+
+    try:
+        features = datasets.Features.from_dict(json.loads(meta)["info"]["features"])
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return _feature_class_names(features, columns)
+
+
+def data_files(source: CorpusSource) -> CorpusSource:
+    """A `datasets` input as the files that hold its split, for streaming reads: a
+    ``save_to_disk`` folder's arrow files; a hub dataset's (or hub-style folder's) parquet,
+    JSON Lines, CSV, text or arrow files, read from the hub by `huggingface_hub`'s filesystem
+    (the hub's own parquet conversion is what most hub datasets are)."""
+    if source.kind == "hf_disk":
+        return _disk_files(source)
+    import datasets
+
+    try:
+        builder = datasets.load_dataset_builder(source.path, source.config or None)
+    except Exception as e:  # noqa: BLE001 - datasets raises many kinds for a bad id or config
+        raise ConfigError(f"hf:{source.path}: cannot be loaded ({type(e).__name__}: {e})") from None
+    fmt = _HF_FORMATS.get(builder.name)
+    files = (builder.config.data_files or {}).get(source.split) if fmt else None
+    if fmt is None:
+        raise ConfigError(f"hf:{source.path}: its data are {builder.name!r} files; "
+                          f"readable are {sorted(_HF_FORMATS)}")
+    if not files:
+        splits = list(builder.config.data_files or {})
+        raise ConfigError(f"hf:{source.path}: no split {source.split!r}; splits: {splits}")
+    files = [str(f) for f in files]
+    fs = None
+    if any(f.startswith("hf://") for f in files):
+        from huggingface_hub import HfFileSystem
+
+        fs = pafs.PyFileSystem(pafs.FSSpecHandler(HfFileSystem()))
+        files = [f[len("hf://"):] for f in files]
+    return CorpusSource("files", source.path, tuple(files), fmt, fs, source.split)
+
+
+def _disk_files(source: CorpusSource) -> CorpusSource:
+    root = source.path
+    if os.path.exists(os.path.join(root, "dataset_dict.json")):
+        with open(os.path.join(root, "dataset_dict.json"), encoding="utf-8") as f:
+            splits = json.load(f).get("splits", [])
+        if source.split not in splits:
+            raise ConfigError(f"{root}: no split {source.split!r}; splits: {splits}")
+        root = os.path.join(root, source.split)
+    with open(os.path.join(root, "state.json"), encoding="utf-8") as f:
+        state = json.load(f)
+    files = [os.path.join(root, d["filename"]) for d in state.get("_data_files", [])]
+    return CorpusSource("files", source.path, tuple(files), "arrow", None, source.split)
 
 
 def squad_records(source: CorpusSource, columns: list[str]) -> list[dict] | None:
@@ -206,17 +335,22 @@ def _json_document(fs, path: str, peek: int = 1 << 20):
         return None
 
 
-def _load_hf(source: CorpusSource, split: str):
+def _load_hf(source: CorpusSource):
+    """A `datasets` input's split, memory-mapped (labeled sets: small)."""
     import datasets
 
     if source.kind == "hf_disk":
         data = datasets.load_from_disk(source.path)
     else:
-        data = datasets.load_dataset(source.path, split=split)
+        try:
+            data = datasets.load_dataset(source.path, source.config or None)
+        except Exception as e:  # noqa: BLE001 - datasets raises many kinds for a bad id
+            raise ConfigError(f"hf:{source.path}: cannot be loaded "
+                              f"({type(e).__name__}: {e})") from None
     if isinstance(data, datasets.DatasetDict):
-        if split not in data:
-            raise ConfigError(f"{source.path}: no split {split!r}; splits: {list(data)}")
-        data = data[split]
+        if source.split not in data:
+            raise ConfigError(f"{source.path}: no split {source.split!r}; splits: {list(data)}")
+        data = data[source.split]
     return data
 
 
@@ -243,3 +377,139 @@ class LinesDatasource(FileBasedDatasource):
             lines.append(tail)
         if lines:
             yield pa.table({"raw": pa.array(lines, pa.large_binary())})
+
+
+def _chunks(f: pa.NativeFile, size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := f.read(size):
+        yield chunk
+
+
+def _text_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """Lines (with their ``\\n``) decoded one at a time, a bad byte kept as a surrogate so that
+    it costs only its own row; a line across many chunks is joined once, not re-copied."""
+    pending: list[bytes] = []
+    for chunk in chunks:
+        parts = chunk.split(b"\n")
+        if len(parts) == 1:
+            pending.append(chunk)
+            continue
+        pending.append(parts[0])
+        yield b"".join(pending).decode("utf-8", "surrogateescape") + "\n"
+        for part in parts[1:-1]:
+            yield part.decode("utf-8", "surrogateescape") + "\n"
+        pending = [parts[-1]]
+    last = b"".join(pending)
+    if last:
+        yield last.decode("utf-8", "surrogateescape")
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _csv_reader(lines: Iterator[str], fmt: str):
+    """TSV: tab-separated, no quoting (XtremeDistil's train.tsv / dev.tsv: a quote is text);
+    CSV: comma-separated, double quotes (fields may hold commas and newlines)."""
+    csv.field_size_limit(2**31 - 1)
+    if fmt == "tsv":
+        return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    return csv.reader(lines, delimiter=",", quotechar='"')
+
+
+def _first_record(fs, path: str, fmt: str) -> list[str]:
+    with fs.open_input_stream(path) as f:
+        for record in _csv_reader(_text_lines(_chunks(f)), fmt):
+            return [field.lstrip("\ufeff") if i == 0 else field for i, field in enumerate(record)]
+    return []
+
+
+def delimited_header(source: CorpusSource, columns: list[str]) -> bool:
+    """Whether the source's .tsv/.csv files start with a header row: one naming every column
+    asked for. Without one, a file's columns are the asked-for ones in order (text, then the
+    second sentence of a pair, then the label: XtremeDistil's ``sentence<TAB>label``).
+
+    Raises:
+        ConfigError: files that disagree, or a headerless file with too few columns.
+    """
+    fs = source.fs or pafs.LocalFileSystem()
+    kinds = {}
+    for path in source.files:
+        first = _first_record(fs, path, source.fmt)
+        if not first:
+            continue  # an empty file: no rows either way
+        header = all(c in first for c in columns)
+        if not header and len(first) < len(columns):
+            raise ConfigError(
+                f"{source.path}: {path}: its first row is not a header naming {columns}, and as "
+                f"a headerless file it has {len(first)} column(s) where {len(columns)} are read "
+                f"in this order: {columns}")
+        kinds[header] = path
+    if len(kinds) > 1:
+        raise ConfigError(f"{source.path}: {kinds[True]} starts with a header and {kinds[False]} "
+                          "does not; give files of one kind")
+    return kinds.get(True, False)
+
+
+def delimited_records(chunks: Iterator[bytes], fmt: str, columns: list[str],
+                      header: bool) -> Iterator[dict]:
+    """One file's rows as dicts of ``columns`` plus :data:`xdistil_ray.corpus.ROW_REASON`
+    ("" or why the row is bad: a field count unlike the file's first row's, bytes that are not
+    UTF-8, an empty line)."""
+    from xdistil_ray import corpus
+
+    index: dict[str, int] = {}
+    width = 0
+    for record in _csv_reader(_text_lines(chunks), fmt):
+        if not index:
+            record = [f.lstrip("\ufeff") if i == 0 else f for i, f in enumerate(record)]
+            width = len(record)
+            index = ({c: record.index(c) for c in columns} if header
+                     else {c: i for i, c in enumerate(columns)})
+            if header:
+                continue
+        row = dict.fromkeys(columns)
+        if not record:
+            reason = corpus.EMPTY
+        elif len(record) != width:
+            reason = corpus.BAD_ROW
+        else:
+            row.update((c, record[i]) for c, i in index.items())
+            bad = any(_SURROGATE.search(row[c]) for c in columns)
+            reason = corpus.INVALID_UTF8 if bad else ""
+            if bad:
+                row = dict.fromkeys(columns)
+        row[corpus.ROW_REASON] = reason
+        yield row
+
+
+class DelimitedDatasource(FileBasedDatasource):
+    """Reads .tsv/.csv files as rows of ``columns`` (strings) and
+    :data:`xdistil_ray.corpus.ROW_REASON`."""
+
+    def __init__(self, paths: list[str], filesystem, fmt: str, columns: list[str], header: bool):
+        super().__init__(paths, filesystem=filesystem)
+        self._fmt, self._columns, self._header = fmt, columns, header
+
+    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        from xdistil_ray import corpus
+
+        names = self._columns + [corpus.ROW_REASON]
+        rows: list[dict] = []
+        for row in delimited_records(_chunks(f), self._fmt, self._columns, self._header):
+            rows.append(row)
+            if len(rows) >= _LINES_PER_BLOCK:
+                yield pa.Table.from_pylist(rows, pa.schema([(n, pa.string()) for n in names]))
+                rows = []
+        if rows:
+            yield pa.Table.from_pylist(rows, pa.schema([(n, pa.string()) for n in names]))
+
+
+class ArrowStreamDatasource(FileBasedDatasource):
+    """Reads the arrow (IPC stream) files that `datasets` writes, a record batch at a time."""
+
+    def __init__(self, paths: list[str], filesystem=None):
+        super().__init__(paths, filesystem=filesystem)
+
+    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        reader = pa.ipc.open_stream(f)
+        for batch in reader:
+            yield pa.Table.from_batches([batch])

@@ -223,7 +223,7 @@ def _kept_rows(block: pd.DataFrame) -> pd.DataFrame:
 
 
 def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column: str,
-                 label_column: str | None, hf_split: str, pair_column: str = "",
+                 label_column: str | None, pair_column: str = "",
                  progress=None, qa_columns: tuple[str, str] = (),
                  settings: TextSettings | None = None) -> dict:
     """Reads and cleans one input into ``_staging/<name>``; returns its reject counts.
@@ -238,7 +238,7 @@ def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column
         columns = [text_column] + [c for c in (pair_column, label_column) if c]
         fn, kwargs = clean_batch, dict(text_column=text_column, label_column=label_column,
                                        pair_column=pair_column or None)
-    ds, encoding = read_raw(source, text_column=columns[0], columns=columns, hf_split=hf_split)
+    ds, encoding = read_raw(source, columns=columns)
     staging = run.path(_STAGING, name)
     run.delete(_STAGING, name)
     label = f"data: {name} read and cleaned"
@@ -308,7 +308,7 @@ def _sum_columns(run: RunFolder, rel: str, columns: list[str]) -> dict:
 
 
 def prepare_corpus(run: RunFolder, source: CorpusSource | None, settings: TextSettings, *,
-                   text_column: str, hf_split: str, rows_per_shard: int,
+                   text_column: str, rows_per_shard: int,
                    pair_column: str = "", progress_every_s: float = 10.0,
                    qa_columns: tuple[str, str] = (), qa_labeled: CorpusSource | None = None,
                    exclude: frozenset = frozenset()) -> dict:
@@ -326,7 +326,7 @@ def prepare_corpus(run: RunFolder, source: CorpusSource | None, settings: TextSe
     stats = {"input_rows": 0, "clean": 0, "dropped": {}}
     for name, s in inputs:
         part = _stage_clean(run, s, name, text_column=text_column, label_column=None,
-                            hf_split=hf_split, pair_column=pair_column, progress=progress,
+                            pair_column=pair_column, progress=progress,
                             qa_columns=qa_columns, settings=settings)
         stats["input_rows"] += part["input_rows"]
         stats["clean"] += part["clean"]
@@ -380,7 +380,7 @@ def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: 
     result: dict = {"splits": {}, "label_names": []}
     for split, source in sources.items():
         columns = list(qa_columns) or [text_column] + [c for c in (pair_column, label_column) if c]
-        raw, encoding = load_records(source, columns=columns, split=split)
+        raw, encoding = load_records(source, columns=columns)
         rows = pd.DataFrame(_clean_labeled(raw, encoding, text_column, label_column, pair_column,
                                            task, qa_columns, settings))
         dropped = rows["reason"][rows["reason"] != ""].value_counts().to_dict()
@@ -456,8 +456,7 @@ def _write_labeled(run: RunFolder, split: str, table: pa.Table, input_rows: int,
 
 def run_step(run: RunFolder, corpus_source: CorpusSource | None,
              labeled_sources: dict[str, CorpusSource], settings: TextSettings, *,
-             text_column: str, label_column: str, labeled_text_column: str, hf_split: str,
-             rows_per_shard: int, fingerprint: dict, pair_column: str = "",
+             text_column: str, label_column: str, labeled_text_column: str, rows_per_shard: int, fingerprint: dict, pair_column: str = "",
              labeled_pair_column: str = "", task: str = "sentence", dev_fraction: float = 0.0,
              progress_every_s: float = 10.0, qa_columns: tuple[str, str, str] = ()) -> dict:
     """Runs the step and commits ``data/``; returns the marker. Extractive QA (``qa_columns``:
@@ -476,7 +475,7 @@ def run_step(run: RunFolder, corpus_source: CorpusSource | None,
                                           columns=["example"], filesystem=run.fs)
                             .column(0).to_pylist())
     stats = prepare_corpus(run, corpus_source, settings, text_column=text_column,
-                           hf_split=hf_split, rows_per_shard=rows_per_shard,
+                           rows_per_shard=rows_per_shard,
                            pair_column=pair_column, progress_every_s=progress_every_s,
                            qa_columns=qa_columns[:2],
                            qa_labeled=labeled_sources.get("train") if qa_columns else None,

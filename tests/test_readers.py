@@ -1,0 +1,156 @@
+"""Where users keep data: `datasets` inputs (saved to disk, hub-style folders with configs and
+splits, ClassLabel labels) and .tsv/.csv files, read offline from files `datasets` wrote."""
+
+import pytest
+
+from xdistil_ray import corpus
+from xdistil_ray.config import ConfigError
+from xdistil_ray.readers import (data_files, delimited_records, load_records, parse_hf,
+                                 resolve_source)
+from xdistil_ray.steps import prepare
+
+datasets = pytest.importorskip("datasets")
+
+SST2 = datasets.Features({"sentence": datasets.Value("string"),
+                          "label": datasets.ClassLabel(names=["negative", "positive"])})
+NER = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                         "ner_tags": datasets.Sequence(datasets.ClassLabel(
+                             names=["O", "B-PER", "I-PER"]))})
+
+
+def _glue_like(root):
+    """A hub-style folder as GLUE's: README.md configs `sst2` and `ner`, parquet per split
+    (GLUE's test split has label -1)."""
+    import os
+
+    splits = {"sst2": {"train": {"sentence": ["a fine film", "dull"], "label": [1, 0]},
+                       "validation": {"sentence": ["great", "bad"], "label": [1, 0]},
+                       "test": {"sentence": ["unknown"], "label": [-1]}},
+              "ner": {"train": {"tokens": [["Ada", "Lovelace", "wrote"]],
+                                "ner_tags": [[1, 2, 0]]}}}
+    for name, parts in splits.items():
+        os.makedirs(root / name)
+        for split, rows in parts.items():
+            datasets.Dataset.from_dict(rows, features=SST2 if name == "sst2" else NER).to_parquet(
+                str(root / name / f"{split}-00000-of-00001.parquet"))
+    (root / "README.md").write_text(
+        "---\nconfigs:\n"
+        "- config_name: sst2\n  data_files:\n"
+        "  - split: train\n    path: sst2/train-*.parquet\n"
+        "  - split: validation\n    path: sst2/validation-*.parquet\n"
+        "  - split: test\n    path: sst2/test-*.parquet\n"
+        "- config_name: ner\n  data_files:\n"
+        "  - split: train\n    path: ner/train-*.parquet\n---\n")
+    return root
+
+
+def test_hf_spec_takes_a_config_name():
+    assert parse_hf("hf:nyu-mll/glue:sst2") == ("nyu-mll/glue", "sst2")
+    assert parse_hf("hf:imdb") == ("imdb", "")
+    with pytest.raises(ConfigError, match="give a dataset"):
+        parse_hf("hf:")
+
+
+def test_hub_folder_config_and_splits_with_class_label_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = _glue_like(tmp_path / "glue")
+    train = resolve_source(f"hf:{root}:sst2", "labeled.train", split="train")
+    dev = resolve_source(f"hf:{root}:sst2", "labeled.dev", split="validation")
+    rows, encoding = load_records(train, columns=["sentence", "label"])
+    assert encoding == "records"
+    assert rows == [{"sentence": "a fine film", "label": "positive"},
+                    {"sentence": "dull", "label": "negative"}]
+    assert [r["label"] for r in load_records(dev, columns=["sentence", "label"])[0]] == \
+        ["positive", "negative"]
+    test = load_records(resolve_source(f"hf:{root}:sst2", "x", split="test"),
+                        columns=["sentence", "label"])[0]
+    assert test == [{"sentence": "unknown", "label": None}]  # -1: no label, counted missing
+    tokens = load_records(resolve_source(f"hf:{root}:ner", "x"), columns=["tokens", "ner_tags"])[0]
+    assert tokens == [{"tokens": ["Ada", "Lovelace", "wrote"], "ner_tags": ["B-PER", "I-PER", "O"]}]
+    # the corpus streams from the split's own files
+    files = data_files(resolve_source(f"hf:{root}:sst2", "corpus.path", split="validation"))
+    assert files.fmt == "parquet" and [f.rsplit("/", 2)[-2:] for f in files.files] == \
+        [["sst2", "validation-00000-of-00001.parquet"]]
+    with pytest.raises(ConfigError, match="no split 'dev'.*validation"):
+        load_records(resolve_source(f"hf:{root}:sst2", "labeled.dev", split="dev"),
+                     columns=["sentence", "label"])
+    with pytest.raises(ConfigError, match="no split 'dev'"):
+        data_files(resolve_source(f"hf:{root}:sst2", "corpus.path", split="dev"))
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        data_files(resolve_source(f"hf:{root}:mnli", "corpus.path"))
+
+
+def test_saved_dataset_dict_with_class_labels(tmp_path):
+    path = str(tmp_path / "saved")
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"sentence": ["x", "y"], "label": [0, 1]},
+                                            features=SST2),
+        "validation": datasets.Dataset.from_dict({"sentence": ["z"], "label": [1]},
+                                                 features=SST2)}).save_to_disk(path)
+    dev = resolve_source(path, "labeled.dev", split="validation")
+    assert dev.kind == "hf_disk"
+    assert load_records(dev, columns=["sentence", "label"])[0] == \
+        [{"sentence": "z", "label": "positive"}]
+    files = data_files(dev)
+    assert files.fmt == "arrow" and files.files[0].endswith("validation/data-00000-of-00001.arrow")
+    with pytest.raises(ConfigError, match="no split 'test'"):
+        data_files(resolve_source(path, "corpus.path", split="test"))
+
+
+def test_parquet_written_by_datasets_keeps_label_names(tmp_path):
+    path = tmp_path / "train.parquet"
+    datasets.Dataset.from_dict({"sentence": ["x"], "label": [1]}, features=SST2).to_parquet(
+        str(path))
+    rows = load_records(resolve_source(str(path), "labeled.train"),
+                        columns=["sentence", "label"])[0]
+    assert rows == [{"sentence": "x", "label": "positive"}]
+
+
+def test_tsv_without_header_is_xtremedistils_layout():
+    data = (b"a good film\tpos\nawful\tneg\n\nthree\tfields\there\nbad \xff byte\tneg\n"
+            b'an "unbalanced quote\tpos\nlast line without newline\tneg')
+    chunks = [data[k:k + 5] for k in range(0, len(data), 5)]  # lines across chunk borders
+    rows = list(delimited_records(iter(chunks), "tsv", ["text", "label"], header=False))
+    assert [(r["text"], r["label"], r[corpus.ROW_REASON]) for r in rows] == [
+        ("a good film", "pos", ""), ("awful", "neg", ""), (None, None, corpus.EMPTY),
+        (None, None, corpus.BAD_ROW), (None, None, corpus.INVALID_UTF8),
+        ('an "unbalanced quote', "pos", ""), ("last line without newline", "neg", "")]
+
+
+def test_csv_with_header_quoted_fields_any_column_order():
+    data = b'\xef\xbb\xbfid,label,text\n1,pos,"multi\nline, with a comma"\n2,neg,plain\n'
+    rows = list(delimited_records(iter([data]), "csv", ["text", "label"], header=True))
+    assert [(r["text"], r["label"]) for r in rows] == [("multi\nline, with a comma", "pos"),
+                                                       ("plain", "neg")]
+
+
+def test_delimited_header_is_detected_and_checked(tmp_path):
+    (tmp_path / "h.tsv").write_text("label\ttext\npos\tfine\n")
+    (tmp_path / "n.tsv").write_text("fine\tpos\n")
+    (tmp_path / "one.tsv").write_text("only text\n")
+    rows = load_records(resolve_source(str(tmp_path / "h.tsv"), "x"), columns=["text", "label"])
+    assert rows[0] == [{"text": "fine", "label": "pos", corpus.ROW_REASON: ""}]
+    rows = load_records(resolve_source(str(tmp_path / "n.tsv"), "x"), columns=["text", "label"])
+    assert rows[0] == [{"text": "fine", "label": "pos", corpus.ROW_REASON: ""}]
+    with pytest.raises(ConfigError, match="one.tsv.*1 column"):
+        load_records(resolve_source(str(tmp_path / "one.tsv"), "x"), columns=["text", "label"])
+    with pytest.raises(ConfigError, match="starts with a header"):
+        load_records(resolve_source(str(tmp_path / "[hn].tsv"), "x"), columns=["text", "label"])
+
+
+def test_labeled_tsv_through_the_data_step(tmp_path, teacher_path):
+    """XtremeDistil's train.tsv / dev.tsv: every row counted, kept or dropped by reason."""
+    from xdistil_ray.runfolder import RunFolder
+
+    (tmp_path / "train.tsv").write_bytes(b"good\tpos\nbad\tneg\nodd\n\t\tx\nfine\tpos\n")
+    (tmp_path / "dev.tsv").write_bytes(b"great\tpos\nugly\tneutral\n")
+    run = RunFolder(str(tmp_path / "run"))
+    out = prepare.prepare_labeled(
+        run, {s: resolve_source(str(tmp_path / f"{s}.tsv"), f"labeled.{s}")
+              for s in ("train", "dev")},
+        prepare.TextSettings(teacher_path, 16, 1000, 0.0), text_column="text",
+        label_column="label")
+    assert out["label_names"] == ["neg", "pos"]
+    assert out["splits"]["train"]["kept"] == 3
+    assert out["splits"]["train"]["dropped"] == {corpus.BAD_ROW: 2}
+    assert out["splits"]["dev"]["dropped"] == {corpus.UNKNOWN_LABEL: 1}
