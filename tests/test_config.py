@@ -232,3 +232,18 @@ def test_a_task_default_sits_under_the_file_and_the_overrides(tmp_path):
     assert (cfg.student.num_layers, cfg.student.hidden_size, cfg.student.num_heads) == (2, 192, 12)
     path.write_text("task: qa\n")
     assert load_config(str(path), ["task=sentence"]).student.hidden_size == 128  # the last word
+
+
+def test_a_stage_on_a_small_transfer_set_takes_at_least_min_stage_steps():
+    """3,000 transfer rows at batch 64 are 45 steps an epoch: the corpus stages take
+    train.min_stage_steps instead; the labels stage keeps its epochs."""
+    from xdistil_ray import stage_plan
+
+    data = {"corpus": {"kept": 3000, "heldout": 150},
+            "labeled": {"splits": {"train": {"kept": 640}}}}
+    cfg = load_config(None, [])
+    assert [stage_plan.stage_steps(cfg, k, data) for k in range(3)] == [300, 300, 20]
+    cfg = load_config(None, ["train.min_stage_steps=0"])
+    assert [stage_plan.stage_steps(cfg, k, data) for k in range(3)] == [45, 45, 20]
+    data["corpus"]["kept"] = 40_150  # a large corpus: its epochs decide
+    assert stage_plan.stage_steps(load_config(None, []), 0, data) == 625

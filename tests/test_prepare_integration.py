@@ -183,3 +183,56 @@ def test_qa_transfer_set_is_corpus_and_training_questions_less_the_dev_share(
                 for e in pq.read_table(run.path("data/corpus", s["file"])).column("example")
                 .to_pylist()}
     assert dev and not dev & transfer
+
+
+@pytest.mark.parametrize("task", ["sentence", "pair"])
+def test_labeled_training_rows_join_the_transfer_set(task, tmp_path, ray_local, teacher_path):
+    """By default the labeled training rows (not the dev share carved from them) are part of
+    the transfer set, deduplicated against the corpus; with_labeled false: the corpus alone."""
+    pair = task == "pair"
+    train_rows = [{"text": f"labeled sentence {k}", "label": "pos" if k % 2 else "neg",
+                   **({"text_pair": f"claim {k}"} if pair else {})} for k in range(60)]
+    train_rows.append({"text": "shared sentence", "label": "pos",
+                       **({"text_pair": "shared claim"} if pair else {})})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train_rows))
+    corpus_rows = [{"text": f"corpus sentence {k}", "text_pair": f"claim {k}"} for k in range(40)]
+    corpus_rows.append({"text": "shared sentence", "text_pair": "shared claim"})
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus_rows))
+    settings = prepare.TextSettings(teacher_path, 24, 1000, 0.0)
+
+    def run_step(folder, with_labeled):
+        run = RunFolder(str(tmp_path / folder))
+        marker = prepare.run_step(
+            run, resolve_source(str(tmp_path / "corpus.jsonl"), "corpus.path"),
+            {"train": resolve_source(str(tmp_path / "train.jsonl"), "labeled.train")}, settings,
+            text_column="text", label_column="label", labeled_text_column="text",
+            rows_per_shard=32, fingerprint={}, task=task, dev_fraction=0.2,
+            pair_column="text_pair" if pair else "",
+            labeled_pair_column="text_pair" if pair else "", with_labeled=with_labeled)
+        texts = [t for s in marker["corpus"]["shards"]
+                 for t in pq.read_table(run.path("data/corpus", s["file"])).column("text")
+                 .to_pylist()]
+        dev = set(pq.read_table(run.path("data/labeled/dev", "dev.parquet")).column("text")
+                  .to_pylist())
+        return marker, texts, dev
+
+    marker, texts, dev = run_step("with", True)
+    c, splits = marker["corpus"], marker["labeled"]["splits"]
+    train_kept = splits["train"]["kept"]
+    assert 0 < splits["dev"]["kept"] < 30 and train_kept + splits["dev"]["kept"] == 61
+    assert c["labeled_rows"] == train_kept
+    assert c["input_rows"] == 41 + train_kept
+    assert c["input_rows"] == c["kept"] + sum(c["dropped"].values())
+    shared_in_train = "shared sentence" not in dev
+    assert c["dropped"] == ({"duplicate": 1} if shared_in_train else {})
+    assert len(texts) == len(set(texts)) == c["kept"] == 41 + train_kept - shared_in_train
+    assert not dev & set(texts)  # the dev rows stay out of the transfer set
+    assert {f"labeled sentence {k}" for k in range(60)} - dev <= set(texts)
+    if pair:  # both sentences of a labeled pair reach the shards
+        run = RunFolder(str(tmp_path / "with"))
+        table = pa.concat_tables(pq.read_table(run.path("data/corpus", s["file"]))
+                                 for s in c["shards"])
+        assert all(len(set(ids)) > 1 for ids in table.column("token_type_ids").to_pylist())
+    marker, texts, _ = run_step("without", False)
+    assert marker["corpus"]["labeled_rows"] == 0 and sorted(texts) == sorted(
+        r["text"] for r in corpus_rows)

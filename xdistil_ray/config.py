@@ -43,6 +43,11 @@ class CorpusConfig:
     """Target rows per tokenized shard; the unit of resumable teacher inference."""
     heldout_fraction: float = 0.05
     """Share of transfer sentences held out of training to measure fidelity to the teacher."""
+    with_labeled: bool = True
+    """The labeled training rows (sentences, pairs, a token row's words, QA questions; not the
+    dev rows) join the transfer set, deduplicated against the corpus, as task-specific
+    distillation does elsewhere (TinyBERT distils on its task data): the task's own text keeps
+    a small or out-of-domain corpus from losing the task. false = the corpus alone."""
 
 
 @dataclass
@@ -284,6 +289,11 @@ class TrainConfig:
     log_every_steps: int = 25
     """Steps between loss averages (the loss curves' points, the progress lines; each one
     synchronizes the workers)."""
+    min_stage_steps: int = 300
+    """The fewest optimizer steps a stage on the transfer set takes: a small transfer set is
+    passed over more than the stage's `epochs` times (a few thousand sentences give a few
+    dozen steps per epoch, too few to learn from). Stages on labeled data keep their epochs.
+    0 = epochs alone."""
     checkpoint_every_steps: int = 500
     """Steps between checkpoints (one is always written at the end of a stage)."""
     epoch_cache_mb: int = 1024

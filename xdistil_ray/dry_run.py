@@ -18,7 +18,6 @@ from xdistil_ray.config_checks import stage_data
 from xdistil_ray.readers import CorpusSource
 from xdistil_ray.runfolder import STARTED, RunFolder
 from xdistil_ray.steps.evaluate import VERSION as EVAL_VERSION
-from xdistil_ray.train_loop import total_steps
 
 
 @dataclass
@@ -180,9 +179,7 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
             src = ["teacher (stored outputs)"]
         total = ""
         if data is not None:
-            rows = stage_plan.rows_of(cfg, k, data)
-            steps = total_steps(rows, stage.epochs, stage.batch_size, cfg.train.num_workers)
-            total = f", {steps} steps"
+            total = f", {stage_plan.stage_steps(cfg, k, data)} steps"
         out.append(PlannedStep(
             f"stage {k + 1}: {stage.name}", rel, state, [previous] + src, _training(cfg),
             f"{' + '.join(l.type for l in stage.losses)}; {stage.epochs:g} epoch(s) at batch "

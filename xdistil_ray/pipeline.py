@@ -209,7 +209,7 @@ def fingerprint(cfg: Config, *sections: str) -> dict:
 
 _DATA_KEYS = ("seed", "task", "corpus.path", "corpus.text_column", "corpus.text_pair_column",
               "corpus.hf_split", "corpus.max_length", "corpus.max_chars", "corpus.rows_per_shard",
-              "corpus.heldout_fraction", "labeled", "teacher.model")
+              "corpus.heldout_fraction", "corpus.with_labeled", "labeled", "teacher.model")
 _TEACHER_KEYS = ("task", "teacher.model", "teacher.finetune", "labeled", "seed")
 _INFERENCE_KEYS = _TEACHER_KEYS + ("corpus", "teacher.inference.dtype", "teacher.inference.top_k")
 _INIT_KEYS = ("student",) + _TEACHER_KEYS
@@ -460,7 +460,8 @@ def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:
                             labeled_pair_column=cfg.labeled.text_pair_column
                             if cfg.task == "pair" else "", task=cfg.task,
                             dev_fraction=cfg.labeled.dev_fraction,
-                            progress_every_s=cfg.progress_every_s, qa_columns=qa_columns)
+                            progress_every_s=cfg.progress_every_s, qa_columns=qa_columns,
+                            with_labeled=cfg.corpus.with_labeled)
 
 
 STAGES_RAY = "stages"

@@ -93,6 +93,20 @@ def rows_of(cfg: Config, k: int, data: dict) -> int:
     return training_rows(data["corpus"]) - data["corpus"]["heldout"]
 
 
+def min_steps(cfg: Config, k: int) -> int:
+    """Stage ``k``'s fewest steps: ``train.min_stage_steps`` on the transfer set, none on
+    labeled data."""
+    return 0 if stage_data(cfg.stages[k]) == "labeled" else cfg.train.min_stage_steps
+
+
+def stage_steps(cfg: Config, k: int, data: dict) -> int:
+    """Stage ``k``'s optimizer steps: its epochs over its rows, at least :func:`min_steps`."""
+    stage = cfg.stages[k]
+    steps = total_steps(rows_of(cfg, k, data), stage.epochs, stage.batch_size,
+                        cfg.train.num_workers)
+    return max(steps, min_steps(cfg, k))
+
+
 def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dict, *,
          run: RunFolder, init_path: str, teacher: Teacher, shapes) -> tuple:
     """Stage ``k``'s worker spec and rows.
@@ -115,6 +129,7 @@ def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dic
         columns = ["input_ids"] + stored_columns(specs, cfg.teacher.inference.top_k)
     spec = _spec(cfg, name=stage.name, losses=specs, init_path=init_path, init_in_run=True,
                  rows=rows_of(cfg, k, data), epochs=stage.epochs, batch_size=stage.batch_size,
+                 min_steps=min_steps(cfg, k),
                  learning_rate=stage.learning_rate, label_names=data["labeled"]["label_names"],
                  run=run, teacher_hidden=shapes.teacher_hidden,
                  teacher_layers=shapes.teacher_layers,
@@ -151,10 +166,12 @@ def finetune_plan(cfg, data: dict, sources: Sources, *, run: RunFolder, name: st
     return spec, list(sources.labeled_train), columns + (["token_type_ids"] if sources.pairs else [])
 
 
-def _spec(cfg, *, rows: int, epochs: float, run: RunFolder, **kwargs) -> StageSpec:
+def _spec(cfg, *, rows: int, epochs: float, run: RunFolder, min_steps: int = 0,
+          **kwargs) -> StageSpec:
     t = cfg.train
+    steps = total_steps(rows, epochs, kwargs["batch_size"], t.num_workers)
     return StageSpec(
-        run=run, total_steps=total_steps(rows, epochs, kwargs["batch_size"], t.num_workers),
+        run=run, total_steps=max(steps, min_steps),
         zero_stage=t.zero_stage, log_every=t.log_every_steps,
         checkpoint_every=t.checkpoint_every_steps, seed=cfg.seed, task=cfg.task,
         windows=cfg.qa.windows() if cfg.task == "qa" else None,

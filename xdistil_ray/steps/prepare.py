@@ -311,19 +311,22 @@ def prepare_corpus(run: RunFolder, source: CorpusSource | None, settings: TextSe
                    text_column: str, rows_per_shard: int,
                    pair_column: str = "", progress_every_s: float = 10.0,
                    qa_columns: tuple[str, str] = (), qa_labeled: CorpusSource | None = None,
-                   exclude: frozenset = frozenset()) -> dict:
+                   exclude: frozenset = frozenset(), labeled_staged: int = 0) -> dict:
     """Cleans, deduplicates and tokenizes the transfer corpus into shards; returns its stats.
 
     Extractive QA (``qa_columns``: question, context): rows are questions, the shards hold their
     windows (``windows``; ``heldout`` and the shards' ``rows`` count windows); the labeled
     training set's questions (``qa_labeled``, their answers unread) join the corpus, less the
-    dev set's questions (``exclude``: their row ids; dropped as ``dev_question``)."""
+    dev set's questions (``exclude``: their row ids; dropped as ``dev_question``). Other tasks:
+    ``labeled_staged`` rows of the labeled training set that :func:`prepare_labeled` staged
+    join the corpus. Either way ``labeled_rows`` counts the rows (in ``input_rows``) that came
+    from the labeled set."""
     import ray
     import ray.data
 
     progress = start_actor(progress_every_s)
     inputs = [(name, s) for name, s in (("corpus", source), ("labeled", qa_labeled)) if s]
-    stats = {"input_rows": 0, "clean": 0, "dropped": {}}
+    stats = {"input_rows": 0, "clean": 0, "dropped": {}, "labeled_rows": 0}
     for name, s in inputs:
         part = _stage_clean(run, s, name, text_column=text_column, label_column=None,
                             pair_column=pair_column, progress=progress,
@@ -332,6 +335,13 @@ def prepare_corpus(run: RunFolder, source: CorpusSource | None, settings: TextSe
         stats["clean"] += part["clean"]
         for reason, n in part["dropped"].items():
             stats["dropped"][reason] = stats["dropped"].get(reason, 0) + n
+        if name == "labeled":
+            stats["labeled_rows"] = part["input_rows"]
+    if labeled_staged:  # the labeled training rows, cleaned by prepare_labeled
+        inputs.append(("labeled", None))
+        stats["labeled_rows"] = labeled_staged
+        stats["input_rows"] += labeled_staged
+        stats["clean"] += labeled_staged
     num_partitions = max(1, math.ceil(stats["clean"] / rows_per_shard))
     kept = (ray.data.read_parquet([run.path(_STAGING, name) for name, _ in inputs],
                                   filesystem=run.fs)
@@ -365,7 +375,7 @@ def _not_dev(block: pd.DataFrame, exclude: frozenset) -> pd.DataFrame:
 def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: TextSettings, *,
                     text_column: str, label_column: str, pair_column: str = "",
                     task: str = "sentence", dev_fraction: float = 0.0,
-                    qa_columns: tuple[str, str, str] = ()) -> dict:
+                    qa_columns: tuple[str, str, str] = (), transfer: bool = False) -> dict:
     """Cleans and tokenizes the labeled splits (small by nature: in this process, no Ray).
 
     Without a ``dev`` source, a ``dev_fraction`` share of the kept training rows (by a hash of
@@ -373,9 +383,14 @@ def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: 
     none when either side would be empty. Extractive QA (``qa_columns``: question, context,
     answers): rows are questions, written as their windows (counted apart: ``windows``).
 
+    With ``transfer`` (not QA, whose questions join the corpus by :func:`prepare_corpus`),
+    the training split's rows (their text and second sentence; a token row's words joined) are
+    staged to join the transfer set.
+
     Returns:
         {"splits": {split: stats}, "label_names": sorted labels (tags for token tasks; none
-        for QA) of the training split (before the dev share is taken)}.
+        for QA) of the training split (before the dev share is taken), with ``transfer``
+        "staged": the rows staged for the transfer set}.
     """
     result: dict = {"splits": {}, "label_names": []}
     for split, source in sources.items():
@@ -392,6 +407,8 @@ def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: 
         if split == "train" and "dev" not in sources and dev_fraction > 0:
             share = np.array([corpus.is_dev(k, dev_fraction) for k in kept["key"]], dtype=bool)
             share = share if 0 < share.sum() < len(share) else None
+        if split == "train" and transfer and not qa_columns:
+            result["staged"] = _stage_transfer(run, kept if share is None else kept[~share])
         if share is None:
             result["splits"][split] = _write_labeled(
                 run, split, tokenize_batch(kept, settings=settings), len(rows), dropped)
@@ -403,6 +420,21 @@ def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: 
                              int(share.sum()), {})
         result["splits"]["dev"] = {**dev, "from_train": dev_fraction}
     return result
+
+
+def _stage_transfer(run: RunFolder, kept: pd.DataFrame) -> int:
+    """Stages labeled training rows as the corpus's cleaner stages its rows (text, [second
+    sentence,] reason, dedup key), so that they join the transfer set; returns their count."""
+    columns = {"text": pa.array(list(kept["text"]), pa.string())}
+    if "text_pair" in kept:
+        columns["text_pair"] = pa.array(list(kept["text_pair"]), pa.string())
+    columns["reason"] = pa.array([""] * len(kept), pa.string())
+    columns["key"] = pa.array([bytes(k) for k in kept["key"]], pa.binary())
+    run.delete(_STAGING, "labeled")
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns), sink)
+    run.write_bytes(f"{_STAGING}/labeled/part-0.parquet", sink.getvalue().to_pybytes())
+    return len(kept)
 
 
 def _known_labels(kept: pd.DataFrame, split: str, task: str, result: dict,
@@ -458,16 +490,19 @@ def run_step(run: RunFolder, corpus_source: CorpusSource | None,
              labeled_sources: dict[str, CorpusSource], settings: TextSettings, *,
              text_column: str, label_column: str, labeled_text_column: str, rows_per_shard: int, fingerprint: dict, pair_column: str = "",
              labeled_pair_column: str = "", task: str = "sentence", dev_fraction: float = 0.0,
-             progress_every_s: float = 10.0, qa_columns: tuple[str, str, str] = ()) -> dict:
-    """Runs the step and commits ``data/``; returns the marker. Extractive QA (``qa_columns``:
-    question, context, answers): the transfer set is ``corpus_source`` (may be None) and the
-    labeled training set's questions."""
+             progress_every_s: float = 10.0, qa_columns: tuple[str, str, str] = (),
+             with_labeled: bool = True) -> dict:
+    """Runs the step and commits ``data/``; returns the marker. The transfer set is
+    ``corpus_source`` (may be None) and, ``with_labeled``, the labeled training rows (less a
+    dev share carved from them); extractive QA (``qa_columns``: question, context, answers):
+    the training set's questions."""
     start = time.time()
     labeled = {"splits": {}, "label_names": []}
     if labeled_sources:
         labeled = prepare_labeled(run, labeled_sources, settings, text_column=labeled_text_column,
                                   label_column=label_column, pair_column=labeled_pair_column,
-                                  task=task, dev_fraction=dev_fraction, qa_columns=qa_columns)
+                                  task=task, dev_fraction=dev_fraction, qa_columns=qa_columns,
+                                  transfer=with_labeled)
     exclude: frozenset = frozenset()
     dev = labeled["splits"].get("dev")
     if qa_columns and dev and dev.get("from_train"):  # the carved dev questions stay out
@@ -478,8 +513,9 @@ def run_step(run: RunFolder, corpus_source: CorpusSource | None,
                            rows_per_shard=rows_per_shard,
                            pair_column=pair_column, progress_every_s=progress_every_s,
                            qa_columns=qa_columns[:2],
-                           qa_labeled=labeled_sources.get("train") if qa_columns else None,
-                           exclude=exclude)
+                           qa_labeled=labeled_sources.get("train")
+                           if qa_columns and with_labeled else None,
+                           exclude=exclude, labeled_staged=labeled.pop("staged", 0))
     log.info("corpus: %d rows in, %d kept, dropped %s, %d truncated", stats["input_rows"],
              stats["kept"], stats["dropped"], stats["truncated"])
     run.delete(_STAGING)

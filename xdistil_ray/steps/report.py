@@ -26,6 +26,7 @@ def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[di
             "input_rows": corpus["input_rows"], "kept": corpus["kept"],
             "dropped": corpus["dropped"], "truncated": corpus["truncated"],
             "heldout": corpus["heldout"], "shards": len(corpus["shards"]),
+            "from_labeled": corpus.get("labeled_rows", 0),
             "labeled": {split: {k: v for k, v in info.items() if k != "files"}
                         for split, info in data["labeled"]["splits"].items()},
             "label_names": data["labeled"]["label_names"],
@@ -200,7 +201,8 @@ def markdown(report: dict) -> str:
         lines += [_validation_line(name, v) for name, v in validated] + [""]
     lines += [
         "## Data", "",
-        f"- input rows {d['input_rows']} = kept {d['kept']} + dropped "
+        f"- transfer set: input rows {d['input_rows']} (of them {d.get('from_labeled', 0)} "
+        f"labeled training rows) = kept {d['kept']} + dropped "
         f"{sum(d['dropped'].values())} ({dropped}); truncated {d['truncated']}",
         f"- {d['shards']} shards; {d['heldout']} {unit}s held out for fidelity",
         f"- teacher outputs ({', '.join(ti['outputs'])}) for {ti['rows']} "
