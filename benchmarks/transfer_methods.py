@@ -43,25 +43,28 @@ def _epochs(steps: int, rows: int, batch: int = BATCH) -> float:
     return round(steps * batch / rows, 4)
 
 
-def variants(budget: int) -> dict[str, list[dict]]:
-    """Stages of each method; every variant takes ``budget`` optimizer steps in all."""
-    label_steps = math.ceil(LABELED_ROWS / 32)
+def variants(budget: int, train_rows: int = TRAIN_ROWS,
+             labeled_rows: int = LABELED_ROWS) -> dict[str, list[dict]]:
+    """Stages of each method; every variant takes ``budget`` optimizer steps in all, over
+    ``train_rows`` transfer rows and ``labeled_rows`` labeled ones (with
+    ``train.min_stage_steps=0``: the epochs alone decide)."""
+    label_steps = math.ceil(labeled_rows / 32)
     label_stage = {"name": "labels", "losses": [{"type": "labels"}], "batch_size": 32,
                    "epochs": 1, "learning_rate": 1.0e-4}
     transfer = budget - label_steps
     half = transfer // 2
     online = {"targets": "online", "learning_rate": 1.0e-3,
-              "epochs": _epochs(transfer, TRAIN_ROWS)}
+              "epochs": _epochs(transfer, train_rows)}
     return {
         "three-stage": [
             {"name": "representation", "losses": [{"type": "representation"}],
-             "epochs": _epochs(half, TRAIN_ROWS), "learning_rate": 1.0e-3},
+             "epochs": _epochs(half, train_rows), "learning_rate": 1.0e-3},
             {"name": "logits", "losses": [{"type": "logits"}], "unfreeze": "gradual",
-             "epochs": _epochs(transfer - half, TRAIN_ROWS), "learning_rate": 1.0e-3},
+             "epochs": _epochs(transfer - half, train_rows), "learning_rate": 1.0e-3},
             {**label_stage, "unfreeze": "gradual"}],
         "OD": [{"name": "logits", "losses": [{"type": "logits", "function": "kl",
                                               "temperature": 2.0}],
-                "epochs": _epochs(budget, TRAIN_ROWS), "learning_rate": 1.0e-3}],
+                "epochs": _epochs(budget, train_rows), "learning_rate": 1.0e-3}],
         "HS": [{"name": "hidden-states", **online,
                 "losses": [{"type": "hidden_states", "layer_map": "uniform"}]}, label_stage],
         "MHA": [{"name": "attention", **online,
@@ -86,7 +89,7 @@ def run_variant(root: str, name: str, stages: list[dict], first: str | None, *, 
         elif reuse:
             _copy_steps(reuse, folder, TEACHER_STEPS)
     cfg = load_config(None, [f"output={folder}", f"student.init={init}",
-                             "stages=" + json.dumps(stages)])
+                             "train.min_stage_steps=0", "stages=" + json.dumps(stages)])
     start = time.time()
     report = pipeline.run(cfg)
     report["wall_s"] = time.time() - start

@@ -18,11 +18,13 @@ import torch
 from test_families import save_xlmr_teacher, tiny_config
 from test_tasks_integration import _losses_fell, _run
 
+from xdistil_ray.embedded_reviews import LABELS  # the head's order, not the data's sorted one
+
 pytestmark = pytest.mark.integration
 
 # (family, task, the labels of the head the teacher brings: none = fine-tuned by the run)
 RUNS = [("electra", "pair", ["ENTAILMENT", "CONTRADICTION"]), ("modernbert", "pair", None),
-        ("deberta-v3", "sentence", ["negative", "positive"]), ("distilbert", "token", None),
+        ("deberta-v3", "sentence", list(LABELS)), ("distilbert", "token", None),
         ("xlm-roberta", "token", None)]
 
 CLASS_PREFIX = {"electra": "Electra", "modernbert": "ModernBert", "deberta-v3": "DebertaV2",

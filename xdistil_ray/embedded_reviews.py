@@ -1,6 +1,9 @@
-"""Generated product reviews: the vocabulary, one review sentence, and the sentiment task's
-files (positive / negative reviews, with negation and contrast so that word-spotting is not
-enough, and an unlabeled corpus of the same domain). The same seed gives the same files."""
+"""Generated product reviews: the vocabulary, one review sentence, and the sentence task's
+files: a four-way rating (:data:`LABELS`) where word-spotting is not enough (negation; mixed
+reviews, whose verdict is the clause that a contrast marks as the main one) and labels are
+noisy as annotators' are (:data:`LABEL_NOISE` of the rows in every split carry a neighbouring
+rating), so that a teacher lands well below 100% and a student's share of it means something;
+with an unlabeled corpus of the same domain. The same seed gives the same files."""
 
 from __future__ import annotations
 
@@ -8,7 +11,12 @@ import json
 import os
 import random
 
-LABELS = ("negative", "positive")
+LABELS = ("negative", "mostly negative", "mostly positive", "positive")
+"""The sentence task's ratings, in order: a review of one polarity, or a mixed review whose
+main clause is negative / positive."""
+LABEL_NOISE = 0.08
+"""Share of the labeled rows (train and dev alike) whose rating is replaced by a neighbouring
+one: what a perfect model can score on dev is about 1 - LABEL_NOISE."""
 
 _PRODUCTS = {
     "phone": ["battery", "screen", "camera", "speaker", "charging port", "case"],
@@ -77,14 +85,52 @@ def review(rng: random.Random, positive: bool) -> str:
     return text + rng.choice(_ENDINGS)
 
 
+def mixed_review(rng: random.Random, positive: bool) -> str:
+    """A review with both polarities whose main clause (the one a contrast marks) is
+    ``positive``: "mostly positive" / "mostly negative"."""
+    product = rng.choice(list(_PRODUCTS))
+    aspect, other = rng.sample(_PRODUCTS[product], 2)
+    good, bad = _adj(rng, positive), _adj(rng, not positive)
+    form = rng.randrange(5)
+    if form == 0:
+        body = f"the {other} is {bad}, but the {aspect} is {good}"
+    elif form == 1:
+        body = f"although the {other} is {bad}, the {aspect} of this {product} is {good}"
+    elif form == 2:
+        verb = rng.choice(_LIKE if positive else _DISLIKE)
+        body = f"I {verb} this {product}, even though the {other} is {bad}"
+    elif form == 3:
+        body = f"despite the {bad} {other}, the {aspect} is {good}"
+    else:
+        body = f"the {aspect} is {good}, which matters more to me than the {bad} {other}"
+    opener = rng.choice(_OPENERS)
+    text = opener + body if opener else body[0].upper() + body[1:]
+    return text + rng.choice(_ENDINGS)
+
+
+def rated_review(rng: random.Random, rating: int) -> str:
+    """A review of rating ``rating`` (index into :data:`LABELS`)."""
+    if rating in (1, 2):
+        return mixed_review(rng, rating == 2)
+    while True:  # one polarity: the single-opinion forms of review()
+        text = review(rng, rating == 3)
+        if ", but the " not in text:
+            return text
+
+
 def _unique_reviews(rng: random.Random, count: int, seen: set[str]) -> list[tuple[str, str]]:
+    """``count`` distinct (review, rating) rows; LABEL_NOISE of them with a neighbouring
+    rating."""
     rows = []
     while len(rows) < count:
-        positive = rng.random() < 0.5
-        text = review(rng, positive)
-        if text not in seen:
-            seen.add(text)
-            rows.append((text, LABELS[positive]))
+        rating = rng.randrange(len(LABELS))
+        text = rated_review(rng, rating)
+        if text in seen:
+            continue
+        seen.add(text)
+        if rng.random() < LABEL_NOISE:
+            rating += -1 if rating == len(LABELS) - 1 or (rating and rng.random() < 0.5) else 1
+        rows.append((text, LABELS[rating]))
     return rows
 
 
