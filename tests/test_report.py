@@ -70,6 +70,7 @@ def test_results_table_has_teacher_beside_student(written):
     student = next(line for line in lines if line.startswith("| student"))
     assert "22.7M" in teacher and "99.0%" in teacher and "90.9 MB" in teacher
     assert "4.8M (4.7x fewer)" in student and "96.2%" in student and "98.7%" in student
+    assert "retained (dev accuracy)" in header and "| 97.2% | 98.7% |" in student  # 96.2 / 99.0
     assert "| 6.0x | 9.0x |" in student
     assert "0.0123 nats" in md and "cosine 0.912" in md and "CKA 0.874" in md
     assert "![Loss curves](loss_curves.png)" in md and "![Size and speed](speed_size.png)" in md
@@ -84,6 +85,9 @@ def test_report_json_holds_the_same_figures(written):
     assert on_disk["eval"] == EVAL["eval"] and on_disk["speed"] == EVAL["speed"]
     assert on_disk["plots"] == {"loss_curves": "loss_curves.png", "speed_size": "speed_size.png"}
     assert on_disk["stages"][0]["steps_per_second"] == 7.5
+    assert on_disk["retained"] == {"metric": "accuracy",
+                                   "share": pytest.approx(EVAL["eval"]["student_accuracy"]
+                                                          / EVAL["eval"]["teacher_accuracy"])}
 
 
 def test_plots_are_real_pngs_of_readable_size(written):
@@ -98,7 +102,7 @@ def test_summary_names_student_report_and_headline(written):
     root, out = written
     text = report.summary(RunFolder(str(root)), out)
     assert f"{root}/student" in text and f"{root}/report.md" in text
-    assert "dev accuracy student 96.2% / teacher 99.0%" in text
+    assert "dev accuracy student 96.2% / teacher 99.0% (97.2% retained)" in text
     assert "agreement 98.7%" in text and "4.7x fewer parameters" in text
     assert "6.0x faster at batch 1, 9.0x at batch 64" in text
 
@@ -111,6 +115,7 @@ def test_token_task_columns(written):
     rep = {**json.loads((written[0] / "report.json").read_text()), "eval": e}
     md = report.markdown(rep)
     assert "dev entity F1" in md and "dev word acc." in md and "80.0%" in md
+    assert "retained (dev entity F1)" in md
 
 
 def test_a_qa_report_counts_questions_and_windows(written):
@@ -125,3 +130,4 @@ def test_a_qa_report_counts_questions_and_windows(written):
     md = report.markdown({**rep, "task": "qa", "eval": e})
     assert "(1044 held-out transfer questions)" in md and "1044 questions held out" in md
     assert "for 20800 windows in 84s" in md
+    assert "retained (dev F1)" in md

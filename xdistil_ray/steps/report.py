@@ -54,6 +54,7 @@ def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[di
                     "validation": s.get("validation"),
                     "seconds": s["seconds"]} for s in stages],
         "eval": evaluation["eval"],
+        "retained": retained(evaluation["eval"]),
         "speed": evaluation["speed"],
         "size": size,
         "plots": {"loss_curves": LOSS_PLOT, "speed_size": SPEED_PLOT},
@@ -79,6 +80,19 @@ def _dev_columns(e: dict | None, prefix: str = "teacher_") -> list[tuple[str, st
     return []
 
 
+def retained(e: dict) -> dict | None:
+    """The share of the teacher's headline dev score the student keeps (accuracy; entity F1;
+    SQuAD F1): {"metric", "share"}; None without dev scores."""
+    dev = _dev_columns(e)
+    if not dev:
+        return None
+    key = "f1" if any(k == "f1" for _, k in dev) else dev[0][1]
+    teacher, student = e.get(f"teacher_{key}"), e.get(f"student_{key}")
+    if teacher is None or student is None:
+        return None
+    return {"metric": key, "share": student / teacher if teacher else None}
+
+
 def _results_table(report: dict) -> list[str]:
     """Teacher beside student: shape, parameters, size, speedups, task scores, fidelity."""
     e, sz, cpu = report["eval"], report["size"], report["speed"]["cpu"]
@@ -87,18 +101,22 @@ def _results_table(report: dict) -> list[str]:
     fidelity = "agreement" if "agreement" in e else "representation_cka"
     fidelity_header = "agreement with teacher" if fidelity == "agreement" else "CKA with teacher"
     batch = report["speed"]["batch_size"]
+    kept = retained(e)
+    kept_header = [f"retained ({dict((k, h) for h, k in dev)[kept['metric']]})"] if kept else []
     header = (["model", "layers x hidden", "parameters", "size on disk",
                "CPU speedup (batch 1)", f"CPU speedup (batch {batch})"]
-              + [h for h, _ in dev] + [fidelity_header])
+              + [h for h, _ in dev] + kept_header + [fidelity_header])
     rows = [
         [f"teacher ({t['model']})", f"{t['num_layers']} x {t['hidden_size']}",
          f"{sz['teacher_params'] / 1e6:.1f}M", f"{sz['teacher_disk_bytes'] / 1e6:.1f} MB",
-         "1.0x", "1.0x"] + [_pct(e.get(f"teacher_{k}")) for _, k in dev] + ["-"],
+         "1.0x", "1.0x"] + [_pct(e.get(f"teacher_{k}")) for _, k in dev]
+        + ["-"] * len(kept_header) + ["-"],
         [f"student (init: {s['init']})", f"{s['num_layers']} x {s['hidden_size']}",
          f"{sz['student_params'] / 1e6:.1f}M ({sz['compression']:.1f}x fewer)",
          f"{sz['student_disk_bytes'] / 1e6:.1f} MB",
          f"{cpu['speedup_latency']:.1f}x", f"{cpu['speedup_throughput']:.1f}x"]
         + [_pct(e.get(f"student_{k}")) for _, k in dev]
+        + [_pct(kept["share"]) for _ in kept_header]
         + [_pct(e[fidelity]) if fidelity == "agreement" else f"{e[fidelity]:.3f}"],
     ]
     align = ["---", "---"] + ["---:"] * (len(header) - 2)
@@ -249,8 +267,10 @@ def headline(report: dict) -> str:
     dev = _dev_columns(report["eval"])
     if dev:
         header, key = next(((h, k) for h, k in dev if k == "f1"), dev[0])  # QA: F1 first
+        kept = retained(e)
         parts.append(f"{header} student {_pct(e[f'student_{key}'])} / teacher "
-                     f"{_pct(e[f'teacher_{key}'])}")
+                     f"{_pct(e[f'teacher_{key}'])}"
+                     + (f" ({_pct(kept['share'])} retained)" if kept else ""))
     parts.append(f"agreement {_pct(e['agreement'])}" if "agreement" in e
                  else f"CKA {e['representation_cka']:.3f}")
     parts.append(f"{sz['compression']:.1f}x fewer parameters")
