@@ -154,3 +154,37 @@ def test_labeled_tsv_through_the_data_step(tmp_path, teacher_path):
     assert out["splits"]["train"]["kept"] == 3
     assert out["splits"]["train"]["dropped"] == {corpus.BAD_ROW: 2}
     assert out["splits"]["dev"]["dropped"] == {corpus.UNKNOWN_LABEL: 1}
+
+
+def test_config_reads_hub_splits_for_train_and_dev(tmp_path, monkeypatch):
+    """`labeled.train` / `labeled.dev` on one hub dataset take their splits from
+    `labeled.train_split` / `labeled.dev_split` (defaults train / validation)."""
+    from xdistil_ray import pipeline
+    from xdistil_ray.config import load_config
+    from xdistil_ray.runfolder import RunFolder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = _glue_like(tmp_path / "glue")
+    (tmp_path / "corpus.txt").write_text("one sentence\n")
+    cfg = load_config(None, [f"output={tmp_path}/run", f"labeled.train=hf:{root}:sst2",
+                             f"labeled.dev=hf:{root}:sst2", "labeled.text_column=sentence",
+                             f"corpus.path={tmp_path}/corpus.txt"])
+    inputs = pipeline.resolve_inputs(cfg, RunFolder(cfg.output))
+    assert (inputs.labeled["train"].split, inputs.labeled["dev"].split) == ("train", "validation")
+    assert inputs.labeled["dev"].config == "sst2"
+    cfg = load_config(None, [f"output={tmp_path}/run", f"labeled.train=hf:{root}:sst2",
+                             "labeled.dev=", "labeled.train_split=test",
+                             f"corpus.path={tmp_path}/corpus.txt"])
+    assert pipeline.resolve_inputs(cfg, RunFolder(cfg.output)).labeled["train"].split == "test"
+
+
+def test_tsv_is_refused_for_token_rows(tmp_path):
+    from xdistil_ray import pipeline
+    from xdistil_ray.config import load_config
+    from xdistil_ray.runfolder import RunFolder
+
+    (tmp_path / "train.tsv").write_text("a b\tO O\n")
+    cfg = load_config(None, [f"output={tmp_path}/run", "task=token",
+                             f"labeled.train={tmp_path}/train.tsv", "labeled.dev="])
+    with pytest.raises(ConfigError, match="labeled.train: .tsv holds flat columns"):
+        pipeline.resolve_inputs(cfg, RunFolder(cfg.output))
