@@ -43,9 +43,11 @@ def _losses_fell(report):
 @pytest.fixture(scope="module")
 def token_run(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("token")
+    # The logits stage without gradual unfreezing and over 4 epochs: with it, over 2 (a few
+    # steps per phase), the student kept 0.80 of the teacher's entity F1 (seed 3).
     report = _run(root, "token", [
         {"name": "representation", "losses": [{"type": "representation"}], "epochs": 2},
-        {"name": "logits", "losses": [{"type": "logits"}], "epochs": 2, "unfreeze": "gradual"}])
+        {"name": "logits", "losses": [{"type": "logits"}], "epochs": 4}])
     return root, report
 
 
@@ -55,9 +57,13 @@ def test_token_classification_run(token_run):
     assert set(report["data"]["label_names"]) == {
         "B-ASPECT", "I-ASPECT", "B-OPINION", "I-OPINION", "B-PRODUCT", "I-PRODUCT", "O"}
     e = report["eval"]
-    assert 0.5 < e["teacher_word_accuracy"] <= 1.0 and 0.0 <= e["student_entity_f1"] <= 1.0
-    assert 0.0 < e["teacher_entity_f1"] <= 1.0
-    assert 0.0 <= e["agreement"] <= 1.0
+    assert 0.5 < e["teacher_word_accuracy"] <= 1.0
+    # The student keeps the teacher's tagging: entity F1 ratio measured at 0.961, 0.983 and
+    # 0.956 (data and run seeds 3, 4, 5; teacher 0.686, 0.716, 0.681; agreement per token
+    # 0.972, 0.961, 0.972), 2026-12-01: the 0.9 bound is 0.056 under the lowest.
+    assert e["teacher_entity_f1"] > 0.6
+    assert e["student_entity_f1"] >= 0.9 * e["teacher_entity_f1"], e
+    assert e["agreement"] >= 0.9, e
     assert report["teacher_inference"]["outputs"] == ["logits", "hidden"]
     _losses_fell(report)
 
