@@ -91,6 +91,34 @@ def test_inputs_read_from_s3(s3_run, options):
 
 
 @pytest.mark.integration
+def test_a_saved_dataset_dict_read_from_s3(s3_run, options, tmp_path):
+    """A `save_to_disk` folder copied to a bucket: its split's arrow files (the corpus streams
+    them) and its ClassLabel names (labeled data), without `datasets` reaching the bucket."""
+    import datasets
+
+    from xdistil_ray.readers import data_files
+
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["neg", "pos"])})
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"text": ["a", "b"], "label": [1, 0]}, features=features),
+        "validation": datasets.Dataset.from_dict({"text": ["c"], "label": [1]}, features=features),
+    }).save_to_disk(str(tmp_path / "saved"))
+    for path in sorted((tmp_path / "saved").rglob("*")):
+        if path.is_file():
+            s3_run.write_bytes(f"inputs/saved/{path.relative_to(tmp_path / 'saved')}",
+                               path.read_bytes())
+    uri = s3_run.uri_of("inputs/saved")
+    dev = resolve_source(uri, "labeled.dev", options, split="validation")
+    assert dev.kind == "hf_disk"
+    assert load_records(dev, columns=["text", "label"])[0] == [{"text": "c", "label": "pos"}]
+    files = data_files(resolve_source(uri, "corpus.path", options))
+    assert files.fmt == "arrow" and files.files[0].endswith("train/data-00000-of-00001.arrow")
+    with pytest.raises(ConfigError, match="no split 'test'"):
+        data_files(resolve_source(uri, "corpus.path", options, split="test"))
+
+
+@pytest.mark.integration
 def test_access_check_says_which_is_wrong(s3, options, monkeypatch):
     storage.check_access("s3://runs/ok", options)  # answers, exists, accepts a write
     cases = [

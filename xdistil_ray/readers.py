@@ -71,10 +71,9 @@ def resolve_source(path: str, field: str,
         name, config = parse_hf(path)
         return CorpusSource("hf_hub", name, split=split, config=config)
     if storage.is_remote(path):
-        return _resolve_remote(path, field, options or storage.StorageOptions())
-    if os.path.isdir(path) and (os.path.exists(os.path.join(path, "dataset_info.json"))
-                                or os.path.exists(os.path.join(path, "dataset_dict.json"))):
-        return CorpusSource("hf_disk", path, split=split)
+        return _resolve_remote(path, field, options or storage.StorageOptions(), split)
+    if os.path.isdir(path) and any(os.path.exists(os.path.join(path, m)) for m in _DISK_MARKERS):
+        return CorpusSource("hf_disk", path, (os.path.abspath(path),), split=split)
     if os.path.isdir(path):
         candidates = glob.glob(os.path.join(path, "**", "*"), recursive=True)
     elif glob.has_magic(path):
@@ -98,8 +97,14 @@ def _files_source(path: str, field: str, files: list[str], fs) -> CorpusSource:
     return CorpusSource("files", path, tuple(files), formats.pop(), fs)
 
 
-def _resolve_remote(path: str, field: str, options: storage.StorageOptions) -> CorpusSource:
-    """A file or a prefix (its files, recursively) in object storage."""
+_DISK_MARKERS = ("dataset_dict.json", "state.json")
+"""Files at the top of a `datasets.save_to_disk` folder (a DatasetDict's, a Dataset's)."""
+
+
+def _resolve_remote(path: str, field: str, options: storage.StorageOptions,
+                    split: str) -> CorpusSource:
+    """A file or a prefix (its files, recursively) in object storage; a prefix that
+    `datasets.save_to_disk` wrote is read as such."""
     storage.check_access(path, options, field, write=False)
     fs, root = storage.filesystem(path, options)
     info = fs.get_file_info(root)
@@ -108,6 +113,8 @@ def _resolve_remote(path: str, field: str, options: storage.StorageOptions) -> C
     elif info.type == pafs.FileType.Directory:
         candidates = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
                       if i.type == pafs.FileType.File]
+        if {posixpath.join(root, m) for m in _DISK_MARKERS} & set(candidates):
+            return CorpusSource("hf_disk", path, (root,), "", fs, split)
     else:
         raise ConfigError(f"{field}: {path!r} does not exist")
     files = sorted(p for p in candidates if _suffix(p) in SUFFIXES
@@ -185,6 +192,15 @@ def load_records(source: CorpusSource, *, columns: list[str]) -> tuple[list, str
 
         tables = [pq.read_table(p, filesystem=source.fs) for p in source.files]
         names = _class_names(tables[0].schema, columns) if tables else {}
+        rows = [r for t in tables for r in t.to_pylist()]
+    elif source.kind == "hf_disk":  # its arrow files, local or in object storage
+        files = _disk_files(source)
+        fs = source.fs or pafs.LocalFileSystem()
+        tables = []
+        for path in files.files:
+            with fs.open_input_stream(path) as f:
+                tables.append(pa.ipc.open_stream(f).read_all())
+        names = _feature_class_names(_disk_features(source, files), columns)
         rows = [r for t in tables for r in t.to_pylist()]
     else:
         data = _load_hf(source)
@@ -269,17 +285,41 @@ def data_files(source: CorpusSource) -> CorpusSource:
 
 
 def _disk_files(source: CorpusSource) -> CorpusSource:
-    root = source.path
-    if os.path.exists(os.path.join(root, "dataset_dict.json")):
-        with open(os.path.join(root, "dataset_dict.json"), encoding="utf-8") as f:
-            splits = json.load(f).get("splits", [])
+    """A ``save_to_disk`` folder's split: its arrow files (``fmt`` arrow)."""
+    fs = source.fs or pafs.LocalFileSystem()
+    root = source.files[0]
+    if _exists(fs, posixpath.join(root, "dataset_dict.json")):
+        splits = _read_json(fs, posixpath.join(root, "dataset_dict.json")).get("splits", [])
         if source.split not in splits:
-            raise ConfigError(f"{root}: no split {source.split!r}; splits: {splits}")
-        root = os.path.join(root, source.split)
-    with open(os.path.join(root, "state.json"), encoding="utf-8") as f:
-        state = json.load(f)
-    files = [os.path.join(root, d["filename"]) for d in state.get("_data_files", [])]
-    return CorpusSource("files", source.path, tuple(files), "arrow", None, source.split)
+            raise ConfigError(f"{source.path}: no split {source.split!r}; splits: {splits}")
+        root = posixpath.join(root, source.split)
+    state = _read_json(fs, posixpath.join(root, "state.json"))
+    files = [posixpath.join(root, d["filename"]) for d in state.get("_data_files", [])]
+    return CorpusSource("files", source.path, tuple(files), "arrow", source.fs, source.split)
+
+
+def _disk_features(source: CorpusSource, files: CorpusSource):
+    """The `datasets` features a ``save_to_disk`` split's dataset_info.json records, or None."""
+    import datasets
+
+    fs = source.fs or pafs.LocalFileSystem()
+    info = posixpath.join(posixpath.dirname(files.files[0]), "dataset_info.json") \
+        if files.files else ""
+    if not info or not _exists(fs, info):
+        return None
+    try:
+        return datasets.Features.from_dict(_read_json(fs, info)["features"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _exists(fs, path: str) -> bool:
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def _read_json(fs, path: str):
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read())
 
 
 def squad_records(source: CorpusSource, columns: list[str]) -> list[dict] | None:
@@ -336,22 +376,17 @@ def _json_document(fs, path: str, peek: int = 1 << 20):
 
 
 def _load_hf(source: CorpusSource):
-    """A `datasets` input's split, memory-mapped (labeled sets: small)."""
+    """A hub dataset's split (or a hub-style folder's), memory-mapped (labeled sets: small)."""
     import datasets
 
-    if source.kind == "hf_disk":
-        data = datasets.load_from_disk(source.path)
-    else:
-        try:
-            data = datasets.load_dataset(source.path, source.config or None)
-        except Exception as e:  # noqa: BLE001 - datasets raises many kinds for a bad id
-            raise ConfigError(f"hf:{source.path}: cannot be loaded "
-                              f"({type(e).__name__}: {e})") from None
-    if isinstance(data, datasets.DatasetDict):
-        if source.split not in data:
-            raise ConfigError(f"{source.path}: no split {source.split!r}; splits: {list(data)}")
-        data = data[source.split]
-    return data
+    try:
+        data = datasets.load_dataset(source.path, source.config or None)
+    except Exception as e:  # noqa: BLE001 - datasets raises many kinds for a bad id
+        raise ConfigError(f"hf:{source.path}: cannot be loaded "
+                          f"({type(e).__name__}: {e})") from None
+    if source.split not in data:
+        raise ConfigError(f"{source.path}: no split {source.split!r}; splits: {list(data)}")
+    return data[source.split]
 
 
 class LinesDatasource(FileBasedDatasource):
