@@ -108,30 +108,6 @@ def test_token_student_tags_words(token_run):
 
 
 @pytest.fixture(scope="module")
-def pair_run(tmp_path_factory, ray_local):
-    """Review / claim pairs (entailment or contradiction: an XOR of the review's and the
-    claim's polarity) through every step with tiny.yaml's stages, a teacher fine-tuned until
-    it has learned them (PAIR_FT) and pairs of up to 64 tokens (at tiny.yaml's 32 the review's
-    deciding clause is often cut and the teacher stayed at the majority class, 55.5%)."""
-    root = tmp_path_factory.mktemp("pair")
-    return _run(root, "pair", None, PAIR_OVERRIDES, num_corpus=1024, num_train=768,
-                num_dev=128)
-
-
-PAIR_OVERRIDES = ["corpus.max_length=64", "teacher.finetune.epochs=6",
-                  "teacher.finetune.patience=0", "teacher.finetune.learning_rate=2e-4"]
-
-
-def test_pair_run_keeps_the_teachers_accuracy(pair_run):
-    """PAIR_MEASURED"""
-    e = pair_run["eval"]
-    assert pair_run["task"] == "pair" and pair_run["teacher"]["finetuned"] is True
-    assert e["teacher_accuracy"] >= 0.9, e
-    assert e["student_accuracy"] >= 0.9 * e["teacher_accuracy"], e
-    _losses_fell(pair_run)
-
-
-@pytest.fixture(scope="module")
 def agnostic_run(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("agnostic")
     report = _run(root, "none", [
