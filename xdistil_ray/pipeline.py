@@ -216,7 +216,8 @@ _INIT_KEYS = ("student",) + _TEACHER_KEYS
 
 
 def stage_keys(k: int) -> tuple[str, ...]:
-    return ("student",) + tuple(f"stages.{i}" for i in range(k + 1)) + _TEACHER_KEYS
+    return (("student",) + tuple(f"stages.{i}" for i in range(k + 1)) + _TEACHER_KEYS
+            + ("train.min_stage_steps", "corpus.with_labeled"))
 
 
 def refuse_changed(run: RunFolder, rel: str, marker: dict, fp: dict, state: str = "complete") -> None:
