@@ -1,7 +1,7 @@
 """Benchmark: distillation quality, from runs it makes, on the embedded tasks and on a real one.
 
     .venv/bin/python benchmarks/quality.py [--parts embedded real methods ablation]
-        [--workdir runs/quality] [--corpus-rows 20000] [--budget 900]
+        [--workdir runs/quality] [--corpus-rows 20000] [--budget 600]
 
 Prints, per run: the teacher's and the student's dev score (accuracy; entity F1 for tags), the
 share of the teacher's score the student keeps (retained), agreement with the teacher and
@@ -114,11 +114,19 @@ def _copy_steps(source: str, folder: str, steps: tuple[str, ...]) -> None:
             shutil.copytree(os.path.join(source, step), os.path.join(folder, step))
 
 
+FINISHED_ONLY = False
+"""--finished-only: read back the runs that have a report, start none."""
+
+
 def run(folder: str, overrides: list[str], config: str | None = None,
-        reuse: tuple[str, tuple[str, ...]] | None = None) -> dict:
-    """One pipeline run (resumed if its folder has committed steps); its report."""
+        reuse: tuple[str, tuple[str, ...]] | None = None) -> dict | None:
+    """One pipeline run (resumed if its folder has committed steps); its report (None with
+    --finished-only for a run without one)."""
     from xdistil_ray import pipeline
 
+    if FINISHED_ONLY and not os.path.exists(os.path.join(folder, "report.json")):
+        print(f"[quality] {folder}: no report yet, left out (--finished-only)")
+        return None
     if reuse:
         _copy_steps(reuse[0], folder, reuse[1])
     return pipeline.run(load_config(config, [f"output={folder}", *overrides]))
@@ -128,7 +136,9 @@ def score_key(task: str) -> str:
     return "entity_f1" if task == "token" else "accuracy"
 
 
-def row(part: str, name: str, report: dict) -> dict:
+def row(part: str, name: str, report: dict | None) -> dict | None:
+    if report is None:
+        return None
     e, key = report["eval"], score_key(report["task"])
     teacher, student = e[f"teacher_{key}"], e[f"student_{key}"]
     return {"part": part, "run": name, "metric": key, "teacher": teacher, "student": student,
@@ -199,7 +209,7 @@ def ablation(workdir: str, paths: dict, real_report: dict) -> list[dict]:
                      reuse=(base, ("teacher_finetune",)))
         out.append(row("ablation", f"transfer corpus {share}", report))
     min_steps = load_config(None, []).train.min_stage_steps
-    if any(s["steps"] <= min_steps for s in real_report["stages"][:2]):
+    if real_report and any(s["steps"] <= min_steps for s in real_report["stages"][:2]):
         print(f"note: the whole corpus gave stages of {min_steps} steps or fewer: its row is "
               "the real run at train.min_stage_steps; raise --corpus-rows")
     return out + [row("ablation", "transfer corpus all (the real run)", real_report)]
@@ -212,9 +222,13 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/quality")
     parser.add_argument("--corpus-rows", type=int, default=20_000,
                         help="real task: package descriptions in the whole transfer corpus")
-    parser.add_argument("--budget", type=int, default=900,
+    parser.add_argument("--finished-only", action="store_true",
+                        help="print the table of the runs that have a report; start none")
+    parser.add_argument("--budget", type=int, default=600,
                         help="methods: optimizer steps per method, labels stage included")
     args = parser.parse_args()
+    global FINISHED_ONLY
+    FINISHED_ONLY = args.finished_only
     workdir = os.path.abspath(args.workdir)
     rows = []
     if "embedded" in args.parts:
@@ -240,13 +254,13 @@ def main() -> None:
     print("\n| part | run | metric | teacher dev | student dev | retained | agreement | KL | "
           "transfer rows | steps | stages' s |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
+    for r in filter(None, rows):
         kl = "-" if r["kl"] is None else f"{r['kl']:.3f}"
         print(f"| {r['part']} | {r['run']} | {r['metric']} | {r['teacher']:.1%} | "
               f"{r['student']:.1%} | {r['retained']:.1%} | {r['agreement']:.1%} | {kl} | "
               f"{r['transfer_rows']} | {r['steps']} | {r['stage_s']:.0f} |")
     with open(os.path.join(workdir, "quality.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+        json.dump([r for r in rows if r], f, indent=1)
 
 
 if __name__ == "__main__":
