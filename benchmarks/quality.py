@@ -115,7 +115,8 @@ def _copy_steps(source: str, folder: str, steps: tuple[str, ...]) -> None:
 
 
 FINISHED_ONLY = False
-"""--finished-only: read back the runs that have a report, start none."""
+"""--finished-only: the table of the runs that have a report (their report.json), starting
+none."""
 
 
 def run(folder: str, overrides: list[str], config: str | None = None,
@@ -124,9 +125,13 @@ def run(folder: str, overrides: list[str], config: str | None = None,
     --finished-only for a run without one)."""
     from xdistil_ray import pipeline
 
-    if FINISHED_ONLY and not os.path.exists(os.path.join(folder, "report.json")):
-        print(f"[quality] {folder}: no report yet, left out (--finished-only)")
-        return None
+    if FINISHED_ONLY:  # the report the run wrote, as it is
+        path = os.path.join(folder, "report.json")
+        if not os.path.exists(path):
+            print(f"[quality] {folder}: no report yet, left out (--finished-only)")
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
     if reuse:
         _copy_steps(reuse[0], folder, reuse[1])
     return pipeline.run(load_config(config, [f"output={folder}", *overrides]))
