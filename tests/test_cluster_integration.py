@@ -290,7 +290,8 @@ def test_resubmission_skips_complete_steps(tiny_job):
 def test_every_row_accounted_for(tiny_job):
     d = tiny_job.report["data"]
     generated = 700 + 7 + 1  # embedded corpus: 700 unique, 1% repeated, 1 empty line
-    assert d["input_rows"] == generated + len(NASTY_LINES)
+    assert d["from_labeled"] == 384  # the labeled training reviews join the transfer set
+    assert d["input_rows"] == generated + len(NASTY_LINES) + 384
     assert d["input_rows"] == d["kept"] + sum(d["dropped"].values())
     expected = dict(NASTY_DROPPED)
     expected["duplicate"] += 7
