@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
             return dry_run(cfg)
         from xdistil_ray import pipeline
 
-        return pipeline.run(cfg)
+        return pipeline.run(cfg, take_over=args.take_over)
 
     return cli.run_job(job, verbose=args.verbose, capture=not args.dry_run)
 

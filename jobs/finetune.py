@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides, kind=FinetuneJob)  # before torch and Ray
         from xdistil_ray import finetune
 
-        return finetune.run(cfg)
+        return finetune.run(cfg, take_over=args.take_over)
 
     return cli.run_job(job, verbose=args.verbose)
 

@@ -242,8 +242,8 @@ def test_a_stage_on_a_small_transfer_set_takes_at_least_min_stage_steps():
     data = {"corpus": {"kept": 3000, "heldout": 150},
             "labeled": {"splits": {"train": {"kept": 640}}}}
     cfg = load_config(None, [])
-    assert [stage_plan.stage_steps(cfg, k, data) for k in range(3)] == [300, 300, 20]
+    assert [stage_plan.stage_steps(cfg, k, data) for k in range(3)] == [1000, 1000, 20]
     cfg = load_config(None, ["train.min_stage_steps=0"])
     assert [stage_plan.stage_steps(cfg, k, data) for k in range(3)] == [45, 45, 20]
-    data["corpus"]["kept"] = 40_150  # a large corpus: its epochs decide
-    assert stage_plan.stage_steps(load_config(None, []), 0, data) == 625
+    data["corpus"]["kept"] = 128_150  # a large corpus: its epochs decide
+    assert stage_plan.stage_steps(load_config(None, []), 0, data) == 2000

@@ -21,7 +21,7 @@ def test_readers_trust_only_committed_and_intact_files(tmp_path):
         run.committed_files("s")
     run.commit("s")
     run.write_bytes("s/a.bin", b"abcdef")  # changed after commit
-    with pytest.raises(RuntimeError, match="3 bytes"):
+    with pytest.raises(RuntimeError, match="a.bin: 6 bytes, COMPLETE says 3"):
         run.committed_files("s")
 
 
@@ -106,3 +106,49 @@ def test_a_field_added_since_a_step_committed_counts_as_its_default(tmp_path):
     with pytest.raises(ConfigError, match="labeled.dev_fraction"):
         refuse_changed(run, "data", marker, {"labeled.train": "a.jsonl",
                                              "labeled.dev_fraction": 0.2})
+
+
+@pytest.mark.parametrize("content", [b"", b'{"files": {"a.bin": 3', b"[1, 2]", b"\xff\xfe"])
+def test_a_marker_that_does_not_parse_counts_as_absent(tmp_path, content, capsys):
+    """An empty, cut or foreign COMPLETE / STARTED (a write cut short on a filesystem without
+    atomic renames, a hand edit) means "not done": the step runs again, no JSONDecodeError."""
+    from xdistil_ray.pipeline import Steps
+
+    run = RunFolder(str(tmp_path))
+    run.write_bytes("s/a.bin", b"abc")
+    run.write_bytes(f"s/{MARKER}", content)
+    run.write_bytes("s/STARTED", content)
+    assert run.marker("s") is None and not run.is_complete("s")
+    assert Steps(run).check("s", {"x": 1}) is None
+    marker = Steps(run).ensure("s", {"x": 1}, lambda fp: run.commit("s", fingerprint=fp),
+                               resumable=True)
+    assert marker["files"]["a.bin"] == 3 and run.marker("s")["fingerprint"] == {"x": 1}
+    assert run.read_json("s/STARTED") == {"fingerprint": {"x": 1}}  # written anew
+
+
+def test_a_complete_step_whose_file_was_cut_or_lost_runs_again(tmp_path, capsys):
+    """Before a complete step is skipped, its files are checked against its marker: a file
+    cut short (a truncated parquet shard) or gone names itself, and the step runs again from
+    its inputs instead of every reader failing on it run after run."""
+    from xdistil_ray.pipeline import Steps
+
+    run, calls = RunFolder(str(tmp_path)), []
+
+    def step(fp):
+        calls.append(fp)
+        run.write_bytes("data/shard-0.parquet", b"0123456789")
+        run.write_bytes("data/shard-1.parquet", b"abcdef")
+        return run.commit("data", fingerprint=fp)
+
+    steps = Steps(run)
+    steps.ensure("data", {"x": 1}, step)
+    steps.ensure("data", {"x": 1}, step)
+    assert len(calls) == 1  # intact: skipped
+    run.write_bytes("data/shard-0.parquet", b"01234")  # truncated
+    steps.ensure("data", {"x": 1}, step)
+    out = capsys.readouterr().out
+    assert len(calls) == 2 and "shard-0.parquet: 5 bytes, COMPLETE says 10" in out
+    assert "running it again" in out and run.verify("data") == []
+    run.delete("data/shard-1.parquet")
+    steps.ensure("data", {"x": 1}, step)
+    assert len(calls) == 3 and "shard-1.parquet: missing" in capsys.readouterr().out

@@ -239,3 +239,77 @@ def test_the_teacher_pool_is_fixed_or_autoscales_between_its_bounds():
     growing = actor_pool(2, 8)
     assert (growing.min_size, growing.max_size) == (2, 8)
     assert (actor_pool(4, 4).min_size, actor_pool(4, 4).max_size) == (4, 4)
+
+
+def _write_part(run, shard, ids):
+    import posixpath
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from xdistil_ray.steps.teacher_inference import SHARDS, part_name
+
+    table = pa.table({"id": pa.array(ids, pa.int64()),
+                      "logits": [[float(i), -float(i)] for i in ids]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    name = part_name(ids)
+    run.write_bytes(posixpath.join(SHARDS, shard, name), sink.getvalue().to_pybytes())
+    return name
+
+
+def test_a_retried_write_replaces_its_part_and_counts_once(tmp_path):
+    """Parts are named by their rows: Ray retrying a write task that had written its part
+    writes the same file again, and the ledger (which commits a shard the moment its rows are
+    all there) counts those rows once. With random names the shard held 1.5x its rows and the
+    step failed at its end."""
+    from xdistil_ray.runfolder import RunFolder
+    from xdistil_ray.steps.teacher_inference import SHARDS, ShardLedger, part_name
+
+    run = RunFolder(str(tmp_path))
+    ledger = ShardLedger(run, {"shard-0": 6}, every_s=0)
+    assert part_name([5, -3, 9]) == part_name([9, 5, -3]) != part_name([5, -3])
+    first = _write_part(run, "shard-0", [1, 2, 3])
+    ledger.add("shard-0", first, 3)
+    ledger.add("shard-0", _write_part(run, "shard-0", [1, 2, 3]), 3)  # the retry
+    assert ledger.committed_shards() == []
+    ledger.add("shard-0", _write_part(run, "shard-0", [-4, 5, 6]), 3)
+    assert ledger.committed_shards() == ["shard-0"]
+    assert run.marker(f"{SHARDS}/shard-0")["rows"] == 6
+    assert len(run.marker(f"{SHARDS}/shard-0")["files"]) == 2
+
+
+def test_parts_that_repeat_rows_are_merged_before_the_commit(tmp_path, capsys):
+    """A retry whose blocks were cut differently leaves overlapping parts: the commit keeps each
+    row once (one merged part) instead of refusing the shard."""
+    import pyarrow.parquet as pq
+
+    from xdistil_ray.runfolder import RunFolder
+    from xdistil_ray.steps.teacher_inference import SHARDS, commit_shard
+
+    run = RunFolder(str(tmp_path))
+    _write_part(run, "s", [1, 2, 3, 4])
+    _write_part(run, "s", [3, 4, 5])
+    assert not commit_shard(run, "s", 6)  # row 6 is missing: not whole
+    _write_part(run, "s", [6])
+    assert commit_shard(run, "s", 6)
+    assert "2 rows written twice" in capsys.readouterr().out
+    [path] = run.committed_files(f"{SHARDS}/s")
+    table = pq.read_table(path)
+    assert sorted(table.column("id").to_pylist()) == [1, 2, 3, 4, 5, 6]
+    assert [r[0] for r in table.column("logits").to_pylist()] == [
+        float(i) for i in table.column("id").to_pylist()]
+
+
+def test_a_committed_shard_with_a_cut_part_runs_again(tmp_path, capsys):
+    from xdistil_ray.runfolder import RunFolder
+    from xdistil_ray.steps.teacher_inference import SHARDS, commit_shard, committed_shards
+
+    run = RunFolder(str(tmp_path))
+    for shard, ids in (("a", [1, 2]), ("b", [3, 4])):
+        name = _write_part(run, shard, ids)
+        assert commit_shard(run, shard, 2)
+    assert committed_shards(run, ["a", "b", "c"]) == ["a", "b"]
+    run.write_bytes(f"{SHARDS}/b/{name}", b"PAR1")  # truncated
+    assert committed_shards(run, ["a", "b", "c"]) == ["a"]
+    assert f"shard b: {name} missing or of another size" in capsys.readouterr().out

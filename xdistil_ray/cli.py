@@ -21,6 +21,9 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="show everything on the console (Ray, Ray Data, DeepSpeed, transformers, "
                         "workers), not only the project's lines; <run>/logs/ has it either way")
+    p.add_argument("--take-over", action="store_true",
+                   help="take the run folder's lease from a driver that is gone (one driver "
+                        "per output; a lease not renewed for 5 minutes is free anyway)")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides")
     return p
 

@@ -55,7 +55,7 @@ def _state(run: RunFolder, rel: str) -> str:
     marker = run.marker(rel)
     if marker is not None:
         return "complete"
-    if run.exists(rel, STARTED):
+    if run.read_marker(f"{rel}/{STARTED}") is not None:
         return "half done (resumes)"
     return "to run"
 

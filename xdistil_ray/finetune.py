@@ -112,13 +112,21 @@ def _init(run: RunFolder, cfg: FinetuneJob, model_path: str, fp: dict) -> dict:
                       params=models.num_params(model), init=cfg.init)
 
 
-def run(cfg: FinetuneJob) -> dict:
-    """Runs the fine-tuning job; returns its report."""
-    from xdistil_ray.steps import evaluate, export, report, train
+def run(cfg: FinetuneJob, take_over: bool = False) -> dict:
+    """Runs the fine-tuning job, holding the run folder's lease (see :mod:`xdistil_ray.lease`);
+    returns its report."""
+    from xdistil_ray import lease
 
     started = time.time()
     folder = RunFolder(cfg.output, cfg.storage_options())
     storage.check_access(folder.uri, folder.options)
+    with lease.hold(folder, take_over):
+        return _run(cfg, folder, started)
+
+
+def _run(cfg: FinetuneJob, folder: RunFolder, started: float) -> dict:
+    from xdistil_ray.steps import evaluate, export, report, train
+
     print(f"[xdistil] run folder: {folder.uri}", flush=True)
     steps = pipeline.Steps(folder)
     data_fp = pipeline.fingerprint(cfg, *_DATA_KEYS)

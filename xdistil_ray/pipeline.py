@@ -19,7 +19,7 @@ from xdistil_ray import stage_plan
 from xdistil_ray.config import EMBEDDED, Config, ConfigError
 from xdistil_ray.config_checks import stage_data
 from xdistil_ray.readers import CorpusSource, resolve_source
-from xdistil_ray.runfolder import STARTED, RunFolder
+from xdistil_ray.runfolder import MARKER, STARTED, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -247,9 +247,25 @@ class Steps:
         if marker is not None:
             refuse_changed(self.run, rel, marker, fp)
             return marker
-        if self.run.exists(rel, STARTED):
-            started = self.run.read_json(f"{rel}/{STARTED}")
+        started = self.run.read_marker(f"{rel}/{STARTED}")
+        if started is not None:
             refuse_changed(self.run, rel, started, fp, "half done (it resumes)")
+        return None
+
+    def verified(self, rel: str, marker: dict | None) -> dict | None:
+        """``marker`` when the files it names are all there with their sizes; else None, after
+        a console line per bad file and the marker's removal: the step runs again from its
+        inputs (its outputs are a function of them) instead of failing in every reader."""
+        if marker is None:
+            return None
+        problems = self.run.verify(rel, marker)
+        if not problems:
+            return marker
+        for line in problems:
+            print(f"[xdistil] {rel}: {line}", flush=True)
+        print(f"[xdistil] {rel}: its files differ from its {MARKER} marker: running it again",
+              flush=True)
+        self.run.delete(rel, MARKER)
         return None
 
     def ensure(self, rel: str, fp: dict, run_step: Callable[[dict], dict],
@@ -259,14 +275,14 @@ class Steps:
         ``derived`` step (measurements nothing else builds on) runs again when its fields
         changed, instead of refusing. Without ``announce`` the step prints its own start and
         end (training stages: their workers do)."""
-        marker = self.run.marker(rel) if derived else self.check(rel, fp)
+        marker = self.verified(rel, self.run.marker(rel) if derived else self.check(rel, fp))
         if marker is not None and derived and marker.get("fingerprint") != fp:
             print(f"[xdistil] {rel}: settings changed, measuring again", flush=True)
             marker = None
         if marker is not None:
             print(f"[xdistil] {rel}: complete, skipped", flush=True)
             return marker
-        if resumable and not self.run.exists(rel, STARTED):
+        if resumable and self.run.read_marker(f"{rel}/{STARTED}") is None:
             self.run.write_json(f"{rel}/{STARTED}", {"fingerprint": fp})
         started = time.time()
         if announce:
@@ -356,17 +372,24 @@ def init_ray(cfg: Config) -> None:
     console.quiet_ray_data()
 
 
-def run(cfg: Config) -> dict:
-    """Runs the whole pipeline for ``cfg``; returns the report."""
-    from xdistil_ray.steps import (evaluate, export, prepare, report, student_init,
-                                   teacher_inference)
-
-    from xdistil_ray import storage
-    from xdistil_ray.models import teacher_label_order
+def run(cfg: Config, take_over: bool = False) -> dict:
+    """Runs the whole pipeline for ``cfg``, holding the run folder's lease (``take_over``:
+    from a driver that is gone); returns the report."""
+    from xdistil_ray import lease, storage
 
     started = time.time()
     folder = RunFolder(cfg.output, cfg.storage_options())
     storage.check_access(folder.uri, folder.options)  # seconds, before any compute
+    with lease.hold(folder, take_over):
+        return _run(cfg, folder, started)
+
+
+def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
+    from xdistil_ray.steps import (evaluate, export, prepare, report, student_init,
+                                   teacher_inference)
+
+    from xdistil_ray.models import teacher_label_order
+
     inputs = resolve_inputs(cfg, folder)
     print(f"[xdistil] run folder: {folder.uri}", flush=True)
     steps = Steps(folder)
@@ -480,6 +503,8 @@ def _stages(steps: Steps, cfg: Config, data: dict, sources, teacher, shapes: Sha
         rel = stage_plan.stage_folder(k, stage.name)
         fp = fingerprint(cfg, *stage_keys(k))
         marker = steps.check(rel, fp)
+        if marker is not None and not pending:
+            marker = steps.verified(rel, marker)
         if marker is not None and not pending:
             print(f"[xdistil] {rel}: complete, skipped", flush=True)
             markers.append(marker)

@@ -1,8 +1,9 @@
 """The run folder: paths, atomic writes and commit markers, on any pyarrow filesystem.
 
 A step's output set is valid only once its marker (``COMPLETE``, a JSON manifest naming every
-file with its size) exists; the marker is written after every file it names. Readers go through
-:meth:`RunFolder.committed_files`, which trusts only what a marker names.
+file with its size) exists; the marker is written after every file it names. Readers trust only
+what a marker names, and :meth:`RunFolder.verify` checks the files against it (the pipeline does
+before it skips a complete step: a missing or cut file makes the step run again).
 """
 
 from __future__ import annotations
@@ -101,6 +102,26 @@ class RunFolder:
             with self.fs.open_output_stream(path) as f:  # an object appears whole or not at all
                 f.write(data)
 
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Writes ``rel`` only if it does not exist; whether this call created it. Local disk:
+        an ``O_EXCL`` open (the data written before the name appears: a temp file linked to
+        the name). S3: a ``PUT`` with ``If-None-Match: *`` (AWS S3 and the S3-compatible stores
+        that implement conditional writes)."""
+        path = self.path(rel)
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        if self.is_local:
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            try:
+                os.link(tmp, path)  # fails if the name exists, atomically
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        return storage.put_if_absent(self.uri_of(rel), data, self.options)
+
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.path(rel)) as f:
             return f.read()
@@ -146,14 +167,47 @@ class RunFolder:
         return marker
 
     def marker(self, rel: str) -> dict | None:
-        """The marker of ``rel``, or None when the set is not committed."""
+        """The marker of ``rel``, or None when the set is not committed. A marker that does not
+        parse (empty, cut short, not a manifest) counts as absent: the step runs again."""
+        marker = self.read_marker(posixpath.join(rel, MARKER))
+        return marker if marker is not None and isinstance(marker.get("files"), dict) else None
+
+    def read_marker(self, rel_path: str) -> dict | None:
+        """A JSON object written by a step (``COMPLETE``, ``STARTED``), or None when it is
+        missing or does not parse (a console line says which)."""
         try:
-            return self.read_json(posixpath.join(rel, MARKER))
+            data = json.loads(self.read_bytes(rel_path))
         except FileNotFoundError:
             return None
+        except (ValueError, UnicodeDecodeError) as e:
+            print(f"[xdistil] {self.uri_of(rel_path)} does not parse ({e}): treated as absent",
+                  flush=True)
+            return None
+        if not isinstance(data, dict):
+            print(f"[xdistil] {self.uri_of(rel_path)} is not a JSON object: treated as absent",
+                  flush=True)
+            return None
+        return data
 
     def is_complete(self, rel: str) -> bool:
         return self.marker(rel) is not None
+
+    def verify(self, rel: str, marker: dict | None = None) -> list[str]:
+        """What differs between ``rel``'s files and its marker (one listing): a line per file
+        that is missing or whose size differs; empty when every named file is there whole."""
+        marker = marker if marker is not None else self.marker(rel)
+        if marker is None:
+            return [f"{self.uri_of(rel)}: not complete (no {MARKER} marker)"]
+        found = self.list_files(rel)
+        problems = []
+        for name, size in marker["files"].items():
+            got = found.get(name)
+            if got is None:
+                problems.append(f"{self.uri_of(rel, name)}: missing ({MARKER} names it with "
+                                f"{size} bytes)")
+            elif got != size:
+                problems.append(f"{self.uri_of(rel, name)}: {got} bytes, {MARKER} says {size}")
+        return problems
 
     def committed_files(self, rel: str) -> list[str]:
         """Full filesystem paths of the files the marker of ``rel`` names, checked for size.
@@ -165,14 +219,10 @@ class RunFolder:
         marker = self.marker(rel)
         if marker is None:
             raise FileNotFoundError(f"{self.path(rel)} is not complete (no {MARKER} marker)")
-        paths = []
-        for name, size in marker["files"].items():
-            path = self.path(rel, name)
-            info = self.fs.get_file_info(path)
-            if info.type != pafs.FileType.File or info.size != size:
-                raise RuntimeError(f"{path}: named by {MARKER} with {size} bytes, found {info.size}")
-            paths.append(path)
-        return paths
+        problems = self.verify(rel, marker)
+        if problems:
+            raise RuntimeError("; ".join(problems))
+        return [self.path(rel, name) for name in marker["files"]]
 
     def download(self, rel: str, local_dir: str, subdir: str = "") -> str:
         """Copies the committed files of ``rel`` (only those under ``subdir``, if given) into

@@ -114,6 +114,33 @@ def filesystem(uri: str, options: StorageOptions | None = None) -> tuple[pafs.Fi
     return pafs.FileSystem.from_uri(uri)
 
 
+def put_if_absent(uri: str, data: bytes, options: StorageOptions) -> bool:
+    """Creates the object ``uri`` only if it does not exist (``If-None-Match: *``, which
+    pyarrow's filesystem cannot send); whether this call created it."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+    from botocore.exceptions import ClientError
+
+    parts = urlsplit(uri)
+    region = (options.region or os.environ.get("AWS_REGION")
+              or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    client = boto3.client(
+        "s3", endpoint_url=endpoint_of(options) or None, region_name=region,
+        config=BotoConfig(retries={"max_attempts": options.max_attempts, "mode": "standard"},
+                          connect_timeout=options.connect_timeout_s,
+                          read_timeout=options.request_timeout_s))
+    try:
+        client.put_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"), Body=data,
+                          IfNoneMatch="*")
+        return True
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("PreconditionFailed",
+                                                        "ConditionalRequestConflict") or \
+                e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+            return False
+        raise OSError(f"{_safe(uri)}: {e}") from e
+
+
 def resolved(uri: str, options: StorageOptions) -> StorageOptions:
     """``options`` with the region of an AWS bucket filled in when neither the config nor the
     environment gives one (pyarrow asks S3 where the bucket is), so that every process that

@@ -382,7 +382,8 @@ def _mark_started(spec: StageSpec) -> None:
     old and new work, and is refused before any work."""
     from xdistil_ray.runfolder import STARTED
 
-    if spec.marker.get("fingerprint") is not None and not spec.run.exists(spec.rel, STARTED):
+    if spec.marker.get("fingerprint") is not None and \
+            spec.run.read_marker(f"{spec.rel}/{STARTED}") is None:
         spec.run.write_json(f"{spec.rel}/{STARTED}", {"fingerprint": spec.marker["fingerprint"]})
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import posixpath
 import tempfile
 import time
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +21,7 @@ import torch
 from xdistil_ray.corpus import object_array
 from xdistil_ray.models import PER_TOKEN_TASKS
 from xdistil_ray.progress import Throughput
-from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.runfolder import MARKER, RunFolder
 
 STEP = "teacher"
 SHARDS = "teacher/shards"
@@ -186,16 +185,20 @@ class ShardLedger:
     def __init__(self, run: RunFolder, expected: dict[str, int], every_s: float = 10.0):
         self.run = run
         self.expected = expected
-        self.written = {name: 0 for name in expected}
+        self.written: dict[str, dict[str, int]] = {name: {} for name in expected}
         self.committed: list[str] = []
         self.progress = Throughput("teacher", sum(expected.values()), every_s)
 
-    def add(self, shard: str, rows: int) -> None:
-        self.written[shard] += rows
-        line = self.progress.add(rows)
+    def add(self, shard: str, part: str, rows: int) -> None:
+        """``part`` of ``shard`` holds ``rows`` rows; a write that Ray retried names the same
+        part again (its name is its rows'), and counts once."""
+        new = part not in self.written[shard]
+        self.written[shard][part] = rows
+        line = self.progress.add(rows) if new else None
         if line:
             print(line, flush=True)
-        if self.written[shard] == self.expected[shard]:
+        if sum(self.written[shard].values()) == self.expected[shard] \
+                and shard not in self.committed:
             if commit_shard(self.run, shard, self.expected[shard]):
                 self.committed.append(shard)
                 print(f"[xdistil] teacher: shard {shard} committed "
@@ -205,9 +208,19 @@ class ShardLedger:
         return list(self.committed)
 
 
+def part_name(ids: list[int]) -> str:
+    """A part's file name, from the rows it holds (the lowest and highest row id, as 16 hex
+    digits, and how many):
+    a write that Ray retries writes the same rows under the same name, replacing the first
+    attempt's file instead of adding a copy of its rows. Parts of one pass hold disjoint rows,
+    so their names differ."""
+    return f"part-{min(ids) % 2**64:016x}-{max(ids) % 2**64:016x}-{len(ids)}.parquet"
+
+
 class ShardPartsDatasink:
-    """Writes each block's rows under ``teacher/shards/<shard>/part-<uuid>.parquet``, atomically,
-    and tells the ledger (an actor handle, or None) how many rows each part holds."""
+    """Writes each block's rows under ``teacher/shards/<shard>/part-<rows>.parquet``
+    (:func:`part_name`), atomically, and tells the ledger (an actor handle, or None) how many
+    rows each part holds."""
 
     def __init__(self, run: RunFolder, per_token: bool = False, ledger=None):
         self.run = run
@@ -231,11 +244,12 @@ class ShardPartsDatasink:
                         part = table.filter(mask).drop_columns([SHARD_COLUMN])
                         sink = pa.BufferOutputStream()
                         pq.write_table(part, sink)
-                        rel = posixpath.join(SHARDS, shard, f"part-{uuid.uuid4().hex}.parquet")
-                        run.write_bytes(rel, sink.getvalue().to_pybytes())
+                        name = part_name(part.column("id").to_pylist())
+                        run.write_bytes(posixpath.join(SHARDS, shard, name),
+                                        sink.getvalue().to_pybytes())
                         rows += part.num_rows
                         if ledger is not None:
-                            ray.get(ledger.add.remote(shard, part.num_rows))
+                            ray.get(ledger.add.remote(shard, name, part.num_rows))
                 return rows
 
         return _Sink()
@@ -251,17 +265,54 @@ def add_shard_column(batch: dict) -> dict:
 
 
 def commit_shard(run: RunFolder, shard: str, expected_rows: int) -> bool:
-    """Commits a shard whose parts hold exactly ``expected_rows`` distinct rows."""
+    """Commits a shard whose parts hold exactly the ``expected_rows`` distinct rows. Parts that
+    repeat rows (a retried write whose blocks were cut differently from the first attempt's)
+    are merged into one part holding each row once, the others deleted, before the commit."""
     rel = posixpath.join(SHARDS, shard)
     parts = {n: s for n, s in run.list_files(rel).items() if n.startswith("part-") and ".tmp-" not in n}
-    ids = []
-    for name in parts:
+    tables = {}
+    for name in sorted(parts):
         with run.fs.open_input_file(run.path(rel, name)) as f:
-            ids.extend(pq.read_table(f, columns=["id"]).column("id").to_pylist())
-    if len(ids) != expected_rows or len(set(ids)) != expected_rows:
+            tables[name] = pq.read_table(f)
+    ids = [i for t in tables.values() for i in t.column("id").to_pylist()]
+    if len(set(ids)) != expected_rows:
         return False
+    if len(ids) != expected_rows:  # the same rows twice: keep each once
+        table = pa.concat_tables(tables.values())
+        _, first = np.unique(np.asarray(table.column("id")), return_index=True)
+        table = table.take(pa.array(np.sort(first)))
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        name = part_name(table.column("id").to_pylist())
+        run.write_bytes(posixpath.join(rel, name), sink.getvalue().to_pybytes())
+        print(f"[xdistil] teacher: shard {shard}: {len(ids) - expected_rows} rows written twice "
+              f"(a retried write), merged into {name}", flush=True)
+        for old in parts:
+            if old != name:
+                run.delete(rel, old)
+        parts = {name: run.list_files(rel)[name]}
     run.commit(rel, parts, rows=expected_rows)
     return True
+
+
+def committed_shards(run: RunFolder, names: list[str]) -> list[str]:
+    """The shards of ``names`` whose marker names files that are all there with their sizes
+    (one listing of ``teacher/shards``); a console line for each one that is not, which runs
+    again."""
+    found = run.list_files(SHARDS)
+    done = []
+    for name in names:
+        marker = run.marker(posixpath.join(SHARDS, name))
+        if marker is None:
+            continue
+        bad = [f for f, size in marker["files"].items()
+               if found.get(posixpath.join(name, f)) != size]
+        if bad:
+            print(f"[xdistil] teacher: shard {name}: {', '.join(bad)} missing or of another "
+                  f"size than its {MARKER} says: running it again", flush=True)
+            continue
+        done.append(name)
+    return done
 
 
 def actor_pool(num_actors: int, max_actors: int = 0):
@@ -291,7 +342,7 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
 
     start = time.time()
     shards = {_shard_name(s["file"]): s for s in data_marker["corpus"]["shards"]}
-    done = [name for name in shards if run.is_complete(posixpath.join(SHARDS, name))]
+    done = committed_shards(run, list(shards))
     pending = [name for name in shards if name not in done]
     for name in pending:  # leftovers of a crashed attempt are never read
         run.delete(SHARDS, name)
