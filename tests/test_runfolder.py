@@ -84,6 +84,43 @@ def test_a_partial_checkpoint_is_never_loaded(tmp_path):
         verify_checkpoint(str(tmp_path))
 
 
+def _checkpoint(folder, step: int) -> None:
+    import json
+
+    from xdistil_ray.checkpoint import PROGRESS_FILE, write_rank_manifest
+
+    folder.mkdir(parents=True)
+    (folder / "ds.pt").write_bytes(b"x" * (100 + step))
+    (folder / PROGRESS_FILE).write_text(json.dumps({"step": step, "world_size": 1}))
+    write_rank_manifest(str(folder), 0)
+
+
+def test_a_bad_newest_checkpoint_gives_way_to_the_older_one(tmp_path, capsys):
+    """Ray Train hands over its newest checkpoint; when that one is cut short (or unreadable),
+    the stage resumes from the newest older one that is whole instead of failing on it at
+    every retry, and from its start when none is."""
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+
+    from xdistil_ray.checkpoint import read_progress, usable_checkpoint
+
+    fs, root = pafs.LocalFileSystem(), tmp_path / "ray" / "run"
+    for i, step in enumerate((50, 100, 150)):
+        _checkpoint(root / f"checkpoint_2026-12-01_00-00-0{i}.000000", step)
+    newest = Checkpoint(str(root / "checkpoint_2026-12-01_00-00-02.000000"), filesystem=fs)
+    assert usable_checkpoint(newest) is newest
+    (root / "checkpoint_2026-12-01_00-00-02.000000" / "ds.pt").write_bytes(b"x")  # cut
+    chosen = usable_checkpoint(newest)
+    assert read_progress(chosen)["step"] == 100
+    out = capsys.readouterr().out
+    assert "checkpoint_2026-12-01_00-00-02.000000 cannot be used (ds.pt of rank 0" in out
+    assert "resuming from the older checkpoint checkpoint_2026-12-01_00-00-01" in out
+    (root / "checkpoint_2026-12-01_00-00-01.000000" / "progress.json").write_text("{")
+    assert read_progress(usable_checkpoint(newest))["step"] == 50
+    (root / "checkpoint_2026-12-01_00-00-00.000000" / "files-rank0.json").unlink()
+    assert usable_checkpoint(newest) is None
+    assert "starts again from its initial weights" in capsys.readouterr().out
+
 
 def test_relative_to_is_by_name():
     from xdistil_ray.runfolder import relative_to

@@ -253,3 +253,43 @@ def test_frozen_word_embeddings_stay_bit_identical(single_process_group, tmp_pat
     assert torch.equal(after[words[0]].detach(), before[words[0]])
     moved = [n for n in before if not torch.equal(after[n].detach(), before[n])]
     assert any("layer" in n for n in moved), moved
+
+
+@pytest.mark.parametrize("zero_stage", [0, 1, 2, 3])
+def test_checkpoints_load_without_unpickling_arbitrary_objects(single_process_group,
+                                                               tiny_classifier_dir, tmp_path,
+                                                               zero_stage):
+    """Resuming reads DeepSpeed's files with weights_only=True (tensors, containers and three
+    DeepSpeed classes): every ZeRO stage's checkpoint loads whole, and a file replaced by one
+    whose unpickling would run a command is refused instead of run."""
+    import glob
+    import pickle
+
+    from xdistil_ray.checkpoint import use_safe_loading
+
+    spec = _spec(tiny_classifier_dir, total_steps=6, zero_stage=zero_stage)
+    first = StageTrainer(spec, tiny_classifier_dir)
+    first.build(first.phase_for(0), 0)
+    for step in range(2):
+        first.train_step(_batch(step))
+    first.engine.save_checkpoint(str(tmp_path), tag="ds", client_state={"step": 2})
+    second = StageTrainer(spec, tiny_classifier_dir)
+    second.build(second.phase_for(1), 2)
+    use_safe_loading(second.engine)
+    second.engine.load_checkpoint(str(tmp_path), tag="ds")
+    saved, restored = first.full_state(), second.full_state()
+    assert all(torch.equal(saved[k], restored[k]) for k in saved)
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path}/pwned",))
+
+    for path in glob.glob(str(tmp_path / "ds" / "*.pt")):
+        with open(path, "wb") as f:
+            pickle.dump({"module": Payload()}, f)
+    third = StageTrainer(spec, tiny_classifier_dir)
+    third.build(third.phase_for(1), 2)
+    use_safe_loading(third.engine)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        third.engine.load_checkpoint(str(tmp_path), tag="ds")
+    assert not (tmp_path / "pwned").exists()

@@ -23,6 +23,37 @@ MODULE_FILE = "module.pt"
 RANK_MANIFEST = "files-rank{rank}.json"
 
 
+def _deepspeed_globals() -> list:
+    """The classes (besides tensors and containers) that DeepSpeed 0.19 pickles into a ZeRO
+    1-3 checkpoint: its loss scaler, the ZeRO stage enum, the fragment addresses. Found by
+    loading each stage's files with ``weights_only=True`` (tests/test_unfreezing.py)."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]
+
+
+def safe_load(path: str, map_location="cpu"):
+    """``torch.load`` that unpickles tensors, containers and :func:`_deepspeed_globals` only
+    (``weights_only=True``): a checkpoint file that someone with write access to the bucket
+    replaced cannot run code on the workers."""
+    with torch.serialization.safe_globals(_deepspeed_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def use_safe_loading(engine) -> None:
+    """Makes a DeepSpeed engine read checkpoints through :func:`safe_load` (DeepSpeed's own
+    engine calls ``torch.load(weights_only=False)``)."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    class SafeCheckpointEngine(TorchCheckpointEngine):
+        def load(self, path: str, map_location=None):
+            return safe_load(path, map_location if map_location is not None else "cpu")
+
+    engine.checkpoint_engine = SafeCheckpointEngine()
+
+
 def write_rank_manifest(folder: str, rank: int) -> None:
     """Lists the files this rank wrote into its checkpoint folder (with sizes), written last."""
     files = {}
@@ -34,28 +65,80 @@ def write_rank_manifest(folder: str, rank: int) -> None:
         json.dump(files, f)
 
 
+def checkpoint_problem(fs, path: str) -> str | None:
+    """What makes the checkpoint folder ``path`` (on pyarrow filesystem ``fs``) unusable: no
+    ``progress.json``, a rank without its manifest, a file missing or of another size than its
+    rank's manifest says; None when it is whole. One listing and a few small reads."""
+    import pyarrow.fs as pafs
+
+    def read_json(name: str):
+        with fs.open_input_stream(posixpath.join(path, name)) as f:
+            return json.loads(f.read())
+
+    try:
+        found = {info.path[len(path.rstrip("/")) + 1:]: info.size
+                 for info in fs.get_file_info(pafs.FileSelector(path, recursive=True))
+                 if info.type == pafs.FileType.File}
+        if PROGRESS_FILE not in found:
+            return f"no {PROGRESS_FILE}"
+        progress = read_json(PROGRESS_FILE)
+        for rank in range(int(progress["world_size"])):
+            manifest = RANK_MANIFEST.format(rank=rank)
+            if manifest not in found:
+                return f"rank {rank} wrote no manifest"
+            for name, size in read_json(manifest).items():
+                if found.get(name) != size:
+                    return f"{name} of rank {rank} is missing or truncated"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
+    return None
+
+
 def verify_checkpoint(folder: str) -> dict:
-    """The progress of a checkpoint folder whose every rank's files are present and whole.
+    """The progress of a local checkpoint folder whose every rank's files are present and
+    whole.
 
     Raises:
         RuntimeError: naming what is missing, so that a partial checkpoint is never loaded.
     """
-    path = os.path.join(folder, PROGRESS_FILE)
-    if not os.path.exists(path):
-        raise RuntimeError(f"checkpoint {folder} is partial: no {PROGRESS_FILE}")
-    with open(path) as f:
-        progress = json.load(f)
-    for rank in range(progress["world_size"]):
-        manifest = os.path.join(folder, RANK_MANIFEST.format(rank=rank))
-        if not os.path.exists(manifest):
-            raise RuntimeError(f"checkpoint {folder} is partial: rank {rank} wrote no manifest")
-        with open(manifest) as f:
-            for name, size in json.load(f).items():
-                p = os.path.join(folder, name)
-                if not os.path.exists(p) or os.path.getsize(p) != size:
-                    raise RuntimeError(f"checkpoint {folder} is partial: {name} of rank {rank} "
-                                       "is missing or truncated")
-    return progress
+    import pyarrow.fs as pafs
+
+    problem = checkpoint_problem(pafs.LocalFileSystem(), os.path.abspath(folder))
+    if problem:
+        raise RuntimeError(f"checkpoint {folder} is partial: {problem}")
+    with open(os.path.join(folder, PROGRESS_FILE)) as f:
+        return json.load(f)
+
+
+def usable_checkpoint(checkpoint, say=print):
+    """The checkpoint to resume from: ``checkpoint`` (Ray Train's newest) when it is whole,
+    else the newest older one beside it that is (Ray Train keeps two), else None (the stage
+    starts again from its initial weights). A console line names what was skipped and why."""
+    if checkpoint is None:
+        return None
+    import ray.train
+
+    fs, newest = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    problem = checkpoint_problem(fs, newest)
+    if problem is None:
+        return checkpoint
+    say(f"[xdistil] checkpoint {posixpath.basename(newest)} cannot be used ({problem}): "
+        "trying the one before it")
+    import pyarrow.fs as pafs
+
+    parent = posixpath.dirname(newest)
+    siblings = sorted((info.path for info in fs.get_file_info(pafs.FileSelector(parent))
+                       if info.type == pafs.FileType.Directory
+                       and posixpath.basename(info.path).startswith("checkpoint_")
+                       and info.path.rstrip("/") < newest), reverse=True)
+    for path in siblings:
+        problem = checkpoint_problem(fs, path)
+        if problem is None:
+            say(f"[xdistil] resuming from the older checkpoint {posixpath.basename(path)}")
+            return ray.train.Checkpoint(path, filesystem=fs)
+        say(f"[xdistil] checkpoint {posixpath.basename(path)} cannot be used either ({problem})")
+    say("[xdistil] no whole checkpoint left: the stage starts again from its initial weights")
+    return None
 
 
 def read_progress(checkpoint) -> dict | None:

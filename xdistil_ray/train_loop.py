@@ -29,7 +29,9 @@ import torch
 from xdistil_ray import objective, schedule
 from xdistil_ray.checkpoint import (DEEPSPEED_TAG, LOSSES_FILE, MODEL_DIR, MODULE_FILE,
                                     PROGRESS_FILE, read_progress, save_student,
-                                    verify_checkpoint, write_rank_manifest)
+                                    safe_load, usable_checkpoint, use_safe_loading,
+                                    verify_checkpoint,
+                                    write_rank_manifest)
 from xdistil_ray.batches import PadCollate, batches_forever
 from xdistil_ray.objective import LossSpec
 from xdistil_ray.validation import BEST_MODULE_FILE, Validation
@@ -285,7 +287,7 @@ def _train_stages(specs: list[StageSpec], workdir: str) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     # Every rank reads the markers before any stage runs (no commit can happen in between).
     pending = [s for s in specs if not s.run.is_complete(s.rel)]
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = _agreed_checkpoint(ray.train.get_checkpoint(), rank)
     progress = read_progress(checkpoint) if checkpoint is not None else None
     previous = ""  # this rank's copy of the last stage's final student
     for spec in pending:
@@ -295,6 +297,23 @@ def _train_stages(specs: list[StageSpec], workdir: str) -> None:
         if previous:
             shutil.rmtree(os.path.dirname(previous), ignore_errors=True)
         previous = final
+
+
+def _agreed_checkpoint(checkpoint, rank: int):
+    """Rank 0's choice of checkpoint (:func:`usable_checkpoint`), the same on every rank."""
+    chosen = [None]
+    if rank == 0:
+        picked = usable_checkpoint(checkpoint, say)
+        chosen = [None if picked is None else picked.path]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(chosen, src=0)
+    if chosen[0] is None:
+        return None
+    if checkpoint is not None and chosen[0] == checkpoint.path:
+        return checkpoint
+    import ray.train
+
+    return ray.train.Checkpoint(chosen[0], filesystem=checkpoint.filesystem)
 
 
 def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previous: str,
@@ -320,15 +339,15 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
     # Same number of workers: DeepSpeed's own state (weights, optimizer, schedule). Another
     # number (ZeRO partitions differ): the full module saved beside it, a fresh optimizer.
     same_world = restore_dir is not None and progress["world_size"] == world
-    state = (torch.load(os.path.join(restore_dir, MODULE_FILE), map_location="cpu")
+    state = (safe_load(os.path.join(restore_dir, MODULE_FILE))
              if restore_dir is not None and not same_world else None)
     trainer.build(trainer.phase_for(max(0, step - 1)), step, state)
     if same_world:
+        use_safe_loading(trainer.engine)
         trainer.engine.load_checkpoint(restore_dir, tag=DEEPSPEED_TAG)
     if restore_dir is not None:
         best = os.path.join(restore_dir, BEST_MODULE_FILE)
-        validation.restore(torch.load(best, map_location="cpu") if os.path.exists(best) else None,
-                           trainer, step)
+        validation.restore(safe_load(best) if os.path.exists(best) else None, trainer, step)
         shutil.rmtree(restore_dir, ignore_errors=True)
         if rank == 0:
             say(f"[xdistil] {spec.name}: resumed from step {step} of {spec.total_steps} "
