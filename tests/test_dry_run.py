@@ -114,3 +114,64 @@ def test_half_done_stage_resumes_from_its_own_checkpoint_in_the_shared_ray_run(t
     assert _checkpoint_step(run, "stages/2-logits") == 20
     assert _checkpoint_step(run, "stages/1-representation") == 40
     assert _checkpoint_step(run, "stages/3-labels") is None
+
+
+def _labeled(tmp_path, train: list[dict], dev: list[dict], suffix: str = ".jsonl"):
+    import json
+
+    paths = {}
+    for split, rows in (("train", train), ("dev", dev)):
+        path = tmp_path / f"{split}{suffix}"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        paths[split] = str(path)
+    return paths
+
+
+_TRAIN = [{"text": f"review {i}", "label": ("good", "bad")[i % 2]} for i in range(20)]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unseen dev labels", r"labeled.dev: no row survived cleaning \(4 rows in .*unknown_label: 4"
+                          r"\) \(every label is one the training split does not have\)"),
+    ("empty dev file", r"labeled.dev: .* all empty"),
+    ("label column missing", r"labeled.train: no row survived cleaning .*missing_label: 20.*"
+                             r"columns read: text, label"),
+    ("one class", r"labeled.train: needs at least 2 classes, found \['good'\]"),
+    ("labels in a .txt", r"labeled.train: .* is plain text, which holds no labels"),
+    ("corpus of empty files", r"corpus.path: .* its 2 file\(s\) are all empty"),
+])
+def test_bad_inputs_are_refused_by_the_dry_run_and_before_the_corpus_pass(tmp_path, case,
+                                                                           message):
+    """Each mistake stops ``--dry-run`` and the run itself with a message naming the field,
+    before the corpus is read (these used to surface after the whole corpus pass, as an
+    IndexError inside transformers, or inside Ray Data)."""
+    from xdistil_ray import pipeline
+
+    train, dev = list(_TRAIN), [{"text": f"new {i}", "label": "meh"} for i in range(4)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a sentence\nanother one\n")
+    if case == "label column missing":
+        train = [{"text": r["text"], "rating": r["label"]} for r in train]
+    if case == "one class":
+        train = [{**r, "label": "good"} for r in train]
+    if case in ("label column missing", "one class"):
+        dev = train[:4]
+    paths = _labeled(tmp_path, train, dev)
+    if case == "empty dev file":
+        open(paths["dev"], "w").close()
+    if case == "labels in a .txt":
+        paths["train"] = str(tmp_path / "train.txt")
+        (tmp_path / "train.txt").write_text("a review\n")
+    if case == "corpus of empty files":
+        corpus = tmp_path / "empty"
+        corpus.mkdir()
+        (corpus / "a.txt").write_text("")
+        (corpus / "b.txt").write_text("")
+    cfg = load_config("jobs/configs/tiny.yaml", [
+        f"output={tmp_path}/run", f"corpus.path={corpus}", f"labeled.train={paths['train']}",
+        f"labeled.dev={paths['dev']}"])
+    with pytest.raises(ConfigError, match=message):
+        dry_run(cfg)
+    with pytest.raises(ConfigError, match=message):
+        pipeline.run(cfg)  # the labeled splits are cleaned before the corpus is read
+    assert not (tmp_path / "run" / "data" / "corpus").exists()

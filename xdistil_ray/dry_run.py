@@ -11,7 +11,7 @@ import json
 import posixpath
 from dataclasses import dataclass, field
 
-from xdistil_ray import pipeline, stage_plan
+from xdistil_ray import identity, pipeline, stage_plan
 from xdistil_ray.checkpoint import PROGRESS_FILE, RANK_MANIFEST
 from xdistil_ray.config import EMBEDDED, Config
 from xdistil_ray.config_checks import stage_data
@@ -102,8 +102,10 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
     run = RunFolder(cfg.output, cfg.storage_options())
     storage.check_access(run.uri, run.options)
     inputs = pipeline.resolve_inputs(cfg, run, generate=False)
-    pipeline.check_unchanged(pipeline.Steps(run), cfg)
+    steps = pipeline.Steps(run, identity.of_inputs(cfg, inputs))
+    pipeline.check_unchanged(steps, cfg)
     data = run.marker("data")
+    kept = pipeline.check_labeled(cfg, inputs) if data is None else {}
     out: list[PlannedStep] = []
 
     reads = ([f"corpus.path: {_source(inputs.corpus, cfg.corpus.path)}"] if cfg.corpus.path
@@ -114,6 +116,8 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
     if data is not None:
         c = data["corpus"]
         detail = f"{c['kept']} sentences kept of {c['input_rows']}, {len(c['shards'])} shards"
+    elif kept:
+        detail = "labeled rows that clean: " + ", ".join(f"{k} {v}" for k, v in kept.items())
     out.append(PlannedStep("data", "data", _state(run, "data"), reads,
                            "Ray Data: CPU tasks (1 CPU each) across the cluster", detail))
 
@@ -186,7 +190,8 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
             f"{stage.batch_size}{total}"
             + ("; gradual unfreezing" if stage.unfreeze == "gradual" else "")))
         previous = rel + "/model"
-    final_fp = pipeline.fingerprint(cfg, *pipeline.stage_keys(len(cfg.stages) - 1))
+    final_fp = pipeline.fingerprint(cfg, *pipeline.stage_keys(len(cfg.stages) - 1),
+                                    inputs=steps.inputs)
     out.append(PlannedStep("student", "student", _derived_state(run, "student", final_fp),
                            [previous], "driver", "the Hugging Face folder"))
     e = cfg.eval

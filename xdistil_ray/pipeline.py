@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from xdistil_ray import config as config_mod
-from xdistil_ray import console
+from xdistil_ray import console, identity
 from xdistil_ray import stage_plan
 from xdistil_ray.config import EMBEDDED, Config, ConfigError
 from xdistil_ray.config_checks import stage_data
+from xdistil_ray.identity import CONTENT
 from xdistil_ray.readers import CorpusSource, resolve_source
 from xdistil_ray.runfolder import MARKER, STARTED, RunFolder
 
@@ -85,6 +86,11 @@ def resolve_inputs(cfg: Config, folder: RunFolder, generate: bool = True) -> Inp
     if cfg.task == "pair" and ((corpus and corpus.fmt == "txt") or not cfg.corpus.text_pair_column):
         raise ConfigError("corpus.text_pair_column: a pair task's corpus needs .jsonl/.parquet "
                           "rows with both sentences (corpus.text_column, corpus.text_pair_column)")
+    for field, s in ((f"labeled.{k}", v) for k, v in labeled.items()):
+        if s is not None and s.fmt == "txt" and cfg.task != "none":
+            raise ConfigError(f"{field}: {s.path!r} is plain text, which holds no labels; give "
+                              f".jsonl, .parquet, .tsv or .csv rows with labeled.label_column "
+                              f"({cfg.labeled.label_column!r})")
     for field, s in (("corpus.path", corpus), *((f"labeled.{k}", v) for k, v in labeled.items())):
         if cfg.task in ("token", "qa") and s is not None and s.fmt in ("tsv", "csv"):
             raise ConfigError(f"{field}: .{s.fmt} holds flat columns; a {cfg.task} task's rows "
@@ -198,12 +204,14 @@ def _flat(obj, prefix: str = "") -> dict:
     return {prefix[:-1]: obj}
 
 
-def fingerprint(cfg: Config, *sections: str) -> dict:
-    """The config fields a step's output depends on, flattened (``corpus.max_length``: 64).
-    Every step depends on ``qa`` in a QA run (the windows), on none of it in another."""
+def fingerprint(cfg: Config, *sections: str, inputs: dict | None = None) -> dict:
+    """The config fields a step's output depends on, flattened (``corpus.max_length``: 64),
+    with the identities of the inputs they name (``inputs``: :func:`identity.of_inputs`'s
+    ``corpus.path.content`` and the like). Every step depends on ``qa`` in a QA run (the
+    windows), on none of it in another."""
     if getattr(cfg, "task", "") == "qa" and "task" in sections:
         sections += ("qa",)
-    data = _flat(config_mod.to_dict(cfg))
+    data = {**_flat(config_mod.to_dict(cfg)), **(inputs or {})}
     return {k: v for k, v in data.items() if any(k == s or k.startswith(s + ".") for s in sections)}
 
 
@@ -226,19 +234,33 @@ def refuse_changed(run: RunFolder, rel: str, marker: dict, fp: dict, state: str 
     default: a run folder of an older version resumes while the new field keeps its default."""
     old = marker.get("fingerprint", {})
     defaults = _flat(config_mod.to_dict(config_mod.Config()))
+    # An input's identity that the marker lacks (written before identities were recorded) is
+    # unknown, not changed.
     changed = sorted(k for k in set(old) | set(fp)
-                     if old.get(k, defaults.get(k)) != fp.get(k))
+                     if old.get(k, defaults.get(k)) != fp.get(k)
+                     and not (k.endswith("." + CONTENT) and k not in old))
     if changed:
         raise ConfigError(
             f"{run.uri}: step {rel!r} is {state} but these fields changed since: "
-            f"{', '.join(changed)}. Use a new output folder, or restore the old values.")
+            f"{', '.join(_named(k, old, fp) for k in changed)}. Use a new output folder, or "
+            "restore the old values.")
+
+
+def _named(key: str, old: dict, new: dict) -> str:
+    """A changed field as the message names it; an input's content with both identities."""
+    if key.endswith("." + CONTENT):
+        return (f"{key[:-len(CONTENT) - 1]} (same path, other files: {old.get(key)} then, "
+                f"{new.get(key)} now)")
+    return key
 
 
 class Steps:
     """Runs steps in order against one run folder, skipping and checking committed ones."""
 
-    def __init__(self, run: RunFolder):
+    def __init__(self, run: RunFolder, inputs: dict | None = None):
         self.run = run
+        self.inputs = inputs or {}
+        """The inputs' identities (:func:`identity.of_inputs`), part of every fingerprint."""
 
     def check(self, rel: str, fp: dict) -> dict | None:
         """Refuses a changed config for ``rel`` (complete, or started and resumable); returns
@@ -392,13 +414,13 @@ def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
 
     inputs = resolve_inputs(cfg, folder)
     print(f"[xdistil] run folder: {folder.uri}", flush=True)
-    steps = Steps(folder)
+    steps = Steps(folder, identity.of_inputs(cfg, inputs))
     check_unchanged(steps, cfg)
     folder.write_text("config.yaml", config_mod.dump_yaml(cfg))
     console.attach_run(folder)
     init_ray(cfg)
 
-    data = steps.ensure(prepare.STEP, fingerprint(cfg, *_DATA_KEYS),
+    data = steps.ensure(prepare.STEP, fingerprint(cfg, *_DATA_KEYS, inputs=steps.inputs),
                         lambda fp: _prepare(folder, cfg, inputs, fp))
     check_data(cfg, data)
     label_names = teacher_label_order(inputs.teacher_path, data["labeled"]["label_names"],
@@ -410,7 +432,7 @@ def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
     if outputs:
         inf = cfg.teacher.inference
         teacher_marker = steps.ensure(
-            teacher_inference.STEP, fingerprint(cfg, *_INFERENCE_KEYS),
+            teacher_inference.STEP, fingerprint(cfg, *_INFERENCE_KEYS, inputs=steps.inputs),
             lambda fp: teacher_inference.run_step(
                 folder, data, model_path=teacher.path, model_in_run=teacher.in_run, outputs=outputs, task=cfg.task,
                 batch_size=inf.batch_size, num_actors=inf.num_actors,
@@ -426,7 +448,7 @@ def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
                 "stage now reads; set that stage's targets: online, or use a new output folder")
     s_cfg = cfg.student
     init_marker = steps.ensure(
-        student_init.STEP, fingerprint(cfg, *_INIT_KEYS),
+        student_init.STEP, fingerprint(cfg, *_INIT_KEYS, inputs=steps.inputs),
         lambda fp: student_init.run_step(
             folder, teacher_path=teacher.path, teacher_in_run=teacher.in_run, task=cfg.task,
             num_layers=s_cfg.num_layers, hidden_size=s_cfg.hidden_size,
@@ -435,7 +457,7 @@ def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
             architecture=s_cfg.architecture, seed=cfg.seed, fingerprint=fp))
     sources = stage_plan.Sources.of(folder, data, teacher_marker)
     stage_markers = _stages(steps, cfg, data, sources, teacher, inputs.shapes)
-    final_fp = fingerprint(cfg, *stage_keys(len(cfg.stages) - 1))
+    final_fp = fingerprint(cfg, *stage_keys(len(cfg.stages) - 1), inputs=steps.inputs)
     final_stage = stage_plan.stage_folder(len(cfg.stages) - 1, cfg.stages[-1].name)
     steps.ensure(export.STEP, final_fp, lambda fp: export.run_step(
         folder, final_stage, inputs.teacher_path, label_names, fp, task=cfg.task), derived=True)
@@ -466,15 +488,41 @@ def _clean_checkpoints(folder: RunFolder, cfg: Config) -> None:
                                            for k, s in enumerate(cfg.stages)])
 
 
+def _text_settings(cfg: Config, inputs: Inputs):
+    from xdistil_ray.steps import prepare
+
+    return prepare.TextSettings(inputs.teacher_path, cfg.corpus.max_length,
+                                cfg.corpus.max_chars, cfg.corpus.heldout_fraction,
+                                cfg.qa.windows() if cfg.task == "qa" else None)
+
+
+def _qa_columns(cfg: Config) -> tuple[str, ...]:
+    q = cfg.qa
+    return (q.question_column, q.context_column, q.answers_column) if cfg.task == "qa" else ()
+
+
+def check_labeled(cfg: Config, inputs: Inputs) -> dict[str, int]:
+    """The rows the data step would keep of each labeled split (the dry run's check; embedded
+    splits, not generated by a dry run, are left out). Raises ConfigError as the step would."""
+    from xdistil_ray.steps import prepare
+
+    sources = {k: v for k, v in inputs.labeled.items() if v is not None}
+    if not sources:
+        return {}
+    if "train" not in sources:  # the dev split's labels are checked against train's
+        return {}
+    return prepare.check_labeled(
+        sources, _text_settings(cfg, inputs), text_column=cfg.labeled.text_column,
+        label_column=cfg.labeled.label_column,
+        pair_column=cfg.labeled.text_pair_column if cfg.task == "pair" else "", task=cfg.task,
+        qa_columns=_qa_columns(cfg))
+
+
 def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:
     from xdistil_ray.steps import prepare
 
-    settings = prepare.TextSettings(inputs.teacher_path, cfg.corpus.max_length,
-                                    cfg.corpus.max_chars, cfg.corpus.heldout_fraction,
-                                    cfg.qa.windows() if cfg.task == "qa" else None)
-    q = cfg.qa
-    qa_columns = ((q.question_column, q.context_column, q.answers_column) if cfg.task == "qa"
-                  else ())
+    settings = _text_settings(cfg, inputs)
+    qa_columns = _qa_columns(cfg)
     return prepare.run_step(folder, inputs.corpus, inputs.labeled, settings,
                             text_column=cfg.corpus.text_column,
                             label_column=cfg.labeled.label_column,
@@ -501,7 +549,7 @@ def _stages(steps: Steps, cfg: Config, data: dict, sources, teacher, shapes: Sha
     markers, pending, previous = [], [], student_init.STEP
     for k, stage in enumerate(cfg.stages):
         rel = stage_plan.stage_folder(k, stage.name)
-        fp = fingerprint(cfg, *stage_keys(k))
+        fp = fingerprint(cfg, *stage_keys(k), inputs=steps.inputs)
         marker = steps.check(rel, fp)
         if marker is not None and not pending:
             marker = steps.verified(rel, marker)
@@ -572,7 +620,8 @@ def check_unchanged(steps: Steps, cfg: Config) -> None:
               ("teacher", _INFERENCE_KEYS), ("student_init", _INIT_KEYS)]
     checks += [(stage_plan.stage_folder(k, s.name), stage_keys(k))
                for k, s in enumerate(cfg.stages)]
-    refuse_changes(steps, [(rel, fingerprint(cfg, *keys)) for rel, keys in checks])
+    refuse_changes(steps, [(rel, fingerprint(cfg, *keys, inputs=steps.inputs))
+                           for rel, keys in checks])
 
 
 def refuse_changes(steps: Steps, checks: list[tuple[str, dict]]) -> None:
@@ -605,7 +654,7 @@ def _teacher(steps: Steps, cfg: Config, inputs: Inputs, data: dict,
     num_labels = None if cfg.task == "qa" else len(label_names)
     if cfg.task == "none" or has_task_head(inputs.teacher_path, num_labels, cfg.task):
         return stage_plan.Teacher(inputs.teacher_path, False)
-    steps.ensure(TEACHER_FINETUNE, fingerprint(cfg, *_TEACHER_KEYS),
+    steps.ensure(TEACHER_FINETUNE, fingerprint(cfg, *_TEACHER_KEYS, inputs=steps.inputs),
                  lambda fp: _finetune_teacher(steps.run, cfg, inputs, data, fp), resumable=True,
                  announce=False)
     return stage_plan.Teacher(TEACHER_FINETUNE, True)

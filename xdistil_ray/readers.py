@@ -94,6 +94,10 @@ def _files_source(path: str, field: str, files: list[str], fs) -> CorpusSource:
     formats = {SUFFIXES[_suffix(p)] for p in files}
     if len(formats) > 1:
         raise ConfigError(f"{field}: {path!r} mixes file formats {sorted(formats)}; use one")
+    sizes = ([os.path.getsize(p) for p in files] if fs is None
+             else [i.size for i in fs.get_file_info(files)])
+    if not any(sizes):
+        raise ConfigError(f"{field}: {path!r}: its {len(files)} file(s) are all empty")
     return CorpusSource("files", path, tuple(files), formats.pop(), fs)
 
 

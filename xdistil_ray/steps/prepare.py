@@ -21,6 +21,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from xdistil_ray import corpus, qa
+from xdistil_ray.errors import ConfigError
 from xdistil_ray.progress import counted, start_actor
 from xdistil_ray.readers import CorpusSource, load_records, read_raw
 from xdistil_ray.runfolder import RunFolder
@@ -394,14 +395,9 @@ def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: 
     """
     result: dict = {"splits": {}, "label_names": []}
     for split, source in sources.items():
-        columns = list(qa_columns) or [text_column] + [c for c in (pair_column, label_column) if c]
-        raw, encoding = load_records(source, columns=columns)
-        rows = pd.DataFrame(_clean_labeled(raw, encoding, text_column, label_column, pair_column,
-                                           task, qa_columns, settings))
-        dropped = rows["reason"][rows["reason"] != ""].value_counts().to_dict()
-        kept = rows[rows["reason"] == ""]
-        if not qa_columns:
-            kept = _known_labels(kept, split, task, result, dropped)
+        rows, kept, dropped = clean_split(split, source, settings, result, text_column=text_column,
+                                          label_column=label_column, pair_column=pair_column,
+                                          task=task, qa_columns=qa_columns)
         kept = kept.assign(key=[corpus.dedup_key(t) for t in _dedup_texts(kept)])
         share = None
         if split == "train" and "dev" not in sources and dev_fraction > 0:
@@ -420,6 +416,54 @@ def prepare_labeled(run: RunFolder, sources: dict[str, CorpusSource], settings: 
                              int(share.sum()), {})
         result["splits"]["dev"] = {**dev, "from_train": dev_fraction}
     return result
+
+
+def clean_split(split: str, source: CorpusSource, settings: TextSettings, result: dict, *,
+                text_column: str, label_column: str, pair_column: str, task: str,
+                qa_columns: tuple = ()) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Reads and cleans one labeled split (the training split first: it sets
+    ``result["label_names"]``); (every row, the kept rows, dropped counts by reason).
+
+    Raises:
+        ConfigError: when no row survives, or the training split has fewer than two labels,
+            naming the split, its reasons, and the columns it was read with: found here, before
+            the corpus pass, and by ``--dry-run``.
+    """
+    columns = list(qa_columns) or [text_column] + [c for c in (pair_column, label_column) if c]
+    raw, encoding = load_records(source, columns=columns)
+    rows = pd.DataFrame(_clean_labeled(raw, encoding, text_column, label_column, pair_column,
+                                       task, qa_columns, settings))
+    if rows.empty:
+        rows = pd.DataFrame({"reason": pd.Series([], dtype=str)})
+    dropped = rows["reason"][rows["reason"] != ""].value_counts().to_dict()
+    kept = rows[rows["reason"] == ""]
+    if not qa_columns and not kept.empty:
+        kept = _known_labels(kept, split, task, result, dropped)
+    field = f"labeled.{split}"
+    if kept.empty:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items())) or "none"
+        hint = (f" (columns read: {', '.join(columns)}; set labeled.text_column / "
+                "labeled.label_column to the file's)" if corpus.MISSING_LABEL in dropped
+                or corpus.MISSING_TEXT in dropped else "")
+        unseen = (" (every label is one the training split does not have)"
+                  if corpus.UNKNOWN_LABEL in dropped else "")
+        raise ConfigError(f"{field}: no row survived cleaning ({len(rows)} rows in from "
+                          f"{source.path!r}; dropped by reason: {reasons}){unseen}{hint}")
+    if split == "train" and task in ("sentence", "pair") and len(result["label_names"]) < 2:
+        raise ConfigError(f"{field}: needs at least 2 classes, found {result['label_names']}")
+    return rows, kept, dropped
+
+
+def check_labeled(sources: dict[str, CorpusSource], settings: TextSettings, *, text_column: str,
+                  label_column: str, pair_column: str = "", task: str = "sentence",
+                  qa_columns: tuple = ()) -> dict[str, int]:
+    """What :func:`prepare_labeled` would keep of each split, without writing anything (the dry
+    run's check); raises its ConfigErrors."""
+    result: dict = {"splits": {}, "label_names": []}
+    return {split: len(clean_split(split, source, settings, result, text_column=text_column,
+                                   label_column=label_column, pair_column=pair_column,
+                                   task=task, qa_columns=qa_columns)[1])
+            for split, source in sources.items()}
 
 
 def _stage_transfer(run: RunFolder, kept: pd.DataFrame) -> int:

@@ -1,0 +1,59 @@
+"""Inputs replaced at the same path are refused like any other change (xdistil_ray/identity.py)."""
+
+import os
+import time
+
+import pytest
+
+from xdistil_ray import identity
+from xdistil_ray.config import ConfigError
+from xdistil_ray.pipeline import Steps, refuse_changed
+from xdistil_ray.readers import resolve_source
+from xdistil_ray.runfolder import RunFolder
+
+
+def test_an_input_identity_follows_its_content_not_its_path(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("one\ntwo\n")
+    first = identity.of_source(resolve_source(str(path), "corpus.path"), str(path))
+    assert first.startswith("1 files, 8 bytes, ")
+    os.utime(path, (time.time() + 100, time.time() + 100))  # touched, same bytes: same input
+    assert identity.of_source(resolve_source(str(path), "corpus.path"), str(path)) == first
+    path.write_text("one\nTWO\n")  # same size, other content
+    assert identity.of_source(resolve_source(str(path), "corpus.path"), str(path)) != first
+    assert identity.of_source(None, "embedded") == "embedded"
+
+
+def test_large_inputs_are_known_by_size_and_time_past_the_hash_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(identity, "HASH_LIMIT", 10)
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("12345\n")  # hashed (6 bytes of the 10)
+    (folder / "b.txt").write_text("abcdefgh\n")  # past the budget: size and mtime
+    src = resolve_source(str(folder), "corpus.path")
+    first = identity.of_source(src, str(folder))
+    os.utime(folder / "b.txt", (1, 1))
+    assert identity.of_source(src, str(folder)) != first
+
+
+def test_a_corpus_replaced_at_the_same_path_is_refused(tmp_path):
+    """The data step's fingerprint holds the corpus's identity: the same config over other
+    files stops with both identities named, before any work."""
+    from xdistil_ray.pipeline import _DATA_KEYS, fingerprint
+    from xdistil_ray.config import load_config
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("a first corpus\n")
+    cfg = load_config(None, [f"output={tmp_path}/run", f"corpus.path={path}"])
+    src = resolve_source(str(path), "corpus.path")
+    ids = {"corpus.path.content": identity.of_source(src, str(path))}
+    run = RunFolder(cfg.output)
+    run.commit("data", {}, fingerprint=fingerprint(cfg, *_DATA_KEYS, inputs=ids))
+    Steps(run, ids).check("data", fingerprint(cfg, *_DATA_KEYS, inputs=ids))  # unchanged
+    path.write_text("another corpus, same path\n")
+    new = {"corpus.path.content": identity.of_source(src, str(path))}
+    with pytest.raises(ConfigError, match=r"corpus.path \(same path, other files: 1 files, 15 "
+                                          r"bytes, \w+ then, 1 files, 26 bytes"):
+        Steps(run, new).check("data", fingerprint(cfg, *_DATA_KEYS, inputs=new))
+    old_marker = {"fingerprint": fingerprint(cfg, *_DATA_KEYS)}  # written before identities
+    refuse_changed(run, "data", old_marker, fingerprint(cfg, *_DATA_KEYS, inputs=new))
