@@ -71,6 +71,7 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost_to: dict | None = None
+        self._made_folder = False
 
     def _body(self) -> bytes:
         return json.dumps({"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
@@ -83,6 +84,7 @@ class Lease:
 
     def acquire(self, take_over: bool = False) -> None:
         """Takes the lease or raises :class:`LeaseHeld`; starts the heartbeat."""
+        self._made_folder = self.run.is_local and not self.run.exists("")
         for _ in range(3):
             if self.run.create_exclusive(LEASE, self._body()) and self._ours():
                 self._start_heartbeat()
@@ -151,6 +153,8 @@ class Lease:
             try:
                 if self._ours():
                     self.run.delete(LEASE)
+                if self._made_folder and not self.run.list_files(""):
+                    self.run.delete("")  # a run stopped before its first write leaves nothing
             except OSError:  # storage gone: the lease expires by itself
                 pass
 
