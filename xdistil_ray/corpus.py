@@ -26,6 +26,8 @@ MISSING_LABEL = "missing_label"
 UNKNOWN_LABEL = "unknown_label"
 TAGS_MISMATCH = "tags_mismatch"
 BAD_ROW = "bad_row"
+TOO_LONG = "too_long"
+"""A JSON line longer than reading keeps (steps/prepare.py max_line_bytes): cut, so not whole."""
 """A .tsv/.csv row whose number of fields differs from its file's first row's."""
 REASONS = (INVALID_UTF8, NUL_BYTE, BAD_JSON, BAD_ROW, MISSING_TEXT, EMPTY, WHITESPACE_ONLY,
            DUPLICATE, MISSING_LABEL, UNKNOWN_LABEL, TAGS_MISMATCH)

@@ -52,6 +52,7 @@ def clean_batch(batch: dict, *, encoding: str, text_column: str, label_column: s
     if dropped)."""
     out = corpus.clean_rows(_raw_rows(batch, encoding), source=encoding, text_column=text_column,
                             label_column=label_column, pair_column=pair_column)
+    _refuse_cut_json(batch, encoding, out, ("text", "text_pair", "label"))
     out["key"] = np.array([b"" if t is None else corpus.dedup_key(t) for t in _dedup_texts(out)],
                           dtype=object)
     return out
@@ -66,9 +67,30 @@ def clean_qa_batch(batch: dict, *, encoding: str, question_column: str, context_
                         fits=lambda q, c: qa.window_problem(tok, q, c, settings.windows),
                         question_column=question_column, context_column=context_column,
                         answers_column=answers_column or "answers")
+    _refuse_cut_json(batch, encoding, out, ("text", "question", "context", "answers"))
     out["key"] = corpus.object_array([b"" if t is None else corpus.dedup_key(t)
                                       for t in out["text"]])
     return out
+
+
+def max_line_bytes(max_chars: int, fmt: str) -> int:
+    """The bytes of a corpus line that reading keeps (:class:`readers.LinesDatasource`): a text
+    line, enough for ``max_chars`` characters of any width and one more, so that a cut line is
+    clipped and counted as truncated like any long one; a JSON line (escapes, other fields),
+    16 times that."""
+    return (4 * max_chars + 4) * (16 if fmt == "jsonl" else 1)
+
+
+def _refuse_cut_json(batch: dict, encoding: str, out: dict, columns: tuple[str, ...]) -> None:
+    """A JSON line cut by :func:`max_line_bytes` is no longer a whole object: counted as
+    ``too_long`` (not ``bad_json``)."""
+    if encoding != "jsonl" or "cut" not in batch or not np.any(batch["cut"]):
+        return
+    for i in np.flatnonzero(np.asarray(batch["cut"], dtype=bool)):
+        out["reason"][i] = corpus.TOO_LONG
+        for c in columns:
+            if c in out:
+                out[c][i] = None
 
 
 def _raw_rows(batch: dict, encoding: str) -> list:
@@ -239,7 +261,9 @@ def _stage_clean(run: RunFolder, source: CorpusSource, name: str, *, text_column
         columns = [text_column] + [c for c in (pair_column, label_column) if c]
         fn, kwargs = clean_batch, dict(text_column=text_column, label_column=label_column,
                                        pair_column=pair_column or None)
-    ds, encoding = read_raw(source, columns=columns)
+    ds, encoding = read_raw(source, columns=columns,
+                            max_line_bytes=max_line_bytes(settings.max_chars, source.fmt)
+                            if settings is not None else 0)
     staging = run.path(_STAGING, name)
     run.delete(_STAGING, name)
     label = f"data: {name} read and cleaned"
