@@ -92,6 +92,46 @@ def test_kuberay_cluster_autoscales_three_worker_groups():
     for name in ("teacher-gpu", "train-gpu"):
         limits = groups[name]["template"]["spec"]["containers"][0]["resources"]["limits"]
         assert int(limits["nvidia.com/gpu"]) >= 1
+    assert check_gpu_pods_have_shm([cluster]) == []
+
+
+def check_gpu_pods_have_shm(docs: list[dict]) -> list[str]:
+    """GPU pods mount a memory-backed /dev/shm (NCCL needs more than a pod's 64 MB)."""
+    problems = []
+    for doc in docs:
+        for group in doc.get("spec", {}).get("workerGroupSpecs", []):
+            pod = group["template"]["spec"]
+            (container,) = pod["containers"]
+            if "nvidia.com/gpu" not in container["resources"].get("limits", {}):
+                continue
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            mounts = [m for m in container.get("volumeMounts", [])
+                      if m["mountPath"] == "/dev/shm"]
+            if not mounts or volumes.get(mounts[0]["name"], {}).get("emptyDir", {}).get(
+                    "medium") != "Memory":
+                problems.append(f"{group['groupName']}: no memory-backed /dev/shm")
+    return problems
+
+
+def test_one_pinned_set_of_versions_installs_everywhere():
+    """setup.sh (CI), the launcher's setup commands and the image install with constraints.txt,
+    which pins every package (a node joining weeks later gets what the others run), and the
+    image's Ray, the RayCluster's rayVersion and the pin agree."""
+    with open(os.path.join(ROOT, "constraints.txt")) as f:
+        pins = dict(line.strip().split("==", 1) for line in f
+                    if "==" in line and not line.startswith("#"))
+    for name in ("ray", "torch", "deepspeed", "transformers", "pyarrow", "datasets", "boto3"):
+        assert name in pins, name
+    assert "+" not in pins["torch"]  # CPU and CUDA builds both satisfy it
+    with open(os.path.join(ROOT, "scripts", "setup.sh")) as f:
+        assert "-c constraints.txt" in f.read()
+    assert any("-c constraints.txt" in c for c in _aws()["setup_commands"])
+    with open(os.path.join(KUBERAY, "Dockerfile")) as f:
+        dockerfile = f.read()
+    assert "-c constraints.txt" in dockerfile
+    assert re.search(r"FROM rayproject/ray:(\S+?)-", dockerfile).group(1) == pins["ray"]
+    (cluster,) = _of_kind("RayCluster")
+    assert cluster["spec"]["rayVersion"] == pins["ray"]
 
 
 def test_kuberay_job_submits_the_pipeline_to_that_cluster():
@@ -161,6 +201,16 @@ def check_aws_lockdown(config: dict) -> list[str]:
     for rule in config["provider"].get("security_group", {}).get("IpPermissions", []):
         if not rule["FromPort"] == rule["ToPort"] == 22:
             problems.append(f"port {rule['FromPort']} open beyond SSH")
+        for r in rule.get("IpRanges", []) + rule.get("Ipv6Ranges", []):
+            if r.get("CidrIp", r.get("CidrIpv6")) in ("0.0.0.0/0", "::/0"):
+                problems.append(f"port {rule['FromPort']} open to the world")
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]["node_config"]["IamInstanceProfile"]["Name"]
+    for name, node in types.items():
+        if name != config["head_node_type"] and \
+                node["node_config"]["IamInstanceProfile"]["Name"] == head:
+            problems.append(f"{name} shares the head's instance profile (EC2 and PassRole "
+                            "rights on machines that run user code)")
     if "disabled" in commands.lower():
         problems.append("authentication disabled")
     return problems
@@ -171,14 +221,15 @@ def check_kuberay_lockdown(docs: list[dict]) -> list[str]:
     for doc in docs:
         spec = doc.get("spec", {})
         head = spec.get("headGroupSpec")
+        if doc.get("kind") == "RayCluster" and spec.get("authOptions", {}).get("mode") != "token":
+            problems.append("RayCluster without authOptions.mode: token (the operator sets "
+                            "the token on every pod and authenticates its own calls)")
         if head:
             public = head.get("rayStartParams", {}).get("dashboard-host") not in (
                 None, "127.0.0.1", "localhost")
             if head.get("serviceType", "ClusterIP") != "ClusterIP":
                 problems.append(f"head service {head['serviceType']} exposes the dashboard")
-            env = head["template"]["spec"]["containers"][0].get("env", [])
-            if public and not any(e.get("name") == "RAY_AUTH_MODE" and e.get("value") == "token"
-                                  for e in env):
+            if public and spec.get("authOptions", {}).get("mode") != "token":
                 problems.append("dashboard on the pod network without token authentication")
         if doc.get("kind") in ("Service", "Ingress") and (
                 doc.get("kind") == "Ingress" or spec.get("type") in ("LoadBalancer", "NodePort")):
@@ -235,3 +286,19 @@ def test_the_security_checks_catch_what_they_are_for():
             d["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] = [
                 {"name": "RAY_AUTH_MODE", "value": "disabled"}]
     assert check_kuberay_lockdown(disabled)
+    no_auth_options = copy.deepcopy(docs)
+    for d in no_auth_options:
+        if d["kind"] == "RayCluster":
+            d["spec"].pop("authOptions")
+    assert check_kuberay_lockdown(no_auth_options)
+    world_ssh = _aws()
+    world_ssh["provider"]["security_group"]["IpPermissions"][0]["IpRanges"][0]["CidrIp"] = \
+        "0.0.0.0/0"
+    assert check_aws_lockdown(world_ssh) == ["port 22 open to the world"]
+    one_profile = _aws()
+    one_profile["available_node_types"]["cpu"]["node_config"]["IamInstanceProfile"]["Name"] = \
+        "xdistil-ray-head"
+    assert check_aws_lockdown(one_profile)
+    no_shm = copy.deepcopy(_of_kind("RayCluster"))
+    no_shm[0]["spec"]["workerGroupSpecs"][2]["template"]["spec"].pop("volumes")
+    assert check_gpu_pods_have_shm(no_shm) == ["train-gpu: no memory-backed /dev/shm"]
