@@ -473,7 +473,8 @@ def clean_split(split: str, source: CorpusSource, settings: TextSettings, result
                   if corpus.UNKNOWN_LABEL in dropped else "")
         raise ConfigError(f"{field}: no row survived cleaning ({len(rows)} rows in from "
                           f"{source.path!r}; dropped by reason: {reasons}){unseen}{hint}")
-    if split == "train" and task in ("sentence", "pair") and len(result["label_names"]) < 2:
+    if split == "train" and task in ("sentence", "pair") and not qa_columns \
+            and len(result["label_names"]) < 2:
         raise ConfigError(f"{field}: needs at least 2 classes, found {result['label_names']}")
     return rows, kept, dropped
 
