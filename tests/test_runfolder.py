@@ -189,3 +189,32 @@ def test_a_complete_step_whose_file_was_cut_or_lost_runs_again(tmp_path, capsys)
     run.delete("data/shard-1.parquet")
     steps.ensure("data", {"x": 1}, step)
     assert len(calls) == 3 and "shard-1.parquet: missing" in capsys.readouterr().out
+
+
+def test_a_step_waits_out_a_storage_outage_and_runs_again(tmp_path, capsys):
+    """A storage error that outlasted the requests' own retries (pyarrow's AWS error text,
+    which a Ray task's error carries) makes the step wait until the store answers and run
+    again, saying so; any other error stops the run as it did."""
+    from xdistil_ray.pipeline import Steps
+
+    run, calls = RunFolder(str(tmp_path)), []
+
+    def flaky(fp):
+        calls.append(fp)
+        if len(calls) == 1:
+            raise OSError("When reading information for key 'x' in bucket 'runs': AWS Error "
+                          "NETWORK_CONNECTION during HeadObject operation: curlCode: 7, "
+                          "Couldn't connect to server")
+        return run.commit("teacher", {}, fingerprint=fp)
+
+    marker = Steps(run).ensure("teacher", {"x": 1}, flaky, resumable=True)
+    out = capsys.readouterr().out
+    assert len(calls) == 2 and marker["fingerprint"] == {"x": 1}
+    assert "teacher: waiting on storage (When reading information for key 'x'" in out
+    assert "teacher: storage answers again after 0 s: resuming the step" in out
+
+    def broken(fp):
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        Steps(run).ensure("other", {"x": 1}, broken)

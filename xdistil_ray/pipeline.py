@@ -274,6 +274,9 @@ class Steps:
             refuse_changed(self.run, rel, started, fp, "half done (it resumes)")
         return None
 
+    def _through_outages(self, rel: str, fp: dict, run_step: Callable[[dict], dict]) -> dict:
+        return _run_through_outages(self.run, rel, fp, run_step)
+
     def verified(self, rel: str, marker: dict | None) -> dict | None:
         """``marker`` when the files it names are all there with their sizes; else None, after
         a console line per bad file and the marker's removal: the step runs again from its
@@ -309,11 +312,39 @@ class Steps:
         started = time.time()
         if announce:
             print(f"[xdistil] {rel}: running", flush=True)
-        marker = run_step(fp)
+        marker = self._through_outages(rel, fp, run_step)
         if announce:
             print(f"[xdistil] {rel}: done in {time.time() - started:.0f}s", flush=True)
         console.sync_logs()
         return marker
+
+
+STORAGE_RETRIES = 3
+"""Times a step runs again after a storage outage that outlasted the requests' retries."""
+
+
+def _run_through_outages(run: RunFolder, rel: str, fp: dict, run_step: Callable[[dict], dict],
+                         wait_s: float | None = None) -> dict:
+    """``run_step(fp)``; after a storage error (an outage longer than the requests' own
+    retries), a console line, a wait until the store answers (up to
+    ``storage.OUTAGE_WAIT_S``), and the step again: a resumable step keeps what it committed
+    (teacher shards, checkpoints), the others start over. Up to :data:`STORAGE_RETRIES`
+    times."""
+    from xdistil_ray import storage
+
+    for attempt in range(STORAGE_RETRIES + 1):
+        try:
+            return run_step(fp)
+        except Exception as e:  # noqa: BLE001 - only storage errors are retried
+            if attempt == STORAGE_RETRIES or not storage.is_storage_error(e):
+                raise
+            print(f"[xdistil] {rel}: waiting on storage ({storage.first_line(e)}); the step "
+                  "resumes once it answers", flush=True)
+            waited = storage.wait_until_reachable(
+                run.uri, run.options, storage.OUTAGE_WAIT_S if wait_s is None else wait_s)
+            print(f"[xdistil] {rel}: storage answers again after {waited:.0f} s: resuming the "
+                  "step", flush=True)
+    raise AssertionError("unreachable")
 
 
 RAY_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "2", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}

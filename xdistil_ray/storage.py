@@ -214,3 +214,35 @@ def _explain(e: OSError, where: str, bucket: str, options: StorageOptions,
             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or the instance role) and the bucket's "
             "permissions.")
     return StorageError(f"{where}: storage error{doing}: {text}")
+
+
+OUTAGE_WAIT_S = 600.0
+"""How long a step waits for the store to answer again after a storage error that outlasted
+the requests' own retries (``storage.max_attempts``, about a minute), before it gives up."""
+
+
+def is_storage_error(e: BaseException) -> bool:
+    """Whether ``e`` (or what it wraps: a Ray task's error carries its cause's text) is the
+    object store failing to answer, as opposed to a bug or a bad input."""
+    text = str(e)
+    return "AWS Error" in text or "curlCode" in text
+
+
+def first_line(e: BaseException) -> str:
+    lines = [line for line in str(e).splitlines() if "AWS Error" in line] or str(e).splitlines()
+    return lines[0].strip()[:200] if lines else type(e).__name__
+
+
+def wait_until_reachable(uri: str, options: StorageOptions, wait_s: float = OUTAGE_WAIT_S,
+                         poll_s: float = 5.0) -> float:
+    """Blocks until :func:`check_access` passes for ``uri``; the seconds waited. Raises its
+    StorageError after ``wait_s``."""
+    start = time.time()
+    while True:
+        try:
+            check_access(uri, options)
+            return time.time() - start
+        except StorageError:
+            if time.time() - start > wait_s:
+                raise
+            time.sleep(poll_s)

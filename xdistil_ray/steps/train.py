@@ -137,29 +137,13 @@ def fit_through_storage_outages(fit, run: RunFolder, rel: str, retries: int,
         try:
             return fit()
         except TrainingFailedError as e:
-            if attempt == retries or not _is_storage_error(e):
+            if attempt == retries or not storage.is_storage_error(e):
                 raise
-            print(f"[xdistil] {rel}: storage failed under training ({_first_line(e)}); "
-                  "resuming from the newest checkpoint once it answers", flush=True)
-            deadline = time.time() + wait_s
-            while True:
-                try:
-                    storage.check_access(run.uri, run.options)
-                    break
-                except storage.StorageError:
-                    if time.time() > deadline:
-                        raise
-                    time.sleep(5)
-
-
-def _is_storage_error(e: BaseException) -> bool:
-    text = str(e)
-    return "AWS Error" in text or "curlCode" in text
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line for line in str(e).splitlines() if "AWS Error" in line] or str(e).splitlines()
-    return lines[0][:200] if lines else type(e).__name__
+            print(f"[xdistil] {rel}: storage failed under training ({storage.first_line(e)}); "
+                  "waiting on storage, then resuming from the newest checkpoint", flush=True)
+            waited = storage.wait_until_reachable(run.uri, run.options, wait_s)
+            print(f"[xdistil] {rel}: storage answers again after {waited:.0f} s: resuming",
+                  flush=True)
 
 
 def _targets(spec: StageSpec) -> str:
