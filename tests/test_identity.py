@@ -57,3 +57,16 @@ def test_a_corpus_replaced_at_the_same_path_is_refused(tmp_path):
         Steps(run, new).check("data", fingerprint(cfg, *_DATA_KEYS, inputs=new))
     old_marker = {"fingerprint": fingerprint(cfg, *_DATA_KEYS)}  # written before identities
     refuse_changed(run, "data", old_marker, fingerprint(cfg, *_DATA_KEYS, inputs=new))
+
+
+def test_the_same_files_elsewhere_have_the_same_identity(tmp_path):
+    """An input's identity is its files' names below its root, sizes and content: a copy at
+    another path is the same input (the path itself is a config field, checked as such)."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part-0.txt").write_text("same rows\n")
+    ids = {identity.of_source(resolve_source(str(tmp_path / n), "corpus.path"), "x")
+           for n in ("a", "b")}
+    files = {identity.of_source(resolve_source(str(tmp_path / n / "part-0.txt"), "corpus.path"),
+                                "x") for n in ("a", "b")}
+    assert len(ids) == 1 and len(files) == 1

@@ -80,8 +80,11 @@ def of_source(source: CorpusSource | None, value: str) -> str:
     if source.fs is not None and not isinstance(source.fs, pafs.LocalFileSystem):
         return digest(_remote_entries(source.fs, list(source.files)))
     entries, budget = [], [HASH_LIMIT]
-    for path in source.files:
-        entries += [(posixpath.join(path, n) if n else path, s, m)
+    root = source.path if os.path.isdir(source.path) else os.path.dirname(source.path)
+    for path in source.files:  # named below the input's root: its identity is not its path
+        base = os.path.relpath(path, root) if root and path.startswith(root) else \
+            os.path.basename(path)
+        entries += [(posixpath.join(base, n) if n else base, s, m)
                     for n, s, m in _local_entries(path, budget)]
     return digest(entries)
 

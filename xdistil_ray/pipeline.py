@@ -236,9 +236,12 @@ def refuse_changed(run: RunFolder, rel: str, marker: dict, fp: dict, state: str 
     defaults = _flat(config_mod.to_dict(config_mod.Config()))
     # An input's identity that the marker lacks (written before identities were recorded) is
     # unknown, not changed.
-    changed = sorted(k for k in set(old) | set(fp)
-                     if old.get(k, defaults.get(k)) != fp.get(k)
-                     and not (k.endswith("." + CONTENT) and k not in old))
+    changed = {k for k in set(old) | set(fp)
+               if old.get(k, defaults.get(k)) != fp.get(k)
+               and not (k.endswith("." + CONTENT) and k not in old)}
+    # An input at another path is named once, as its path.
+    changed = sorted(k for k in changed
+                     if not (k.endswith("." + CONTENT) and k[:-len(CONTENT) - 1] in changed))
     if changed:
         raise ConfigError(
             f"{run.uri}: step {rel!r} is {state} but these fields changed since: "
