@@ -65,7 +65,8 @@ def _derived_state(run: RunFolder, rel: str, fp: dict) -> str:
     marker = run.marker(rel)
     if marker is None:
         return "to run"
-    return "complete" if marker.get("fingerprint") == fp else "to run (again: its inputs changed)"
+    return ("to run (again: its inputs changed)"
+            if pipeline.changed_fields(marker.get("fingerprint", {}), fp) else "complete")
 
 
 def _pool(inf) -> str:

@@ -228,20 +228,25 @@ def stage_keys(k: int) -> tuple[str, ...]:
             + ("train.min_stage_steps", "corpus.with_labeled"))
 
 
+def changed_fields(old: dict, fp: dict) -> list[str]:
+    """The fields of fingerprint ``fp`` that differ from ``old`` (a marker's). A field ``old``
+    does not name (added to the config since) counts as its default; an input's identity that
+    it lacks (written before identities were recorded) is unknown, not changed; an input at
+    another path is named once, as its path."""
+    defaults = _flat(config_mod.to_dict(config_mod.Config()))
+    changed = {k for k in set(old) | set(fp)
+               if old.get(k, defaults.get(k)) != fp.get(k)
+               and not (k.endswith("." + CONTENT) and k not in old)}
+    return sorted(k for k in changed
+                  if not (k.endswith("." + CONTENT) and k[:-len(CONTENT) - 1] in changed))
+
+
 def refuse_changed(run: RunFolder, rel: str, marker: dict, fp: dict, state: str = "complete") -> None:
     """Raises ConfigError naming the fields that changed since ``rel`` was committed (or
     started). A field the marker does not name (added to the config since) counts as its
     default: a run folder of an older version resumes while the new field keeps its default."""
     old = marker.get("fingerprint", {})
-    defaults = _flat(config_mod.to_dict(config_mod.Config()))
-    # An input's identity that the marker lacks (written before identities were recorded) is
-    # unknown, not changed.
-    changed = {k for k in set(old) | set(fp)
-               if old.get(k, defaults.get(k)) != fp.get(k)
-               and not (k.endswith("." + CONTENT) and k not in old)}
-    # An input at another path is named once, as its path.
-    changed = sorted(k for k in changed
-                     if not (k.endswith("." + CONTENT) and k[:-len(CONTENT) - 1] in changed))
+    changed = changed_fields(old, fp)
     if changed:
         raise ConfigError(
             f"{run.uri}: step {rel!r} is {state} but these fields changed since: "
@@ -304,7 +309,7 @@ class Steps:
         changed, instead of refusing. Without ``announce`` the step prints its own start and
         end (training stages: their workers do)."""
         marker = self.verified(rel, self.run.marker(rel) if derived else self.check(rel, fp))
-        if marker is not None and derived and marker.get("fingerprint") != fp:
+        if marker is not None and derived and changed_fields(marker.get("fingerprint", {}), fp):
             print(f"[xdistil] {rel}: settings changed, measuring again", flush=True)
             marker = None
         if marker is not None:
