@@ -1,6 +1,6 @@
 """Benchmark: distillation quality, from runs it makes, on the embedded tasks and on a real one.
 
-    .venv/bin/python benchmarks/quality.py [--parts embedded real methods ablation]
+    .venv/bin/python benchmarks/quality.py [--parts embedded real ood methods ablation]
         [--workdir runs/quality] [--corpus-rows 20000] [--budget 600]
 
 Prints, per run: the teacher's and the student's dev score (accuracy; entity F1 for tags), the
