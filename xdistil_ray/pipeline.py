@@ -546,9 +546,7 @@ def check_labeled(cfg: Config, inputs: Inputs) -> dict[str, int]:
     from xdistil_ray.steps import prepare
 
     sources = {k: v for k, v in inputs.labeled.items() if v is not None}
-    if not sources:
-        return {}
-    if "train" not in sources:  # the dev split's labels are checked against train's
+    if "train" not in sources:  # none, or only dev: its labels are checked against train's
         return {}
     return prepare.check_labeled(
         sources, _text_settings(cfg, inputs), text_column=cfg.labeled.text_column,

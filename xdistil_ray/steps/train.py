@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import posixpath
-import time
 from dataclasses import dataclass
 
 from xdistil_ray.runfolder import RunFolder
