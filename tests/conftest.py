@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random BERT models for fast tests, and the real teacher's path."""
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -65,6 +66,10 @@ def s3(tmp_path_factory):
     server.stop()
 
 
+_SHARED_RAY: list = []
+"""Holds True while the session's shared local Ray (``ray_local``) is up."""
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray on loopback, shared by the integration tests of one session."""
@@ -74,5 +79,20 @@ def ray_local():
 
     apply_ray_env(local=True)  # as the jobs' own local Ray (pipeline.init_ray)
     ray.init(num_cpus=2, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
+    _SHARED_RAY.append(True)
     yield
+    _SHARED_RAY.clear()
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _leaves_no_ray_behind(request):
+    """Fails the test that leaves a Ray of its own connected in this process: the next
+    ``ray_local`` would find it and every integration test after it would error."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is None or _SHARED_RAY or not hasattr(ray, "is_initialized"):
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+        pytest.fail(f"{request.node.nodeid} left Ray initialized in the test process")

@@ -175,3 +175,6 @@ def test_bad_inputs_are_refused_by_the_dry_run_and_before_the_corpus_pass(tmp_pa
     with pytest.raises(ConfigError, match=message):
         pipeline.run(cfg)  # the labeled splits are cleaned before the corpus is read
     assert not (tmp_path / "run" / "data" / "corpus").exists()
+    import ray
+
+    assert not ray.is_initialized(), "a refused input started Ray"

@@ -59,7 +59,7 @@ def test_run_folder_commits_and_reads_on_s3(s3_run, tmp_path):
     assert out == str(tmp_path / "copy")
     # A file that the marker names but that changed size is refused.
     run.write_bytes("step/a.json", b"{}")
-    with pytest.raises(RuntimeError, match="named by COMPLETE"):
+    with pytest.raises(RuntimeError, match="a.json: 2 bytes, COMPLETE says 12"):
         run.committed_files("step")
     run.delete("step")
     assert not run.exists("step", MARKER)

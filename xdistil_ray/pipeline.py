@@ -457,10 +457,10 @@ def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
     check_unchanged(steps, cfg)
     folder.write_text("config.yaml", config_mod.dump_yaml(cfg))
     console.attach_run(folder)
-    init_ray(cfg)
 
     data = steps.ensure(prepare.STEP, fingerprint(cfg, *_DATA_KEYS, inputs=steps.inputs),
                         lambda fp: _prepare(folder, cfg, inputs, fp))
+    init_ray(cfg)  # done already where the data step ran its corpus pass
     check_data(cfg, data)
     label_names = teacher_label_order(inputs.teacher_path, data["labeled"]["label_names"],
                                       cfg.task)
@@ -570,7 +570,8 @@ def _prepare(folder: RunFolder, cfg: Config, inputs: Inputs, fp: dict) -> dict:
                             if cfg.task == "pair" else "", task=cfg.task,
                             dev_fraction=cfg.labeled.dev_fraction,
                             progress_every_s=cfg.progress_every_s, qa_columns=qa_columns,
-                            with_labeled=cfg.corpus.with_labeled)
+                            with_labeled=cfg.corpus.with_labeled,
+                            start_ray=lambda: init_ray(cfg))
 
 
 STAGES_RAY = "stages"

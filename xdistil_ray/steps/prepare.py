@@ -560,11 +560,13 @@ def run_step(run: RunFolder, corpus_source: CorpusSource | None,
              text_column: str, label_column: str, labeled_text_column: str, rows_per_shard: int, fingerprint: dict, pair_column: str = "",
              labeled_pair_column: str = "", task: str = "sentence", dev_fraction: float = 0.0,
              progress_every_s: float = 10.0, qa_columns: tuple[str, str, str] = (),
-             with_labeled: bool = True) -> dict:
+             with_labeled: bool = True, start_ray=lambda: None) -> dict:
     """Runs the step and commits ``data/``; returns the marker. The transfer set is
     ``corpus_source`` (may be None) and, ``with_labeled``, the labeled training rows (less a
     dev share carved from them); extractive QA (``qa_columns``: question, context, answers):
-    the training set's questions."""
+    the training set's questions. The labeled splits are read and checked on the driver;
+    ``start_ray`` is called after them, before the corpus pass (a refused split starts no
+    Ray)."""
     start = time.time()
     labeled = {"splits": {}, "label_names": []}
     if labeled_sources:
@@ -578,6 +580,7 @@ def run_step(run: RunFolder, corpus_source: CorpusSource | None,
         exclude = frozenset(pq.read_table(run.path(f"{LABELED}/dev", dev["files"][0]["file"]),
                                           columns=["example"], filesystem=run.fs)
                             .column(0).to_pylist())
+    start_ray()
     stats = prepare_corpus(run, corpus_source, settings, text_column=text_column,
                            rows_per_shard=rows_per_shard,
                            pair_column=pair_column, progress_every_s=progress_every_s,
