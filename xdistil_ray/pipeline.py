@@ -414,11 +414,20 @@ def apply_ray_env(local: bool) -> dict[str, str]:
 
 def init_ray(cfg: Config) -> None:
     """Connects to the cluster (``ray.address``, or the one a ``ray job submit`` runs in), or
-    starts a local Ray on loopback."""
+    starts a local Ray on loopback; then refuses work the cluster could never place and local
+    paths its other machines would not see (:func:`xdistil_ray.placement.check`)."""
     import ray
 
-    if ray.is_initialized():
-        return
+    from xdistil_ray import placement
+
+    if not ray.is_initialized():
+        _connect(cfg)
+    placement.check(cfg, placement.snapshot())
+
+
+def _connect(cfg: Config) -> None:
+    import ray
+
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS", "")
     env = apply_ray_env(local=not address)
     if address:
