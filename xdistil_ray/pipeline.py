@@ -82,7 +82,7 @@ def resolve_inputs(cfg: Config, folder: RunFolder, generate: bool = True) -> Inp
     corpus = source(cfg.corpus.path, "corpus.path") if cfg.corpus.path else None
     if cfg.task == "qa" and corpus and corpus.fmt == "txt":
         raise ConfigError("corpus.path: a QA corpus needs .jsonl/.json/.parquet rows with a "
-                          f"question and a context (qa.question_column, qa.context_column)")
+                          "question and a context (qa.question_column, qa.context_column)")
     if cfg.task == "pair" and ((corpus and corpus.fmt == "txt") or not cfg.corpus.text_pair_column):
         raise ConfigError("corpus.text_pair_column: a pair task's corpus needs .jsonl/.parquet "
                           "rows with both sentences (corpus.text_column, corpus.text_pair_column)")
