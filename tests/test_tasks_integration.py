@@ -12,7 +12,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from xdistil_ray.config import ConfigError, load_config
 from xdistil_ray.embedded_data import write_embedded_data
