@@ -70,3 +70,28 @@ def test_the_same_files_elsewhere_have_the_same_identity(tmp_path):
     files = {identity.of_source(resolve_source(str(tmp_path / n / "part-0.txt"), "corpus.path"),
                                 "x") for n in ("a", "b")}
     assert len(ids) == 1 and len(files) == 1
+
+
+def test_a_model_replaced_at_the_same_path_refuses_the_fine_tuning_job(tmp_path):
+    """jobs/finetune.py's steps hold the model's and the labeled splits' identities: a student
+    exported again to the same folder is refused before any work."""
+    from xdistil_ray import finetune
+    from xdistil_ray.config import FinetuneJob, load_config
+    from xdistil_ray.pipeline import fingerprint
+
+    model = tmp_path / "student"
+    model.mkdir()
+    (model / "config.json").write_text('{"num_hidden_layers": 2}')
+    (model / "model.safetensors").write_bytes(b"\x00" * 64)
+    cfg = load_config(None, [f"output={tmp_path}/run", f"model={model}"], kind=FinetuneJob)
+    run = RunFolder(cfg.output)
+    sources = finetune._labeled_sources(run, cfg)
+    assert set(sources) == {"train", "dev"}  # the embedded splits, written into the run
+    ids = finetune._identities(cfg, str(model), sources)
+    assert set(ids) == {"model.content", "labeled.train.content", "labeled.dev.content"}
+    run.commit("data", {}, fingerprint=fingerprint(cfg, *finetune._DATA_KEYS, inputs=ids))
+    assert finetune._identities(cfg, str(model), finetune._labeled_sources(run, cfg)) == ids
+    (model / "model.safetensors").write_bytes(b"\x01" * 64)  # new weights, same size
+    new = finetune._identities(cfg, str(model), sources)
+    with pytest.raises(ConfigError, match=r"model \(same path, other files"):
+        Steps(run, new).check("data", fingerprint(cfg, *finetune._DATA_KEYS, inputs=new))

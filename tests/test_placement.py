@@ -112,3 +112,14 @@ def test_the_local_rays_shape_is_read_and_checked(ray_local, tmp_path):
     check(_cfg(tmp_path), shape)
     with pytest.raises(ConfigError, match=r"teacher.inference .* offers GPU, so"):
         check(_cfg(tmp_path, "teacher.inference.num_gpus_per_actor=1"), shape)
+
+
+def test_a_fine_tuning_job_is_checked_for_its_workers_and_output(tmp_path):
+    from xdistil_ray.config import FinetuneJob
+
+    cfg = load_config(None, [f"output={tmp_path}/run", f"model={tmp_path}"], kind=FinetuneJob)
+    check(cfg, LAPTOP)  # its model is read by the driver: a local one is fine anywhere
+    with pytest.raises(ConfigError, match=r"^output: .* is a local path"):
+        check(cfg, _autoscaling("10.0.0.5"), mounts=[("/", "ext4")])
+    with pytest.raises(ConfigError, match=r"^train .* offers GPU, so"):
+        check(load_config(None, ["train.use_gpu=true"], kind=FinetuneJob), LAPTOP)

@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 
-from xdistil_ray import console, pipeline, stage_plan, storage
+from xdistil_ray import console, identity, pipeline, stage_plan, storage
 from xdistil_ray.config import EMBEDDED, ConfigError, FinetuneJob, dump_yaml
 from xdistil_ray.readers import resolve_source
 from xdistil_ray.runfolder import RunFolder
@@ -60,9 +60,8 @@ def _looks_like_a_path(path: str) -> bool:
             or ("/" in path and os.path.isdir(os.path.dirname(path))))
 
 
-def _prepare(run: RunFolder, cfg: FinetuneJob, model_path: str, fp: dict) -> dict:
-    from xdistil_ray.steps import prepare
-
+def _labeled_sources(run: RunFolder, cfg: FinetuneJob) -> dict:
+    """The labeled splits, resolved (the embedded ones written into the run folder)."""
     embedded = {}
     if EMBEDDED in (cfg.labeled.train, cfg.labeled.dev):
         embedded = pipeline.embedded_inputs(cfg, run)
@@ -73,6 +72,24 @@ def _prepare(run: RunFolder, cfg: FinetuneJob, model_path: str, fp: dict) -> dic
             sources[split] = resolve_source(embedded[split] if value == EMBEDDED else value,
                                             f"labeled.{split}", cfg.storage_options(),
                                             split=getattr(cfg.labeled, f"{split}_split"))
+    return sources
+
+
+def _identities(cfg: FinetuneJob, model_path: str, sources: dict) -> dict[str, str]:
+    """The fingerprint entries of the job's inputs: the model (a replaced student at the same
+    path is refused) and the labeled splits."""
+    out = {f"model.{identity.CONTENT}": identity.of_model(cfg.model, model_path,
+                                                          cfg.storage_options())}
+    for split, source in sources.items():
+        out[f"labeled.{split}.{identity.CONTENT}"] = identity.of_source(
+            source, getattr(cfg.labeled, split))
+    return out
+
+
+def _prepare(run: RunFolder, cfg: FinetuneJob, model_path: str, sources: dict,
+             fp: dict) -> dict:
+    from xdistil_ray.steps import prepare
+
     settings = prepare.TextSettings(model_path, cfg.max_length, max(20_000, cfg.max_length), 0.0)
     pair = cfg.labeled.text_pair_column if cfg.task == "pair" else ""
     start = time.time()
@@ -128,16 +145,18 @@ def _run(cfg: FinetuneJob, folder: RunFolder, started: float) -> dict:
     from xdistil_ray.steps import evaluate, export, report, train
 
     print(f"[xdistil] run folder: {folder.uri}", flush=True)
-    steps = pipeline.Steps(folder)
-    data_fp = pipeline.fingerprint(cfg, *_DATA_KEYS)
-    stage_fp = pipeline.fingerprint(cfg, *_STAGE_KEYS)
-    pipeline.refuse_changes(steps, [("data", data_fp), (INIT, data_fp), (STAGE, stage_fp)])
     with tempfile.TemporaryDirectory() as tmp:
         model_path = local_model(cfg, tmp)
+        sources = _labeled_sources(folder, cfg)
+        steps = pipeline.Steps(folder, _identities(cfg, model_path, sources))
+        data_fp = pipeline.fingerprint(cfg, *_DATA_KEYS, inputs=steps.inputs)
+        stage_fp = pipeline.fingerprint(cfg, *_STAGE_KEYS, inputs=steps.inputs)
+        pipeline.refuse_changes(steps, [("data", data_fp), (INIT, data_fp), (STAGE, stage_fp)])
         folder.write_text("config.yaml", dump_yaml(cfg))
         console.attach_run(folder)
         pipeline.init_ray(cfg)
-        data = steps.ensure("data", data_fp, lambda fp: _prepare(folder, cfg, model_path, fp))
+        data = steps.ensure("data", data_fp,
+                            lambda fp: _prepare(folder, cfg, model_path, sources, fp))
         _check_data(cfg, data)
         label_names = data["labeled"]["label_names"]
         steps.ensure(INIT, data_fp, lambda fp: _init(folder, cfg, model_path, fp))

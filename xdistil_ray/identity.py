@@ -94,6 +94,17 @@ def of_folder(path: str) -> str:
     return digest(_local_entries(path)) if os.path.isdir(path) else path
 
 
+def of_model(value: str, local_path: str, options) -> str:
+    """The identity of a model to fine-tune: an ``s3://`` folder by its listing (its local copy
+    is new each run), a local folder by its files, a hub id by its name."""
+    from xdistil_ray import storage
+
+    if storage.is_remote(value):
+        fs, root = storage.filesystem(value.rstrip("/"), options)
+        return digest(_remote_entries(fs, [root]))
+    return of_folder(local_path)
+
+
 def of_inputs(cfg, inputs) -> dict[str, str]:
     """The fingerprint entries of a run's inputs (:class:`xdistil_ray.pipeline.Inputs`)."""
     out = {f"teacher.model.{CONTENT}": ("embedded" if cfg.teacher.model == "embedded"

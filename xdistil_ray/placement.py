@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 
 from xdistil_ray import storage
-from xdistil_ray.config import EMBEDDED, Config, ConfigError
+from xdistil_ray.config import EMBEDDED, ConfigError
 
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph",
                        "glusterfs", "9p", "virtiofs", "wekafs", "fuse")
@@ -83,12 +83,15 @@ def snapshot() -> ClusterShape:
                         frozenset(n.name for n in nodes), nodes, types)
 
 
-def bundles(cfg: Config) -> dict[str, dict[str, float]]:
+def bundles(cfg) -> dict[str, dict[str, float]]:
     """What each kind of the run's Ray work asks for, by the config fields that set it."""
-    inf, train = cfg.teacher.inference, cfg.train
-    asked = {
-        "teacher.inference (each teacher actor)": {
-            "CPU": inf.num_cpus_per_actor, "GPU": inf.num_gpus_per_actor, **inf.resources},
+    train = cfg.train
+    asked = {}
+    if hasattr(cfg, "teacher"):  # a distillation run (a fine-tuning job has no teacher)
+        inf = cfg.teacher.inference
+        asked["teacher.inference (each teacher actor)"] = {
+            "CPU": inf.num_cpus_per_actor, "GPU": inf.num_gpus_per_actor, **inf.resources}
+    asked |= {
         "train (each training worker)": {
             "CPU": train.cpus_per_worker, "GPU": 1.0 if train.use_gpu else 0.0,
             **train.resources_per_worker},
@@ -109,12 +112,13 @@ def unplaceable(shape: ClusterShape, bundle: dict[str, float]) -> str:
     return "no single node or node type of this cluster has all of it"
 
 
-def local_paths(cfg: Config) -> dict[str, str]:
+def local_paths(cfg) -> dict[str, str]:
     """The config's local paths that nodes other than the driver's read or write: the run
     folder, the corpus (read by Ray Data tasks), the teacher (loaded by its actors and the
     training workers); labeled splits are read by the driver."""
-    paths = {"output": cfg.output, "corpus.path": cfg.corpus.path,
-             "teacher.model": cfg.teacher.model}
+    paths = {"output": cfg.output}
+    if hasattr(cfg, "teacher"):  # a fine-tuning job's model is read by its driver
+        paths |= {"corpus.path": cfg.corpus.path, "teacher.model": cfg.teacher.model}
     found = {}
     for name, value in paths.items():
         if not value or value == EMBEDDED or storage.is_remote(value) \
@@ -159,7 +163,7 @@ def _shared(path: str, mounts) -> bool:
                for p in {sys.prefix, sys.base_prefix})
 
 
-def check(cfg: Config, shape: ClusterShape, mounts: list[tuple[str, str]] | None = None) -> None:
+def check(cfg, shape: ClusterShape, mounts: list[tuple[str, str]] | None = None) -> None:
     """Raises ConfigError for work that could never be placed on ``shape``, or a local path
     that its other machines would not see."""
     offered = sorted({r for n in shape.nodes + shape.node_types for r in n.resources
