@@ -122,4 +122,5 @@ def test_a_fine_tuning_job_is_checked_for_its_workers_and_output(tmp_path):
     with pytest.raises(ConfigError, match=r"^output: .* is a local path"):
         check(cfg, _autoscaling("10.0.0.5"), mounts=[("/", "ext4")])
     with pytest.raises(ConfigError, match=r"^train .* offers GPU, so"):
-        check(load_config(None, ["train.use_gpu=true"], kind=FinetuneJob), LAPTOP)
+        check(load_config(None, [f"model={tmp_path}", "train.use_gpu=true"], kind=FinetuneJob),
+              LAPTOP)
