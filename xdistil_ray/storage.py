@@ -40,7 +40,10 @@ class StorageOptions:
     """Empty = ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, else ``us-east-1``."""
     max_attempts: int = 10
     """Attempts per request, with jittered exponential backoff capped at 20 s (AWS's standard
-    retry mode; 10 attempts ride out about a minute of outage)."""
+    retry mode). With 10, a request to a store that is down gives up after 59-75 s (a read),
+    76-84 s (a write), 18-25 s (boto3's conditional put of the lease), against 0.4-2.3 s with
+    the SDKs' 3 (``benchmarks/storage_outage.py``); a longer outage is waited out by the step
+    (``storage.OUTAGE_WAIT_S``)."""
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 60.0
 
@@ -218,7 +221,7 @@ def _explain(e: OSError, where: str, bucket: str, options: StorageOptions,
 
 OUTAGE_WAIT_S = 600.0
 """How long a step waits for the store to answer again after a storage error that outlasted
-the requests' own retries (``storage.max_attempts``, about a minute), before it gives up."""
+the requests' own retries (``storage.max_attempts``: about a minute), before it gives up."""
 
 
 def is_storage_error(e: BaseException) -> bool:
