@@ -44,6 +44,8 @@ def written(tmp_path):
                        "truncated": 0, "heldout": 1044, "shards": [{}] * 6},
             "labeled": {"splits": {"train": {"kept": 2000, "files": []}},
                         "label_names": ["negative", "positive"]}}
+    run.write_text("student/config.json", "{}")  # the exported student, committed
+    run.commit("student", params=4782722, fingerprint={"student.num_layers": 4})
     stages = [_stage("representation", ["representation"], 0.39, 0.026),
               _stage("logits", ["logits"], 0.58, 0.008)]
     out = report.write(run, load_config(), stage_folders=[
@@ -131,3 +133,53 @@ def test_a_qa_report_counts_questions_and_windows(written):
     assert "(1044 held-out transfer questions)" in md and "1044 questions held out" in md
     assert "for 20800 windows in 84s" in md
     assert "retained (dev F1)" in md
+
+
+def test_the_students_model_card_carries_the_reports_figures(written):
+    """<run>/student/README.md in the Hub's format: its metadata parsed by huggingface_hub,
+    the metrics equal to report.json's, the card committed with the folder."""
+    from huggingface_hub import ModelCard
+
+    root, out = written
+    card = ModelCard.load(str(root / "student" / "README.md"))
+    data = card.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "text-classification"
+    assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2"  # the embedded teacher
+    assert data.model_name == "run" and "knowledge-distillation" in data.tags
+    results = {r.metric_name: r.metric_value for r in data.eval_results}
+    e = out["eval"]
+    assert results == {"dev accuracy": round(e["student_accuracy"], 4),
+                       "dev macro-F1": round(e["student_macro_f1"], 4),
+                       "agreement with the teacher (held-out transfer set)":
+                           round(e["agreement"], 4)}
+    assert {r.task_type for r in data.eval_results} == {"text-classification"}
+    assert {r.dataset_split for r in data.eval_results} == {"dev"}
+    text = card.text
+    assert "4.7x fewer parameters, 6.0x faster on CPU at batch 1" in text
+    assert "97.2% of the teacher's dev accuracy" in text
+    assert "| representation | representation | stored | none | 300 | 0.0260 |" in text
+    assert "AutoModelForSequenceClassification.from_pretrained(folder)" in text
+    marker = RunFolder(str(root)).marker("student")
+    assert marker["files"]["README.md"] == (root / "student" / "README.md").stat().st_size
+    assert marker["files"]["config.json"] == 2 and marker["params"] == 4782722
+    assert marker["fingerprint"] == {"student.num_layers": 4}
+
+
+def test_a_fine_tuned_models_card(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from xdistil_ray import model_card
+    from xdistil_ray.config import FinetuneJob
+
+    cfg = load_config(None, ["model=runs/agnostic/student", "task=token"], kind=FinetuneJob)
+    rep = {"task": "token", "init": "pretrained",
+           "data": {"labeled": {"train": {"kept": 800}}, "label_names": ["O", "B-PER"]},
+           "finetune": {"steps": 120}, "eval": {"entity_f1": 0.8123, "word_accuracy": 0.95},
+           "size": {"num_layers": 2, "hidden_size": 128, "params": 1.2e6}}
+    card = ModelCard(model_card.finetune_card(rep, cfg, "tagger"))
+    assert card.data.pipeline_tag == "token-classification"
+    assert card.data.base_model is None  # a local folder is no hub id
+    assert {r.metric_name: r.metric_value for r in card.data.eval_results} == {
+        "dev entity F1": 0.8123, "dev word accuracy": 0.95}
+    assert "| fine-tuned | 2 x 128 | 1.2M | 81.2% | 95.0% |" in card.text
+    assert "AutoModelForTokenClassification" in card.text

@@ -186,6 +186,7 @@ def _run(cfg: FinetuneJob, folder: RunFolder, started: float) -> dict:
                 label_names=label_names), derived=True)
     train.clean_checkpoints(folder, STAGE, [STAGE])
     out = report.write_finetune(folder, cfg, data=data, stage=stage, evaluation=result,
-                                stage_folder=STAGE, seconds=round(time.time() - started, 1))
+                                stage_folder=STAGE, seconds=round(time.time() - started, 1),
+                                model_rel=MODEL)
     print(report.finetune_summary(folder, out, MODEL), flush=True)
     return out

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import posixpath
 
-from xdistil_ray import plots
+from xdistil_ray import model_card, plots
 from xdistil_ray.config import Config
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.checkpoint import LOSSES_FILE
 
 LOSS_PLOT = "loss_curves.png"
 SPEED_PLOT = "speed_size.png"
+STUDENT = "student"
+"""The exported student's folder (steps/export.py's ``STEP``), which gets the model card."""
 
 
 def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[dict],
@@ -93,7 +95,7 @@ def retained(e: dict) -> dict | None:
     return {"metric": key, "share": student / teacher if teacher else None}
 
 
-def _results_table(report: dict) -> list[str]:
+def results_table(report: dict) -> list[str]:
     """Teacher beside student: shape, parameters, size, speedups, task scores, fidelity."""
     e, sz, cpu = report["eval"], report["size"], report["speed"]["cpu"]
     t, s = report["teacher"], report["student"]
@@ -146,7 +148,7 @@ def _fidelity_lines(e: dict) -> list[str]:
     return lines
 
 
-def _speed_table(report: dict) -> list[str]:
+def speed_table(report: dict) -> list[str]:
     sz, sp = report["size"], report["speed"]
     lines = [_row(["", "teacher", "student", "student vs teacher"]),
              _row(["---", "---:", "---:", "---:"]),
@@ -189,14 +191,14 @@ def markdown(report: dict) -> str:
         f"# xdistil_ray report: {report['task']} task, L{report['teacher']['num_layers']}-"
         f"H{report['teacher']['hidden_size']} teacher -> L{s['num_layers']}-H{s['hidden_size']} "
         "student", "",
-        *_results_table(report), "",
+        *results_table(report), "",
         f"{dev_note}Speedups: the teacher's time over the student's on the same machine "
         f"({report['speed']['cpu']['name']}), latency at batch 1 and throughput at batch "
         f"{report['speed']['batch_size']}.", "",
         f"## Fidelity to the teacher ({e['heldout_rows']} held-out transfer {unit}s)", "",
         *_fidelity_lines(e), "",
         "## Size and speed", "",
-        *_speed_table(report), "",
+        *speed_table(report), "",
         f"![Size and speed]({SPEED_PLOT})", "",
         "## Training", "",
         "| stage | losses | targets | unfreezing | steps | steps/s | resumed from step | "
@@ -257,7 +259,14 @@ def write(run: RunFolder, cfg: Config, *, stage_folders: list[tuple[str, str]], 
     run.write_bytes(SPEED_PLOT, plots.speed_size(report["size"], report["speed"]))
     run.write_json("report.json", report)
     run.write_text("report.md", markdown(report))
+    if run.marker(STUDENT) is not None:
+        model_card.add_to(run, STUDENT, model_card.distillation_card(report, cfg, run_name(run)))
     return report
+
+
+def run_name(run: RunFolder) -> str:
+    """The run folder's last name (the model card's title and model-index name)."""
+    return posixpath.basename(run.uri.rstrip("/")) or "student"
 
 
 def headline(report: dict) -> str:
@@ -290,7 +299,7 @@ def summary(run: RunFolder, report: dict) -> str:
 
 
 def write_finetune(run: RunFolder, cfg, *, data: dict, stage: dict, evaluation: dict | None,
-                   stage_folder: str, seconds: float) -> dict:
+                   stage_folder: str, seconds: float, model_rel: str = "") -> dict:
     """The fine-tuning job's ``report.json``, ``report.md`` and ``loss_curves.png``."""
     report = {
         "task": cfg.task, "model": cfg.model, "init": cfg.init,
@@ -308,6 +317,8 @@ def write_finetune(run: RunFolder, cfg, *, data: dict, stage: dict, evaluation: 
     run.write_bytes(LOSS_PLOT, plots.loss_curves(_curves(run, [("fine-tune", stage_folder)])))
     run.write_json("report.json", report)
     run.write_text("report.md", finetune_markdown(report))
+    if model_rel and run.marker(model_rel) is not None:
+        model_card.add_to(run, model_rel, model_card.finetune_card(report, cfg, run_name(run)))
     return report
 
 
