@@ -49,6 +49,7 @@ def teacher_with_head(tmp_path_factory, teacher_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = str(tmp_path_factory.mktemp("teacher_head"))
+    torch.manual_seed(0)  # the head's weights: the same in every session
     model = AutoModelForSequenceClassification.from_pretrained(teacher_path, num_labels=2)
     model.config.id2label, model.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
     model.save_pretrained(folder)

@@ -2,15 +2,17 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
 import pytest
 
-from xdistil_ray.lease import LEASE, Lease, LeaseHeld
+from xdistil_ray.lease import LEASE, STOP_SIGNAL, Lease, LeaseHeld
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.storage import StorageOptions
 
@@ -79,16 +81,53 @@ def test_a_lease_is_taken_over_when_expired_its_process_gone_or_told(run, capsys
     lease.release()
 
 
-def test_a_driver_whose_lease_was_taken_over_stops(run, capsys):
-    holder = Lease(run, renew_s=0.2)
+@pytest.mark.parametrize("sigint", ["handled", "ignored"])
+def test_a_driver_whose_lease_was_taken_over_stops(run, capsys, sigint):
+    """``ignored``: SIGINT as a driver started in the background by a script has it (``cmd &``
+    in a non-interactive shell), where ``_thread.interrupt_main`` alone does nothing."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN if sigint == "ignored"
+                           else signal.default_int_handler)
+    try:
+        holder = Lease(run, renew_s=0.2)
+        holder.acquire()
+        taker = Lease(run)  # the user's --take-over from another driver (here: a thread)
+        taking = threading.Thread(target=taker.acquire, kwargs={"take_over": True})
+        start = time.time()
+        with pytest.raises(KeyboardInterrupt):
+            taking.start()
+            time.sleep(10)  # the heartbeat interrupts the main thread
+        taking.join()
+        assert time.time() - start < 5  # woken, not at the sleep's end
+        assert holder.lost_to is not None
+        assert "lease was taken over" in capsys.readouterr().out
+        holder.release()
+        assert taker.holder()["token"] == taker.token  # the new holder's lease stays
+        taker.release()
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert signal.getsignal(STOP_SIGNAL) is signal.SIG_DFL  # the handler is restored
+
+
+def test_a_renewal_never_writes_over_a_new_holders_lease(run, monkeypatch):
+    """A take-over deletes the old lease, then creates its own: the old holder's heartbeat,
+    whose read landed between the two (it saw no lease), must not write its lease back over
+    the new one."""
+    holder = Lease(run, renew_s=0.1)
+    reads = []
+
+    def holder_read(real=holder.holder):
+        reads.append(1)
+        return None if len(reads) == 1 else real()  # the first beat's read: in the gap
+
+    monkeypatch.setattr(holder, "holder", holder_read)
+    monkeypatch.setattr(holder, "_interrupt_main", lambda: None)
     holder.acquire()
-    Lease(run).acquire(take_over=True)  # the user's --take-over from another driver
-    with pytest.raises(KeyboardInterrupt):
-        time.sleep(10)  # the heartbeat interrupts the main thread
-    assert holder.lost_to is not None
-    assert "lease was taken over" in capsys.readouterr().out
+    _write_lease(run)  # the new holder's lease, created before the beat's write
+    time.sleep(0.5)
+    assert json.loads(run.read_bytes(LEASE))["token"] == "other"
+    assert holder.lost_to is not None  # a later beat saw it and stopped
     holder.release()
-    assert run.exists(LEASE)  # the new holder's lease stays
+    assert json.loads(run.read_bytes(LEASE))["token"] == "other"
 
 
 def test_the_lease_is_renewed(run):

@@ -5,7 +5,8 @@ import pytest
 
 from xdistil_ray.config import ConfigError, load_config
 from xdistil_ray.models import resolve_teacher_path
-from xdistil_ray.placement import ClusterShape, NodeShape, check, mount_type, snapshot
+from xdistil_ray.placement import (ClusterShape, NodeShape, check, mount_type, node_types_of,
+                                   snapshot)
 
 LAPTOP = ClusterShape("127.0.0.1", frozenset({"127.0.0.1"}),
                       [NodeShape("127.0.0.1", {"CPU": 2.0, "memory": 8e9})])
@@ -124,3 +125,30 @@ def test_a_fine_tuning_job_is_checked_for_its_workers_and_output(tmp_path):
     with pytest.raises(ConfigError, match=r"^train .* offers GPU, so"):
         check(load_config(None, [f"model={tmp_path}", "train.use_gpu=true"], kind=FinetuneJob),
               LAPTOP)
+
+
+def test_node_types_are_read_from_the_cluster_config_ray_up_leaves_on_the_head(tmp_path):
+    """Ray's v1 autoscaler publishes no node types: they come from ~/ray_bootstrap_config.yaml
+    (cluster/aws.yaml as ``ray up`` copies it)."""
+    types = {t.name: t for t in node_types_of("cluster/aws.yaml")}
+    assert "head" not in types and {"cpu", "teacher_gpu", "train_gpu"} <= set(types)
+    assert types["teacher_gpu"].resources == {"CPU": 8.0, "GPU": 1.0, "teacher_gpu": 1.0}
+    assert types["cpu"].count == 8
+    assert node_types_of(str(tmp_path / "missing.yaml")) is None
+    (tmp_path / "bad.yaml").write_text("available_node_types: [1, 2")
+    assert node_types_of(str(tmp_path / "bad.yaml")) is None
+
+
+def test_an_autoscaler_whose_node_types_are_unknown_refuses_no_resources(tmp_path):
+    """A v1 autoscaler without the bootstrap config (``ray start --autoscaling-config``): it may
+    add any node, so no request is refused; and it may add other machines."""
+    head = NodeShape("10.0.0.5", {"CPU": 0.0})
+    unknown = ClusterShape("10.0.0.5", frozenset({"10.0.0.5"}), [head], [],
+                           node_types_known=False)
+    assert unknown.machines == "several"
+    check(_cfg(tmp_path, "output=s3://bucket/run", "corpus.path=s3://bucket/corpus",
+               "train.resources_per_worker={train_gpu: 1}", "train.use_gpu=true"), unknown)
+    loopback = ClusterShape("127.0.0.1", frozenset({"127.0.0.1"}), [head], [],
+                            node_types_known=False)
+    assert loopback.machines == "one"
+    check(_cfg(tmp_path, "teacher.inference.num_gpus_per_actor=1"), loopback)

@@ -11,8 +11,12 @@ the holder's host, pid and start time. A lease is taken over:
 - when its holder ran on this host and its process is gone (a killed laptop run);
 - with ``--take-over``, once the user knows the holder is gone (a lost cluster head).
 
-A driver whose lease was taken over stops at its next heartbeat (its main thread gets a
-KeyboardInterrupt), so two drivers never write one folder for longer than a renewal period.
+A driver whose lease was taken over stops at its next heartbeat: its main thread gets a
+KeyboardInterrupt, raised by a handler for :data:`STOP_SIGNAL` that the heartbeat sends to it
+(``_thread.interrupt_main`` alone does nothing where SIGINT is ignored, as it is for a driver
+started in the background by a script: ``python jobs/distill.py &``), so two drivers never
+write one folder for longer than a renewal period. The heartbeat never re-creates a lease that
+is gone (a take-over between its delete and its create): it only rewrites its own.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -33,6 +38,15 @@ EXPIRES_S = 300.0
 """A lease not renewed for this long is free: its driver is gone. Longer than the storage
 outages a driver rides out (a driver waiting on storage cannot renew)."""
 RENEW_S = 30.0
+TAKE_OVER_SETTLE_S = 1.0
+"""After taking a lease over, how long a driver waits before it trusts it: a renewal by the
+old holder that read the lease before the take-over would land within it."""
+STOP_SIGNAL = signal.SIGUSR2
+"""Sent by the heartbeat to the driver's main thread when the lease was taken over."""
+
+
+def _stop_main(signum, frame) -> None:
+    raise KeyboardInterrupt("the run folder's lease was taken over")
 
 
 class LeaseHeld(ConfigError):
@@ -72,6 +86,8 @@ class Lease:
         self._thread: threading.Thread | None = None
         self.lost_to: dict | None = None
         self._made_folder = False
+        self._previous_handler = None
+        self._main_ident = threading.main_thread().ident
 
     def _body(self) -> bytes:
         return json.dumps({"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
@@ -85,8 +101,13 @@ class Lease:
     def acquire(self, take_over: bool = False) -> None:
         """Takes the lease or raises :class:`LeaseHeld`; starts the heartbeat."""
         self._made_folder = self.run.is_local and not self.run.exists("")
+        took_over = False
         for _ in range(3):
             if self.run.create_exclusive(LEASE, self._body()) and self._ours():
+                if took_over:  # a live holder's renewal in flight lands now, or never
+                    time.sleep(TAKE_OVER_SETTLE_S)
+                    if not self._ours():
+                        continue
                 self._start_heartbeat()
                 return
             held = self.holder()
@@ -112,6 +133,7 @@ class Lease:
             print(f"[xdistil] taking over the run folder's lease ({why}) from "
                   f"{_describe(held, now)}", flush=True)
             self.run.delete(LEASE)
+            took_over = True
         raise LeaseHeld(f"{self.run.uri}: another driver took the lease at the same moment; "
                         "run again once it ends")
 
@@ -120,6 +142,8 @@ class Lease:
         return held is not None and held.get("token") == self.token
 
     def _start_heartbeat(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(STOP_SIGNAL, _stop_main)
         self._thread = threading.Thread(target=self._beat, name="xdistil-lease", daemon=True)
         self._thread.start()
 
@@ -132,9 +156,18 @@ class Lease:
                     self.lost_to = held
                     print(f"[xdistil] the run folder's lease was taken over by "
                           f"{_describe(held, time.time())}: this driver stops", flush=True)
-                    _thread.interrupt_main()
+                    self._interrupt_main()
                     return
-                self.run.write_bytes(LEASE, self._body())
+                if held is None:
+                    # Gone or unreadable: another driver taking it over (between its delete and
+                    # its create), or a user's rm. Never re-create it by a plain write, which
+                    # would overwrite a new holder's; only where it is still absent (or still
+                    # unreadable: a damaged file, not a new holder's).
+                    if not self.run.create_exclusive(LEASE, self._body()) \
+                            and self.holder() is None:
+                        self.run.write_bytes(LEASE, self._body())
+                else:
+                    self.run.write_bytes(LEASE, self._body())
                 if waiting:
                     print("[xdistil] lease renewed: storage answers again", flush=True)
                 waiting = False
@@ -144,11 +177,21 @@ class Lease:
                           f"({str(e).splitlines()[0][:200]})", flush=True)
                 waiting = True
 
+    def _interrupt_main(self) -> None:
+        if self._previous_handler is not None:  # ours is installed: a real signal (wakes sleeps)
+            signal.pthread_kill(self._main_ident, STOP_SIGNAL)
+        else:  # acquired off the main thread: Python's SIGINT, if the process handles it
+            _thread.interrupt_main()
+
     def release(self) -> None:
         """Stops the heartbeat and deletes the lease if it is still this driver's."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._previous_handler is not None \
+                and threading.current_thread() is threading.main_thread():
+            signal.signal(STOP_SIGNAL, self._previous_handler)
+            self._previous_handler = None
         if self.lost_to is None:
             try:
                 if self._ours():

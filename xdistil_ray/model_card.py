@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from xdistil_ray.config import EMBEDDED
+from xdistil_ray.tables import results_table, retained, speed_table
 
 CARD = "README.md"
 
@@ -99,8 +100,6 @@ def _usage(task: str) -> list[str]:
 
 def distillation_card(report: dict, cfg, run_name: str) -> str:
     """The card of ``<run>/student`` from ``report`` (report.json's figures) and ``cfg``."""
-    from xdistil_ray.steps.report import results_table, speed_table, retained
-
     task, t, s, e = report["task"], report["teacher"], report["student"], report["eval"]
     sz, cpu = report["size"], report["speed"]["cpu"]
     scores = _scores(e, "student_")

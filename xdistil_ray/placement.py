@@ -5,7 +5,13 @@ a cluster of several machines would be missing on the nodes that read or write i
 
 The cluster's shape is read from Ray (its live nodes, and the node types that the autoscaler
 published in the GCS); the checks are pure functions of it, so they are tested on shapes of
-clusters this machine cannot start.
+clusters this machine cannot start. Ray's v1 autoscaler (the default of ``ray up`` clusters and
+``ray start --autoscaling-config``) publishes no node types: they are then read from the
+cluster config its monitor process was started with, when the driver runs on the head (as a
+``ray job submit`` driver does). Where neither can be read (a driver off the head, KubeRay's
+autoscaler in its own container), resource requests are not checked: nothing can say what
+the autoscaler may add, and refusing a run that would have been placed is worse than Ray's
+own wait.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ class ClusterShape:
     nodes: list[NodeShape] = field(default_factory=list)
     node_types: list[NodeShape] = field(default_factory=list)
     """What the autoscaler may add (node types that can have a node)."""
+    node_types_known: bool = True
+    """False where an autoscaler runs whose node types could not be read."""
 
     @property
     def machines(self) -> str:
@@ -48,7 +56,8 @@ class ClusterShape:
         nothing to add) or `several`."""
         if _is_loopback(self.head_ip):
             return "one"  # a head on loopback cannot be reached from another machine
-        if len(self.ips) > 1 or any(t.count for t in self.node_types):
+        if len(self.ips) > 1 or any(t.count for t in self.node_types) \
+                or not self.node_types_known:
             return "several"
         return "one"
 
@@ -70,7 +79,7 @@ def snapshot() -> ClusterShape:
                 alive[0] if alive else {})
     nodes = [NodeShape(n.get("NodeManagerAddress", "?"), dict(n.get("Resources", {})))
              for n in alive]
-    types = []
+    types, known = [], True
     try:
         config = ray._private.state.state.get_cluster_config()
     except Exception:  # noqa: BLE001 - an older GCS, or none published: live nodes only
@@ -79,8 +88,50 @@ def snapshot() -> ClusterShape:
         if group.max_count != 0 and group.resources:
             types.append(NodeShape(group.name, dict(group.resources),
                                    group.max_count if group.max_count > 0 else 1 << 30))
+    if config is None:
+        monitor = monitor_args(ray.get_runtime_context().gcs_address)
+        if monitor is None:  # the monitor is elsewhere: what it may add is unknown
+            known = False
+        elif monitor.get("autoscaling_config"):  # a v1 autoscaler with its node types
+            types = node_types_of(os.path.expanduser(monitor["autoscaling_config"]))
+            known = types is not None
+            types = types or []
+        # else: a cluster without an autoscaler (its monitor mirrors the live nodes)
     return ClusterShape(head.get("NodeManagerAddress", "127.0.0.1"),
-                        frozenset(n.name for n in nodes), nodes, types)
+                        frozenset(n.name for n in nodes), nodes, types, known)
+
+
+def monitor_args(gcs_address: str) -> dict | None:
+    """The arguments of the cluster's autoscaler monitor (Ray's ``monitor.py``) when it runs on
+    this machine ({"autoscaling_config": path or None}); None when it does not."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        args = proc.info.get("cmdline") or []
+        if not any(a.endswith("monitor.py") for a in args[:3]) \
+                or f"--gcs-address={gcs_address}" not in args:
+            continue
+        config = next((a.split("=", 1)[1] for a in args
+                       if a.startswith("--autoscaling-config=")), None)
+        return {"autoscaling_config": config}
+    return None
+
+
+def node_types_of(path: str) -> list[NodeShape] | None:
+    """The worker node types of a Ray cluster config (YAML: ``available_node_types``, their
+    ``resources`` and ``max_workers``); None if it cannot be read."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}
+        head = config.get("head_node_type")
+        return [NodeShape(name, {k: float(v) for k, v in (t.get("resources") or {}).items()},
+                          int(t.get("max_workers", config.get("max_workers", 0)) or 0))
+                for name, t in (config.get("available_node_types") or {}).items()
+                if name != head and (t.get("max_workers", 1) or 0) > 0]
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return None
 
 
 def bundles(cfg) -> dict[str, dict[str, float]]:
@@ -166,10 +217,12 @@ def _shared(path: str, mounts) -> bool:
 def check(cfg, shape: ClusterShape, mounts: list[tuple[str, str]] | None = None) -> None:
     """Raises ConfigError for work that could never be placed on ``shape``, or a local path
     that its other machines would not see."""
+    # An autoscaler whose node types are unknown may add anything: nothing to refuse.
+    bundles_checked = bundles(cfg) if shape.node_types_known else {}
     offered = sorted({r for n in shape.nodes + shape.node_types for r in n.resources
                       if not r.startswith("node:") and not r.startswith("accelerator_type")
                       and r not in ("memory", "object_store_memory")})
-    for field_name, bundle in bundles(cfg).items():
+    for field_name, bundle in bundles_checked.items():
         why = unplaceable(shape, bundle)
         if why:
             asked = ", ".join(f"{r}: {bundle[r]:g}" for r in sorted(bundle))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import posixpath
 
-from xdistil_ray import model_card, plots
+from xdistil_ray import model_card, plots, tables
 from xdistil_ray.config import Config
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.checkpoint import LOSSES_FILE
@@ -56,77 +56,12 @@ def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[di
                     "validation": s.get("validation"),
                     "seconds": s["seconds"]} for s in stages],
         "eval": evaluation["eval"],
-        "retained": retained(evaluation["eval"]),
+        "retained": tables.retained(evaluation["eval"]),
         "speed": evaluation["speed"],
         "size": size,
         "plots": {"loss_curves": LOSS_PLOT, "speed_size": SPEED_PLOT},
         "seconds": seconds,
     }
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _dev_columns(e: dict | None, prefix: str = "teacher_") -> list[tuple[str, str]]:
-    """(header, eval key suffix) of the task's dev scores in ``e`` (keys ``<prefix><score>``);
-    none without dev data."""
-    if e and f"{prefix}entity_f1" in e:
-        return [("dev entity F1", "entity_f1"), ("dev word acc.", "word_accuracy")]
-    if e and f"{prefix}exact" in e:  # extractive QA (SQuAD)
-        split = [("dev HasAns F1", "has_ans_f1"), ("dev NoAns F1", "no_ans_f1")]
-        return [("dev EM", "exact"), ("dev F1", "f1")] + (
-            split if f"{prefix}has_ans_f1" in e else [])
-    if e and f"{prefix}accuracy" in e:
-        return [("dev accuracy", "accuracy"), ("dev macro-F1", "macro_f1")]
-    return []
-
-
-def retained(e: dict) -> dict | None:
-    """The share of the teacher's headline dev score the student keeps (accuracy; entity F1;
-    SQuAD F1): {"metric", "share"}; None without dev scores."""
-    dev = _dev_columns(e)
-    if not dev:
-        return None
-    key = "f1" if any(k == "f1" for _, k in dev) else dev[0][1]
-    teacher, student = e.get(f"teacher_{key}"), e.get(f"student_{key}")
-    if teacher is None or student is None:
-        return None
-    return {"metric": key, "share": student / teacher if teacher else None}
-
-
-def results_table(report: dict) -> list[str]:
-    """Teacher beside student: shape, parameters, size, speedups, task scores, fidelity."""
-    e, sz, cpu = report["eval"], report["size"], report["speed"]["cpu"]
-    t, s = report["teacher"], report["student"]
-    dev = _dev_columns(report["eval"])
-    fidelity = "agreement" if "agreement" in e else "representation_cka"
-    fidelity_header = "agreement with teacher" if fidelity == "agreement" else "CKA with teacher"
-    batch = report["speed"]["batch_size"]
-    kept = retained(e)
-    kept_header = [f"retained ({dict((k, h) for h, k in dev)[kept['metric']]})"] if kept else []
-    header = (["model", "layers x hidden", "parameters", "size on disk",
-               "CPU speedup (batch 1)", f"CPU speedup (batch {batch})"]
-              + [h for h, _ in dev] + kept_header + [fidelity_header])
-    rows = [
-        [f"teacher ({t['model']})", f"{t['num_layers']} x {t['hidden_size']}",
-         f"{sz['teacher_params'] / 1e6:.1f}M", f"{sz['teacher_disk_bytes'] / 1e6:.1f} MB",
-         "1.0x", "1.0x"] + [_pct(e.get(f"teacher_{k}")) for _, k in dev]
-        + ["-"] * len(kept_header) + ["-"],
-        [f"student (init: {s['init']})", f"{s['num_layers']} x {s['hidden_size']}",
-         f"{sz['student_params'] / 1e6:.1f}M ({sz['compression']:.1f}x fewer)",
-         f"{sz['student_disk_bytes'] / 1e6:.1f} MB",
-         f"{cpu['speedup_latency']:.1f}x", f"{cpu['speedup_throughput']:.1f}x"]
-        + [_pct(e.get(f"student_{k}")) for _, k in dev]
-        + [_pct(kept["share"]) for _ in kept_header]
-        + [_pct(e[fidelity]) if fidelity == "agreement" else f"{e[fidelity]:.3f}"],
-    ]
-    align = ["---", "---"] + ["---:"] * (len(header) - 2)
-    return [_row(header), _row(align)] + [_row(r) for r in rows]
-
-
-def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
 
 
 def _fidelity_lines(e: dict) -> list[str]:
@@ -135,39 +70,16 @@ def _fidelity_lines(e: dict) -> list[str]:
     if "agreement_f1" in e:  # extractive QA
         lines += [f"- agreement of the answers on {e['heldout_questions']} held-out questions "
                   f"(the student's against the teacher's, SQuAD-normalized): exact "
-                  f"{_pct(e['agreement'])}, F1 {_pct(e['agreement_f1'])}"]
+                  f"{tables.pct(e['agreement'])}, F1 {tables.pct(e['agreement_f1'])}"]
     elif "agreement" in e:
         lines += [f"- agreement (same argmax as the teacher, over {unit}the sentences): "
-                  f"{_pct(e['agreement'])}",
+                  f"{tables.pct(e['agreement'])}",
                   f"- KL(teacher || student) of the predicted distributions: "
                   f"{e['kl_divergence']:.4f} nats"]
     cosine = "-" if e.get("hidden_cosine") is None else f"{e['hidden_cosine']:.3f}"
     lines += [f"- last-layer sentence representations: cosine {cosine} after a linear map to the "
               "teacher's width (fitted on half of the sentences, measured on the other half); "
               f"linear CKA {e['representation_cka']:.3f}"]
-    return lines
-
-
-def speed_table(report: dict) -> list[str]:
-    sz, sp = report["size"], report["speed"]
-    lines = [_row(["", "teacher", "student", "student vs teacher"]),
-             _row(["---", "---:", "---:", "---:"]),
-             _row(["parameters", f"{sz['teacher_params']:,}", f"{sz['student_params']:,}",
-                   f"{sz['compression']:.1f}x fewer"]),
-             _row(["size on disk (fp32 safetensors)", f"{sz['teacher_disk_bytes'] / 1e6:.1f} MB",
-                   f"{sz['student_disk_bytes'] / 1e6:.1f} MB",
-                   f"{sz['teacher_disk_bytes'] / max(1, sz['student_disk_bytes']):.1f}x smaller"])]
-    for device in ("cpu", "cuda"):
-        if device not in sp:
-            continue
-        d = sp[device]
-        where = f"{'CPU' if device == 'cpu' else 'GPU'} ({d['name']})"
-        lines += [_row([f"{where} latency, batch 1", f"{d['teacher_latency_ms']:.1f} ms",
-                        f"{d['student_latency_ms']:.1f} ms", f"{d['speedup_latency']:.1f}x faster"]),
-                  _row([f"{where} throughput, batch {sp['batch_size']}",
-                        f"{d['teacher_throughput']:,.0f} sentences/s",
-                        f"{d['student_throughput']:,.0f} sentences/s",
-                        f"{d['speedup_throughput']:.1f}x faster"])]
     return lines
 
 
@@ -191,14 +103,14 @@ def markdown(report: dict) -> str:
         f"# xdistil_ray report: {report['task']} task, L{report['teacher']['num_layers']}-"
         f"H{report['teacher']['hidden_size']} teacher -> L{s['num_layers']}-H{s['hidden_size']} "
         "student", "",
-        *results_table(report), "",
+        *tables.results_table(report), "",
         f"{dev_note}Speedups: the teacher's time over the student's on the same machine "
         f"({report['speed']['cpu']['name']}), latency at batch 1 and throughput at batch "
         f"{report['speed']['batch_size']}.", "",
         f"## Fidelity to the teacher ({e['heldout_rows']} held-out transfer {unit}s)", "",
         *_fidelity_lines(e), "",
         "## Size and speed", "",
-        *speed_table(report), "",
+        *tables.speed_table(report), "",
         f"![Size and speed]({SPEED_PLOT})", "",
         "## Training", "",
         "| stage | losses | targets | unfreezing | steps | steps/s | resumed from step | "
@@ -273,14 +185,14 @@ def headline(report: dict) -> str:
     """One line of the figures a user looks at first."""
     e, sz, cpu = report["eval"], report["size"], report["speed"]["cpu"]
     parts = []
-    dev = _dev_columns(report["eval"])
+    dev = tables.dev_columns(report["eval"])
     if dev:
         header, key = next(((h, k) for h, k in dev if k == "f1"), dev[0])  # QA: F1 first
-        kept = retained(e)
-        parts.append(f"{header} student {_pct(e[f'student_{key}'])} / teacher "
-                     f"{_pct(e[f'teacher_{key}'])}"
-                     + (f" ({_pct(kept['share'])} retained)" if kept else ""))
-    parts.append(f"agreement {_pct(e['agreement'])}" if "agreement" in e
+        kept = tables.retained(e)
+        parts.append(f"{header} student {tables.pct(e[f'student_{key}'])} / teacher "
+                     f"{tables.pct(e[f'teacher_{key}'])}"
+                     + (f" ({tables.pct(kept['share'])} retained)" if kept else ""))
+    parts.append(f"agreement {tables.pct(e['agreement'])}" if "agreement" in e
                  else f"CKA {e['representation_cka']:.3f}")
     parts.append(f"{sz['compression']:.1f}x fewer parameters")
     parts.append(f"CPU {cpu['speedup_latency']:.1f}x faster at batch 1, "
@@ -322,14 +234,9 @@ def write_finetune(run: RunFolder, cfg, *, data: dict, stage: dict, evaluation: 
     return report
 
 
-def _scores(e: dict | None) -> list[tuple[str, str]]:
-    """(header, value) of a fine-tuned model's dev scores."""
-    return [(header, _pct(e[key])) for header, key in _dev_columns(e, prefix="")]
-
-
 def finetune_markdown(report: dict) -> str:
     e, sz, f = report["eval"], report["size"], report["finetune"]
-    scores = _scores(e)
+    scores = tables.scores(e)
     train = report["data"]["labeled"]["train"]
     lines = [f"# xdistil_ray fine-tune report: {report['task']} task", "",
              f"Model: `{report['model']}` (init: {report['init']}), fine-tuned with a new task "
@@ -337,9 +244,10 @@ def finetune_markdown(report: dict) -> str:
              ""]
     if scores:
         header = ["model", "layers x hidden", "parameters"] + [h for h, _ in scores]
-        lines += [_row(header), _row(["---"] * 2 + ["---:"] * (len(header) - 2)),
-                  _row([f"fine-tuned ({report['init']})", f"{sz['num_layers']} x {sz['hidden_size']}",
-                        f"{sz['params'] / 1e6:.1f}M"] + [v for _, v in scores]), "",
+        lines += [tables.row(header), tables.row(["---"] * 2 + ["---:"] * (len(header) - 2)),
+                  tables.row([f"fine-tuned ({report['init']})",
+                              f"{sz['num_layers']} x {sz['hidden_size']}",
+                              f"{sz['params'] / 1e6:.1f}M"] + [v for _, v in scores]), "",
                   f"Dev scores on {e['dev_rows']} labeled dev rows{_dev_source(report['data'])}.",
                   ""]
     else:
@@ -358,7 +266,7 @@ def finetune_markdown(report: dict) -> str:
 
 
 def finetune_summary(run: RunFolder, report: dict, model_rel: str) -> str:
-    scores = "; ".join(f"{h} {v}" for h, v in _scores(report["eval"])) or "no dev data"
+    scores = "; ".join(f"{h} {v}" for h, v in tables.scores(report["eval"])) or "no dev data"
     return (f"[xdistil] done in {report['seconds']:.0f}s\n"
             f"[xdistil] model:  {run.uri_of(model_rel)} (a Hugging Face folder)\n"
             f"[xdistil] report: {run.uri_of('report.md')} (+ {LOSS_PLOT}, report.json)\n"
