@@ -183,3 +183,29 @@ def test_a_fine_tuned_models_card(tmp_path):
         "dev entity F1": 0.8123, "dev word accuracy": 0.95}
     assert "| fine-tuned | 2 x 128 | 1.2M | 81.2% | 95.0% |" in card.text
     assert "AutoModelForTokenClassification" in card.text
+
+
+ONNX = {"fp32": {"latency_ms": 1.5, "throughput": 1800.0, "disk_bytes": 19_300_000},
+        "int8": {"latency_ms": 0.8, "throughput": 3000.0, "disk_bytes": 5_100_000}}
+INT8_EVAL = {"int8_agreement": 0.975, "int8_kl_divergence": 0.02, "int8_accuracy": 0.955,
+             "int8_macro_f1": 0.954}
+
+
+def test_the_onnx_copies_have_their_rows_and_the_int8_one_its_scores(written):
+    rep = json.loads((written[0] / "report.json").read_text())
+    rep["eval"] = {**rep["eval"], **INT8_EVAL}
+    rep["speed"]["cpu"]["onnx"] = ONNX
+    md = report.markdown(rep)
+    int8 = next(line for line in md.splitlines() if line.startswith("| student, ONNX Runtime int8"))
+    # size, speedups against the teacher in PyTorch (12 ms / 0.8 ms; 3000 / 150), dev accuracy,
+    # macro-F1,
+    # retained (95.5 / 99.0), agreement
+    assert "| 5.1 MB | 15.0x | 20.0x | 95.5% | 95.4% | 96.5% | 97.5% |" in int8
+    assert "| ONNX Runtime fp32, CPU (1 CPU threads): latency, batch 1 | 12.0 ms | 1.5 ms | " \
+           "8.0x faster |" in md
+    assert "| ONNX Runtime int8, CPU (1 CPU threads): size on disk | 90.9 MB | 5.1 MB | " \
+           "17.8x smaller |" in md
+    assert "int8 ONNX: dev accuracy 95.5%, 15.0x faster at batch 1, 5.1 MB" in report.headline(rep)
+    # without an export: no such rows
+    plain = report.markdown(json.loads((written[0] / "report.json").read_text()))
+    assert "ONNX" not in plain

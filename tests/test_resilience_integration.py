@@ -7,11 +7,11 @@ One scenario, each of its drivers a real ``python jobs/distill.py`` process with
 
 A. the driver is killed (its whole process group, local Ray included) once teacher inference has
    committed its first shard;
-B. the re-run skips the prepared data and runs the remaining shards; once it has committed one,
-   the S3 server is down for 90 s (longer than the requests' own retries, about a minute: the
-   step waits on storage and resumes, keeping its committed shards); stage 1 meets another 90 s
-   outage during a checkpoint (training resumes from the newest checkpoint), stage 2 a 15 s one
-   (absorbed by the requests' retries: no resume); the driver is killed mid-stage 2;
+B. the re-run (its requests retried 3 times, about 2 s) skips the prepared data and runs the
+   remaining shards; once it has committed one, the S3 server is down for 90 s (longer than the
+   requests' retries: the step waits on storage and resumes, keeping its committed shards);
+   stage 1 meets another 90 s outage during a checkpoint (training resumes from the newest
+   checkpoint); the driver is killed mid-stage 2;
 C. between B and C one committed teacher part is cut short and the newest stage-2 checkpoint is
    truncated; the re-run recomputes that one shard, resumes stage 2 from the checkpoint before
    the bad one, loses a Ray Train worker process (killed), resumes again from the newest
@@ -204,9 +204,9 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
     run = RunFolder(uri, StorageOptions(endpoint=s3.endpoint))
     events = {"root": root, "args": args, "run": run, "logs": []}
 
-    def driver(name):
+    def driver(name, *extra):
         events["logs"].append(str(root / f"{name}.log"))
-        return Driver(args, events["logs"][-1])
+        return Driver(args + list(extra), events["logs"][-1])
 
     def dry_run(name):
         """``--dry-run`` against the half-finished run: its output, and whether the bucket
@@ -230,8 +230,13 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
         for s in shards)
 
     # B: S3 down for 90 s once the teacher step has committed a shard of its own, and for 90 s
-    # while stage 1 writes its step-10 checkpoint; for 15 s in stage 2; killed mid-stage 2.
-    b = driver("b")
+    # while stage 1 writes its step-10 checkpoint; killed mid-stage 2. Its requests give up
+    # after 3 attempts (the AWS SDKs' default; about 2 s), so both outages outlast them and the
+    # steps wait and resume: at the default 10 attempts a request rides out 59-84 s
+    # (benchmarks/storage_outage.py), and Ray Data's task retries stack on it, so whether a
+    # 90 s outage is ridden out or waited for would be a matter of timing. Request retries
+    # alone are tested in tests/test_storage.py.
+    b = driver("b", "storage.max_attempts=3")
     b.wait_for(r"teacher: shard \S+ committed")
     events["committed_before_outage"] = _committed_shards(run)
     _outage(s3, events, "teacher", 90)
@@ -240,9 +245,6 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
     _outage(s3, events, "stage 1", 90)
     b.wait_for(r"\[xdistil\] stages\S*: storage answers again after \d+ s",
                start=b.matched_at)
-    b.wait_for(r"\[xdistil\] logits: step 10/", start=b.matched_at)
-    stage2_from = b.matched_at
-    _outage(s3, events, "stage 2", 15)
     b.wait_for(r"\[xdistil\] logits: step 25/", start=b.matched_at)
     # Killed once Ray Train has registered a stage-2 checkpoint at step 20 or later: the
     # controller registers a reported checkpoint a few seconds after the report, which at a few
@@ -250,7 +252,6 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
     events["registered_at_kill"] = _wait_registered(run, "stages/2-logits", min_step=20)
     b.kill()
     events["b_output"] = b.output
-    events["b_stage2_output"] = "".join(b.lines[stage2_from:])
     events["teacher_after_b"] = run.marker("teacher")
     events["stage1_after_b"] = run.marker("stages/1-representation")
     dry_run("b")
@@ -306,8 +307,7 @@ def _announced(output: str, step: str) -> list[tuple[int, int]]:
 
 
 def test_a_storage_outage_longer_than_the_retries_resumes_the_teacher_step(scenario):
-    """90 s down, more than the requests' retries ride out (measured 59-76 s): the step says
-    it waits on storage, and its second attempt keeps every shard committed before the outage
+    """90 s down, more than the requests' retries ride out: the step says it waits on storage, and its second attempt keeps every shard committed before the outage
     (resumed, not started over)."""
     b = scenario["b_output"]
     assert re.search(r"\[xdistil\] teacher: waiting on storage \(.*AWS Error", b), b[-3000:]
@@ -330,14 +330,6 @@ def test_a_storage_outage_longer_than_the_retries_resumes_the_stage(scenario):
     assert stage1["resumed_from"] and all(step % 5 == 0 for step in stage1["resumed_from"]), \
         stage1["resumed_from"]  # resumed from a checkpoint (every 5 steps), not from step 0
     assert "is partial" not in b + scenario["c_output"]
-
-
-def test_a_short_outage_is_absorbed_by_the_requests_retries(scenario):
-    """Stage 2: 15 s down, within the retries: no step or stage notices it."""
-    after = scenario["b_stage2_output"]
-    assert "waiting on storage" not in after and "storage failed" not in after, after[-3000:]
-    assert "logits: resumed from" not in after
-    assert ("stage 2", 15) in scenario["outages"]
 
 
 def test_a_cut_teacher_part_reruns_its_shard_alone(scenario):

@@ -1,6 +1,7 @@
 """Run folders and inputs in object storage, against a real S3 server (SeaweedFS, keys enforced)."""
 
 import pickle
+import threading
 import time
 import uuid
 
@@ -165,3 +166,32 @@ def test_listing_does_not_depend_on_the_working_directory(s3_run, tmp_path, monk
     monkeypatch.chdir(gone)
     gone.rmdir()
     assert s3_run.list_files("d") == {"x.bin": 1}
+
+
+@pytest.mark.integration
+def test_a_short_outage_is_ridden_out_by_the_requests_retries(s3, options):
+    """Retried, not resumed: with S3 down, a read with 2 attempts fails in seconds (the path the
+    resilience scenario takes with 3: the step waits and runs again), while with the default 10
+    a read and a write in flight complete once the server is back, 8 s later: no error reaches
+    the step."""
+    run = RunFolder(f"s3://runs/outage-{uuid.uuid4().hex[:8]}", options)
+    run.write_bytes("a.bin", b"x" * 1000)
+    impatient = RunFolder(run.uri, StorageOptions(endpoint=s3.endpoint, max_attempts=2))
+    s3.stop()
+    back = threading.Thread(target=lambda: (time.sleep(8), s3.start()))
+    try:
+        start = time.time()
+        with pytest.raises(OSError):
+            impatient.read_bytes("a.bin")
+        assert time.time() - start < 6
+        back.start()
+        start = time.time()
+        assert run.read_bytes("a.bin") == b"x" * 1000
+        run.write_bytes("b.bin", b"y" * 10)
+        assert time.time() - start >= 3  # it waited for the server
+    finally:
+        if back.ident is None:  # failed before the restart was scheduled
+            s3.start()
+        else:
+            back.join()
+    assert run.read_bytes("b.bin") == b"y" * 10

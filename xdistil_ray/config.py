@@ -327,6 +327,17 @@ class EvalConfig:
 
 
 @dataclass
+class ExportConfig:
+    onnx: bool = True
+    """Also export the student for ONNX Runtime: `student/onnx/model.onnx` (dynamic batch and
+    sequence axes) and an int8 dynamically quantized copy, `model_quantized.onnx`; the report
+    times both beside PyTorch and scores the int8 one. Needs the `onnx` extra."""
+    opset: int = 18
+    """ONNX opset of the export (18 and later run on ONNX Runtime's CPU and CUDA providers;
+    PyTorch's exporter writes 18 or later)."""
+
+
+@dataclass
 class RayConfig:
     address: str = ""
     """Ray address; empty = start Ray locally, `auto` = the cluster this job runs in."""
@@ -375,6 +386,8 @@ class Config:
     """Ray Train and DeepSpeed settings shared by all stages."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation settings."""
+    export: ExportConfig = field(default_factory=ExportConfig)
+    """What the run exports besides the Hugging Face folder (`student/`)."""
     ray: RayConfig = field(default_factory=RayConfig)
     """Where Ray runs."""
     storage: StorageConfig = field(default_factory=StorageConfig)

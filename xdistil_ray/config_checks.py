@@ -89,6 +89,12 @@ def validate(cfg) -> None:
     _check(cfg.eval.max_heldout_rows >= 1, "eval.max_heldout_rows: must be at least 1")
     _check(cfg.eval.speed_batch_size >= 1, "eval.speed_batch_size: must be at least 1")
     _check(cfg.eval.speed_repeats >= 1, "eval.speed_repeats: must be at least 1")
+    _check(18 <= cfg.export.opset <= 23, f"export.opset: {cfg.export.opset} is not one that "
+           "PyTorch's ONNX exporter writes and ONNX Runtime runs (18 to 23)")
+    if cfg.export.onnx:
+        from xdistil_ray import onnx_model
+
+        onnx_model.require()
 
 
 def _check_qa(q) -> None:

@@ -146,7 +146,28 @@ def distillation_card(report: dict, cfg, run_name: str) -> str:
     if d["label_names"]:
         lines.append(f"- labels: {', '.join(map(str, d['label_names']))}")
     lines += ["", "## How to use", "", *_usage(task), ""]
+    if report["speed"]["cpu"].get("onnx"):
+        lines += _onnx_usage(task, report["speed"]["cpu"]["onnx"])
     return "\n".join(lines)
+
+
+_ORT_CLASSES = {"sentence": "ORTModelForSequenceClassification",
+                "pair": "ORTModelForSequenceClassification",
+                "token": "ORTModelForTokenClassification",
+                "qa": "ORTModelForQuestionAnswering", "none": "ORTModelForFeatureExtraction"}
+
+
+def _onnx_usage(task: str, onnx: dict) -> list[str]:
+    sizes = ", ".join(f"{variant} {o['disk_bytes'] / 1e6:.1f} MB" for variant, o in onnx.items())
+    return ["### ONNX Runtime", "",
+            f"`onnx/model.onnx` (fp32) and `onnx/model_quantized.onnx` (int8 weights, dynamic "
+            f"quantization) take `input_ids`, `attention_mask` (and `token_type_ids` where the "
+            f"model has them) with any batch and sequence length ({sizes}):", "",
+            "```python",
+            f"from optimum.onnxruntime import {_ORT_CLASSES[task]}", "",
+            f'model = {_ORT_CLASSES[task]}.from_pretrained(folder, subfolder="onnx", '
+            'file_name="model_quantized.onnx")',
+            "```", ""]
 
 
 def finetune_card(report: dict, cfg, run_name: str) -> str:

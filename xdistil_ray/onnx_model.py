@@ -148,7 +148,10 @@ class Session:
         self.path = path
 
     def run(self, batch: dict) -> dict[str, np.ndarray]:
-        feed = {k: np.asarray(batch[k], dtype=np.int64) for k in self.inputs}
+        """Outputs by name; token types default to zeros (one segment), as in PyTorch."""
+        ids = np.asarray(batch["input_ids"])
+        feed = {k: np.asarray(batch[k] if k in batch else np.zeros_like(ids), dtype=np.int64)
+                for k in self.inputs}
         return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
 
     def logits(self, batch: dict) -> np.ndarray | None:

@@ -507,10 +507,12 @@ def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
     stage_markers = _stages(steps, cfg, data, sources, teacher, inputs.shapes)
     final_fp = fingerprint(cfg, *stage_keys(len(cfg.stages) - 1), inputs=steps.inputs)
     final_stage = stage_plan.stage_folder(len(cfg.stages) - 1, cfg.stages[-1].name)
-    steps.ensure(export.STEP, final_fp, lambda fp: export.run_step(
-        folder, final_stage, inputs.teacher_path, label_names, fp, task=cfg.task), derived=True)
+    export_fp = {**final_fp, **fingerprint(cfg, "export"), "export.version": export.VERSION}
+    steps.ensure(export.STEP, export_fp, lambda fp: export.run_step(
+        folder, final_stage, inputs.teacher_path, label_names, fp, task=cfg.task,
+        onnx_opset=cfg.export.opset if cfg.export.onnx else None), derived=True)
     eval_marker = steps.ensure(
-        evaluate.STEP, {**final_fp, **fingerprint(cfg, "eval"), "eval.version": evaluate.VERSION},
+        evaluate.STEP, {**export_fp, **fingerprint(cfg, "eval"), "eval.version": evaluate.VERSION},
         lambda fp: _evaluate(folder, cfg, data, teacher, sources, fp), derived=True)
     _clean_checkpoints(folder, cfg)
     trained = [(f"{k + 1}. {s.name}", stage_plan.stage_folder(k, s.name))

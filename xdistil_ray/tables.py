@@ -62,6 +62,17 @@ def results_table(report: dict) -> list[str]:
         + [pct(kept["share"]) for _ in kept_header]
         + [pct(e[fidelity]) if fidelity == "agreement" else f"{e[fidelity]:.3f}"],
     ]
+    int8 = cpu.get("onnx", {}).get("int8")
+    if int8:  # what a user serves: the int8 ONNX copy, against the teacher in PyTorch
+        kept8 = retained({**e, **{f"student_{k}": e.get(f"int8_{k}") for _, k in dev}})
+        rows.append(
+            ["student, ONNX Runtime int8", f"{s['num_layers']} x {s['hidden_size']}",
+             f"{sz['student_params'] / 1e6:.1f}M", f"{int8['disk_bytes'] / 1e6:.1f} MB",
+             f"{cpu['teacher_latency_ms'] / int8['latency_ms']:.1f}x",
+             f"{int8['throughput'] / cpu['teacher_throughput']:.1f}x"]
+            + [pct(e.get(f"int8_{k}")) for _, k in dev]
+            + [pct(kept8["share"] if kept8 else None) for _ in kept_header]
+            + [pct(e.get("int8_agreement")) if fidelity == "agreement" else "-"])
     align = ["---", "---"] + ["---:"] * (len(header) - 2)
     return [row(header), row(align)] + [row(r) for r in rows]
 
@@ -90,6 +101,18 @@ def speed_table(report: dict) -> list[str]:
                        f"{d['teacher_throughput']:,.0f} sentences/s",
                        f"{d['student_throughput']:,.0f} sentences/s",
                        f"{d['speedup_throughput']:.1f}x faster"])]
+        for variant, o in d.get("onnx", {}).items():
+            ort = f"ONNX Runtime {variant}, {where}"
+            lines += [row([f"{ort}: size on disk", f"{sz['teacher_disk_bytes'] / 1e6:.1f} MB",
+                           f"{o['disk_bytes'] / 1e6:.1f} MB",
+                           f"{sz['teacher_disk_bytes'] / max(1, o['disk_bytes']):.1f}x smaller"]),
+                      row([f"{ort}: latency, batch 1", f"{d['teacher_latency_ms']:.1f} ms",
+                           f"{o['latency_ms']:.1f} ms",
+                           f"{d['teacher_latency_ms'] / o['latency_ms']:.1f}x faster"]),
+                      row([f"{ort}: throughput, batch {sp['batch_size']}",
+                           f"{d['teacher_throughput']:,.0f} sentences/s",
+                           f"{o['throughput']:,.0f} sentences/s",
+                           f"{o['throughput'] / d['teacher_throughput']:.1f}x faster"])]
     return lines
 
 

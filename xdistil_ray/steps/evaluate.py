@@ -26,13 +26,14 @@ from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.batches import pad_batch
 
 STEP = "eval"
-VERSION = 2
+VERSION = 3
+"""The figures' version (3: ONNX Runtime's): a run folder evaluated by an older one is
+measured again."""
 DEV_COLUMNS = ["input_ids", "token_type_ids", "label", "word_ids", "tags", "example", "context",
                "offset_start", "offset_end", "answers"]
 """What dev scores read of a dev set (those its task has)."""
 QA_COLUMNS = ["example", "context", "offset_start", "offset_end"]
 """What decoding QA answers reads of a window besides its tokens."""
-"""The figures' version: a run folder evaluated by an older one is measured again."""
 
 
 def read_rows(run: RunFolder, paths: list[str], columns: list[str], limit: int,
@@ -106,26 +107,35 @@ def word_predictions(token_logits: np.ndarray, word_ids: list[int]) -> list[int]
 
 
 def fidelity(task: str, teacher, student, heldout: dict, num_labels: int,
-             windows: qa.WindowSettings | None = None) -> dict:
+             windows: qa.WindowSettings | None = None, teacher_run=None) -> dict:
     """The student against the teacher on held-out transfer sentences: agreement and KL with
     the teacher's stored predictions (per token for token tasks), and representation
-    similarity (the teacher's representations recomputed here). Extractive QA: agreement of
-    the decoded answers instead (exact match and F1 of the student's against the teacher's,
-    "no answer" where either prefers it to its best span)."""
+    similarity (the teacher's representations recomputed here, or ``teacher_run``:
+    :func:`run_model`'s). Extractive QA: agreement of the decoded answers instead (exact match
+    and F1 of the student's against the teacher's, "no answer" where either prefers it to its
+    best span)."""
     pool = pooling(task)
     student_preds, student_reps = run_model(student, heldout, pool)
-    teacher_preds, teacher_reps = run_model(teacher, heldout, pool)
+    teacher_preds, teacher_reps = teacher_run or run_model(teacher, heldout, pool)
     out = {"heldout_rows": len(student_reps),
            "representation_cka": metrics.linear_cka(student_reps, teacher_reps),
            "hidden_cosine": metrics.mapped_cosine(student_reps, teacher_reps)}
+    return {**out, **agreement_with_teacher(task, student_preds, teacher_preds, heldout,
+                                            num_labels, windows)}
+
+
+def agreement_with_teacher(task: str, preds, teacher_preds, heldout: dict, num_labels: int,
+                           windows: qa.WindowSettings | None = None) -> dict:
+    """Agreement (and KL) of per-row predictions ``preds`` with the teacher's: its stored
+    logits, or for extractive QA its answers decoded from ``teacher_preds``."""
     if task == "qa":
-        return {**out, **_answer_agreement(qa_answers(teacher_preds, heldout, windows),
-                                           qa_answers(student_preds, heldout, windows))}
-    if student_preds is not None and "logits" in heldout:
-        stored = [np.asarray(t, dtype=np.float32) for t in heldout["logits"]]
-        out["agreement"] = metrics.agreement(stored, student_preds, num_labels)
-        out["kl_divergence"] = metrics.kl_divergence(stored, student_preds, num_labels)
-    return out
+        return _answer_agreement(qa_answers(teacher_preds, heldout, windows),
+                                 qa_answers(preds, heldout, windows))
+    if preds is None or "logits" not in heldout:
+        return {}
+    stored = [np.asarray(t, dtype=np.float32) for t in heldout["logits"]]
+    return {"agreement": metrics.agreement(stored, preds, num_labels),
+            "kl_divergence": metrics.kl_divergence(stored, preds, num_labels)}
 
 
 def qa_answers(preds: list[np.ndarray], rows: dict, windows: qa.WindowSettings) -> dict:
@@ -157,6 +167,12 @@ def dev_scores(task: str, model, dev: dict, label_names: list[str],
     """Accuracy and macro-F1 (sentence, pair), word accuracy and entity-level F1 (token), or
     SQuAD's exact match and F1 (qa; with unanswerable questions, HasAns / NoAns too)."""
     preds, _ = run_model(model, dev, pooling(task))
+    return scores_of(task, preds, dev, label_names, windows)
+
+
+def scores_of(task: str, preds: list[np.ndarray], dev: dict, label_names: list[str],
+              windows: qa.WindowSettings | None = None) -> dict:
+    """:func:`dev_scores` from per-row predictions (:func:`run_model`'s, or ONNX Runtime's)."""
     if task == "qa":
         answers = qa_answers(preds, dev, windows)
         golds = {}
@@ -240,23 +256,34 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
         if teacher_in_run:
             teacher_path = run.download(teacher_path, f"{tmp}/teacher", "model")
         teacher = models.load_model(teacher_path, task).eval()
-        student = models.load_model(run.download("student", f"{tmp}/student"), task).eval()
-    heldout = read_rows(run, heldout_paths,
-                        ["input_ids", "token_type_ids", "logits", *TOPK_COLUMNS, *QA_COLUMNS],
-                        max_heldout_rows, True)
-    heldout = with_dense_logits(heldout, len(label_names))
-    result = {"eval": fidelity(task, teacher, student, heldout, len(label_names), windows)}
-    speed_rows = heldout
-    if dev_paths:
-        dev = read_rows(run, dev_paths, DEV_COLUMNS, 10**9, False)
-        result["eval"]["dev_rows"] = len(set(dev["example"])) if task == "qa" else \
-            len(dev["input_ids"])
-        for who, model in (("teacher", teacher), ("student", student)):
-            for name, value in dev_scores(task, model, dev, label_names, windows).items():
-                result["eval"][f"{who}_{name}"] = value
-        speed_rows = dev
-    result["speed"] = speed(teacher, student, speed_rows, batch_size=speed_batch_size,
-                            repeats=speed_repeats, torch_threads=torch_threads)
+        student_dir = run.download("student", f"{tmp}/student")
+        student = models.load_model(student_dir, task).eval()
+        heldout = read_rows(run, heldout_paths,
+                            ["input_ids", "token_type_ids", "logits", *TOPK_COLUMNS, *QA_COLUMNS],
+                            max_heldout_rows, True)
+        heldout = with_dense_logits(heldout, len(label_names))
+        teacher_run = run_model(teacher, heldout, pooling(task))
+        result = {"eval": fidelity(task, teacher, student, heldout, len(label_names), windows,
+                                   teacher_run=teacher_run)}
+        speed_rows, dev = heldout, None
+        if dev_paths:
+            dev = read_rows(run, dev_paths, DEV_COLUMNS, 10**9, False)
+            result["eval"]["dev_rows"] = len(set(dev["example"])) if task == "qa" else \
+                len(dev["input_ids"])
+            for who, model in (("teacher", teacher), ("student", student)):
+                for name, value in dev_scores(task, model, dev, label_names, windows).items():
+                    result["eval"][f"{who}_{name}"] = value
+            speed_rows = dev
+        result["speed"] = speed(teacher, student, speed_rows, batch_size=speed_batch_size,
+                                repeats=speed_repeats, torch_threads=torch_threads)
+        onnx = onnx_figures(student_dir, task, speed_rows, batch_size=speed_batch_size,
+                            repeats=speed_repeats, threads=torch_threads,
+                            pad_id=student.config.pad_token_id or 0)
+        if onnx:
+            result["speed"]["cpu"]["onnx"] = onnx
+            result["eval"].update(_int8_scores(task, student_dir, heldout, dev, teacher_run[0],
+                                               label_names, windows, torch_threads,
+                                               student.config.pad_token_id or 0))
     size = {"teacher_params": models.num_params(teacher),
             "student_params": models.num_params(student),
             "teacher_disk_bytes": disk_bytes(teacher), "student_disk_bytes": disk_bytes(student),
@@ -266,6 +293,58 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
             "student_hidden": student.config.hidden_size}
     result["size"] = {**size, "compression": size["teacher_params"] / size["student_params"]}
     return result
+
+
+def _numpy_batch(rows: dict, start: int, stop: int, pad_id: int) -> dict:
+    return {k: v.numpy() for k, v in _batch(rows, start, stop, pad_id).items()}
+
+
+def _onnx_path(student_dir: str, variant: str) -> str:
+    from xdistil_ray import onnx_model
+
+    return os.path.join(student_dir, onnx_model.FOLDER, onnx_model.VARIANTS[variant])
+
+
+def onnx_figures(student_dir: str, task: str, rows: dict, *, batch_size: int, repeats: int,
+                 threads: int, pad_id: int) -> dict:
+    """ONNX Runtime's latency, throughput and size on disk for each ONNX copy of the student
+    (``fp32``, ``int8``) on this machine's CPU, on the rows PyTorch was timed on; {} without
+    an ONNX export."""
+    from xdistil_ray import onnx_model
+
+    out = {}
+    n = len(rows["input_ids"])
+    single = [_numpy_batch(rows, i, i + 1, pad_id) for i in range(min(n, repeats))]
+    batched = _numpy_batch(rows, 0, min(n, batch_size), pad_id)
+    for variant in onnx_model.VARIANTS:
+        path = _onnx_path(student_dir, variant)
+        if os.path.exists(path):
+            session = onnx_model.Session(path, threads)
+            out[variant] = onnx_model.measure_speed(session, single, batched, repeats)
+    return out
+
+
+def _int8_scores(task: str, student_dir: str, heldout: dict, dev: dict | None, teacher_preds,
+                 label_names: list[str], windows, threads: int, pad_id: int) -> dict:
+    """The int8 ONNX student's agreement with the teacher (held-out rows) and dev scores, as
+    ``int8_<name>``."""
+    from xdistil_ray import onnx_model
+
+    path = _onnx_path(student_dir, "int8")
+    if not os.path.exists(path) or task == "none":
+        return {}
+    session = onnx_model.Session(path, threads)
+
+    def preds(rows: dict) -> list:
+        n = len(rows["input_ids"])
+        return onnx_model.predictions(
+            session, (_numpy_batch(rows, i, i + 128, pad_id) for i in range(0, n, 128)))
+
+    out = agreement_with_teacher(task, preds(heldout), teacher_preds, heldout, len(label_names),
+                                 windows)
+    if dev is not None:
+        out |= scores_of(task, preds(dev), dev, label_names, windows)
+    return {f"int8_{k}": v for k, v in out.items()}
 
 
 def evaluate_dev(run: RunFolder, *, task: str, model_rel: str, dev_paths: list[str],

@@ -106,7 +106,9 @@ def markdown(report: dict) -> str:
         *tables.results_table(report), "",
         f"{dev_note}Speedups: the teacher's time over the student's on the same machine "
         f"({report['speed']['cpu']['name']}), latency at batch 1 and throughput at batch "
-        f"{report['speed']['batch_size']}.", "",
+        f"{report['speed']['batch_size']}"
+        + ("; the ONNX Runtime rows are the exported copies (student/onnx/), timed against the "
+           "teacher in PyTorch" if report["speed"]["cpu"].get("onnx") else "") + ".", "",
         f"## Fidelity to the teacher ({e['heldout_rows']} held-out transfer {unit}s)", "",
         *_fidelity_lines(e), "",
         "## Size and speed", "",
@@ -197,6 +199,11 @@ def headline(report: dict) -> str:
     parts.append(f"{sz['compression']:.1f}x fewer parameters")
     parts.append(f"CPU {cpu['speedup_latency']:.1f}x faster at batch 1, "
                  f"{cpu['speedup_throughput']:.1f}x at batch {report['speed']['batch_size']}")
+    int8 = cpu.get("onnx", {}).get("int8")
+    if int8:
+        score = f"{header} {tables.pct(e.get(f'int8_{key}'))}, " if dev else ""
+        parts.append(f"int8 ONNX: {score}{cpu['teacher_latency_ms'] / int8['latency_ms']:.1f}x "
+                     f"faster at batch 1, {int8['disk_bytes'] / 1e6:.1f} MB")
     return "; ".join(parts)
 
 
