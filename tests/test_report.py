@@ -209,3 +209,19 @@ def test_the_onnx_copies_have_their_rows_and_the_int8_one_its_scores(written):
     # without an export: no such rows
     plain = report.markdown(json.loads((written[0] / "report.json").read_text()))
     assert "ONNX" not in plain
+
+
+def test_a_model_card_with_onnx_copies_says_how_to_load_them(written):
+    from huggingface_hub import ModelCard
+
+    from xdistil_ray import model_card
+
+    rep = json.loads((written[0] / "report.json").read_text())
+    rep["eval"] = {**rep["eval"], **INT8_EVAL}
+    rep["speed"]["cpu"]["onnx"] = ONNX
+    text = ModelCard(model_card.distillation_card(rep, load_config(), "run")).text
+    assert "| student, ONNX Runtime int8 | 4 x 128 | 4.8M | 5.1 MB |" in text
+    assert 'ORTModelForSequenceClassification.from_pretrained(folder, subfolder="onnx", ' \
+           'file_name="model_quantized.onnx")' in text
+    assert "fp32 19.3 MB, int8 5.1 MB" in text
+

@@ -7,6 +7,7 @@ hands the next step plain arguments.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import time
@@ -346,12 +347,19 @@ def _run_through_outages(run: RunFolder, rel: str, fp: dict, run_step: Callable[
         except Exception as e:  # noqa: BLE001 - only storage errors are retried
             if attempt == STORAGE_RETRIES or not storage.is_storage_error(e):
                 raise
-            print(f"[xdistil] {rel}: waiting on storage ({storage.first_line(e)}); the step "
-                  "resumes once it answers", flush=True)
-            waited = storage.wait_until_reachable(
-                run.uri, run.options, storage.OUTAGE_WAIT_S if wait_s is None else wait_s)
-            print(f"[xdistil] {rel}: storage answers again after {waited:.0f} s: resuming the "
-                  "step", flush=True)
+            why = storage.first_line(e)
+        # The failed attempt's Ray Data operators hold their actors (the teacher's pool, with
+        # its CPUs and GPUs) in reference cycles through the error's traceback: collected now,
+        # the actors exit. Otherwise they outlive the step, and on a small cluster the next
+        # attempt or stage waits forever for what they hold (seen: a 0.5-CPU teacher actor
+        # left a 2-CPU machine's stage 1 waiting on a 1-CPU read task).
+        gc.collect()
+        print(f"[xdistil] {rel}: waiting on storage ({why}); the step resumes once it answers",
+              flush=True)
+        waited = storage.wait_until_reachable(
+            run.uri, run.options, storage.OUTAGE_WAIT_S if wait_s is None else wait_s)
+        print(f"[xdistil] {rel}: storage answers again after {waited:.0f} s: resuming the step",
+              flush=True)
     raise AssertionError("unreachable")
 
 
