@@ -10,6 +10,7 @@ tests/test_families_integration.py.
 
 import json
 import math
+import os
 
 import pytest
 
@@ -108,6 +109,26 @@ def test_token_classification_run(token_run):
     assert e["agreement"] >= 0.9, e
     assert report["teacher_inference"]["outputs"] == ["logits", "hidden"]
     _losses_fell(report)
+
+
+def test_every_stages_curves_are_in_tensorboard(token_run):
+    """<run>/tensorboard/: each stage's total and per-loss values, learning rate, steps/s at
+    every logged step (the teacher's fine-tune with its dev score per epoch); the report's
+    final figures."""
+    from test_tensorboard_log import read_scalars
+
+    root, report = token_run
+    board = root / "run" / "tensorboard"
+    assert sorted(os.listdir(board)) == ["1-representation", "2-logits", "report",
+                                         "teacher_finetune"]
+    history = json.loads((root / "run" / "stages" / "2-logits" / "losses.json").read_text())
+    scalars = read_scalars(str(board / "2-logits"))
+    assert [step for step, _ in scalars["loss/total"]] == [row[0] for row in history["history"]]
+    assert [v for _, v in scalars["loss/total"]] == pytest.approx(
+        [row[1] for row in history["history"]], rel=1e-5)
+    assert "loss/0:logits" in scalars and scalars["learning_rate"][0][1] > 0
+    assert all(v > 0 for _, v in scalars["steps_per_second"])
+    assert "dev/entity_f1" in read_scalars(str(board / "teacher_finetune"))
 
 
 def test_the_teacher_fine_tune_keeps_its_best_epoch_on_dev(token_run):

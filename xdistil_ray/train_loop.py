@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from xdistil_ray import objective, schedule
+from xdistil_ray import objective, schedule, tensorboard_log
 from xdistil_ray.checkpoint import (DEEPSPEED_TAG, LOSSES_FILE, MODEL_DIR, MODULE_FILE,
                                     PROGRESS_FILE, read_progress, save_student,
                                     safe_load, usable_checkpoint, use_safe_loading,
@@ -251,11 +251,21 @@ class StageTrainer:
                                  spans=spec.task == "qa")
 
     def train_step(self, batch: dict) -> torch.Tensor:
-        """One optimizer step; returns the loss detached, on the device (no host sync)."""
-        loss, _ = self.loss(batch)
+        """One optimizer step; returns the loss detached, on the device (no host sync). Each
+        loss's own value stays in ``last_parts`` (detached, on the device)."""
+        loss, self.last_parts = self.loss(batch)
         self.engine.backward(loss)
         self.engine.step()
         return loss.detach()
+
+    def learning_rate(self) -> float | None:
+        lrs = self.engine.get_lr()
+        return float(lrs[0]) if lrs else None
+
+    def grad_norm(self) -> float | None:
+        """The last step's global gradient norm where DeepSpeed computed one."""
+        norm = self.engine.get_global_grad_norm()
+        return None if norm is None else float(norm)
 
     @property
     def pad_id(self) -> int:
@@ -357,19 +367,27 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                                                     spec.per_token), trainer.engine.device,
                               cache_bytes=spec.cache_bytes)
     clock = _ProgressClock(spec, step)
-    window, final_saved, stopped_early = [], False, validation.should_stop()
+    board = tensorboard_log.StageLog(spec.run, spec.rel, stage_dir) if rank == 0 else None
+    window, parts, final_saved = [], {}, False
+    stopped_early = validation.should_stop()
     while step < spec.total_steps and not stopped_early:
         if trainer.phase_for(step) != trainer.phase:
             trainer.build(trainer.phase_for(step), step)
             if rank == 0:  # the workers' log only: not a line the console needs
                 say(f"({spec.name}) step {step}: unfreezing phase {trainer.phase}")
         window.append(trainer.train_step(next(batches)))  # losses stay on the device
+        for name, value in trainer.last_parts.items():
+            parts.setdefault(name, []).append(value)
         step += 1
         if step % spec.log_every == 0 or step == spec.total_steps:
-            history.append([step, _mean_across_ranks(window), round(time.time(), 3)])
-            window = []
+            means = _means_across_ranks({"total": window, **parts})
+            history.append([step, means["total"], round(time.time(), 3)])
+            window, parts = [], {}
             if rank == 0:
                 clock.maybe_print(step, history)
+                board.scalars(step, {**{f"loss/{k}": v for k, v in means.items()},
+                                     "learning_rate": trainer.learning_rate(),
+                                     "grad_norm": trainer.grad_norm()})
         if validation.due(step):
             score = validation.measure(trainer, step)
             stopped_early = validation.should_stop() and step < spec.total_steps
@@ -377,12 +395,15 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                 say(f"[xdistil] {spec.name}: epoch {validation.scores[-1][0]} dev "
                     f"{validation.metric} {score:.4f}"
                     + (f", stopping: {validation.stop_reason()}" if stopped_early else ""))
+                board.scalars(step, {f"dev/{validation.metric}": score})
         end = step == spec.total_steps or stopped_early
         # Only checkpoints go to Ray Train: a report waits until the controller has taken the
         # previous one (it polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S), so a report per log
         # interval held a fast stage to one interval per report (pipeline.RAY_ENV).
         if step % spec.checkpoint_every == 0 or end:
             final_saved = end
+            if board is not None:
+                board.sync()  # the curves so far, beside the checkpoint
             _save_and_report(trainer, _progress(spec, step, history, resumed, world, validation),
                              stage_dir, rank, final=end, validation=validation)
     if not final_saved:  # restored at (or, with fewer workers' longer steps, past) the end
@@ -390,6 +411,7 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                          stage_dir, rank, final=True, validation=validation)
     final = os.path.join(stage_dir, MODEL_DIR)
     if rank == 0:
+        board.close()
         extra = {"validation": validation.summary(stopped_early)} if validation.enabled else {}
         _commit(spec, final, history, resumed, time.time() - started, step, extra)
         say(f"[xdistil] {spec.rel}: done in {time.time() - started:.0f}s")
@@ -450,13 +472,15 @@ def _online_teacher(spec: StageSpec, workdir: str):
     return load_model(local, spec.task)
 
 
-def _mean_across_ranks(values: list[torch.Tensor]) -> float:
-    """Mean of the window's losses over all ranks: the one host sync per logging interval."""
-    mean = torch.stack(values).double().mean()
+def _means_across_ranks(windows: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """Mean of each window of losses (the total, each loss's own) over all ranks, in one
+    all-reduce: the one host sync per logging interval."""
+    names = list(windows)
+    means = torch.stack([torch.stack(windows[n]).double().mean() for n in names])
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        torch.distributed.all_reduce(mean)
-        mean /= torch.distributed.get_world_size()
-    return float(mean)
+        torch.distributed.all_reduce(means)
+        means /= torch.distributed.get_world_size()
+    return dict(zip(names, means.tolist()))
 
 
 def say(line: str) -> None:

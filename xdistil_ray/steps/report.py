@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import posixpath
 
-from xdistil_ray import model_card, plots, tables
+from xdistil_ray import model_card, plots, tables, tensorboard_log
 from xdistil_ray.config import Config
 from xdistil_ray.runfolder import RunFolder
 from xdistil_ray.checkpoint import LOSSES_FILE
@@ -175,7 +175,17 @@ def write(run: RunFolder, cfg: Config, *, stage_folders: list[tuple[str, str]], 
     run.write_text("report.md", markdown(report))
     if run.marker(STUDENT) is not None:
         model_card.add_to(run, STUDENT, model_card.distillation_card(report, cfg, run_name(run)))
+    tensorboard_log.write_report(run, report, settings(cfg))
     return report
+
+
+def settings(cfg: Config) -> dict:
+    """The settings a run is compared on (TensorBoard's hparams)."""
+    s = cfg.student
+    return {"task": cfg.task, "teacher.model": cfg.teacher.model, "seed": cfg.seed,
+            "student.num_layers": s.num_layers, "student.hidden_size": s.hidden_size,
+            "student.init": s.init, "stages": " -> ".join(st.name for st in cfg.stages),
+            "corpus.path": cfg.corpus.path}
 
 
 def run_name(run: RunFolder) -> str:
