@@ -47,7 +47,7 @@ def test_aws_config_passes_rays_validation_and_has_the_three_worker_types():
     assert "GPU" in types["teacher_gpu"]["resources"] and "GPU" in types["train_gpu"]["resources"]
     assert types["teacher_gpu"]["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
     assert config["idle_timeout_minutes"] > 0
-    assert any("pip install" in c and "-e \".[onnx]\"" in c for c in config["setup_commands"])
+    assert any("pip install" in c and "-e \".[onnx,mlflow]\"" in c for c in config["setup_commands"])
 
 
 @pytest.mark.parametrize("break_it, message", [

@@ -338,6 +338,17 @@ class ExportConfig:
 
 
 @dataclass
+class TrackingConfig:
+    mlflow_uri: str = ""
+    """An MLflow tracking URI (`http://host:5000`, `databricks`, `file:/path`): at the end of
+    the run its settings, every stage's loss per step, the final figures and report.json,
+    report.md and the plots are logged to one MLflow run (the same one on a re-run). Empty = no
+    MLflow. Needs the `mlflow` extra. TensorBoard files are written either way."""
+    mlflow_experiment: str = "xdistil_ray"
+    """The MLflow experiment the run is logged under."""
+
+
+@dataclass
 class RayConfig:
     address: str = ""
     """Ray address; empty = start Ray locally, `auto` = the cluster this job runs in."""
@@ -388,6 +399,8 @@ class Config:
     """Evaluation settings."""
     export: ExportConfig = field(default_factory=ExportConfig)
     """What the run exports besides the Hugging Face folder (`student/`)."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """Experiment tracking besides `<run>/tensorboard/`."""
     ray: RayConfig = field(default_factory=RayConfig)
     """Where Ray runs."""
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -501,6 +514,22 @@ def _layers(base: dict, file_data: dict, overrides) -> dict:
     for item in overrides:
         _apply_override(base, item)
     return base
+
+
+def flatten(obj, prefix: str = "") -> dict:
+    """A nested dict (and lists) as dotted keys: ``{"corpus.max_length": 64, "stages.0.name":
+    ...}``."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(obj, list):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: obj}
 
 
 def to_dict(cfg: Any) -> dict:

@@ -95,6 +95,10 @@ def validate(cfg) -> None:
         from xdistil_ray import onnx_model
 
         onnx_model.require()
+    if cfg.tracking.mlflow_uri:
+        from xdistil_ray import mlflow_log
+
+        mlflow_log.require()
 
 
 def _check_qa(q) -> None:

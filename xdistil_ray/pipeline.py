@@ -191,20 +191,6 @@ _EMBEDDED_FILE = {"corpus.path": "corpus", "labeled.train": "train", "labeled.de
 
 # ---------------------------------------------------------------------- fingerprints
 
-def _flat(obj, prefix: str = "") -> dict:
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    if isinstance(obj, list):
-        out = {}
-        for i, v in enumerate(obj):
-            out.update(_flat(v, f"{prefix}{i}."))
-        return out
-    return {prefix[:-1]: obj}
-
-
 def fingerprint(cfg: Config, *sections: str, inputs: dict | None = None) -> dict:
     """The config fields a step's output depends on, flattened (``corpus.max_length``: 64),
     with the identities of the inputs they name (``inputs``: :func:`identity.of_inputs`'s
@@ -212,7 +198,7 @@ def fingerprint(cfg: Config, *sections: str, inputs: dict | None = None) -> dict
     windows), on none of it in another."""
     if getattr(cfg, "task", "") == "qa" and "task" in sections:
         sections += ("qa",)
-    data = {**_flat(config_mod.to_dict(cfg)), **(inputs or {})}
+    data = {**config_mod.flatten(config_mod.to_dict(cfg)), **(inputs or {})}
     return {k: v for k, v in data.items() if any(k == s or k.startswith(s + ".") for s in sections)}
 
 
@@ -234,7 +220,7 @@ def changed_fields(old: dict, fp: dict) -> list[str]:
     does not name (added to the config since) counts as its default; an input's identity that
     it lacks (written before identities were recorded) is unknown, not changed; an input at
     another path is named once, as its path."""
-    defaults = _flat(config_mod.to_dict(config_mod.Config()))
+    defaults = config_mod.flatten(config_mod.to_dict(config_mod.Config()))
     changed = {k for k in set(old) | set(fp)
                if old.get(k, defaults.get(k)) != fp.get(k)
                and not (k.endswith("." + CONTENT) and k not in old)}
@@ -532,6 +518,12 @@ def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
                           stages=stage_markers, evaluation=eval_marker,
                           finetune=folder.marker(TEACHER_FINETUNE) if teacher.in_run else None,
                           seconds=round(time.time() - started, 1))
+    if cfg.tracking.mlflow_uri:
+        from xdistil_ray import mlflow_log
+
+        run_id = mlflow_log.log_run(folder, cfg, result, trained)
+        print(f"[xdistil] MLflow: run {run_id} in experiment {cfg.tracking.mlflow_experiment!r} "
+              f"at {cfg.tracking.mlflow_uri}", flush=True)
     print(report.summary(folder, result), flush=True)
     return result
 
