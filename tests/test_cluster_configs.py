@@ -45,7 +45,8 @@ def test_aws_config_passes_rays_validation_and_has_the_three_worker_types():
         assert types[name]["min_workers"] == 0 and types[name]["max_workers"] >= 1
         assert types[name]["node_config"]["IamInstanceProfile"]["Name"]  # S3 through a role
     assert "GPU" in types["teacher_gpu"]["resources"] and "GPU" in types["train_gpu"]["resources"]
-    assert types["teacher_gpu"]["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+    for spot in ("teacher_gpu", "train_gpu"):
+        assert types[spot]["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
     assert config["idle_timeout_minutes"] > 0
     assert any("pip install" in c and "-e \".[onnx,mlflow]\"" in c for c in config["setup_commands"])
 

@@ -109,3 +109,24 @@ def test_steady_rate_from_the_last_attempts_logged_steps():
     assert steady_steps_per_second(history[:3], []) == 2.0
     assert steady_steps_per_second(history[:1], []) is None
     assert steady_steps_per_second([[10, 1.0], [20, 0.5]], []) is None  # older runs: no times
+
+
+def test_a_preemption_notice_is_acted_on_once_and_only_where_watched():
+    """A spot node's notice (Ray Train's PreemptionInfo) asks for one checkpoint at once; the
+    same notice again asks for none; on one machine (no watcher) nothing is asked."""
+    import time as clock
+
+    from ray.train import PreemptionInfo
+
+    from xdistil_ray.train_loop import PreemptionNotices
+
+    notices = PreemptionNotices(watched=True)
+    deadline = int(1000 * (clock.time() + 120))
+    info = PreemptionInfo(deadline_ms=deadline, preempted_node_to_ranks={"node-b": [2, 3]})
+    line = notices.notice_due(50, info)
+    assert line.startswith("preemption notice for 1 node(s), ranks [2, 3], 1")
+    assert line.endswith(" s left")
+    assert notices.notice_due(55, info) == ""  # acted on already
+    later = PreemptionInfo(deadline_ms=deadline + 60_000, preempted_node_to_ranks={"c": [0]})
+    assert notices.notice_due(60, later)  # another node's notice
+    assert PreemptionNotices(watched=False).notice_due(50, info) == ""

@@ -306,6 +306,13 @@ class TrainConfig:
     epoch; a larger share streams anyway)."""
     max_failures: int = 2
     """Worker failures Ray Train retries from the newest checkpoint."""
+    max_preemption_failures: int = -1
+    """Node preemptions (spot instances reclaimed) Ray Train recovers from, from the newest
+    checkpoint, counted apart from `max_failures` (-1 = any number). On a preemption notice
+    the workers take a checkpoint at once, so a reclaimed node costs the steps since it."""
+    async_checkpoint_upload: bool = True
+    """Upload checkpoints in the background while training goes on (each is a folder of its
+    own, never written again); the stage's last one is uploaded before it is committed."""
     resources_per_worker: dict[str, float] = field(default_factory=dict)
     """Custom Ray resources each training worker asks for besides CPU (and GPU with `use_gpu`),
     to land on a node type (the cluster configs give training GPU nodes `train_gpu`)."""

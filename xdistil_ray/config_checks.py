@@ -158,6 +158,8 @@ def _validate_train(cfg) -> None:
     _check(t.log_every_steps >= 1, "train.log_every_steps: must be at least 1")
     _check(t.checkpoint_every_steps >= 1, "train.checkpoint_every_steps: must be at least 1")
     _check(t.max_failures >= 0, "train.max_failures: must be >= 0")
+    _check(t.max_preemption_failures >= -1,
+           "train.max_preemption_failures: must be -1 (any number) or >= 0")
     _check(t.epoch_cache_mb >= 0, "train.epoch_cache_mb: must be 0 or more")
     _check(cfg.eval.num_cpus > 0, "eval.num_cpus: must be > 0")
     _check(cfg.eval.num_gpus >= 0, "eval.num_gpus: must be 0 or more")

@@ -175,7 +175,7 @@ def _spec(cfg, *, rows: int, epochs: float, run: RunFolder, min_steps: int = 0,
         zero_stage=t.zero_stage, log_every=t.log_every_steps,
         checkpoint_every=t.checkpoint_every_steps, seed=cfg.seed, task=cfg.task,
         windows=cfg.qa.windows() if cfg.task == "qa" else None,
-        cache_bytes=t.epoch_cache_mb * 2**20,
+        cache_bytes=t.epoch_cache_mb * 2**20, async_upload=t.async_checkpoint_upload,
         torch_threads=t.torch_threads or max(1, int(t.cpus_per_worker)), **kwargs)
 
 
@@ -184,4 +184,4 @@ def scaling(cfg):
 
     t = cfg.train
     return Scaling(t.num_workers, t.use_gpu, t.cpus_per_worker, t.max_failures,
-                   dict(t.resources_per_worker))
+                   dict(t.resources_per_worker), t.max_preemption_failures)

@@ -62,6 +62,8 @@ class StageSpec:
     seed: int
     torch_threads: int
     task: str = "sentence"
+    async_upload: bool = True
+    """Checkpoints other than the stage's last upload in the background."""
     label_names: list[str] = field(default_factory=list)
     new_head: bool = False
     """Give the model a fresh task head for ``label_names`` (teacher fine-tuning)."""
@@ -367,6 +369,7 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                                                     spec.per_token), trainer.engine.device,
                               cache_bytes=spec.cache_bytes)
     clock = _ProgressClock(spec, step)
+    preemption = PreemptionNotices()
     board = tensorboard_log.StageLog(spec.run, spec.rel, stage_dir) if rank == 0 else None
     window, parts, final_saved = [], {}, False
     stopped_early = validation.should_stop()
@@ -397,10 +400,13 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                     + (f", stopping: {validation.stop_reason()}" if stopped_early else ""))
                 board.scalars(step, {f"dev/{validation.metric}": score})
         end = step == spec.total_steps or stopped_early
+        notice = (step % spec.log_every == 0 and not end and preemption.notice_due(step))
+        if notice and rank == 0:
+            say(f"[xdistil] {spec.name}: {notice}: checkpoint at step {step}")
         # Only checkpoints go to Ray Train: a report waits until the controller has taken the
         # previous one (it polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S), so a report per log
         # interval held a fast stage to one interval per report (pipeline.RAY_ENV).
-        if step % spec.checkpoint_every == 0 or end:
+        if step % spec.checkpoint_every == 0 or end or notice:
             final_saved = end
             if board is not None:
                 board.sync()  # the curves so far, beside the checkpoint
@@ -472,6 +478,36 @@ def _online_teacher(spec: StageSpec, workdir: str):
     return load_model(local, spec.task)
 
 
+class PreemptionNotices:
+    """Ray Train's notice that a node of the worker group is being preempted (a spot instance
+    reclaimed; the node drained with reason PREEMPTION), asked at logging intervals. Every
+    worker asks at the same steps (the question is a collective). Ray starts no preemption
+    watcher on one machine (``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0``: pipeline.LOCAL_RAY_ENV),
+    and then nothing is asked."""
+
+    def __init__(self, watched: bool | None = None):
+        self.watched = (os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1") != "0"
+                        if watched is None else watched)
+        self.seen: set = set()
+
+    def notice_due(self, step: int, info=None) -> str:
+        """A console line for a notice not acted on yet ('' when there is none): the caller
+        checkpoints at once, and Ray Train restarts the group from it when the node goes."""
+        if not self.watched:
+            return ""
+        if info is None:
+            import ray.train
+
+            info = ray.train.get_preemption_info()
+        if info is None or info.deadline_ms in self.seen:
+            return ""
+        self.seen.add(info.deadline_ms)
+        left = "" if info.deadline_ms is None else \
+            f", {max(0.0, info.deadline_ms / 1000 - time.time()):.0f} s left"
+        return (f"preemption notice for {len(info.preempted_node_ids)} node(s), ranks "
+                f"{info.preempted_ranks}{left}")
+
+
 def _means_across_ranks(windows: dict[str, list[torch.Tensor]]) -> dict[str, float]:
     """Mean of each window of losses (the total, each loss's own) over all ranks, in one
     all-reduce: the one host sync per logging interval."""
@@ -536,7 +572,7 @@ def _save_and_report(trainer: StageTrainer, progress: dict, stage_dir: str, rank
     one (each rank also keeps its own copy as the next stage's start); each rank lists its
     files last. Ray merges the ranks' folders into one checkpoint."""
     import ray.train
-    from ray.train import Checkpoint
+    from ray.train import Checkpoint, CheckpointUploadMode
 
     spec, step = trainer.spec, progress["step"]
     best = validation.pending_best(step)
@@ -559,6 +595,11 @@ def _save_and_report(trainer: StageTrainer, progress: dict, stage_dir: str, rank
             json.dump(progress, f)
     write_rank_manifest(out, rank)
     history = progress["history"]
+    # A checkpoint's folder is its own and never written again: uploaded in the background
+    # while training goes on (Ray Train registers it once uploaded). The stage's last one is
+    # uploaded before the stage is committed.
+    mode = (CheckpointUploadMode.ASYNC if spec.async_upload and not final
+            else CheckpointUploadMode.SYNC)
     ray.train.report({"step": step, "loss": history[-1][1] if history else float("nan")},
-                     checkpoint=Checkpoint.from_directory(out),
-                     delete_local_checkpoint_after_upload=True)  # uploaded synchronously
+                     checkpoint=Checkpoint.from_directory(out), checkpoint_upload_mode=mode,
+                     delete_local_checkpoint_after_upload=True)

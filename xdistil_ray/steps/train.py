@@ -36,6 +36,8 @@ class Scaling:
     max_failures: int
     resources: dict
     """Custom resources per worker (a node type's marker)."""
+    max_preemption_failures: int = -1
+    """Preempted nodes Ray Train recovers from, apart from ``max_failures``."""
 
 
 def stage_dataset(run: RunFolder, files: list[str], columns: list[str], heldout: bool | None):
@@ -83,7 +85,9 @@ def run_stages(run: RunFolder, ray_rel: str, specs: list[StageSpec], datasets: d
             datasets=datasets,
             run_config=RunConfig(
                 name=RAY_DIR, storage_path=run.path(ray_rel), storage_filesystem=run.fs,
-                failure_config=FailureConfig(max_failures=scaling.max_failures),
+                failure_config=FailureConfig(
+                    max_failures=scaling.max_failures,
+                    max_preemption_failures=scaling.max_preemption_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )
         return trainer.fit()
