@@ -1,3 +1,5 @@
+import pytest
+
 from xdistil_ray.progress import Throughput, counted
 
 
@@ -42,3 +44,39 @@ def test_counted_passes_the_batch_through_and_reports_its_rows():
                                                                             for x in b["text"]]},
                   progress=Handle, label="x", suffix="!")
     assert out == {"text": ["a!", "b!", "c!"]} and calls == [("x", 3)]
+
+
+@pytest.mark.integration
+def test_rows_and_shards_reach_rays_prometheus_endpoint(ray_local):
+    """Rows counted in an actor (as the progress and shard-ledger actors count them) are on the
+    node's metrics endpoint, which Prometheus and the dashboard scrape."""
+    import time
+    import urllib.request
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Counting:
+        def count(self):
+            from xdistil_ray import ray_metrics
+            from xdistil_ray.progress import Throughput
+
+            Throughput("metrics-test", 100).add(40)
+            ray_metrics.shard_committed("teacher")
+
+    actor = Counting.remote()
+    ray.get(actor.count.remote())
+    node = ray._private.worker.global_worker.node
+    url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+    deadline, text = time.time() + 60, ""
+    while time.time() < deadline:  # exported every few seconds
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        if 'ray_xdistil_rows_total{' in text and 'step="metrics-test"' in text:
+            break
+        time.sleep(2)
+    rows = [line for line in text.splitlines()
+            if line.startswith("ray_xdistil_rows_total{") and 'step="metrics-test"' in line]
+    assert rows and rows[0].rsplit(" ", 1)[1] == "40.0", rows
+    assert any(line.startswith("ray_xdistil_shards_committed_total{") for line in text.splitlines())
+    assert any(line.startswith("ray_xdistil_rows_per_second{") for line in text.splitlines())
+    ray.kill(actor)

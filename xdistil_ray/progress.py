@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+from xdistil_ray import ray_metrics
+
 
 class Throughput:
     """Counts rows of one pass and formats progress lines (plain object: no Ray)."""
@@ -21,9 +23,11 @@ class Throughput:
         self.printed = self.started
 
     def add(self, rows: int) -> str | None:
-        """Counts ``rows``; returns a line when one is due (every ``every_s``, and at the end)."""
+        """Counts ``rows`` (and records them as Ray metrics); returns a line when one is due
+        (every ``every_s``, and at the end)."""
         self.rows += rows
         now = self.clock()
+        ray_metrics.rows(self.label, rows, self.rows / max(now - self.started, 1e-9))
         if now - self.printed >= self.every_s or (self.total and self.rows >= self.total):
             self.printed = now
             return self.line()

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from xdistil_ray import ray_metrics
 from xdistil_ray.corpus import object_array
 from xdistil_ray.models import PER_TOKEN_TASKS
 from xdistil_ray.progress import Throughput
@@ -201,6 +202,7 @@ class ShardLedger:
                 and shard not in self.committed:
             if commit_shard(self.run, shard, self.expected[shard]):
                 self.committed.append(shard)
+                ray_metrics.shard_committed("teacher")
                 print(f"[xdistil] teacher: shard {shard} committed "
                       f"({len(self.committed)}/{len(self.expected)} of this attempt)", flush=True)
 
