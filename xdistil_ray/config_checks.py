@@ -6,7 +6,7 @@ Kept apart from :mod:`xdistil_ray.config` (the dataclasses and their loading), w
 
 from __future__ import annotations
 
-from xdistil_ray import storage
+from xdistil_ray import extras, storage
 from xdistil_ray.errors import ConfigError
 
 TASKS = ("sentence", "pair", "token", "qa", "none")
@@ -92,13 +92,9 @@ def validate(cfg) -> None:
     _check(18 <= cfg.export.opset <= 23, f"export.opset: {cfg.export.opset} is not one that "
            "PyTorch's ONNX exporter writes and ONNX Runtime runs (18 to 23)")
     if cfg.export.onnx:
-        from xdistil_ray import onnx_model
-
-        onnx_model.require()
+        extras.require("onnx")
     if cfg.tracking.mlflow_uri:
-        from xdistil_ray import mlflow_log
-
-        mlflow_log.require()
+        extras.require("mlflow")
 
 
 def _check_qa(q) -> None:

@@ -13,14 +13,12 @@ mlflow (``mlflow-skinny``) is the ``mlflow`` extra. MLflow 3 refuses its ``file:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import posixpath
 import tempfile
 
 from xdistil_ray.checkpoint import LOSSES_FILE
 from xdistil_ray.config import flatten, to_dict
-from xdistil_ray.errors import ConfigError
 from xdistil_ray.runfolder import RunFolder
 
 EXTRA = "mlflow"
@@ -28,14 +26,6 @@ RUN_ID_FILE = "tracking/mlflow.json"
 ARTIFACTS = ("report.json", "report.md", "loss_curves.png", "speed_size.png", "config.yaml")
 BATCH = 500
 """Metrics and parameters per request (MLflow's limit is 1,000 and 100 per batch)."""
-
-
-def require() -> None:
-    if importlib.util.find_spec("mlflow") is None:
-        raise ConfigError(
-            f"tracking.mlflow_uri: logging to MLflow needs mlflow, from the project's "
-            f"'{EXTRA}' extra: pip install -c constraints.txt -e '.[{EXTRA}]' (scripts/setup.sh "
-            "installs it), or leave tracking.mlflow_uri empty")
 
 
 def final_figures(report: dict) -> dict[str, float]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xdistil_ray.errors import ConfigError
+from xdistil_ray import extras
 
 EXTRA = "onnx"
 FOLDER = "onnx"
@@ -36,21 +36,6 @@ VARIANTS = {"fp32": FP32, "int8": INT8}
 EXPORT_TOLERANCE = 1e-3
 """Largest difference of the exported model's outputs from PyTorch's, as a share of the
 outputs' spread, on the export's check batch (measured on tiny BERT: 2e-7 of it)."""
-
-
-def require() -> None:
-    """Raises ConfigError naming the extra when its packages are missing."""
-    missing = []
-    for name in ("onnx", "onnxscript", "onnxruntime"):
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise ConfigError(
-            f"export.onnx: the ONNX export needs {', '.join(missing)}, from the project's "
-            f"'{EXTRA}' extra: pip install -c constraints.txt -e '.[{EXTRA}]' (scripts/setup.sh "
-            "installs it), or set export.onnx=false")
 
 
 def output_names(task: str) -> list[str]:
@@ -92,7 +77,7 @@ def export(model: nn.Module, folder: str, task: str, *, opset: int = 18,
     Raises RuntimeError if the export's outputs differ from PyTorch's."""
     from xdistil_ray import families
 
-    require()
+    extras.require(EXTRA)
     model = model.eval().float()
     token_types = families.family_of(model.config).token_types
     names = output_names(task)
