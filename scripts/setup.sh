@@ -10,5 +10,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,onnx,mlflow]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,onnx,mlflow,wandb]"
 .venv/bin/python -c "import torch, ray, deepspeed, transformers; print('xdistil_ray ready: torch', torch.__version__, '| ray', ray.__version__, '| deepspeed', deepspeed.__version__, '| transformers', transformers.__version__)"

@@ -48,7 +48,7 @@ def test_aws_config_passes_rays_validation_and_has_the_three_worker_types():
     for spot in ("teacher_gpu", "train_gpu"):
         assert types[spot]["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
     assert config["idle_timeout_minutes"] > 0
-    assert any("pip install" in c and "-e \".[onnx,mlflow]\"" in c for c in config["setup_commands"])
+    assert any("pip install" in c and "-e \".[onnx,mlflow,wandb]\"" in c for c in config["setup_commands"])
 
 
 @pytest.mark.parametrize("break_it, message", [

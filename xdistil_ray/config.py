@@ -353,6 +353,12 @@ class TrackingConfig:
     MLflow. Needs the `mlflow` extra. TensorBoard files are written either way."""
     mlflow_experiment: str = "xdistil_ray"
     """The MLflow experiment the run is logged under."""
+    wandb_project: str = ""
+    """A Weights & Biases project: at the end of the run its settings, every stage's loss per
+    step, the final figures and the report files are logged to one W&B run (resumed on a
+    re-run). Empty = no W&B. Needs the `wandb` extra; `WANDB_MODE=offline` logs locally."""
+    wandb_entity: str = ""
+    """The W&B team or user (empty: the API key's default)."""
 
 
 @dataclass

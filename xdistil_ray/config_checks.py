@@ -95,6 +95,8 @@ def validate(cfg) -> None:
         extras.require("onnx")
     if cfg.tracking.mlflow_uri:
         extras.require("mlflow")
+    if cfg.tracking.wandb_project:
+        extras.require("wandb")
 
 
 def _check_qa(q) -> None:

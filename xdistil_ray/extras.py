@@ -12,6 +12,8 @@ EXTRAS = {
              "set export.onnx=false"),
     "mlflow": (("mlflow",), "tracking.mlflow_uri", "logging to MLflow",
                "leave tracking.mlflow_uri empty"),
+    "wandb": (("wandb",), "tracking.wandb_project", "logging to Weights & Biases",
+              "leave tracking.wandb_project empty"),
 }
 """extra -> (its packages, the setting that needs them, what for, how to do without)."""
 

@@ -524,6 +524,12 @@ def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
         run_id = mlflow_log.log_run(folder, cfg, result, trained)
         print(f"[xdistil] MLflow: run {run_id} in experiment {cfg.tracking.mlflow_experiment!r} "
               f"at {cfg.tracking.mlflow_uri}", flush=True)
+    if cfg.tracking.wandb_project:
+        from xdistil_ray import wandb_log
+
+        run_id = wandb_log.log_run(folder, cfg, result, trained)
+        print(f"[xdistil] W&B: run {run_id} in project {cfg.tracking.wandb_project!r}",
+              flush=True)
     print(report.summary(folder, result), flush=True)
     return result
 
