@@ -62,7 +62,7 @@ class StageSpec:
     seed: int
     torch_threads: int
     task: str = "sentence"
-    async_upload: bool = True
+    async_upload: bool = False
     """Checkpoints other than the stage's last upload in the background."""
     label_names: list[str] = field(default_factory=list)
     new_head: bool = False
