@@ -388,7 +388,9 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
             window, parts = [], {}
             if rank == 0:
                 clock.maybe_print(step, history)
-                board.scalars(step, {**{f"loss/{k}": v for k, v in means.items()},
+                # "0:logits" -> "loss/0_logits" (TensorBoard's tags take no colon)
+                board.scalars(step, {**{f"loss/{k.replace(':', '_')}": v
+                                        for k, v in means.items()},
                                      "learning_rate": trainer.learning_rate(),
                                      "grad_norm": trainer.grad_norm()})
         if validation.due(step):
