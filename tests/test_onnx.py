@@ -75,3 +75,21 @@ def test_a_missing_onnx_package_names_the_extra(monkeypatch, tmp_path):
 def test_an_opset_the_exporter_cannot_write_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"export.opset: 11 "):
         load_config(None, [f"output={tmp_path}/run", "export.opset=11"])
+
+
+def test_a_model_with_one_token_type_exports(tmp_path):
+    """XLM-R and RoBERTa checkpoints take token_type_ids but have one type: the export's check
+    batch gave a second segment type 1, out of their embedding (seen on the XLM-R family run)."""
+    import transformers as tf
+
+    from test_families import COMMON
+
+    config = tf.XLMRobertaConfig(**{**COMMON, "type_vocab_size": 1})
+    config.num_labels = 3
+    torch.manual_seed(0)
+    model = models.auto_class("token").from_config(config).eval()
+    onnx_model.export(model, str(tmp_path), "token", quantize=False)
+    rows = batch(3, 10)
+    rows["token_type_ids"] = torch.zeros_like(rows["input_ids"])
+    session = onnx_model.Session(str(tmp_path / onnx_model.FP32))
+    assert _ratio(_reference(model, rows, "token"), _onnx(session, rows, "token")) < 1e-3

@@ -59,15 +59,19 @@ class _Named(nn.Module):
         return tuple(out[name] for name in self.names)
 
 
-def _check_batch(vocab_size: int, token_types: bool) -> dict[str, torch.Tensor]:
-    """Two rows of different lengths (padding in one), different token types."""
+def _check_batch(vocab_size: int, token_types: bool, type_vocab_size: int = 2
+                 ) -> dict[str, torch.Tensor]:
+    """Two rows of different lengths (padding in one), two segments where the model has two
+    token types (XLM-R and RoBERTa checkpoints take token_type_ids but have one type)."""
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(5, max(6, vocab_size), (2, 12), generator=gen)
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[1, 7:] = 0
     batch = {"input_ids": ids, "attention_mask": mask}
     if token_types:
-        batch["token_type_ids"] = (torch.arange(12) >= 6).long().expand(2, 12).contiguous()
+        second = 1 if type_vocab_size > 1 else 0
+        batch["token_type_ids"] = (second * (torch.arange(12) >= 6)).long().expand(2, 12) \
+            .contiguous()
     return batch
 
 
@@ -82,7 +86,8 @@ def export(model: nn.Module, folder: str, task: str, *, opset: int = 18,
     token_types = families.family_of(model.config).token_types
     names = output_names(task)
     wrapped = _Named(model, names, token_types)
-    batch = _check_batch(model.config.vocab_size, token_types)
+    batch = _check_batch(model.config.vocab_size, token_types,
+                         getattr(model.config, "type_vocab_size", 2) or 1)
     inputs = list(batch)
     batch_dim, seq_dim = torch.export.Dim("batch"), torch.export.Dim("sequence")
     os.makedirs(folder, exist_ok=True)
