@@ -152,10 +152,11 @@ def test_precision_choice():
 def test_bf16_teacher_close_to_fp32(teacher_with_head):
     """The teacher in bf16 (its weights too) against fp32 on real sentences, measured against
     the spread of the outputs across rows. Measured (6 seeds of the untrained head x 2 seeds of
-    8 sentences, CPU): logits 0.007-0.025
-    of the spread, last-layer states 0.020-0.051; all-zeros outputs 1.09-2.11 (logits; 0.92 once
-    in CI with an unseeded head) and 5.5-6.7 (states), rows one off 1.14-1.91 and 1.3-1.5. The
-    bound, 0.2, is 4x the worst measured; the wrong outputs must exceed it 2.5x (0.5)."""
+    8 sentences, CPU): logits 0.007-0.025 of the spread, last-layer states 0.020-0.051;
+    all-zeros outputs 1.09-2.11 (logits) and 5.5-6.7 (states), rows one off 1.14-1.91 and
+    1.3-1.5. The bound, 0.2, is 4x the worst measured and fails both. The fixture's head is
+    seeded (0; these rows: zeros 1.57, rows one off 1.59): unseeded, CI drew a head whose
+    all-zeros ratio was 0.92."""
     rows = _review_rows(teacher_with_head, 8, seed=1)
     fp32 = TeacherInference(teacher_with_head, ("logits", "hidden"), device="cpu")(
         {"input_ids": rows})
@@ -166,8 +167,8 @@ def test_bf16_teacher_close_to_fp32(teacher_with_head):
     for key in ("logits", "hidden"):
         assert bf16[key].dtype == np.float16  # stored fp16 either way
         assert _spread_ratio(fp32[key], bf16[key]) < 0.2, key
-        assert _spread_ratio(fp32[key], np.zeros_like(bf16[key])) > 0.5, key
-        assert _spread_ratio(fp32[key], np.roll(bf16[key], 1, axis=0)) > 0.5, key
+        assert _spread_ratio(fp32[key], np.zeros_like(bf16[key])) > 1.0, key
+        assert _spread_ratio(fp32[key], np.roll(bf16[key], 1, axis=0)) > 1.0, key
 
 
 def test_top_k_logits_rebuild_the_teachers_probabilities():
