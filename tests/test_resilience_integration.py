@@ -13,9 +13,10 @@ B. the re-run (its requests retried 3 times, about 2 s) skips the prepared data 
    stage 1 meets another 90 s outage during a checkpoint (training resumes from the newest
    checkpoint); the driver is killed mid-stage 2;
 C. between B and C one committed teacher part is cut short and the newest stage-2 checkpoint is
-   truncated; the re-run recomputes that one shard, resumes stage 2 from the checkpoint before
-   the bad one, loses a Ray Train worker process (killed), resumes again from the newest
-   checkpoint, then finishes.
+   truncated; the re-run (requests at the default 10 attempts) recomputes that one shard,
+   resumes stage 2 from the checkpoint before the bad one, rides out a 15 s outage on the
+   requests' retries (no resume), loses a Ray Train worker process (killed), resumes again from
+   the newest checkpoint, then finishes.
 
 The tests below check each part's promise on what the scenario left in the bucket and logs.
 """
@@ -266,12 +267,19 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
         f.write(data_bytes[: len(data_bytes) // 2])
     events["corrupted"] = _truncate_newest_checkpoint(run)
 
-    # C: resumes stage 2; a training worker is killed after a newer checkpoint; completes.
+    # C (requests at the default 10 attempts): resumes stage 2; S3 down for 15 s, which the
+    # requests' retries ride out; a training worker is killed after a newer checkpoint;
+    # completes.
     c = driver("c")
     resumed = c.wait_for(r"\[xdistil\] logits: resumed from step (\d+)")
     events["driver_resume_step"] = int(resumed.group(1))
     events["worker_kill_step"] = events["driver_resume_step"] + 15
+    c.wait_for(rf"\[xdistil\] logits: step {events['driver_resume_step'] + 5}/",
+               start=c.matched_at)
+    outage_from = c.matched_at
+    _outage(s3, events, "stage 2", 15)
     c.wait_for(rf"\[xdistil\] logits: step {events['worker_kill_step']}/", start=c.matched_at)
+    events["c_outage_output"] = "".join(c.lines[outage_from:c.matched_at])
     workers = _train_worker_pids()
     assert workers, "no Ray Train worker process found"
     os.kill(workers[-1], signal.SIGKILL)
@@ -332,6 +340,18 @@ def test_a_storage_outage_longer_than_the_retries_resumes_the_stage(scenario):
     assert stage1["resumed_from"] and all(step % 5 == 0 for step in stage1["resumed_from"]), \
         stage1["resumed_from"]  # resumed from a checkpoint (every 5 steps), not from step 0
     assert "is partial" not in b + scenario["c_output"]
+
+
+def test_a_short_outage_is_absorbed_by_the_requests_retries(scenario):
+    """Stage 2 in C: 15 s down, within the default retries: no step or stage notices it (from
+    the outage to the worker kill, no wait, no failure, no resume)."""
+    during = scenario["c_outage_output"]
+    # A step's or the stages' wait ("teacher: waiting on storage", "stages: storage failed");
+    # the lease's heartbeat may say it cannot renew (its own requests retry for about 20 s).
+    assert not re.search(r"\[xdistil\] \S+: waiting on storage", during), during[-3000:]
+    assert "storage failed" not in during, during[-3000:]
+    assert "logits: resumed from" not in during
+    assert ("stage 2", 15) in [outage[:2] for outage in scenario["outages"]]
 
 
 def test_a_cut_teacher_part_reruns_its_shard_alone(scenario):
