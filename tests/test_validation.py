@@ -113,6 +113,9 @@ def test_epochs_at_chance_do_not_use_up_patience():
     resumed = Scripted(_spec(patience=1), [0.9], {"scores": [[1, 10, 0.515], [2, 20, 0.51]],
                                                    "best": 0, "chance": 0.515})
     assert not resumed.should_stop() and resumed.at_chance()
+    assert resumed.chance_warning().startswith(
+        "the dev accuracy never left chance (51.5%, always answering the most frequent label "
+        "scores 51.5%)")
     # F1 metrics: chance is 0, so a token stage at entity F1 0.05 goes on, at 0.3 it stops
     v = Scripted(_spec(patience=1, task="token"), [0.05, 0.04, 0.3, 0.2, 0.1]), Trainer()
     v[0].chance = chance_score("entity_f1", None)

@@ -421,6 +421,8 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
     if rank == 0:
         board.close()
         extra = {"validation": validation.summary(stopped_early)} if validation.enabled else {}
+        if validation.enabled and validation.at_chance():
+            say(f"[xdistil] warning: {spec.name}: {validation.chance_warning()}")
         _commit(spec, final, history, resumed, time.time() - started, step, extra)
         say(f"[xdistil] {spec.rel}: done in {time.time() - started:.0f}s")
     return final

@@ -121,6 +121,14 @@ class Validation:
         chance = self.chance if self.chance is not None else 0.0
         return self.scores[self.best][2] < chance + (1.0 - chance) * CHANCE_MARGIN
 
+    def chance_warning(self) -> str:
+        """What to tell a user whose stage ended with its dev score at chance."""
+        best = self.scores[self.best][2] if self.best >= 0 else 0.0
+        return (f"the dev {self.metric} never left chance ({best:.1%}, always answering the "
+                f"most frequent label scores {self.chance or 0.0:.1%}): the model has not "
+                "learned the task. Give it more epochs or another learning rate "
+                "(teacher.finetune.epochs / learning_rate, or the stage's), or check the labels")
+
     def stop_reason(self) -> str:
         if self.scores[self.best][2] >= 1.0:
             return "a perfect dev score"
