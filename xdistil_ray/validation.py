@@ -10,6 +10,7 @@ collective) and takes rank 0's score.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import torch
 
@@ -26,10 +27,7 @@ def chance_score(metric: str, labels: list | None) -> float:
     accuracy, 0 for the F1 metrics (entity F1, SQuAD F1) and without labels."""
     if metric != "accuracy" or not labels:
         return 0.0
-    counts: dict = {}
-    for label in labels:
-        counts[label] = counts.get(label, 0) + 1
-    return max(counts.values()) / len(labels)
+    return max(Counter(labels).values()) / len(labels)
 
 
 def primary_metric(task: str) -> str:
