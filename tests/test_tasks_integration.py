@@ -59,15 +59,19 @@ def token_run(tmp_path_factory, ray_local):
 @pytest.fixture(scope="module")
 def pair_run(tmp_path_factory, ray_local):
     """The embedded sentence pairs (a review, a claim: entailment when the claim's polarity
-    matches the review's, an XOR of the two sentences). Its smallest run that learns,
-    2026-12-01, seed 3:
-    - the teacher needs 2,000 pairs at batch 32: dev accuracy 52.5%, 99.5%, 100% after
-      epochs 1-3 (768 pairs at batch 16, or two workers of batch 16, stayed at the majority);
-    - tiny.yaml's student (2 x 64) stayed at the majority (logits MSE 6.35 from first step to
-      last, 337 steps at 2e-3: 52.0%); 2 blocks of the teacher's width (384, init from the
-      teacher's blocks) at 5e-4 leave the plateau after about 100 logits steps (MSE 6.35 ->
-      3.7 at step 115, 1.3 at step 205, 0.53 at 335) and keep all of the teacher's accuracy.
-    The run took 1,362 s of wall time on 2 cores shared with two other runs."""
+    matches the review's; the claim's wording alone scores 75%, the review's nothing). The
+    teacher needs 2,000 pairs at batch 32; tiny.yaml's student (2 x 64) stayed at the majority
+    (2026-12-01, before the claim's cue); 2 blocks of the teacher's width (384, init from the
+    teacher's blocks) at 5e-4 keep all of the teacher's accuracy.
+
+    Measured 2026-12-04 (data seed 3, run seeds 0 / 1 / 2, `/tmp` replicas of this fixture):
+    - teacher dev accuracy by epoch 96, 99.5, 100 / 80, 100 / 86, 100 (the last two
+      stopped at a perfect score);
+    - student 100% / 97.5% / 100%, agreement 100% / 96.5% / 100%; logits MSE 9.58 -> 0.008 /
+      6.04 -> 0.36 / 7.34 -> 0.008.
+    Before the cue (pairs an XOR of the two sentences) the same recipe was a lottery: run seed
+    1's teacher ended at 72%; seed 2's teacher reached 100% and its student never left the
+    majority (logits MSE 5.43 -> 5.44, 52.5%); CI's run at seed 0 kept 75.5% (2026-12-03)."""
     root = tmp_path_factory.mktemp("pair")
     report = _run(root, "pair", [
         {"name": "representation", "losses": [{"type": "representation"}], "epochs": 1,
@@ -88,7 +92,8 @@ def test_pair_run_keeps_the_teachers_accuracy(pair_run):
     assert report["task"] == "pair" and report["teacher"]["finetuned"] is True
     assert report["data"]["label_names"] == ["contradiction", "entailment"]
     e = report["eval"]
-    # Measured, 2026-12-01: teacher 100.0%, student 100.0%, agreement 99.5% (seed 3).
+    # Measured 2026-12-04 over run seeds 0 / 1 / 2 (the fixture's docstring): teacher 100% at
+    # each, student 100% / 97.5% / 100%: the 0.9 ratio has 0.075 of room under the lowest.
     assert e["teacher_accuracy"] >= 0.9, e
     assert e["student_accuracy"] >= 0.9 * e["teacher_accuracy"], e
     _losses_fell(report)

@@ -51,11 +51,26 @@ def tagged_review(rng: random.Random) -> list[tuple[str, str]]:
             + _outside(", but the") + _span(aspect, "ASPECT") + _outside("is") + opinion(positive))
 
 
+CLAIM_CUE = 0.75
+"""The share of positive claims that a review entails (and of negative claims that one
+contradicts): a claim's own wording hints at its label, as MNLI's hypotheses do (negations go
+with contradiction), while only the review settles it."""
+
+
 def _pair(rng: random.Random) -> tuple[str, str, str]:
-    positive = rng.random() < 0.5
-    entails = rng.random() < 0.5
-    claim = rng.choice(_CLAIMS[positive == entails])
-    return review(rng, positive), claim, PAIR_LABELS[entails]
+    """(review, claim, label): entailment when the claim's polarity is the review's.
+
+    With claims of either polarity equally likely to entail, the label was the XOR of the two
+    sentences, with no signal in either alone: fine-tuning the teacher sat at the majority class
+    for a random number of epochs (data seed 3, teacher seeds 0 / 1 / 2, 3 epochs at 1e-4:
+    100% / 72% / 100%; at 2e-4, seed 1 never left 52.5%), and so did a student distilled from a
+    perfect teacher (seed 2: logits MSE 5.43 -> 5.44 over 337 steps, dev accuracy 52.5%). With
+    :data:`CLAIM_CUE` the claim alone scores 75%; the review alone still says nothing (its
+    polarity is as likely to agree as not)."""
+    claim_positive = rng.random() < 0.5
+    entails = rng.random() < (CLAIM_CUE if claim_positive else 1 - CLAIM_CUE)
+    claim = rng.choice(_CLAIMS[claim_positive])
+    return review(rng, claim_positive == entails), claim, PAIR_LABELS[entails]
 
 
 def _row(rng: random.Random, task: str) -> tuple[str, dict]:
