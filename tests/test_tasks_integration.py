@@ -62,8 +62,9 @@ def pair_run(tmp_path_factory, ray_local):
     matches the review's; the claim's wording alone scores 75%, the review's nothing). The
     teacher needs 2,000 pairs at batch 32; tiny.yaml's student (2 x 64) stayed at the majority
     before the claim's cue (2026-12-01) and keeps 81% / 88.5% / 80% of a 100% teacher with it
-    (run seeds 0 / 1 / 2, these stages at 2e-3, 2026-12-04: short of 0.9); 2 blocks of the teacher's width (384, init from the
-    teacher's blocks) at 5e-4 keep all of the teacher's accuracy.
+    (run seeds 0 / 1 / 2, these stages at 2e-3, 2026-12-04: short of 0.9); 2 blocks of the
+    teacher's width (384, init from the teacher's blocks) at 5e-4 keep all of the teacher's
+    accuracy.
 
     Measured 2026-12-04 (data seed 3, run seeds 0 / 1 / 2, `/tmp` replicas of this fixture):
     - teacher dev accuracy by epoch 96, 99.5, 100 / 80, 100 / 86, 100 (the last two

@@ -101,9 +101,10 @@ class Validation:
     def should_stop(self) -> bool:
         """After ``patience`` epochs without a better score, or at a perfect one (no later
         epoch can beat it). Epochs at chance do not count: a task that is hard to start (the
-        embedded pairs were an XOR of two sentences before their claim's cue) can sit at the majority class for an epoch or
-        two before it learns, and patience 1 stopped such a teacher at 51.0% (majority 51.5%)
-        where the same recipe reached 92-100% at other seeds."""
+        embedded pairs, an XOR of two sentences before their claim's cue) can sit at the
+        majority class for an epoch or two before it learns, and patience 1 stopped such a
+        teacher at 51.0% (majority 51.5%) where the same recipe reached 92-100% at other
+        seeds."""
         if self.spec.patience <= 0 or self.best < 0:
             return False
         best = self.scores[self.best][2]
