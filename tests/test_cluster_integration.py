@@ -400,6 +400,20 @@ def test_report_figures_match_the_exported_student(tiny_job):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_dry_run_of_the_finished_run_agrees_with_its_resubmission(tiny_job, capsys):
+    """The resubmission skipped every step (test_resubmission_skips_complete_steps); the dry
+    run of the same config says so, and writes nothing."""
+    from xdistil_ray.dry_run import dry_run
+
+    run = RunFolder(tiny_job.uri, tiny_job.options)
+    before = run.list_files("")
+    states = {s.name: s.state for s in dry_run(load_config(TINY, tiny_job.overrides))}
+    assert run.list_files("") == before
+    assert {name: state for name, state in states.items() if state != "complete"} == {
+        "report": "to run"}, states
+    assert "1 step(s) would run: report" in capsys.readouterr().out
+
+
 def test_dry_run_of_the_run_extended_by_a_stage(tiny_job, capsys):
     """The finished run with one more stage: what is complete stays complete; the new stage,
     the export and the evaluation would run; nothing is written."""

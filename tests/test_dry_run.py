@@ -178,3 +178,40 @@ def test_bad_inputs_are_refused_by_the_dry_run_and_before_the_corpus_pass(tmp_pa
     import ray
 
     assert not ray.is_initialized(), "a refused input started Ray"
+
+
+def test_the_dry_run_names_the_embedded_inputs_as_the_run_does(tmp_path):
+    """The dry run writes nothing, so the embedded data it would generate is not there; its
+    inputs' identity must still be the run's (a finished embedded default run was refused:
+    "corpus.path (same path, other files: embedded then, None now)")."""
+    from xdistil_ray import identity, pipeline
+    from xdistil_ray.runfolder import RunFolder
+
+    for task, recipe in (("sentence", None), ("none", "jobs/configs/task_agnostic.yaml")):
+        cfg = load_config(recipe, [f"output={tmp_path}/{task}", f"task={task}"])
+        folder = RunFolder(cfg.output)
+        planned = identity.of_inputs(cfg, pipeline.resolve_inputs(cfg, folder, generate=False))
+        assert not (tmp_path / task).exists()
+        ran = identity.of_inputs(cfg, pipeline.resolve_inputs(cfg, folder))
+        assert planned == ran and "corpus.path.content" in planned
+
+
+def test_the_dry_run_plans_the_student_and_eval_with_the_runs_fingerprints(tmp_path):
+    """A finished run's export and eval markers carry the pipeline's fingerprints; the dry run
+    compares against the same ones (it once left out the export fields, so a finished run's
+    student and eval showed as 'to run (again: its inputs changed)')."""
+    from xdistil_ray import pipeline
+    from xdistil_ray.dry_run import _derived_state
+    from xdistil_ray.runfolder import RunFolder
+
+    cfg = load_config(None, [f"output={tmp_path}/run"])
+    run = RunFolder(cfg.output)
+    inputs = {"corpus.path.content": "embedded"}
+    for rel, fp in (("student", pipeline.export_fingerprint(cfg, inputs)),
+                    ("eval", pipeline.eval_fingerprint(cfg, inputs))):
+        run.write_json(f"{rel}/COMPLETE", {"fingerprint": fp, "files": {}})
+        assert _derived_state(run, rel, fp) == "complete"
+    assert "export.onnx" in pipeline.eval_fingerprint(cfg, inputs)
+    changed = load_config(None, [f"output={tmp_path}/run", "export.onnx=false"])
+    assert _derived_state(run, "student", pipeline.export_fingerprint(changed, inputs)) \
+        .startswith("to run (again")

@@ -17,7 +17,6 @@ from xdistil_ray.config import EMBEDDED, Config
 from xdistil_ray.config_checks import stage_data
 from xdistil_ray.readers import CorpusSource
 from xdistil_ray.runfolder import STARTED, RunFolder
-from xdistil_ray.steps.evaluate import VERSION as EVAL_VERSION
 
 
 @dataclass
@@ -191,13 +190,12 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
             f"{stage.batch_size}{total}"
             + ("; gradual unfreezing" if stage.unfreeze == "gradual" else "")))
         previous = rel + "/model"
-    final_fp = pipeline.fingerprint(cfg, *pipeline.stage_keys(len(cfg.stages) - 1),
-                                    inputs=steps.inputs)
-    out.append(PlannedStep("student", "student", _derived_state(run, "student", final_fp),
+    export_fp = pipeline.export_fingerprint(cfg, steps.inputs)
+    out.append(PlannedStep("student", "student", _derived_state(run, "student", export_fp),
                            [previous], "driver", "the Hugging Face folder"))
     e = cfg.eval
     each = {"CPU": e.num_cpus, **({"GPU": e.num_gpus} if e.num_gpus else {})}
-    eval_fp = {**final_fp, **pipeline.fingerprint(cfg, "eval"), "eval.version": EVAL_VERSION}
+    eval_fp = pipeline.eval_fingerprint(cfg, steps.inputs)
     out.append(PlannedStep("eval", "eval", _derived_state(run, "eval", eval_fp),
                            ["student", "teacher (held-out rows)", "data/labeled/dev"],
                            f"one Ray task {json.dumps(each)}"))

@@ -109,7 +109,7 @@ def of_inputs(cfg, inputs) -> dict[str, str]:
     """The fingerprint entries of a run's inputs (:class:`xdistil_ray.pipeline.Inputs`)."""
     out = {f"teacher.model.{CONTENT}": ("embedded" if cfg.teacher.model == "embedded"
                                          else of_folder(inputs.teacher_path))}
-    if inputs.corpus is not None:
+    if cfg.corpus.path:  # the embedded corpus is itself (None in a dry run, not generated)
         out[f"corpus.path.{CONTENT}"] = of_source(inputs.corpus, cfg.corpus.path)
     for split, source in inputs.labeled.items():
         out[f"labeled.{split}.{CONTENT}"] = of_source(source, getattr(cfg.labeled, split))

@@ -215,6 +215,24 @@ def stage_keys(k: int) -> tuple[str, ...]:
             + ("train.min_stage_steps", "corpus.with_labeled"))
 
 
+def export_fingerprint(cfg: Config, inputs: dict) -> dict:
+    """What the exported student (``student/``) derives from: the last stage's fields, the
+    export settings and the export code's version (the pipeline and the dry run both ask)."""
+    from xdistil_ray.steps import export
+
+    final = fingerprint(cfg, *stage_keys(len(cfg.stages) - 1), inputs=inputs)
+    return {**final, **fingerprint(cfg, "export"), "export.version": export.VERSION}
+
+
+def eval_fingerprint(cfg: Config, inputs: dict) -> dict:
+    """What the evaluation derives from: the exported student's fields, the eval settings and
+    the eval code's version."""
+    from xdistil_ray.steps import evaluate
+
+    return {**export_fingerprint(cfg, inputs), **fingerprint(cfg, "eval"),
+            "eval.version": evaluate.VERSION}
+
+
 def changed_fields(old: dict, fp: dict) -> list[str]:
     """The fields of fingerprint ``fp`` that differ from ``old`` (a marker's). A field ``old``
     does not name (added to the config since) counts as its default; an input's identity that
@@ -499,14 +517,12 @@ def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
             architecture=s_cfg.architecture, seed=cfg.seed, fingerprint=fp))
     sources = stage_plan.Sources.of(folder, data, teacher_marker)
     stage_markers = _stages(steps, cfg, data, sources, teacher, inputs.shapes)
-    final_fp = fingerprint(cfg, *stage_keys(len(cfg.stages) - 1), inputs=steps.inputs)
     final_stage = stage_plan.stage_folder(len(cfg.stages) - 1, cfg.stages[-1].name)
-    export_fp = {**final_fp, **fingerprint(cfg, "export"), "export.version": export.VERSION}
-    steps.ensure(export.STEP, export_fp, lambda fp: export.run_step(
+    steps.ensure(export.STEP, export_fingerprint(cfg, steps.inputs), lambda fp: export.run_step(
         folder, final_stage, inputs.teacher_path, label_names, fp, task=cfg.task,
         onnx_opset=cfg.export.opset if cfg.export.onnx else None), derived=True)
     eval_marker = steps.ensure(
-        evaluate.STEP, {**export_fp, **fingerprint(cfg, "eval"), "eval.version": evaluate.VERSION},
+        evaluate.STEP, eval_fingerprint(cfg, steps.inputs),
         lambda fp: _evaluate(folder, cfg, data, teacher, sources, fp), derived=True)
     _clean_checkpoints(folder, cfg)
     trained = [(f"{k + 1}. {s.name}", stage_plan.stage_folder(k, s.name))
