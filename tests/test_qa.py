@@ -366,3 +366,30 @@ def test_the_answerer_decodes_a_saved_qa_model_over_windows(tmp_path, teacher_pa
     assert none == {**none, "answer": "", "start": -1, "end": -1, "no_answer": True}
     with pytest.raises(ValueError, match="max_length"):
         Answerer(folder, windows=windows)(question=" ".join(["why"] * 30), context=CONTEXT)
+
+
+def test_a_qa_students_model_card_shows_the_answerer_with_the_runs_threshold(tmp_path,
+                                                                              teacher_path):
+    """The QA card's snippet (transformers 5 has no question-answering pipeline) runs as
+    written against a saved QA folder, with the threshold and windows of the run."""
+    import re
+
+    from test_families import tiny_teacher
+
+    from xdistil_ray import model_card
+    from xdistil_ray.config import load_config
+    from xdistil_ray.models import load_tokenizer
+
+    folder = str(tmp_path / "qa")
+    tiny_teacher("bert", "qa").save_pretrained(folder)
+    load_tokenizer(teacher_path).save_pretrained(folder)
+    cfg = load_config(None, ["task=qa", "qa.max_length=48", "qa.doc_stride=16"])
+    lines = model_card._usage("qa", -1.25, cfg.qa)
+    text = "\n".join(lines)
+    assert 'pipeline("question-answering"' not in text
+    assert "threshold=-1.25" in text and "max_length=48, doc_stride=16" in text
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    printed = []
+    exec(code.replace("path/to/this/folder", folder), {"print": printed.append})
+    assert set(printed[0]) >= {"answer", "start", "end", "no_answer"}
+    assert "threshold=math.inf" in "\n".join(model_card._usage("qa", math.inf, cfg.qa))

@@ -74,7 +74,35 @@ def _metadata(*, task: str, base_model: str | None, model_name: str, dataset: st
     return data.to_yaml()
 
 
-def _usage(task: str) -> list[str]:
+def _qa_usage(threshold: float | None, qa_cfg) -> list[str]:
+    """transformers 5 has no ``question-answering`` pipeline: the Answerer decodes as the run's
+    evaluation did, with the no-answer threshold its dev scores used."""
+    import math
+
+    if threshold is None or math.isnan(threshold):
+        threshold = 0.0
+    value = (("-" if threshold < 0 else "") + "math.inf" if math.isinf(threshold)
+             else f"{threshold:.4g}")
+    windows = ""
+    if qa_cfg is not None:
+        windows = (f", windows=WindowSettings(max_length={qa_cfg.max_length}, "
+                   f"doc_stride={qa_cfg.doc_stride}, max_answer_length={qa_cfg.max_answer_length})")
+    return ["```python", "import math", "",
+            "from xdistil_ray.answer import Answerer",
+            "from xdistil_ray.qa import WindowSettings", "",
+            'folder = "path/to/this/folder"  # or its hub id once pushed',
+            f"answer = Answerer(folder, threshold={value}{windows})",
+            'print(answer(question="Who wrote it?", context="It was written by Ada."))',
+            "```", "",
+            "The threshold is the one chosen on the dev questions (SQuAD 2.0: no answer when the "
+            "model prefers it by more than this; `math.inf` always answers). transformers 5 has "
+            "no `question-answering` pipeline; the Answerer splits long contexts into the "
+            "windows the model was evaluated on and returns the best span."]
+
+
+def _usage(task: str, threshold: float | None = None, qa_cfg=None) -> list[str]:
+    if task == "qa":
+        return _qa_usage(threshold, qa_cfg)
     auto = _AUTO_CLASSES[task]
     example = {"sentence": 'classify("The battery lasts all day.")',
                "pair": 'classify({"text": "The battery lasts all day.", '
@@ -145,7 +173,8 @@ def distillation_card(report: dict, cfg, run_name: str) -> str:
         lines.append(f"- labeled {split}: {info.get('kept', 0)} rows")
     if d["label_names"]:
         lines.append(f"- labels: {', '.join(map(str, d['label_names']))}")
-    lines += ["", "## How to use", "", *_usage(task), ""]
+    lines += ["", "## How to use", "",
+              *_usage(task, e.get("student_threshold"), getattr(cfg, "qa", None)), ""]
     if report["speed"]["cpu"].get("onnx"):
         lines += _onnx_usage(task, report["speed"]["cpu"]["onnx"])
     return "\n".join(lines)
@@ -188,7 +217,8 @@ def finetune_card(report: dict, cfg, run_name: str) -> str:
                   f"| fine-tuned | {sz['num_layers']} x {sz['hidden_size']} | "
                   f"{sz['params'] / 1e6:.1f}M | "
                   + " | ".join(f"{100 * v:.1f}%" for _, _, v in scores) + " |", ""]
-    lines += ["## How to use", "", *_usage(task), ""]
+    lines += ["## How to use", "", *_usage(task, e.get("threshold"), getattr(cfg, "qa", None)),
+              ""]
     return "\n".join(lines)
 
 
