@@ -247,3 +247,18 @@ def test_a_stage_on_a_small_transfer_set_takes_at_least_min_stage_steps():
     assert [stage_plan.stage_steps(cfg, k, data) for k in range(3)] == [45, 45, 20]
     data["corpus"]["kept"] = 128_150  # a large corpus: its epochs decide
     assert stage_plan.stage_steps(load_config(None, []), 0, data) == 2000
+
+
+@pytest.mark.parametrize("raw", ["012", "0x1F", "1e3", "no", "2026-12-07", "null", "007"])
+def test_a_string_field_takes_the_override_as_typed(raw):
+    """YAML read ``teacher.model=012`` as the octal 10 and ``0x1F`` as 31 before the field's
+    type was known; a string field keeps the text."""
+    assert load_config(None, [f"teacher.model={raw}"]).teacher.model == raw
+    assert load_config(None, [f"stages.0.name={raw}"]).stages[0].name == raw
+
+
+def test_typed_fields_still_parse_their_overrides():
+    cfg = load_config(None, ["teacher.model='quoted'", "corpus.max_length=0x40",
+                             "train.use_gpu=no", "stages.0.learning_rate=1e-3"])
+    assert cfg.teacher.model == "quoted" and cfg.corpus.max_length == 64
+    assert cfg.train.use_gpu is False and cfg.stages[0].learning_rate == 1e-3

@@ -583,11 +583,21 @@ def _apply_override(data: dict, item: str) -> None:
     last = parts[-1]
     if isinstance(node, list):
         index = _list_index(node, last, key)
-        node[index] = value
+        node[index] = _as_typed(node[index], value, raw)
     elif isinstance(node, dict):
-        node[last] = value  # unknown keys are reported by _build with the valid ones
+        # unknown keys are reported by _build with the valid ones
+        node[last] = _as_typed(node.get(last), value, raw)
     else:
         raise ConfigError(f"{key}: {'.'.join(parts[:-1])} is not a section")
+
+
+def _as_typed(current: Any, value: Any, raw: str) -> Any:
+    """A string field takes the text as typed: YAML would read ``012`` as the octal 10,
+    ``0x1F`` as 31, ``1e3`` as 1000.0 and ``no`` as False before the field's type is known.
+    Quoted text (``'012'``) is YAML's string either way."""
+    if isinstance(current, str) and not isinstance(value, str):
+        return raw.strip()
+    return value
 
 
 def _child(node: Any, part: str, where: str) -> Any:
