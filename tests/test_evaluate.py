@@ -19,6 +19,40 @@ def test_entity_spans_read_bio_as_conlleval():
                                           ("PER", 6, 7), ("ORG", 7, 8)}
 
 
+@pytest.mark.parametrize("tags, spans", [
+    # IOBES: S- a single word, E- the last of several (seqeval's default mode reads them so)
+    (["S-PER", "O", "B-LOC", "I-LOC", "E-LOC", "S-LOC", "B-ORG", "E-ORG"],
+     {("PER", 0, 1), ("LOC", 2, 5), ("LOC", 5, 6), ("ORG", 6, 8)}),
+    # BILOU: U- = S-, L- = E-
+    (["U-PER", "B-LOC", "L-LOC", "U-LOC", "O", "B-ORG", "I-ORG", "L-ORG"],
+     {("PER", 0, 1), ("LOC", 1, 3), ("LOC", 3, 4), ("ORG", 5, 8)}),
+    # an entity ends at E- even before an I- of its type; an E- or I- alone starts one
+    (["B-PER", "E-PER", "I-PER", "O", "E-LOC", "I-ORG", "E-ORG"],
+     {("PER", 0, 2), ("PER", 2, 3), ("LOC", 4, 5), ("ORG", 5, 7)}),
+])
+def test_entity_spans_read_iobes_and_bilou_as_seqeval(tags, spans):
+    assert metrics.entity_spans(tags) == spans
+
+
+def test_iobes_entities_are_scored_not_dropped():
+    """S- / E- tags were read as O: a single-word entity scored nothing."""
+    gold = [["S-PER", "O", "B-LOC", "E-LOC"]]
+    s = metrics.entity_scores(gold, [["S-PER", "O", "B-LOC", "O"]])
+    assert s["entity_precision"] == s["entity_recall"] == 0.5  # PER right; LOC cut short
+    assert metrics.entity_scores(gold, gold)["entity_f1"] == 1.0
+
+
+def test_classification_scores_match_scikit_learn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for num_labels, n in ((2, 7), (4, 50), (8, 200), (5, 3)):
+        gold, pred = rng.integers(0, num_labels, n), rng.integers(0, num_labels, n)
+        s = metrics.classification_scores(gold, pred, num_labels)
+        assert s["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(gold, pred))
+        assert s["macro_f1"] == pytest.approx(
+            sklearn_metrics.f1_score(gold, pred, average="macro"))
+
+
 def test_entity_scores_literal():
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG"]]
     # PER span cut short (wrong), LOC right, ORG missed, a spurious PER

@@ -393,3 +393,52 @@ def test_a_qa_students_model_card_shows_the_answerer_with_the_runs_threshold(tmp
     exec(code.replace("path/to/this/folder", folder), {"print": printed.append})
     assert set(printed[0]) >= {"answer", "start", "end", "no_answer"}
     assert "threshold=math.inf" in "\n".join(model_card._usage("qa", math.inf, cfg.qa))
+
+
+def _official_v2_best_f1(preds: dict, golds: dict, na_probs: dict) -> float:
+    """SQuAD 2.0's official evaluation script (evaluate-v2.0.py), its logic as published:
+    per-question F1 of the predicted text against every gold (``[""]`` for unanswerable), then
+    ``find_best_thresh`` over the no-answer probabilities."""
+    import collections as c
+    import re
+    import string
+
+    def normalize(s):
+        s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+        return " ".join(re.sub(r"\b(a|an|the)\b", " ", s).split())
+
+    def compute_f1(gold, pred):
+        g, p = normalize(gold).split() if gold else [], normalize(pred).split() if pred else []
+        same = sum((c.Counter(g) & c.Counter(p)).values())
+        if not g or not p:
+            return int(g == p)
+        if same == 0:
+            return 0
+        precision, recall = same / len(p), same / len(g)
+        return 2 * precision * recall / (precision + recall)
+
+    scores = {q: max(compute_f1(a, preds[q]) for a in (golds[q] or [""])) for q in golds}
+    has = {q: bool(golds[q]) for q in golds}
+    cur = best = sum(1 for q in has if not has[q])
+    for q in sorted(na_probs, key=lambda k: na_probs[k]):
+        cur += scores[q] if has[q] else (-1 if preds[q] else 0)
+        best = max(best, cur)
+    return best / len(scores)
+
+
+def test_squad_v2_best_f1_matches_the_official_scripts_logic():
+    import random
+
+    rng = random.Random(0)
+    texts = ["the battery", "a great screen", "battery life", "awful", "Screen!", ""]
+    for trial in range(20):
+        golds, answers = {}, {}
+        for i in range(30):
+            gold = rng.sample(texts[:-1], rng.randint(1, 2)) if rng.random() < 0.6 else []
+            golds[f"q{i}"] = gold
+            score, null = rng.uniform(-5, 5), rng.uniform(-5, 5)
+            answers[f"q{i}"] = qa.Answer(rng.choice(texts[:-1]), score, null)
+        ours = qa.squad_scores(answers, golds)
+        official = _official_v2_best_f1({q: a.text for q, a in answers.items()}, golds,
+                                        {q: a.null_margin for q, a in answers.items()})
+        assert ours["f1"] == pytest.approx(official), trial

@@ -77,18 +77,34 @@ def classification_scores(gold: np.ndarray, pred: np.ndarray, num_labels: int) -
             "macro_f1": float(np.mean(f1s)) if f1s else 0.0}
 
 
+_PREFIX = {"B": "B", "I": "I", "E": "E", "S": "S", "L": "E", "U": "S"}
+"""Tag prefixes of IOB1 / IOB2, IOBES and BILOU (L = E: last; U = S: a single word)."""
+
+
+def _split(tag: str) -> tuple[str, str]:
+    """(prefix, type) of a tag; ``O`` and tags of no known scheme are ``("O", "")``."""
+    prefix, dash, kind = tag.partition("-")
+    if dash and prefix in _PREFIX:
+        return _PREFIX[prefix], kind
+    return "O", ""
+
+
 def entity_spans(tags: list[str]) -> set[tuple[str, int, int]]:
-    """BIO entities as (type, first word, last word + 1), as conlleval reads them: an entity
-    starts at B-X, or at an I-X that does not continue an X; it ends before any other tag."""
-    spans, current = set(), None
+    """Entities as (type, first word, last word + 1), read as conlleval and seqeval's default
+    mode read them, in IOB1 / IOB2, IOBES and BILOU: an entity starts at B-X or S-X, or at an
+    I-X / E-X that does not continue an X; it ends after E-X or S-X, and before B-, S-, O or
+    another type."""
+    spans, start, prev, prev_kind = set(), None, "O", ""
     for i, tag in enumerate(list(tags) + ["O"]):
-        prefix, _, kind = tag.partition("-")
-        continues = current is not None and prefix == "I" and kind == current[0]
-        if current is not None and not continues:
-            spans.add((current[0], current[1], i))
-            current = None
-        if prefix in ("B", "I") and not continues:
-            current = (kind, i)
+        prefix, kind = _split(tag)
+        ends = start is not None and (prev in ("E", "S") or prefix in ("B", "S", "O")
+                                      or kind != prev_kind)
+        if ends:
+            spans.add((prev_kind, start, i))
+            start = None
+        if prefix != "O" and (start is None or prefix in ("B", "S")):
+            start = i
+        prev, prev_kind = prefix, kind
     return spans
 
 
