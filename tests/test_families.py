@@ -346,3 +346,29 @@ def test_an_xlmr_teacher_with_a_unigram_vocabulary_runs_the_data_teacher_and_stu
                  ["logits"][0] for r in ids]
         padded = models.forward_outputs(student, b)["logits"]
     torch.testing.assert_close(padded, torch.stack(alone), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["electra", "deberta-v3"])
+def test_a_teacher_head_of_another_size_is_replaced_for_the_task(kind, tmp_path, capsys):
+    """An SST-2-style 2-label teacher brought to a 4-label task: transformers 5 refused to load
+    it ("You set ignore_mismatched_sizes to False"); the head is replaced, the encoder kept, and
+    the console line names both label sets."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = tiny_config(kind, num_labels=2)
+    config.id2label, config.label2id = {0: "negative", 1: "positive"}, {"negative": 0,
+                                                                         "positive": 1}
+    torch.manual_seed(0)
+    teacher = AutoModelForSequenceClassification.from_config(config)
+    teacher.save_pretrained(tmp_path)
+    labels = ["1 star", "2 stars", "3 stars", "4 stars"]
+    model = models.load_model(str(tmp_path), "sentence", labels)
+    assert model.config.num_labels == 4 and list(model.config.id2label.values()) == labels
+    logits = model(**{k: v for k, v in batch().items() if k != "token_type_ids"}).logits
+    assert logits.shape[-1] == 4
+    kept = dict(teacher.base_model.named_parameters())
+    for name, p in model.base_model.named_parameters():
+        assert torch.equal(p, kept[name]), name  # the encoder is the teacher's
+    line = models.replaced_head(str(tmp_path), labels, "sentence")
+    assert "head has 2 labels (negative, positive), the labeled data 4 (1 star" in line
+    assert models.replaced_head(str(tmp_path), ["negative", "positive"], "sentence") is None

@@ -78,13 +78,33 @@ def teacher_label_order(path: str, label_names: list[str], task: str) -> list[st
 
 
 def load_model(path: str, task: str = "sentence", label_names: list[str] | None = None) -> nn.Module:
-    """The task's model from ``path``; a new head is added when ``label_names`` is given."""
+    """The task's model from ``path``; a new head is added when ``label_names`` is given (a
+    head of another size that ``path`` brings is replaced, as Hugging Face does with
+    ``ignore_mismatched_sizes``: transformers 5 refuses to load it otherwise)."""
     kwargs = {}
     if label_names is not None and task not in ("none", "qa"):  # a QA head has no labels
         kwargs = dict(num_labels=len(label_names),
                       id2label=dict(enumerate(label_names)),
-                      label2id={name: i for i, name in enumerate(label_names)})
+                      label2id={name: i for i, name in enumerate(label_names)},
+                      ignore_mismatched_sizes=True)
     return auto_class(task).from_pretrained(path, **kwargs)
+
+
+def replaced_head(path: str, label_names: list[str], task: str) -> str | None:
+    """The console line for a teacher whose head for ``task`` has another number of labels
+    than the data (an SST-2 or MNLI teacher brought to another label set): the head is
+    replaced and fine-tuned on the labeled data. None when there is no such head."""
+    from transformers import AutoConfig
+
+    if task in ("none", "qa") or not has_task_head(path, None, task) or \
+            has_task_head(path, len(label_names), task):
+        return None
+    config = AutoConfig.from_pretrained(path)
+    heads = [str(config.id2label[i]) for i in range(config.num_labels)]
+    return (f"[xdistil] teacher_finetune: the teacher's head has {len(heads)} labels "
+            f"({', '.join(heads)}), the labeled data {len(label_names)} "
+            f"({', '.join(map(str, label_names))}): its head is replaced by a new one, "
+            "fine-tuned on labeled.train")
 
 
 def load_classifier(path: str, label_names: list[str] | None = None) -> nn.Module:

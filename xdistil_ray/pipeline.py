@@ -719,12 +719,15 @@ def teacher_outputs(cfg: Config) -> tuple[str, ...]:
 
 def _teacher(steps: Steps, cfg: Config, inputs: Inputs, data: dict,
              label_names: list[str]) -> stage_plan.Teacher:
-    """Fine-tunes the teacher when it has no head for the task."""
-    from xdistil_ray.models import has_task_head
+    """Fine-tunes the teacher when it has no head for the task (or one of another size)."""
+    from xdistil_ray.models import has_task_head, replaced_head
 
     num_labels = None if cfg.task == "qa" else len(label_names)
     if cfg.task == "none" or has_task_head(inputs.teacher_path, num_labels, cfg.task):
         return stage_plan.Teacher(inputs.teacher_path, False)
+    line = replaced_head(inputs.teacher_path, label_names, cfg.task)
+    if line and steps.run.marker(TEACHER_FINETUNE) is None:
+        print(line, flush=True)
     steps.ensure(TEACHER_FINETUNE, fingerprint(cfg, *_TEACHER_KEYS, inputs=steps.inputs),
                  lambda fp: _finetune_teacher(steps.run, cfg, inputs, data, fp), resumable=True,
                  announce=False)
