@@ -215,3 +215,48 @@ def test_the_dry_run_plans_the_student_and_eval_with_the_runs_fingerprints(tmp_p
     changed = load_config(None, [f"output={tmp_path}/run", "export.onnx=false"])
     assert _derived_state(run, "student", pipeline.export_fingerprint(changed, inputs)) \
         .startswith("to run (again")
+
+
+@pytest.mark.parametrize("zero, workers, refused", [
+    (2, 1, "split across 2 workers, which does not reshape to 1; resume it with "
+           "train.num_workers=2"),
+    (3, 4, "resume it with train.num_workers=2"),
+    (0, 1, None), (0, 3, None), (2, 2, None)])
+def test_a_half_done_stage_on_another_number_of_workers(tmp_path, zero, workers, refused):
+    """A ZeRO-1-3 checkpoint's optimizer state is split across the ranks that wrote it: the
+    run and its dry run refuse another train.num_workers before any work, naming it; a ZeRO-0
+    one resumes on any number (tests/test_zero_ranks.py loads it across world sizes)."""
+    import json
+
+    from xdistil_ray import pipeline
+    from xdistil_ray.checkpoint import PROGRESS_FILE, RANK_MANIFEST, loads_deepspeed_state
+    from xdistil_ray.runfolder import RunFolder
+
+    run = RunFolder(str(tmp_path / "run"))
+    base = "stages/ray/checkpoint_0"
+    run.write_json(f"{base}/{PROGRESS_FILE}", {"stage": "stages/2-logits", "step": 20,
+                                               "history": [], "world_size": 2,
+                                               "zero_stage": zero})
+    for rank in range(2):
+        run.write_bytes(f"{base}/{RANK_MANIFEST.format(rank=rank)}", json.dumps({}).encode())
+    cfg = load_config(None, [f"output={tmp_path}/run", f"train.num_workers={workers}",
+                             f"train.zero_stage={zero}"])
+    check = lambda: pipeline.check_resumable(run, cfg, "stages", ["stages/1-representation",  # noqa: E731
+                                                                  "stages/2-logits"])
+    progress = run.read_json(f"{base}/{PROGRESS_FILE}")
+    assert loads_deepspeed_state(progress, workers, zero) is (refused is None)
+    assert not loads_deepspeed_state({"world_size": 2}, 1, 0)  # older: full module, new optimizer
+    if refused is None:
+        check()
+        dry_run(cfg)  # plans the resume
+        return
+    with pytest.raises(ConfigError, match=r"train.num_workers: stages/2-logits is half done; "
+                                          r"its checkpoint at step 20 holds the ZeRO-\d "):
+        check()
+    with pytest.raises(ConfigError, match=refused):
+        dry_run(cfg)
+    other = load_config(None, [f"output={tmp_path}/run", "train.num_workers=2",
+                               f"train.zero_stage={0 if zero else 2}"])
+    with pytest.raises(ConfigError, match=f"written at ZeRO-{zero}; resume it with "
+                                          f"train.zero_stage={zero}"):
+        pipeline.check_resumable(run, other, "stages", ["stages/2-logits"])

@@ -49,14 +49,60 @@ def _train(trainer, rank: int, first: int, last: int) -> list[float]:
     return [float(trainer.train_step(_batch(rank, step))) for step in range(first, last)]
 
 
+def _optimizer_state(trainer) -> dict:
+    """AdamW's moments and step count per parameter (ZeRO-0: the whole state on every rank)."""
+    state = trainer.engine.optimizer.state_dict()["state"]
+    return {i: {k: v.clone() for k, v in s.items()} for i, s in state.items()}
+
+
+def _init_group(rank: int, world: int, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world), DS_ACCELERATOR="cpu")
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def _resume(spec, init: str, ckpt: str, step: int):
+    """A new trainer from DeepSpeed checkpoint ``ckpt`` of ``step``, as a worker resumes."""
+    from xdistil_ray.checkpoint import DEEPSPEED_TAG, use_safe_loading
+    from xdistil_ray.train_loop import StageTrainer
+
+    trainer = StageTrainer(spec, init)
+    trainer.build(trainer.phase_for(step - 1), step)
+    use_safe_loading(trainer.engine)
+    _, client = trainer.engine.load_checkpoint(ckpt, tag=DEEPSPEED_TAG)
+    return trainer, client
+
+
+def _one_rank(rank: int, port: int, init: str, out: str, load: str) -> None:
+    """World size 1 at ZeRO-0: without ``load``, trains 3 steps and saves a checkpoint (for two
+    ranks to resume); with it, resumes the two ranks' checkpoint and records what it loaded."""
+    _init_group(0, 1, port)
+    from xdistil_ray.checkpoint import DEEPSPEED_TAG
+    from xdistil_ray.train_loop import StageTrainer
+
+    half, spec = STEPS // 2, _spec(init, 0)
+    if load:
+        trainer, client = _resume(spec, init, load, half)
+        torch.save({"optimizer": _optimizer_state(trainer), "client": client,
+                    "lr": trainer.learning_rate(), "losses": _train(trainer, 0, half, STEPS)},
+                   os.path.join(out, "zero0-2to1.pt"))
+    else:
+        trainer = StageTrainer(spec, init)
+        trainer.build(trainer.phase_for(0), 0)
+        _train(trainer, 0, 0, half)
+        trainer.engine.save_checkpoint(os.path.join(out, "ckpt-world1"), tag=DEEPSPEED_TAG,
+                                       client_state={"step": half})
+        torch.save({"optimizer": _optimizer_state(trainer), "lr": trainer.learning_rate()},
+                   os.path.join(out, "zero0-world1.pt"))
+    torch.distributed.destroy_process_group()
+
+
 def _worker(rank: int, port: int, init: str, out: str) -> None:
     """One rank: for ZeRO 0 and 3, train STEPS steps (a checkpoint after step 3), export the
     student; then a new trainer resumes from the checkpoint and trains the last steps again."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), DS_ACCELERATOR="cpu")
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
-    from xdistil_ray.checkpoint import DEEPSPEED_TAG, save_student, use_safe_loading
+    _init_group(rank, WORLD, port)
+    from xdistil_ray.checkpoint import DEEPSPEED_TAG, save_student
     from xdistil_ray.train_loop import StageTrainer
 
     half = STEPS // 2
@@ -67,22 +113,25 @@ def _worker(rank: int, port: int, init: str, out: str) -> None:
         losses = _train(trainer, rank, 0, half)
         ckpt = os.path.join(out, f"ckpt-zero{zero}")
         trainer.engine.save_checkpoint(ckpt, tag=DEEPSPEED_TAG, client_state={"step": half})
+        saved = _optimizer_state(trainer) if zero == 0 else None
         losses += _train(trainer, rank, half, STEPS)
         save_student(trainer, os.path.join(out, f"zero{zero}-rank{rank}"))
         final = trainer.full_state()  # a collective under ZeRO-3
         trainer.engine = None
 
-        resumed = StageTrainer(spec, init)
-        resumed.build(resumed.phase_for(half - 1), half)
-        use_safe_loading(resumed.engine)
-        _, client = resumed.engine.load_checkpoint(ckpt, tag=DEEPSPEED_TAG)
+        resumed, client = _resume(spec, init, ckpt, half)
         again = _train(resumed, rank, half, STEPS)
         again_final = resumed.full_state()
         if rank == 0:
             torch.save({"losses": losses, "resumed_losses": again, "client": client,
-                        "final": final, "resumed_final": again_final},
+                        "final": final, "resumed_final": again_final, "optimizer": saved},
                        os.path.join(out, f"zero{zero}.pt"))
         resumed.engine = None
+        if zero == 0:  # 1 -> 2: the one-rank checkpoint, loaded by both ranks
+            one, _ = _resume(spec, init, os.path.join(out, "ckpt-world1"), half)
+            torch.save({"optimizer": _optimizer_state(one), "lr": one.learning_rate()},
+                       os.path.join(out, f"zero0-1to2-rank{rank}.pt"))
+            one.engine = None
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
@@ -100,8 +149,11 @@ def two_ranks(tmp_path_factory):
         # no dropout: a DeepSpeed checkpoint holds no RNG state, and a resumed run would draw
         # other masks than the run that went on (losses apart by 0.01-0.03, seen)
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(init)
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), init, str(root)), nprocs=WORLD,
-                                join=True)
+    spawn = torch.multiprocessing.spawn
+    spawn(_one_rank, args=(_free_port(), init, str(root), ""), nprocs=1, join=True)
+    spawn(_worker, args=(_free_port(), init, str(root)), nprocs=WORLD, join=True)
+    spawn(_one_rank, args=(_free_port(), init, str(root), str(root / "ckpt-zero0")), nprocs=1,
+          join=True)
     return root, init
 
 
@@ -144,3 +196,28 @@ def test_a_two_rank_checkpoint_resumes_where_it_stopped(two_ranks, zero):
         assert torch.allclose(tensor, run["resumed_final"][name], atol=1e-6), name
     zero0 = torch.load(root / "zero0.pt")
     assert run["losses"] == pytest.approx(zero0["losses"], rel=1e-4)  # ZeRO-3 trains as ZeRO-0
+
+
+def _same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a
+    for i in a:
+        for key in a[i]:
+            assert torch.equal(torch.as_tensor(a[i][key]), torch.as_tensor(b[i][key])), (i, key)
+
+
+def test_a_zero0_checkpoint_resumes_on_another_number_of_workers(two_ranks):
+    """2 -> 1 and 1 -> 2 at ZeRO-0: the step count continues with AdamW's moments and steps as
+    they were saved (DeepSpeed writes the whole optimizer state once), and the schedule's
+    learning rate where it stopped. (ZeRO 1-3 checkpoints on another number of workers are
+    refused before any work: tests/test_dry_run.py.)"""
+    root, _ = two_ranks
+    two, one = torch.load(root / "zero0.pt"), torch.load(root / "zero0-2to1.pt")
+    assert one["client"]["step"] == STEPS // 2
+    _same_state(two["optimizer"], one["optimizer"])
+    assert all(v["step"] == STEPS // 2 for v in one["optimizer"].values())
+    assert len(one["losses"]) == STEPS - STEPS // 2
+    saved = torch.load(root / "zero0-world1.pt")
+    for rank in range(WORLD):
+        loaded = torch.load(root / f"zero0-1to2-rank{rank}.pt")
+        _same_state(saved["optimizer"], loaded["optimizer"])
+        assert loaded["lr"] == pytest.approx(saved["lr"])

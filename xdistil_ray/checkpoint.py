@@ -152,6 +152,51 @@ def read_progress(checkpoint) -> dict | None:
         return None
 
 
+def newest_progress(run, ray_dir: str, stage_rel: str) -> dict | None:
+    """The progress (``step``, ``world_size``, ``zero_stage``, ...) of the newest whole Ray Train
+    checkpoint under ``ray_dir`` of the run folder that belongs to stage ``stage_rel`` (every
+    rank's file list present, as the workers check before loading one); None when there is
+    none. The stages of a run share one Ray Train run, so a checkpoint names its stage."""
+    files = run.list_files(ray_dir)
+    found = []
+    for name in files:
+        if posixpath.basename(name) == PROGRESS_FILE:
+            ckpt = posixpath.dirname(name)
+            progress = run.read_json(posixpath.join(ray_dir, name))
+            if progress.get("stage") == stage_rel and all(
+                    posixpath.join(ckpt, RANK_MANIFEST.format(rank=r)) in files
+                    for r in range(progress.get("world_size", 1))):
+                found.append(progress)
+    return max(found, key=lambda p: p["step"], default=None)
+
+
+def world_size_problem(progress: dict, num_workers: int, zero_stage: int) -> str:
+    """Why a checkpoint of ``progress`` cannot resume on ``num_workers`` workers at
+    ``zero_stage`` ('' when it can). At ZeRO-0 every rank holds the whole optimizer state and
+    DeepSpeed writes it once: any number of workers loads it. At ZeRO 1-3 the optimizer state
+    is split across the ranks that wrote it; a fresh optimizer in the middle of a stage would
+    change the run, so another number is refused."""
+    saved_world, saved_zero = progress.get("world_size", 1), progress.get("zero_stage")
+    if saved_zero is not None and saved_zero != zero_stage:
+        return (f"its checkpoint at step {progress['step']} was written at ZeRO-{saved_zero}; "
+                f"resume it with train.zero_stage={saved_zero}")
+    if saved_world == num_workers or zero_stage == 0:
+        return ""
+    return (f"its checkpoint at step {progress['step']} holds the ZeRO-{zero_stage} optimizer "
+            f"state split across {saved_world} workers, which does not reshape to "
+            f"{num_workers}; resume it with train.num_workers={saved_world} (ZeRO-0 "
+            "checkpoints resume on any number of workers)")
+
+
+def loads_deepspeed_state(progress: dict, num_workers: int, zero_stage: int) -> bool:
+    """Whether a worker group of ``num_workers`` at ``zero_stage`` loads the checkpoint's own
+    DeepSpeed state (weights, optimizer, schedule): on the number of workers that wrote it, or
+    on any at ZeRO-0. Otherwise (a checkpoint of older code, which does not record its ZeRO
+    stage) it starts from the full module saved beside it, with a fresh optimizer."""
+    return progress["world_size"] == num_workers or zero_stage == 0 == progress.get(
+        "zero_stage", -1)
+
+
 def save_student(trainer, folder: str, tokenizer_path: str = "") -> None:
     """Writes the stage's student as a Hugging Face folder (config + ``model.safetensors``).
 

@@ -12,7 +12,7 @@ import posixpath
 from dataclasses import dataclass, field
 
 from xdistil_ray import identity, pipeline, stage_plan
-from xdistil_ray.checkpoint import PROGRESS_FILE, RANK_MANIFEST
+from xdistil_ray.checkpoint import newest_progress
 from xdistil_ray.config import EMBEDDED, Config
 from xdistil_ray.config_checks import stage_data
 from xdistil_ray.readers import CorpusSource
@@ -76,21 +76,10 @@ def _pool(inf) -> str:
 
 
 def _checkpoint_step(run: RunFolder, rel: str) -> int | None:
-    """The step of the newest whole Ray Train checkpoint of half-done stage ``rel`` (every
-    rank's file list present, as the workers check before loading one), among the checkpoints
-    of the stages' worker group (``stages/ray``)."""
-    ray_dir = posixpath.join(pipeline.STAGES_RAY, "ray")
-    files = run.list_files(ray_dir)
-    steps = []
-    for name in files:
-        if posixpath.basename(name) == PROGRESS_FILE:
-            ckpt = posixpath.dirname(name)
-            progress = run.read_json(posixpath.join(ray_dir, name))
-            if progress.get("stage") == rel and all(
-                    posixpath.join(ckpt, RANK_MANIFEST.format(rank=r)) in files
-                    for r in range(progress.get("world_size", 1))):
-                steps.append(progress["step"])
-    return max(steps, default=None)
+    """The step of the newest whole Ray Train checkpoint of half-done stage ``rel``, among the
+    checkpoints of the stages' worker group (``stages/ray``)."""
+    progress = newest_progress(run, posixpath.join(pipeline.STAGES_RAY, "ray"), rel)
+    return None if progress is None else progress["step"]
 
 
 def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
@@ -104,6 +93,10 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
     inputs = pipeline.resolve_inputs(cfg, run, generate=False)
     steps = pipeline.Steps(run, identity.of_inputs(cfg, inputs))
     pipeline.check_unchanged(steps, cfg)
+    pipeline.check_resumable(run, cfg, pipeline.TEACHER_FINETUNE, [pipeline.TEACHER_FINETUNE])
+    pipeline.check_resumable(run, cfg, pipeline.STAGES_RAY,
+                             [stage_plan.stage_folder(k, s.name) for k, s in enumerate(cfg.stages)
+                              if run.marker(stage_plan.stage_folder(k, s.name)) is None])
     data = run.marker("data")
     kept = pipeline.check_labeled(cfg, inputs) if data is None else {}
     out: list[PlannedStep] = []

@@ -632,6 +632,7 @@ def _stages(steps: Steps, cfg: Config, data: dict, sources, teacher, shapes: Sha
         previous = rel
     if not pending:
         return markers
+    check_resumable(steps.run, cfg, STAGES_RAY, [rel for _, rel, _, _ in pending])
     specs, datasets = [], {}
     for k, rel, fp, init in pending:
         stage_specs = resolve_stage_losses(cfg.stages[k], shapes)
@@ -682,6 +683,20 @@ def check_data(cfg: Config, data: dict) -> None:
             raise ConfigError(
                 f"stages.{k}.batch_size: {rows} training rows cannot fill one batch of "
                 f"{stage.batch_size} on each of {cfg.train.num_workers} workers")
+
+
+def check_resumable(run: RunFolder, cfg: Config, ray_rel: str, stage_rels: list[str]) -> None:
+    """Refuses, before any work, a half-done stage (of the Ray Train run under ``ray_rel``)
+    whose newest checkpoint cannot resume on ``train.num_workers`` at ``train.zero_stage``
+    (:func:`checkpoint.world_size_problem`)."""
+    from xdistil_ray.checkpoint import newest_progress, world_size_problem
+
+    for rel in stage_rels:
+        progress = newest_progress(run, f"{ray_rel}/ray", rel)
+        problem = progress and world_size_problem(progress, cfg.train.num_workers,
+                                                  cfg.train.zero_stage)
+        if problem:
+            raise ConfigError(f"train.num_workers: {rel} is half done; {problem}")
 
 
 def check_unchanged(steps: Steps, cfg: Config) -> None:
@@ -737,6 +752,7 @@ def _teacher(steps: Steps, cfg: Config, inputs: Inputs, data: dict,
 def _finetune_teacher(folder: RunFolder, cfg: Config, inputs: Inputs, data: dict, fp: dict):
     from xdistil_ray.steps import train
 
+    check_resumable(folder, cfg, TEACHER_FINETUNE, [TEACHER_FINETUNE])
     sources = stage_plan.Sources.of(folder, data, None)
     spec, files, columns = stage_plan.finetune_plan(
         cfg, data, sources, run=folder, name=TEACHER_FINETUNE, init_path=inputs.teacher_path,

@@ -28,7 +28,8 @@ import torch
 
 from xdistil_ray import objective, schedule, tensorboard_log
 from xdistil_ray.checkpoint import (DEEPSPEED_TAG, LOSSES_FILE, MODEL_DIR, MODULE_FILE,
-                                    PROGRESS_FILE, read_progress, save_student,
+                                    PROGRESS_FILE, loads_deepspeed_state, read_progress,
+                                    save_student,
                                     safe_load, usable_checkpoint, use_safe_loading,
                                     verify_checkpoint,
                                     write_rank_manifest)
@@ -348,13 +349,14 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
         step, history = progress["step"], progress["history"]
         resumed = progress.get("resumed_from", []) + [step]
     validation = Validation(spec, progress.get("validation"))
-    # Same number of workers: DeepSpeed's own state (weights, optimizer, schedule). Another
-    # number (ZeRO partitions differ): the full module saved beside it, a fresh optimizer.
-    same_world = restore_dir is not None and progress["world_size"] == world
+    # The driver refuses another number of workers at ZeRO 1-3 before any work
+    # (checkpoint.world_size_problem).
+    loadable = restore_dir is not None and loads_deepspeed_state(progress, world,
+                                                                 spec.zero_stage)
     state = (safe_load(os.path.join(restore_dir, MODULE_FILE))
-             if restore_dir is not None and not same_world else None)
+             if restore_dir is not None and not loadable else None)
     trainer.build(trainer.phase_for(max(0, step - 1)), step, state)
-    if same_world:
+    if loadable:
         use_safe_loading(trainer.engine)
         trainer.engine.load_checkpoint(restore_dir, tag=DEEPSPEED_TAG)
     if restore_dir is not None:
@@ -442,7 +444,7 @@ def _progress(spec: StageSpec, step: int, history: list, resumed: list, world: i
               validation: Validation) -> dict:
     """What a checkpoint records to resume the stage."""
     progress = {"stage": spec.rel, "step": step, "history": history, "resumed_from": resumed,
-                "world_size": world}
+                "world_size": world, "zero_stage": spec.zero_stage}
     if validation.enabled:
         progress["validation"] = validation.progress()
     return progress
