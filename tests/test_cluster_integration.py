@@ -237,10 +237,25 @@ def test_the_autoscaler_adds_the_node_types_the_steps_ask_for(autoscaling_cluste
     added = {marker for node in nodes if not node["is_head_node"]
              for marker in NODE_TYPE_MARKERS & set(node["resources_total"])}
     assert added == NODE_TYPE_MARKERS, nodes
-    # The head and one node of each type, all still up after both submissions.
-    assert [n["state"] for n in nodes] == ["ALIVE"] * 4, nodes
+    # The head, one node of each type and a second training node, all still up after both
+    # submissions.
+    assert [n["state"] for n in nodes] == ["ALIVE"] * 5, nodes
+    assert sum("train_gpu" in n["resources_total"] for n in nodes) == 2, nodes
     assert all(n["node_ip"] == "127.0.0.1" for n in nodes), nodes
     assert _listeners_off_loopback() == []
+
+
+def test_the_two_training_workers_ran_on_two_nodes(autoscaling_cluster, tiny_job):
+    """tiny.yaml's two ZeRO-2 workers, one a training node: each stage's marker names the Ray
+    node of each rank, two training nodes of the cluster (gloo across two raylets)."""
+    nodes = _nodes(autoscaling_cluster.env, autoscaling_cluster.address)
+    train_nodes = {n["node_id"] for n in nodes if "train_gpu" in n["resources_total"]}
+    run = RunFolder(tiny_job.uri, tiny_job.options)
+    for rel in ("teacher_finetune", "stages/1-representation", "stages/2-logits",
+                "stages/3-labels"):
+        ranks = run.marker(rel)["nodes"]
+        assert len(ranks) == 2 and len(set(ranks)) == 2 and set(ranks) <= train_nodes, (
+            rel, ranks, nodes)
 
 
 def test_the_job_console_shows_the_projects_lines_only(tiny_job):

@@ -349,6 +349,7 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
         step, history = progress["step"], progress["history"]
         resumed = progress.get("resumed_from", []) + [step]
     validation = Validation(spec, progress.get("validation"))
+    nodes = _node_ids()
     # The driver refuses another number of workers at ZeRO 1-3 before any work
     # (checkpoint.world_size_problem).
     loadable = restore_dir is not None and loads_deepspeed_state(progress, world,
@@ -423,11 +424,26 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
     if rank == 0:
         board.close()
         extra = {"validation": validation.summary(stopped_early)} if validation.enabled else {}
+        extra["nodes"] = nodes
         if validation.enabled and validation.at_chance():
             say(f"[xdistil] warning: {spec.name}: {validation.chance_warning()}")
         _commit(spec, final, history, resumed, time.time() - started, step, extra)
         say(f"[xdistil] {spec.rel}: done in {time.time() - started:.0f}s")
     return final
+
+
+def _node_ids() -> list[str]:
+    """Each rank's Ray node id, by rank (a collective: every rank calls it), for the stage's
+    marker: where the worker group ran."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        out = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, node)
+        return out
+    return [node]
 
 
 def _mark_started(spec: StageSpec) -> None:
