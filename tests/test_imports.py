@@ -62,3 +62,21 @@ def test_the_library_has_no_import_circles():
 def test_a_circle_is_found():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_modules_that_ray_tasks_and_small_actors_load_import_no_model_code():
+    """A Ray task or actor imports the module its function or class lives in: the data step's
+    tasks, the stages' split of the data (steps.train), the teacher step's shard ledger and
+    write tasks (steps.teacher_shards) and the progress actor need no model, and importing torch,
+    transformers or DeepSpeed there cost each such process seconds of CPU."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import xdistil_ray.steps.prepare, xdistil_ray.steps.train, "
+            "xdistil_ray.steps.teacher_shards, xdistil_ray.progress\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'deepspeed') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

@@ -2,7 +2,8 @@ import numpy as np
 import torch
 
 from xdistil_ray.models import load_classifier
-from xdistil_ray.steps.teacher_inference import TeacherInference, _to_arrow
+from xdistil_ray.steps.teacher_inference import TeacherInference
+from xdistil_ray.steps.teacher_shards import _to_arrow
 
 
 def test_callable_on_numpy_batch_matches_unpadded_forward(tiny_classifier_dir):
@@ -250,7 +251,7 @@ def _write_part(run, shard, ids):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from xdistil_ray.steps.teacher_inference import SHARDS, part_name
+    from xdistil_ray.steps.teacher_shards import SHARDS, part_name
 
     table = pa.table({"id": pa.array(ids, pa.int64()),
                       "logits": [[float(i), -float(i)] for i in ids]})
@@ -267,7 +268,7 @@ def test_a_retried_write_replaces_its_part_and_counts_once(tmp_path):
     all there) counts those rows once. With random names the shard held 1.5x its rows and the
     step failed at its end."""
     from xdistil_ray.runfolder import RunFolder
-    from xdistil_ray.steps.teacher_inference import SHARDS, ShardLedger, part_name
+    from xdistil_ray.steps.teacher_shards import SHARDS, ShardLedger, part_name
 
     run = RunFolder(str(tmp_path))
     ledger = ShardLedger(run, {"shard-0": 6}, every_s=0)
@@ -288,7 +289,7 @@ def test_parts_that_repeat_rows_are_merged_before_the_commit(tmp_path, capsys):
     import pyarrow.parquet as pq
 
     from xdistil_ray.runfolder import RunFolder
-    from xdistil_ray.steps.teacher_inference import SHARDS, commit_shard
+    from xdistil_ray.steps.teacher_shards import SHARDS, commit_shard
 
     run = RunFolder(str(tmp_path))
     _write_part(run, "s", [1, 2, 3, 4])
@@ -306,7 +307,7 @@ def test_parts_that_repeat_rows_are_merged_before_the_commit(tmp_path, capsys):
 
 def test_a_committed_shard_with_a_cut_part_runs_again(tmp_path, capsys):
     from xdistil_ray.runfolder import RunFolder
-    from xdistil_ray.steps.teacher_inference import SHARDS, commit_shard, committed_shards
+    from xdistil_ray.steps.teacher_shards import SHARDS, commit_shard, committed_shards
 
     run = RunFolder(str(tmp_path))
     for shard, ids in (("a", [1, 2]), ("b", [3, 4])):

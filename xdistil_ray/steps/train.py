@@ -17,9 +17,13 @@ import dataclasses
 import functools
 import posixpath
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from xdistil_ray.runfolder import RunFolder
-from xdistil_ray.train_loop import StageSpec, train_loop_per_worker
+
+if TYPE_CHECKING:  # the worker loop (torch, DeepSpeed) is imported where a group starts: Ray
+    # Data's tasks run _rows_with_heldout from this module and need no model code
+    from xdistil_ray.train_loop import StageSpec
 
 RAY_DIR = "ray"
 """Ray Train's run (checkpoints, its state) under the stage folder: the same name and storage
@@ -73,6 +77,8 @@ def run_stages(run: RunFolder, ray_rel: str, specs: list[StageSpec], datasets: d
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    from xdistil_ray.train_loop import train_loop_per_worker
 
     def fit():
         trainer = TorchTrainer(
