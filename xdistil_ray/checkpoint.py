@@ -170,22 +170,24 @@ def newest_progress(run, ray_dir: str, stage_rel: str) -> dict | None:
     return max(found, key=lambda p: p["step"], default=None)
 
 
-def world_size_problem(progress: dict, num_workers: int, zero_stage: int) -> str:
-    """Why a checkpoint of ``progress`` cannot resume on ``num_workers`` workers at
-    ``zero_stage`` ('' when it can). At ZeRO-0 every rank holds the whole optimizer state and
-    DeepSpeed writes it once: any number of workers loads it. At ZeRO 1-3 the optimizer state
-    is split across the ranks that wrote it; a fresh optimizer in the middle of a stage would
-    change the run, so another number is refused."""
+def world_size_problem(progress: dict, num_workers: int, zero_stage: int) -> tuple[str, str]:
+    """(the field to set back, why) when a checkpoint of ``progress`` cannot resume on
+    ``num_workers`` workers at ``zero_stage``; ("", "") when it can. At ZeRO-0 every rank holds
+    the whole optimizer state and DeepSpeed writes it once: any number of workers loads it. At
+    ZeRO 1-3 the optimizer state is split across the ranks that wrote it; a fresh optimizer in
+    the middle of a stage would change the run, so another number is refused."""
     saved_world, saved_zero = progress.get("world_size", 1), progress.get("zero_stage")
     if saved_zero is not None and saved_zero != zero_stage:
-        return (f"its checkpoint at step {progress['step']} was written at ZeRO-{saved_zero}; "
-                f"resume it with train.zero_stage={saved_zero}")
+        return "train.zero_stage", (
+            f"its checkpoint at step {progress['step']} was written at ZeRO-{saved_zero}; "
+            f"resume it with train.zero_stage={saved_zero}")
     if saved_world == num_workers or zero_stage == 0:
-        return ""
-    return (f"its checkpoint at step {progress['step']} holds the ZeRO-{zero_stage} optimizer "
-            f"state split across {saved_world} workers, which does not reshape to "
-            f"{num_workers}; resume it with train.num_workers={saved_world} (ZeRO-0 "
-            "checkpoints resume on any number of workers)")
+        return "", ""
+    return "train.num_workers", (
+        f"its checkpoint at step {progress['step']} holds the ZeRO-{zero_stage} optimizer "
+        f"state split across {saved_world} workers, which does not reshape to {num_workers}; "
+        f"resume it with train.num_workers={saved_world} (ZeRO-0 checkpoints resume on any "
+        "number of workers)")
 
 
 def loads_deepspeed_state(progress: dict, num_workers: int, zero_stage: int) -> bool:

@@ -693,10 +693,11 @@ def check_resumable(run: RunFolder, cfg: Config, ray_rel: str, stage_rels: list[
 
     for rel in stage_rels:
         progress = newest_progress(run, f"{ray_rel}/ray", rel)
-        problem = progress and world_size_problem(progress, cfg.train.num_workers,
-                                                  cfg.train.zero_stage)
-        if problem:
-            raise ConfigError(f"train.num_workers: {rel} is half done; {problem}")
+        if progress is None:
+            continue
+        field, why = world_size_problem(progress, cfg.train.num_workers, cfg.train.zero_stage)
+        if field:
+            raise ConfigError(f"{field}: {rel} is half done; {why}")
 
 
 def check_unchanged(steps: Steps, cfg: Config) -> None:
