@@ -44,6 +44,11 @@ STAGES = [
      "losses": [{"type": "logits"}, {"type": "representation"}]}]
 
 
+EARLY_STOP = ["train.early_stop.every_steps=3"]
+"""Held-out checks every 3 of a stage's ~20 steps (online and stored targets, every family):
+the checks, the kept weights and an early stop where one comes, in the real loop."""
+
+
 class _Tee:
     """The driver's console kept (the lines the pipeline prints) while it still shows."""
 
@@ -84,7 +89,8 @@ def family_run(request, tmp_path_factory, ray_local, teacher_path):
         load_tokenizer(teacher_path).save_pretrained(teacher)
     with contextlib.redirect_stdout(_Tee(sys.stdout)) as console:
         report = _run(root, task, STAGES, [f"teacher.model={teacher}",
-                                           "teacher.finetune.epochs=1"], num_corpus=384)
+                                           "teacher.finetune.epochs=1", *EARLY_STOP],
+                      num_corpus=384)
     (root / "console.txt").write_text(console.text.getvalue())
     print(f"\n[{kind} {task}] {report['seconds']:.0f}s; final losses "
           + ", ".join(f"{s['name']} {s['first_loss']:.4f} -> {s['final_loss']:.4f}"
@@ -112,6 +118,7 @@ def test_a_teacher_of_the_family_runs_every_step(family_run):
     assert student.config.model_type == tiny_config(kind).model_type  # the teacher's family
     assert type(student).__name__ == CLASS_PREFIX[kind] + (
         "ForTokenClassification" if task == "token" else "ForSequenceClassification")
+    _checks_decided_the_stage(report)
     assert families.shape_of(student.config)["num_hidden_layers"] == 2
     assert families.shape_of(student.config)["hidden_size"] == 64
     if fits:  # the head's own label order (not the data's sorted one), spelled as the data's
@@ -120,3 +127,27 @@ def test_a_teacher_of_the_family_runs_every_step(family_run):
         assert list(student.config.id2label.values()) == report["data"]["label_names"]
         assert student.config.num_labels == len(LABELS) != len(head)
         assert "its head is replaced by a new one" in report_console(root)
+
+
+def _checks_decided_the_stage(report):
+    """Each stage on the transfer set checked its held-out loss every 3 steps and at its last
+    step; it ended early exactly where its last 2 checks (patience) made no 2% progress on the
+    best before them, else ran every planned step; the lowest check's weights were kept."""
+    for stage in report["stages"]:
+        v = stage["validation"]
+        assert v["metric"] == "heldout_loss" and v["every"] == 3, stage
+        steps = [s for _, s, _ in v["scores"]]
+        assert steps == [s for s in range(3, stage["steps"] + 1, 3)] + (
+            [stage["steps"]] if stage["steps"] % 3 else []), stage
+        losses = [loss for _, _, loss in v["scores"]]
+        assert all(0.0 < loss < 100.0 for loss in losses)  # a real loss, measured each time
+        assert v["kept_step"] == steps[losses.index(min(losses))]
+        progress = [i for i, loss in enumerate(losses)
+                    if i == 0 or loss < min(losses[:i]) * (1 - 0.02)]
+        plateau = len(losses) - 1 - progress[-1] >= 2
+        if v["stopped_early"]:
+            assert plateau and stage["steps"] < stage["planned_steps"], stage
+        else:
+            assert stage["steps"] == stage["planned_steps"], stage
+            assert not plateau or len(losses) - 1 - progress[-1] == 2 and \
+                steps[-1] == stage["planned_steps"], stage  # a plateau found at the end

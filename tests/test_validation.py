@@ -1,11 +1,13 @@
 """Per-epoch validation: best epoch kept, early stop after `patience` epochs without a better
 dev score, and what a checkpoint carries to resume (xdistil_ray.validation)."""
 
+import json
 from types import SimpleNamespace
 
 import torch
 
-from xdistil_ray.validation import Validation, chance_score, primary_metric
+from xdistil_ray.validation import (HeldoutLoss, Validation, chance_score, for_stage,
+                                    primary_metric)
 
 
 class Scripted(Validation):
@@ -126,3 +128,102 @@ def test_chance_is_the_majority_labels_share():
     assert chance_score("accuracy", [0, 1, 1, 2]) == 0.5
     assert chance_score("accuracy", ["a", "a", "b"]) == 2 / 3
     assert chance_score("entity_f1", [0, 0]) == 0.0 and chance_score("accuracy", []) == 0.0
+
+
+# ------------------------------------------------- held-out transfer loss (train.early_stop)
+
+class ScriptedLoss(HeldoutLoss):
+    """Held-out losses from a list instead of a model."""
+
+    def __init__(self, spec, losses, state=None):
+        super().__init__(spec, state)
+        self.script = list(losses)
+
+    def _score(self, model):
+        return self.script.pop(0)
+
+
+def _loss_spec(patience=2, total=1000, every=100):
+    return SimpleNamespace(validation=(), heldout_check=("teacher/shard.parquet",),
+                           check_every=every, total_steps=total, patience=patience,
+                           min_improvement=0.02, task="sentence")
+
+
+def _run_checks(v, trainer, phases=None, until=1000):
+    """The train loop's use: a check every ``check_every`` steps; ``phases`` is the phase
+    schedule's start steps (None: no gradual unfreezing). Returns (last step, verdicts)."""
+    phases, phase, verdicts = phases or [0], 0, []
+    last = len(phases) - 1
+    for step in range(1, until + 1):
+        trainer.step = step
+        phase = max(phase, v.phase_floor(step),
+                    max(i for i, s in enumerate(phases) if s <= step))
+        if v.due(step):
+            v.measure(trainer, step)
+            start = v.phase_starts.get(phase, phases[phase])
+            verdict = v.verdict(step, start, phase == last)
+            verdicts.append((step, verdict))
+            if verdict == "advance":
+                v.advance(phase + 1, step)
+            if verdict == "stop":
+                return step, verdicts
+    return until, verdicts
+
+
+def test_a_stage_stops_when_its_heldout_loss_stops_improving_and_keeps_the_lowest():
+    # 0.495 and 0.492 are below 0.5 but by less than 2% of it: no progress since step 200
+    v, trainer = ScriptedLoss(_loss_spec(), [1.0, 0.5, 0.495, 0.492, 0.3]), Trainer()
+    step, _ = _run_checks(v, trainer)
+    assert step == 400 and v.improved == 200
+    assert v.best_step() == 400 and v.pending_best(400) is None  # the lowest: the last one
+    assert v.stop_reason() == "no held-out loss 2% below the best in 2 check(s) since step 200"
+    # a worse last check: the stage ends on the lowest check's weights
+    v, trainer = ScriptedLoss(_loss_spec(), [1.0, 0.5, 0.6, 0.7]), Trainer()
+    assert _run_checks(v, trainer)[0] == 400 and v.pending_best(400)["w"].item() == 200.0
+    assert v.summary(True) == {"metric": "heldout_loss", "every": 100, "kept_step": 200,
+                               "scores": [[1, 100, 1.0], [2, 200, 0.5], [3, 300, 0.6],
+                                          [4, 400, 0.7]],
+                               "stopped_early": True, "phase_starts": []}
+
+
+def test_a_loss_that_keeps_falling_runs_every_planned_step():
+    v, trainer = ScriptedLoss(_loss_spec(total=500), [1.0, 0.8, 0.6, 0.4, 0.2]), Trainer()
+    step, verdicts = _run_checks(v, trainer, until=500)
+    assert step == 500 and [x for _, x in verdicts] == ["go"] * 5
+    # and a plateau found at the planned end is no early stop
+    v, trainer = ScriptedLoss(_loss_spec(total=300), [1.0, 1.0, 1.0]), Trainer()
+    assert _run_checks(v, trainer, until=300)[1][-1] == (300, "go")
+
+
+def test_a_plateau_before_the_last_unfreezing_phase_starts_the_next_phase_early():
+    """Phases by the schedule at steps 0, 300, 600 (3 phases); a plateau in phase 0 at step
+    300 would come with the schedule's phase 1; at 200 it starts phase 1 early. Patience
+    counts from each phase's start."""
+    v, trainer = ScriptedLoss(_loss_spec(patience=1),
+                              [1.0, 1.0, 0.5, 0.5, 0.4, 0.4, 0.4]), Trainer()
+    step, verdicts = _run_checks(v, trainer, phases=[0, 300, 600])
+    assert verdicts[:2] == [(100, "go"), (200, "advance")] and v.phase_starts[1] == 200
+    # phase 1 from 200: 0.5 at 300 is progress, 0.5 at 400 is not: phase 2 starts at 400
+    assert verdicts[2:4] == [(300, "go"), (400, "advance")] and v.phase_starts[2] == 400
+    # phase 2 (the last): 0.4 at 500 progress, 0.4 at 600 not: the stage ends
+    assert step == 600 and verdicts[-1] == (600, "stop")
+    assert v.phase_floor(199) == 0 and v.phase_floor(200) == 1 and v.phase_floor(450) == 2
+
+
+def test_a_checkpoint_carries_the_checks_and_the_phases_started_early():
+    v, trainer = ScriptedLoss(_loss_spec(patience=1), [1.0, 1.0]), Trainer()
+    _run_checks(v, trainer, phases=[0, 300, 600], until=250)
+    state = v.progress()
+    assert state == {"scores": [[1, 100, 1.0], [2, 200, 1.0]], "best": 0, "chance": None,
+                     "improved": 100, "phase_starts": [(1, 200)]}
+    resumed = ScriptedLoss(_loss_spec(patience=1), [], json.loads(json.dumps(state)))
+    assert resumed.phase_floor(250) == 1 and resumed.improved == 100
+    assert resumed.verdict(200, 200, False) == "go"  # phase 1 has had no check yet
+
+
+def test_the_stage_checks_its_heldout_loss_only_where_it_has_heldout_rows():
+    assert isinstance(for_stage(_loss_spec()), HeldoutLoss)
+    assert not for_stage(_loss_spec(every=0)).enabled
+    dev = SimpleNamespace(validation=("dev.parquet",), steps_per_epoch=10, total_steps=50,
+                          patience=1, task="sentence", heldout_check=(), check_every=100)
+    assert type(for_stage(dev)) is Validation

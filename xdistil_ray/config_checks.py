@@ -159,6 +159,12 @@ def _validate_train(cfg) -> None:
     _check(t.max_preemption_failures >= -1,
            "train.max_preemption_failures: must be -1 (any number) or >= 0")
     _check(t.epoch_cache_mb >= 0, "train.epoch_cache_mb: must be 0 or more")
+    e = t.early_stop
+    _check(e.every_steps >= 0, "train.early_stop.every_steps: must be 0 (no checks) or more")
+    _check(e.patience >= 1, "train.early_stop.patience: must be at least 1 (every_steps=0 turns "
+           "the checks off)")
+    _check(0 <= e.min_improvement < 1, "train.early_stop.min_improvement: must be in [0, 1)")
+    _check(e.heldout_rows >= 1, "train.early_stop.heldout_rows: must be at least 1")
     _check(cfg.eval.num_cpus > 0, "eval.num_cpus: must be > 0")
     _check(cfg.eval.num_gpus >= 0, "eval.num_gpus: must be 0 or more")
 

@@ -177,6 +177,9 @@ def plan(cfg: Config) -> tuple[RunFolder, list[PlannedStep]]:
         total = ""
         if data is not None:
             total = f", {stage_plan.stage_steps(cfg, k, data)} steps"
+            if data_kind != "labeled" and cfg.train.early_stop.every_steps > 0:
+                total = (f", at most{total[1:]} (held-out loss checked every "
+                         f"{cfg.train.early_stop.every_steps})")
         out.append(PlannedStep(
             f"stage {k + 1}: {stage.name}", rel, state, [previous] + src, _training(cfg),
             f"{' + '.join(l.type for l in stage.losses)}; {stage.epochs:g} epoch(s) at batch "

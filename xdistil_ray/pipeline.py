@@ -212,7 +212,7 @@ _INIT_KEYS = ("student",) + _TEACHER_KEYS
 
 def stage_keys(k: int) -> tuple[str, ...]:
     return (("student",) + tuple(f"stages.{i}" for i in range(k + 1)) + _TEACHER_KEYS
-            + ("train.min_stage_steps", "corpus.with_labeled"))
+            + ("train.min_stage_steps", "train.early_stop", "corpus.with_labeled"))
 
 
 def export_fingerprint(cfg: Config, inputs: dict) -> dict:

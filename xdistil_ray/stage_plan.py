@@ -127,6 +127,8 @@ def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dic
     else:
         files, heldout = list(sources.teacher), False
         columns = ["input_ids"] + stored_columns(specs, cfg.teacher.inference.top_k)
+    if heldout is False:
+        validation = _heldout_check(cfg, files, columns + extra, data)
     spec = _spec(cfg, name=stage.name, losses=specs, init_path=init_path, init_in_run=True,
                  rows=rows_of(cfg, k, data), epochs=stage.epochs, batch_size=stage.batch_size,
                  min_steps=min_steps(cfg, k),
@@ -147,6 +149,17 @@ def _validation(cfg, sources: Sources, rows: int, batch_size: int, patience: int
         return {}
     return {"validation": tuple(sources.labeled_dev), "patience": patience,
             "steps_per_epoch": total_steps(rows, 1.0, batch_size, cfg.train.num_workers)}
+
+
+def _heldout_check(cfg, files: list[str], columns: list[str], data: dict) -> dict:
+    """A stage on the transfer set checks its loss on the held-out transfer rows
+    (``train.early_stop``); none where the corpus holds none out."""
+    e = cfg.train.early_stop
+    if e.every_steps <= 0 or not data["corpus"].get("heldout"):
+        return {}
+    return {"heldout_check": tuple(files), "check_columns": tuple(columns),
+            "check_every": e.every_steps, "check_rows": e.heldout_rows,
+            "patience": e.patience, "min_improvement": e.min_improvement}
 
 
 def finetune_plan(cfg, data: dict, sources: Sources, *, run: RunFolder, name: str,

@@ -35,7 +35,8 @@ from xdistil_ray.checkpoint import (DEEPSPEED_TAG, LOSSES_FILE, MODEL_DIR, MODUL
                                     write_rank_manifest)
 from xdistil_ray.batches import PadCollate, batches_forever
 from xdistil_ray.objective import LossSpec
-from xdistil_ray.validation import BEST_MODULE_FILE, Validation
+from xdistil_ray import validation as validation_mod
+from xdistil_ray.validation import BEST_MODULE_FILE
 
 if TYPE_CHECKING:
     from xdistil_ray.runfolder import RunFolder
@@ -85,7 +86,17 @@ class StageSpec:
     epoch's weights end the stage (:mod:`xdistil_ray.validation`). Empty: no validation."""
     steps_per_epoch: int = 0
     patience: int = 0
-    """Epochs without a better dev score that stop the stage early (0: never)."""
+    """Epochs without a better dev score, or held-out checks without a better held-out loss,
+    that stop the stage (or its unfreezing phase) early (0: never)."""
+    heldout_check: tuple[str, ...] = ()
+    """A stage on the transfer set: the files whose held-out rows it checks its loss on every
+    ``check_every`` steps (:class:`xdistil_ray.validation.HeldoutLoss`). Empty: no checks."""
+    check_columns: tuple[str, ...] = ()
+    check_every: int = 0
+    check_rows: int = 0
+    """Held-out rows each check reads (at most)."""
+    min_improvement: float = 0.0
+    """A check is better when its loss is below the best by more than this share of it."""
     unfreeze_steps: int = -1
     """Steps per gradual-unfreezing phase (0 = even split); -1 = no gradual unfreezing."""
     rel: str = ""
@@ -197,11 +208,22 @@ class StageTrainer:
                 never.add(name)
         return never
 
-    def phase_for(self, step: int) -> int:
-        """Unfreezing phase of 0-based optimizer step ``step`` (the last one: all groups)."""
+    @property
+    def last_phase(self) -> int:
+        return schedule.num_phases(self.num_blocks) - 1
+
+    def phase_for(self, step: int, floor: int = 0) -> int:
+        """Unfreezing phase of 0-based optimizer step ``step`` (the last one: all groups): the
+        schedule's, or ``floor`` where a plateau started a later phase early."""
         if self.spec.unfreeze_steps < 0:
-            return schedule.num_phases(self.num_blocks) - 1
-        return schedule.phase_at(step, self.phase_length, self.num_blocks)
+            return self.last_phase
+        return max(floor, schedule.phase_at(step, self.phase_length, self.num_blocks))
+
+    def phase_start(self, phase: int, early: dict[int, int]) -> int:
+        """The step ``phase`` started at: early (a plateau) or by the schedule."""
+        if self.spec.unfreeze_steps < 0:
+            return 0
+        return early.get(phase, phase * self.phase_length)
 
     def build(self, phase: int, step: int, state: dict | None = None) -> None:
         """(Re)builds the engine for ``phase``; keeps the weights trained so far, or starts from
@@ -348,7 +370,7 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
         progress = verify_checkpoint(restore_dir)
         step, history = progress["step"], progress["history"]
         resumed = progress.get("resumed_from", []) + [step]
-    validation = Validation(spec, progress.get("validation"))
+    validation = validation_mod.for_stage(spec, progress.get("validation"))
     nodes = _node_ids()
     # The driver refuses another number of workers at ZeRO 1-3 before any work
     # (checkpoint.world_size_problem).
@@ -356,7 +378,8 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                                                                  spec.zero_stage)
     state = (safe_load(os.path.join(restore_dir, MODULE_FILE))
              if restore_dir is not None and not loadable else None)
-    trainer.build(trainer.phase_for(max(0, step - 1)), step, state)
+    trainer.build(trainer.phase_for(max(0, step - 1), validation.phase_floor(max(0, step - 1))),
+                  step, state)
     if loadable:
         use_safe_loading(trainer.engine)
         trainer.engine.load_checkpoint(restore_dir, tag=DEEPSPEED_TAG)
@@ -375,10 +398,10 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
     preemption = PreemptionNotices()
     board = tensorboard_log.StageLog(spec.run, spec.rel, stage_dir) if rank == 0 else None
     window, parts, final_saved = [], {}, False
-    stopped_early = validation.should_stop()
+    stopped_early = _verdict(validation, trainer, step) == "stop"  # resumed at its stop
     while step < spec.total_steps and not stopped_early:
-        if trainer.phase_for(step) != trainer.phase:
-            trainer.build(trainer.phase_for(step), step)
+        if trainer.phase_for(step, validation.phase_floor(step)) != trainer.phase:
+            trainer.build(trainer.phase_for(step, validation.phase_floor(step)), step)
             if rank == 0:  # the workers' log only: not a line the console needs
                 say(f"({spec.name}) step {step}: unfreezing phase {trainer.phase}")
         window.append(trainer.train_step(next(batches)))  # losses stay on the device
@@ -398,12 +421,17 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                                      "grad_norm": trainer.grad_norm()})
         if validation.due(step):
             score = validation.measure(trainer, step)
-            stopped_early = validation.should_stop() and step < spec.total_steps
-            if rank == 0:
-                say(f"[xdistil] {spec.name}: epoch {validation.scores[-1][0]} dev "
-                    f"{validation.metric} {score:.4f}"
-                    + (f", stopping: {validation.stop_reason()}" if stopped_early else ""))
-                board.scalars(step, {f"dev/{validation.metric}": score})
+            verdict = _verdict(validation, trainer, step)
+            stopped_early = verdict == "stop"
+            if verdict == "advance":
+                validation.advance(trainer.phase + 1, step)
+            if rank == 0:  # every dev score, and a held-out check that changes course
+                console = verdict != "go" or validation.tag.startswith("dev/")
+                say(f"{'[xdistil] ' if console else '('}{spec.name}{': ' if console else ') '}"
+                    f"{validation.line(stopped_early)}"
+                    + (f", unfreezing phase {trainer.phase + 1} starts"
+                       if verdict == "advance" else ""))
+                board.scalars(step, {validation.tag: score})
         end = step == spec.total_steps or stopped_early
         notice = (step % spec.log_every == 0 and not end and preemption.notice_due(step))
         if notice and rank == 0:
@@ -432,6 +460,13 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
     return final
 
 
+def _verdict(validation, trainer: StageTrainer, step: int) -> str:
+    """``stop``, ``advance`` (to the next unfreezing phase) or ``go``, after a check at
+    ``step``."""
+    return validation.verdict(step, trainer.phase_start(trainer.phase, validation.phase_starts),
+                              trainer.phase == trainer.last_phase)
+
+
 def _node_ids() -> list[str]:
     """Each rank's Ray node id, by rank (a collective: every rank calls it), for the stage's
     marker: where the worker group ran."""
@@ -457,7 +492,7 @@ def _mark_started(spec: StageSpec) -> None:
 
 
 def _progress(spec: StageSpec, step: int, history: list, resumed: list, world: int,
-              validation: Validation) -> dict:
+              validation: validation_mod.Validation) -> dict:
     """What a checkpoint records to resume the stage."""
     progress = {"stage": spec.rel, "step": step, "history": history, "resumed_from": resumed,
                 "world_size": world, "zero_stage": spec.zero_stage}
@@ -478,7 +513,7 @@ def _commit(spec: StageSpec, final: str, history: list, resumed: list, seconds: 
     run.write_bytes(posixpath.join(spec.rel, LOSSES_FILE), data)
     files[LOSSES_FILE] = len(data)
     return run.commit(spec.rel, files, name=spec.name, losses=losses["losses"],
-                      steps=steps, first_loss=history[0][1],
+                      steps=steps, planned_steps=spec.total_steps, first_loss=history[0][1],
                       final_loss=history[-1][1],
                       steps_per_second=steady_steps_per_second(history, resumed),
                       resumed_from=resumed, seconds=round(seconds, 1), **extra, **spec.marker)
@@ -587,7 +622,7 @@ class _ProgressClock:
 
 
 def _save_and_report(trainer: StageTrainer, progress: dict, stage_dir: str, rank: int,
-                     final: bool, validation: Validation) -> None:
+                     final: bool, validation: validation_mod.Validation) -> None:
     """Every rank saves its DeepSpeed shard; rank 0 adds the progress, the full module (to
     resume on another number of workers), the best epoch's weights when they are not the
     current ones and, at the end, ``model/``: the best epoch's weights where validation found

@@ -1,10 +1,16 @@
-"""Validation of a training stage on labeled dev data: a dev score after each epoch, the best
-epoch's weights kept, and an early stop after ``patience`` epochs without a better score.
+"""Validation of a training stage: a score measured as it trains, the best weights kept, and
+an early stop when the score stops improving.
 
-Used by the teacher fine-tune, by a distillation stage on labeled data (XtremeDistil's
-``labels`` stage) and by ``jobs/finetune.py``, when the run has a dev set (``labeled.dev``, or
-a share of ``labeled.train``). Every rank measures the same rows (a ZeRO-3 forward is
-collective) and takes rank 0's score.
+- :class:`Validation`: on labeled dev data, a dev score after each epoch, stopped after
+  ``patience`` epochs without a better one. Used by the teacher fine-tune, by a distillation
+  stage on labeled data (XtremeDistil's ``labels`` stage) and by ``jobs/finetune.py``, when
+  the run has a dev set (``labeled.dev``, or a share of ``labeled.train``).
+- :class:`HeldoutLoss`: a stage on the transfer set, its own loss on held-out transfer rows
+  every ``check_every`` steps (``train.early_stop``). With gradual unfreezing, a phase whose
+  loss stops improving hands over to the next one early (XtremeDistil fits each unfreezing
+  step to an early stop on its validation loss); in the last phase it ends the stage.
+
+Every rank measures the same rows (a ZeRO-3 forward is collective) and takes rank 0's score.
 """
 
 from __future__ import annotations
@@ -36,6 +42,23 @@ def primary_metric(task: str) -> str:
     return {"token": "entity_f1", "qa": "f1"}.get(task, "accuracy")
 
 
+def for_stage(spec, state: dict | None = None):
+    """The stage's validation: dev scores where it has dev files, its held-out transfer loss
+    where it has held-out checks, else a :class:`Validation` that is not enabled."""
+    if not spec.validation and getattr(spec, "check_every", 0) > 0 and spec.heldout_check:
+        return HeldoutLoss(spec, state)
+    return Validation(spec, state)
+
+
+def broadcast_from_rank0(value: float) -> float:
+    """Rank 0's ``value`` on every rank (their decisions must agree)."""
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        tensor = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.broadcast(tensor, src=0)
+        value = float(tensor)
+    return value
+
+
 class Validation:
     """Per-epoch dev scores of one stage, its best epoch and whether to stop.
 
@@ -60,6 +83,19 @@ class Validation:
         self.chance: float | None = state.get("chance")
         """The dev score of always answering the dev set's most frequent label (accuracy; 0 for
         F1 metrics), once the dev rows are read: patience waits until a score leaves it."""
+        self.phase_starts: dict[int, int] = {int(p): s for p, s in
+                                             state.get("phase_starts", [])}
+        """Unfreezing phases that a plateau started early: phase -> its first step (held-out
+        checks only: dev scores never start a phase)."""
+
+    @property
+    def tag(self) -> str:
+        """The score's name on TensorBoard."""
+        return f"dev/{self.metric}"
+
+    def phase_floor(self, step: int) -> int:
+        """The latest phase a plateau started at or before 0-based step ``step`` (0: none)."""
+        return max([p for p, s in self.phase_starts.items() if s <= step], default=0)
 
     @property
     def enabled(self) -> bool:
@@ -75,12 +111,28 @@ class Validation:
         makes them the best, and a copy of them is kept (every rank: a collective under
         ZeRO-3) to come back to if later epochs are worse."""
         score = self._score(trainer.engine.module.student)
-        epoch = math.ceil(step / self.spec.steps_per_epoch)
-        self.scores.append([epoch, step, score])
-        if self.best < 0 or score > self.scores[self.best][2]:
+        self.scores.append([self._index(step), step, score])
+        if self.best < 0 or self._better(score, self.scores[self.best][2]):
             self.best = len(self.scores) - 1
             self.best_state = trainer.full_state()
         return score
+
+    def _index(self, step: int) -> int:
+        return math.ceil(step / self.spec.steps_per_epoch)
+
+    def _better(self, score: float, best: float) -> bool:
+        return score > best
+
+    def verdict(self, step: int, phase_start: int, last_phase: bool) -> str:
+        """After a measure at ``step``: ``stop`` (the stage ends here), ``advance`` (its next
+        unfreezing phase starts here) or ``go``. Dev scores stop a stage in any phase."""
+        return "stop" if self.should_stop() and step < self.spec.total_steps else "go"
+
+    def line(self, stopping: bool) -> str:
+        """The console line of the last measure."""
+        epoch, _, score = self.scores[-1]
+        return (f"epoch {epoch} dev {self.metric} {score:.4f}"
+                + (f", stopping: {self.stop_reason()}" if stopping else ""))
 
     def best_step(self) -> int | None:
         return self.scores[self.best][1] if self.best >= 0 else None
@@ -160,8 +212,116 @@ class Validation:
                                      self.spec.label_names, self.spec.windows)[self.metric])
         finally:
             model.train(was_training)
-        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            value = torch.tensor([score], dtype=torch.float64)
-            torch.distributed.broadcast(value, src=0)
-            score = float(value)
+        return broadcast_from_rank0(score)
+
+
+class HeldoutLoss(Validation):
+    """The stage's loss on held-out transfer rows every ``spec.check_every`` steps. A check
+    makes progress when its loss is below the best so far by more than
+    ``spec.min_improvement`` of it; ``spec.patience`` checks without progress, counted from the
+    start of the current unfreezing phase, end that phase early, or the stage in its last
+    phase. The lowest loss's weights end the stage."""
+
+    tag = "loss/heldout"
+
+    def __init__(self, spec, state: dict | None = None):
+        super().__init__(spec, state)
+        self.metric = "heldout_loss"
+        self.improved: int | None = (state or {}).get("improved")
+        """The step of the last check whose loss made progress."""
+        self._batches = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.spec.check_every > 0 and bool(self.spec.heldout_check)
+
+    def due(self, step: int) -> bool:
+        return self.enabled and (step % self.spec.check_every == 0
+                                 or step == self.spec.total_steps)
+
+    def _index(self, step: int) -> int:
+        return len(self.scores) + 1
+
+    def _better(self, score: float, best: float) -> bool:
+        return score < best
+
+    def measure(self, trainer, step: int) -> float:
+        """Checks the loss; the lowest one's weights are kept, and a loss below the best so far
+        by more than ``min_improvement`` of it counts as progress."""
+        self._trainer = trainer
+        best = self.scores[self.best][2] if self.best >= 0 else None
+        score = super().measure(trainer, step)
+        if best is None or score < best * (1.0 - self.spec.min_improvement):
+            self.improved = step
         return score
+
+    def plateau(self, since: int) -> bool:
+        """``patience`` checks after both the last one that made progress and step ``since``
+        (the current phase's start)."""
+        if self.spec.patience <= 0 or self.improved is None:
+            return False
+        after = max(self.improved, since)
+        return sum(1 for _, step, _ in self.scores if step > after) >= self.spec.patience
+
+    def should_stop(self) -> bool:
+        """Not used: :meth:`verdict` decides, knowing the unfreezing phase."""
+        return False
+
+    def verdict(self, step: int, phase_start: int, last_phase: bool) -> str:
+        if step >= self.spec.total_steps or not self.plateau(phase_start):
+            return "go"
+        return "stop" if last_phase else "advance"
+
+    def advance(self, phase: int, step: int) -> None:
+        """Phase ``phase`` starts at ``step`` (after the next optimizer step's index)."""
+        self.phase_starts[phase] = step
+
+    def line(self, stopping: bool) -> str:
+        _, step, loss = self.scores[-1]
+        return (f"step {step} held-out loss {loss:.4f} (best {self.scores[self.best][2]:.4f} "
+                f"at step {self.best_step()})" + (f", stopping: {self.stop_reason()}"
+                                                  if stopping else ""))
+
+    def stop_reason(self) -> str:
+        return (f"no held-out loss {self.spec.min_improvement:.0%} below the best in "
+                f"{self.spec.patience} check(s) since step {self.improved}")
+
+    def at_chance(self) -> bool:
+        return False
+
+    def progress(self) -> dict:
+        return {**super().progress(), "improved": self.improved,
+                "phase_starts": sorted(self.phase_starts.items())}
+
+    def summary(self, stopped_early: bool) -> dict:
+        return {"metric": self.metric, "every": self.spec.check_every,
+                "scores": self.scores, "kept_step": self.best_step(),
+                "stopped_early": stopped_early,
+                "phase_starts": sorted(self.phase_starts.items())}
+
+    @torch.no_grad()
+    def _score(self, model) -> float:
+        from xdistil_ray.batches import PadCollate
+        from xdistil_ray.steps.evaluate import read_rows
+
+        trainer, spec = self._trainer, self.spec
+        if self._batches is None:
+            rows = read_rows(spec.run, list(spec.heldout_check), list(spec.check_columns),
+                             spec.check_rows, True)
+            collate = PadCollate(trainer.pad_id, spec.label_names, spec.per_token)
+            n = len(rows.get("input_ids", []))
+            self._batches = [(min(spec.batch_size, n - i),
+                              collate({k: v[i:i + spec.batch_size] for k, v in rows.items()}))
+                             for i in range(0, n, spec.batch_size)]
+        module = trainer.engine.module
+        was_training = module.training
+        module.eval()
+        total, count = 0.0, 0
+        try:
+            for size, batch in self._batches:
+                batch = {k: v.to(trainer.engine.device) for k, v in batch.items()}
+                loss, _ = trainer.loss(batch)
+                total, count = total + float(loss) * size, count + size
+        finally:
+            module.train(was_training)
+        return broadcast_from_rank0(total / max(count, 1))

@@ -50,6 +50,7 @@ def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[di
             "seconds": teacher["seconds"]},
         "stages": [{"name": s["name"], "losses": s["losses"], "targets": s["targets"],
                     "unfreeze": s["unfreeze"], "steps": s["steps"],
+                    "planned_steps": s.get("planned_steps", s["steps"]),
                     "steps_per_second": s.get("steps_per_second"),
                     "first_loss": s["first_loss"], "final_loss": s["final_loss"],
                     "resumed_from": s.get("resumed_from", []),
@@ -131,7 +132,8 @@ def markdown(report: dict) -> str:
         (st["name"], st["validation"]) for st in report["stages"] if st.get("validation")]
     lines += ["", f"![Loss curves]({LOSS_PLOT})", ""]
     if validated:
-        lines += ["Dev score after each epoch (the kept epoch's weights end the step):", ""]
+        lines += ["Validation: the dev score after each epoch, or the held-out transfer loss of "
+                  "a stage on the transfer set (the kept weights end the step):", ""]
         lines += [_validation_line(name, v) for name, v in validated] + [""]
     lines += [
         "## Data", "",
@@ -149,8 +151,14 @@ def markdown(report: dict) -> str:
 
 
 def _validation_line(name: str, v: dict) -> str:
-    scores = ", ".join(f"{100 * score:.1f}%" for _, _, score in v["scores"])
     stopped = ", stopped early" if v["stopped_early"] else ""
+    if v["metric"] == "heldout_loss":
+        checks = ", ".join(f"{loss:.4f}" for _, _, loss in v["scores"])
+        starts = "".join(f"; phase {p} started early at step {s}" for p, s in
+                         v.get("phase_starts", []))
+        return (f"- {name}: held-out loss every {v['every']} steps {checks}; kept step "
+                f"{v['kept_step']}{starts}{stopped}")
+    scores = ", ".join(f"{100 * score:.1f}%" for _, _, score in v["scores"])
     return f"- {name}: dev {v['metric'].replace('_', ' ')} by epoch {scores}; kept epoch " \
            f"{v['kept_epoch']}{stopped}"
 
