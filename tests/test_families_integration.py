@@ -44,9 +44,15 @@ STAGES = [
      "losses": [{"type": "logits"}, {"type": "representation"}]}]
 
 
-EARLY_STOP = ["train.early_stop.every_steps=3"]
+MIN_IMPROVEMENT = 0.2
+EARLY_STOP = ["train.early_stop.every_steps=3", "train.early_stop.patience=1",
+              f"train.early_stop.min_improvement={MIN_IMPROVEMENT}"]
 """Held-out checks every 3 of a stage's ~20 steps (online and stored targets, every family):
-the checks, the kept weights and an early stop where one comes, in the real loop."""
+the checks, the kept weights and the early stops, in the real loop. The bar for progress is
+20% and patience 1 (the defaults are 2% and 2) so that stops come inside these short stages
+(at 20% and patience 2, ModernBERT's did not stop); at the defaults none stopped
+(2026-12-07: held-out losses fell at every check but one, e.g. DistilBERT's logits-rep
+0.0395, 0.0269, 0.0203, 0.0168, 0.0148, 0.0138, 0.0136 over its 19 steps)."""
 
 
 class _Tee:
@@ -131,8 +137,12 @@ def test_a_teacher_of_the_family_runs_every_step(family_run):
 
 def _checks_decided_the_stage(report):
     """Each stage on the transfer set checked its held-out loss every 3 steps and at its last
-    step; it ended early exactly where its last 2 checks (patience) made no 2% progress on the
-    best before them, else ran every planned step; the lowest check's weights were kept."""
+    step; it ended early exactly where its last check (patience 1) made no progress (a loss
+    20% below the best before it), else ran every planned step; the lowest check's weights
+    were kept. At least one stage of each run stops early (2026-12-07, at patience 2:
+    ELECTRA's mha-hs stopped at step 15 of 18; ModernBERT's losses fell by 20% or more at every
+    check but one of each stage)."""
+    assert any(s["validation"]["stopped_early"] for s in report["stages"]), report["stages"]
     for stage in report["stages"]:
         v = stage["validation"]
         assert v["metric"] == "heldout_loss" and v["every"] == 3, stage
@@ -143,11 +153,11 @@ def _checks_decided_the_stage(report):
         assert all(0.0 < loss < 100.0 for loss in losses)  # a real loss, measured each time
         assert v["kept_step"] == steps[losses.index(min(losses))]
         progress = [i for i, loss in enumerate(losses)
-                    if i == 0 or loss < min(losses[:i]) * (1 - 0.02)]
-        plateau = len(losses) - 1 - progress[-1] >= 2
+                    if i == 0 or loss < min(losses[:i]) * (1 - MIN_IMPROVEMENT)]
+        plateau = len(losses) - 1 - progress[-1] >= 1
         if v["stopped_early"]:
             assert plateau and stage["steps"] < stage["planned_steps"], stage
         else:
             assert stage["steps"] == stage["planned_steps"], stage
-            assert not plateau or len(losses) - 1 - progress[-1] == 2 and \
+            assert not plateau or len(losses) - 1 - progress[-1] == 1 and \
                 steps[-1] == stage["planned_steps"], stage  # a plateau found at the end

@@ -408,7 +408,9 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
         for name, value in trainer.last_parts.items():
             parts.setdefault(name, []).append(value)
         step += 1
-        if step % spec.log_every == 0 or step == spec.total_steps:
+
+        def log_window():
+            nonlocal window, parts
             means = _means_across_ranks({"total": window, **parts})
             history.append([step, means["total"], round(time.time(), 3)])
             window, parts = [], {}
@@ -419,6 +421,9 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                                         for k, v in means.items()},
                                      "learning_rate": trainer.learning_rate(),
                                      "grad_norm": trainer.grad_norm()})
+
+        if step % spec.log_every == 0 or step == spec.total_steps:
+            log_window()
         if validation.due(step):
             score = validation.measure(trainer, step)
             verdict = _verdict(validation, trainer, step)
@@ -432,6 +437,8 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                     + (f", unfreezing phase {trainer.phase + 1} starts"
                        if verdict == "advance" else ""))
                 board.scalars(step, {validation.tag: score})
+            if stopped_early and window:  # the steps since the last logged one end the curve
+                log_window()
         end = step == spec.total_steps or stopped_early
         notice = (step % spec.log_every == 0 and not end and preemption.notice_due(step))
         if notice and rank == 0:
