@@ -47,7 +47,11 @@ def written(tmp_path):
     run.write_text("student/config.json", "{}")  # the exported student, committed
     run.commit("student", params=4782722, fingerprint={"student.num_layers": 4})
     stages = [_stage("representation", ["representation"], 0.39, 0.026),
-              _stage("logits", ["logits"], 0.58, 0.008)]
+              {**_stage("logits", ["logits"], 0.58, 0.008), "planned_steps": 1000,
+               "validation": {"metric": "heldout_loss", "every": 100, "kept_step": 200,
+                              "scores": [[1, 100, 0.0143], [2, 200, 0.0116],
+                                         [3, 300, 0.0119]],
+                              "stopped_early": True, "phase_starts": [[2, 200]]}}]
     out = report.write(run, load_config(), stage_folders=[
         ("1. representation", "stages/1-representation"), ("2. logits", "stages/2-logits")],
         data=data, teacher={"rows": 20800, "outputs": ["logits", "hidden"], "shards_run": 6,
@@ -78,6 +82,8 @@ def test_results_table_has_teacher_beside_student(written):
     assert "![Loss curves](loss_curves.png)" in md and "![Size and speed](speed_size.png)" in md
     assert ("- teacher fine-tune: dev accuracy by epoch 91.2%, 90.0%; kept epoch 1, stopped "
             "early") in md
+    assert ("- logits: held-out loss every 100 steps 0.0143, 0.0116, 0.0119; kept step 200; "
+            "phase 2 started early at step 200, stopped early") in md
 
 
 def test_report_json_holds_the_same_figures(written):
@@ -87,6 +93,8 @@ def test_report_json_holds_the_same_figures(written):
     assert on_disk["eval"] == EVAL["eval"] and on_disk["speed"] == EVAL["speed"]
     assert on_disk["plots"] == {"loss_curves": "loss_curves.png", "speed_size": "speed_size.png"}
     assert on_disk["stages"][0]["steps_per_second"] == 7.5
+    assert on_disk["stages"][0]["planned_steps"] == 300  # a marker from before it: its steps
+    assert on_disk["stages"][1]["planned_steps"] == 1000
     assert on_disk["retained"] == {"metric": "accuracy",
                                    "share": pytest.approx(EVAL["eval"]["student_accuracy"]
                                                           / EVAL["eval"]["teacher_accuracy"])}
