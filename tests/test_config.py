@@ -225,6 +225,8 @@ def test_a_task_default_sits_under_the_file_and_the_overrides(tmp_path):
     assert (qa.student.num_layers, qa.student.hidden_size, qa.student.num_heads,
             qa.student.intermediate_size) == (4, 384, 12, 1536)
     assert TASK_DEFAULTS["qa"]["student"]["hidden_size"] == 384  # loading did not change it
+    assert qa.train.min_stage_steps == 0 and load_config(None, []).train.min_stage_steps == 1000
+    assert load_config(None, ["task=qa", "train.min_stage_steps=500"]).train.min_stage_steps == 500
     assert load_config(None, ["task=sentence"]).student.hidden_size == 128
     path = tmp_path / "qa.yaml"
     path.write_text("task: qa\nstudent: {num_layers: 2}\n")
