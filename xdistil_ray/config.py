@@ -326,7 +326,10 @@ class TrainConfig:
     epochs from them (reshuffled), instead of a new Ray Data pass per epoch (0 = stream every
     epoch; a larger share streams anyway)."""
     max_failures: int = 2
-    """Worker failures Ray Train retries from the newest checkpoint."""
+    """Worker failures retried, each with a new worker group from the newest checkpoint;
+    storage outages under training are retried as many times, apart. An error a
+    restart would meet again (the model cannot be built from its files and settings) stops
+    the run at once."""
     max_preemption_failures: int = -1
     """Node preemptions (spot instances reclaimed) Ray Train recovers from, from the newest
     checkpoint, counted apart from `max_failures` (-1 = any number). On a preemption notice

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from xdistil_ray import objective, schedule, tensorboard_log
+from xdistil_ray import objective, schedule, storage, tensorboard_log
 from xdistil_ray.checkpoint import (DEEPSPEED_TAG, LOSSES_FILE, MODEL_DIR, MODULE_FILE,
                                     PROGRESS_FILE, loads_deepspeed_state, read_progress,
                                     save_student,
@@ -34,6 +34,7 @@ from xdistil_ray.checkpoint import (DEEPSPEED_TAG, LOSSES_FILE, MODEL_DIR, MODUL
                                     verify_checkpoint,
                                     write_rank_manifest)
 from xdistil_ray.batches import PadCollate, batches_forever
+from xdistil_ray.errors import will_fail_again
 from xdistil_ray.objective import LossSpec
 from xdistil_ray import validation as validation_mod
 from xdistil_ray.validation import BEST_MODULE_FILE
@@ -362,7 +363,13 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
         _mark_started(spec)
         say(f"[xdistil] {spec.rel}: running")
     init = previous or _local(spec, spec.init_path, spec.init_in_run, stage_dir, "init")
-    trainer = StageTrainer(spec, init, _online_teacher(spec, stage_dir))
+    teacher = _online_teacher(spec, stage_dir)
+    try:
+        trainer = StageTrainer(spec, init, teacher)
+    except Exception as e:  # the files and settings it was given: a restart meets it again
+        if storage.is_storage_error(e):
+            raise
+        raise will_fail_again(f"building the model of {spec.name}", e) from e
     step, history, resumed, restore_dir, progress = 0, [], [], None, {}
     if checkpoint is not None:
         # to_directory per rank, not as_directory: see shared/NOTES.md (ray issue 48726).

@@ -6,9 +6,9 @@ The driver side: build each stage's Ray Dataset from committed files and run one
 commit each stage's consolidated weights and loss history as it ends. One worker group for all
 the stages: Ray Train's controller, the workers, their process group and imports start once.
 
-Resuming is Ray Train's: ``FailureConfig`` restarts failed workers from the newest checkpoint
-within the run, and a re-run of the driver finds the same ``RunConfig(name, storage_path)`` and
-starts from it again. Checkpoints are verified before loading (every rank's files present).
+Resuming is Ray Train's: a new ``fit`` (:func:`fit_with_retries`, after a worker failure or a
+storage outage) or a re-run of the driver finds the same ``RunConfig(name, storage_path)`` and
+starts from its newest checkpoint. Checkpoints are verified before loading (every rank's files present).
 """
 
 from __future__ import annotations
@@ -91,14 +91,14 @@ def run_stages(run: RunFolder, ray_rel: str, specs: list[StageSpec], datasets: d
             datasets=datasets,
             run_config=RunConfig(
                 name=RAY_DIR, storage_path=run.path(ray_rel), storage_filesystem=run.fs,
+                # worker failures are retried by fit_with_retries, which sees each one
                 failure_config=FailureConfig(
-                    max_failures=scaling.max_failures,
-                    max_preemption_failures=scaling.max_preemption_failures),
+                    max_failures=0, max_preemption_failures=scaling.max_preemption_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )
         return trainer.fit()
 
-    fit_through_storage_outages(fit, run, ray_rel, scaling.max_failures)
+    fit_with_retries(fit, run, ray_rel, scaling.max_failures)
     markers = [run.marker(spec.rel) for spec in specs]
     missing = [spec.rel for spec, m in zip(specs, markers) if m is None]
     if missing:
@@ -132,27 +132,58 @@ def clean_checkpoints(run: RunFolder, ray_rel: str, stages: list[str]) -> bool:
     return True
 
 
-def fit_through_storage_outages(fit, run: RunFolder, rel: str, retries: int,
-                                wait_s: float = 600):
-    """``fit()``, again from the newest checkpoint after a storage error that outlasted the
-    requests' own retries: Ray Train's controller stops on one (it retries worker failures
-    only). Up to ``retries`` times, each once storage answers again (waiting up to ``wait_s``).
+def fit_with_retries(fit, run: RunFolder, rel: str, retries: int, wait_s: float = 600):
+    """``fit()``, again from the newest checkpoint after a failure (a new worker group; Ray
+    Train's run resumes as on a re-run):
+
+    - a worker failure (a process or node lost, an error in a step): up to ``retries`` times;
+      Ray Train's own ``FailureConfig.max_failures`` is 0 so that each one
+      comes here, where one that a restart would meet again (``errors.WillFailAgain``: the
+      model cannot be built from its files and settings) stops the run at once with its message
+      (Ray Train 2.60's failure policy retries every worker error alike);
+    - a storage error that outlasted the requests' own retries (Ray Train's controller stops on
+      one): up to ``retries`` times, each once storage answers again (waiting up to ``wait_s``).
+
+    Node preemptions stay Ray Train's (``max_preemption_failures``, counted apart).
     """
     from ray.train import TrainingFailedError
 
     from xdistil_ray import storage
+    from xdistil_ray.errors import ConfigError, will_fail_again_message
 
-    for attempt in range(retries + 1):
+    failures = outages = 0
+    while True:
         try:
             return fit()
         except TrainingFailedError as e:
-            if attempt == retries or not storage.is_storage_error(e):
+            again = will_fail_again_message(e)
+            if again is not None:
+                raise ConfigError(f"{rel}: {again} (not retried: a restart would fail the same "
+                                  "way)") from None
+            if storage.is_storage_error(e):
+                if outages == retries:
+                    raise
+                outages += 1
+                print(f"[xdistil] {rel}: storage failed under training "
+                      f"({storage.first_line(e)}); waiting on storage, then resuming from the "
+                      "newest checkpoint", flush=True)
+                waited = storage.wait_until_reachable(run.uri, run.options, wait_s)
+                print(f"[xdistil] {rel}: storage answers again after {waited:.0f} s: resuming",
+                      flush=True)
+                continue
+            if failures == retries:
                 raise
-            print(f"[xdistil] {rel}: storage failed under training ({storage.first_line(e)}); "
-                  "waiting on storage, then resuming from the newest checkpoint", flush=True)
-            waited = storage.wait_until_reachable(run.uri, run.options, wait_s)
-            print(f"[xdistil] {rel}: storage answers again after {waited:.0f} s: resuming",
+            failures += 1
+            print(f"[xdistil] {rel}: a training worker failed ({_first_line(e)}); restarting "
+                  f"from the newest checkpoint (failure {failures} of at most {retries})",
                   flush=True)
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line that names the worker's error in a failed run's message."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    named = [line for line in lines if "Error" in line and not line.startswith("Training failed")]
+    return (named[-1] if named else lines[0] if lines else type(e).__name__)[:200]
 
 
 def _targets(spec: StageSpec) -> str:
