@@ -210,7 +210,7 @@ def tiny_job(autoscaling_cluster, s3, tmp_path_factory) -> TinyJob:
     uri = "s3://runs/tiny-job"
     overrides = [f"output={uri}", f"storage.endpoint={s3.endpoint}", f"corpus.path={corpus_dir}",
                  f"labeled.train={data['train']}", f"labeled.dev={data['dev']}",
-                 *NODE_TYPE_OVERRIDES, *([f"seed={os.environ['XSEED']}"] if os.environ.get("XSEED") else [])]
+                 *NODE_TYPE_OVERRIDES]
     options = StorageOptions(endpoint=s3.endpoint)
     workdirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "xdistil-*")))
     first = _submit(env, address, TINY, overrides)
@@ -326,11 +326,15 @@ def test_stages_train_and_losses_fall(tiny_job):
 
 def test_report_has_required_figures(tiny_job):
     report = tiny_job.report
-    e = report["eval"]
-    with open("/tmp/exp_results.txt", "a") as f:
-        f.write(f"cluster seed {os.environ.get('XSEED')}: teacher {e['teacher_accuracy']:.4f} student {e['student_accuracy']:.4f} agreement {e['agreement']:.4f} ratio {e['student_accuracy']/e['teacher_accuracy']:.4f} stages {[(s['name'], s['steps'], s['planned_steps']) for s in report['stages']]}\n")
     assert report["student"]["params"] < report["teacher"]["params"] / 3
-    assert 0.0 <= report["eval"]["agreement"] <= 1.0
+    # The two-worker ZeRO-2 student learned the four ratings from the teacher (chance 25%):
+    # run seeds 0 / 1 / 2 (2026-12-07, this job, `seed=` added to its overrides): teacher
+    # 51.0 / 60.4 / 60.4%, student 57.3 / 53.1 / 56.3% (the labels stage takes it past the
+    # teacher at seed 0), agreement with the teacher on held-out sentences 80 / 77 / 70%. Each
+    # bound sits 8-10 points under the lowest of the three (a dev row is 1.04 points).
+    e = report["eval"]
+    assert e["student_accuracy"] > 0.45 and e["agreement"] >= 0.6
+    assert e["student_accuracy"] / e["teacher_accuracy"] >= 0.8  # measured 1.12 / 0.88 / 0.93
     assert report["eval"]["heldout_rows"] > 0
     # Four ratings (chance 25%): tiny.yaml's 2-epoch fine-tune on these 384 reviews took the
     # teacher to 51.0% and 58.3% dev accuracy after epochs 1 and 2 (seed 1, 2026-12-01).
