@@ -84,7 +84,9 @@ class QAConfig:
     labeled data alike, and how contexts become windows."""
 
     question_column: str = "question"
+    """Column holding the question (corpus and labeled rows)."""
     context_column: str = "context"
+    """Column holding the passage the answer is found in."""
     answers_column: str = "answers"
     """Labeled rows: `{"text": [...], "answer_start": [...]}` (an empty list: unanswerable)."""
     max_length: int = 384
@@ -421,8 +423,9 @@ class Config:
     """Seed for initialization, data order and the embedded data."""
     task: str = "sentence"
     """`sentence` classification, sentence-`pair` classification (as MNLI), `token`
-    classification (NER-style: words with tags), or `none`: task-agnostic distillation of a
-    plain encoder (no head; representation, hidden-state and attention transfer only)."""
+    classification (NER-style: words with tags), extractive `qa` (SQuAD v1.1 / v2.0), or
+    `none`: task-agnostic distillation of a plain encoder (no head; representation,
+    hidden-state and attention transfer only)."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     """Unlabeled transfer corpus."""
     labeled: LabeledConfig = field(default_factory=LabeledConfig)
@@ -494,7 +497,9 @@ class FinetuneJob:
     eval: EvalConfig = field(default_factory=EvalConfig)
     """`num_cpus` / `num_gpus` of the dev evaluation task."""
     ray: RayConfig = field(default_factory=RayConfig)
+    """Where Ray runs."""
     storage: StorageConfig = field(default_factory=StorageConfig)
+    """How object storage is reached (output and inputs on `s3://`)."""
 
     def storage_options(self):
         return Config.storage_options(self)
