@@ -10,6 +10,7 @@ import dataclasses
 import gc
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -336,6 +337,22 @@ STORAGE_RETRIES = 3
 """Times a step runs again after a storage outage that outlasted the requests' retries."""
 
 
+def release_failed_pass(timeout_s: float = 30.0) -> None:
+    """Lets a failed Ray Data pass's actors go: waits until its executor threads
+    (``StreamingExecutor-*``) have ended (up to ``timeout_s``), then collects the reference
+    cycles that hold its operators. One collection right after the error could come while an
+    executor thread still held them, and nothing collected them after (seen once in the suite,
+    2026-12-07: the pool's actor stayed, and the next run's read task waited 20 minutes for its
+    CPU)."""
+    gc.collect()
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and any(
+            t.name.startswith("StreamingExecutor-") and t.is_alive()
+            for t in threading.enumerate()):
+        time.sleep(0.2)
+    gc.collect()
+
+
 def _run_through_outages(run: RunFolder, rel: str, fp: dict, run_step: Callable[[dict], dict],
                          wait_s: float | None = None) -> dict:
     """``run_step(fp)``; after a storage error (an outage longer than the requests' own
@@ -353,11 +370,11 @@ def _run_through_outages(run: RunFolder, rel: str, fp: dict, run_step: Callable[
                 raise
             why = storage.first_line(e)
         # The failed attempt's Ray Data operators hold their actors (the teacher's pool, with
-        # its CPUs and GPUs) in reference cycles through the error's traceback: collected now,
-        # the actors exit. Otherwise they outlive the step, and on a small cluster the next
+        # its CPUs and GPUs) in reference cycles through the error's traceback: collected, the
+        # actors exit. Otherwise they outlive the step, and on a small cluster the next
         # attempt or stage waits forever for what they hold (seen: a 0.5-CPU teacher actor
         # left a 2-CPU machine's stage 1 waiting on a 1-CPU read task).
-        gc.collect()
+        release_failed_pass()
         print(f"[xdistil] {rel}: waiting on storage ({why}); the step resumes once it answers",
               flush=True)
         waited = storage.wait_until_reachable(
