@@ -457,4 +457,4 @@ def test_dry_run_of_the_run_extended_by_a_stage(tiny_job, capsys):
     out = capsys.readouterr().out
     assert "4 step(s) would run: stage 4: extra, student, eval, report" in out
     assert re.search(r"stage 4: extra: TO RUN\n\s+what:\s+logits; 1 epoch\(s\) at batch 32, "
-                     r"\d+ steps", out), out
+                     r"at most \d+ steps \(held-out loss checked every 100\)", out), out

@@ -45,12 +45,14 @@ STAGES = [
 
 
 MIN_IMPROVEMENT = 0.2
-EARLY_STOP = ["train.early_stop.every_steps=3", "train.early_stop.patience=1",
+PATIENCE = 2
+EARLY_STOP = ["train.early_stop.every_steps=3", f"train.early_stop.patience={PATIENCE}",
               f"train.early_stop.min_improvement={MIN_IMPROVEMENT}"]
 """Held-out checks every 3 of a stage's ~20 steps (online and stored targets, every family):
 the checks, the kept weights and the early stops, in the real loop. The bar for progress is
-20% and patience 1 (the defaults are 2% and 2) so that stops come inside these short stages
-(at 20% and patience 2, ModernBERT's did not stop); at the defaults none stopped
+20% (the default is 2%) so that stops come inside these short stages; patience stays 2, as at
+patience 1 a stage could stop at step 6, before its training loss had fallen (DeBERTa-v3's
+mha-hs, 0.1019 -> 0.1029 in the suite, 2026-12-07); at the defaults none stopped
 (2026-12-07: held-out losses fell at every check but one, e.g. DistilBERT's logits-rep
 0.0395, 0.0269, 0.0203, 0.0168, 0.0148, 0.0138, 0.0136 over its 19 steps)."""
 
@@ -137,12 +139,13 @@ def test_a_teacher_of_the_family_runs_every_step(family_run):
 
 def _checks_decided_the_stage(report):
     """Each stage on the transfer set checked its held-out loss every 3 steps and at its last
-    step; it ended early exactly where its last check (patience 1) made no progress (a loss
-    20% below the best before it), else ran every planned step; the lowest check's weights
-    were kept. At least one stage of each run stops early (2026-12-07, at patience 2:
-    ELECTRA's mha-hs stopped at step 15 of 18; ModernBERT's losses fell by 20% or more at every
-    check but one of each stage)."""
-    assert any(s["validation"]["stopped_early"] for s in report["stages"]), report["stages"]
+    step; it ended early exactly where its last 2 checks (patience) made no progress (a loss
+    20% below the best before them), else ran every planned step; the lowest check's weights
+    were kept. Whether a run stops early varies from run to run (2026-12-07, two runs of the
+    module: ELECTRA's mha-hs stopped at step 15 of 18 in one and ran all 18 in the other;
+    DeBERTa-v3, DistilBERT and XLM-R stopped 1-2 stages at steps 9-15; ModernBERT's losses
+    fell by 20% or more at almost every check): the rule is checked wherever it decided, and
+    tests/test_validation.py pins every decision on scripted losses."""
     for stage in report["stages"]:
         v = stage["validation"]
         assert v["metric"] == "heldout_loss" and v["every"] == 3, stage
@@ -154,10 +157,10 @@ def _checks_decided_the_stage(report):
         assert v["kept_step"] == steps[losses.index(min(losses))]
         progress = [i for i, loss in enumerate(losses)
                     if i == 0 or loss < min(losses[:i]) * (1 - MIN_IMPROVEMENT)]
-        plateau = len(losses) - 1 - progress[-1] >= 1
+        plateau = len(losses) - 1 - progress[-1] >= PATIENCE
         if v["stopped_early"]:
             assert plateau and stage["steps"] < stage["planned_steps"], stage
         else:
             assert stage["steps"] == stage["planned_steps"], stage
-            assert not plateau or len(losses) - 1 - progress[-1] == 1 and \
+            assert not plateau or len(losses) - 1 - progress[-1] == PATIENCE and \
                 steps[-1] == stage["planned_steps"], stage  # a plateau found at the end
