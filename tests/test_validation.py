@@ -132,15 +132,8 @@ def test_chance_is_the_majority_labels_share():
 
 # ------------------------------------------------- held-out transfer loss (train.early_stop)
 
-class ScriptedLoss(HeldoutLoss):
+class ScriptedLoss(Scripted, HeldoutLoss):
     """Held-out losses from a list instead of a model."""
-
-    def __init__(self, spec, losses, state=None):
-        super().__init__(spec, state)
-        self.script = list(losses)
-
-    def _score(self, model):
-        return self.script.pop(0)
 
 
 def _loss_spec(patience=2, total=1000, every=100):
@@ -227,3 +220,18 @@ def test_the_stage_checks_its_heldout_loss_only_where_it_has_heldout_rows():
     dev = SimpleNamespace(validation=("dev.parquet",), steps_per_epoch=10, total_steps=50,
                           patience=1, task="sentence", heldout_check=(), check_every=100)
     assert type(for_stage(dev)) is Validation
+
+
+def test_a_stage_plan_checks_held_out_loss_only_where_the_corpus_holds_rows_out():
+    from xdistil_ray import stage_plan
+    from xdistil_ray.config import load_config
+
+    cfg = load_config(None, [])
+    data = {"corpus": {"heldout": 12}}
+    check = stage_plan._heldout_check(cfg, ["teacher/a.parquet"], ["input_ids", "logits"], data)
+    assert check == {"heldout_check": ("teacher/a.parquet",),
+                     "check_columns": ("input_ids", "logits"), "check_every": 100,
+                     "check_rows": 512, "patience": 2, "min_improvement": 0.02}
+    assert stage_plan._heldout_check(cfg, ["a"], ["input_ids"], {"corpus": {"heldout": 0}}) == {}
+    off = load_config(None, ["train.early_stop.every_steps=0"])
+    assert stage_plan._heldout_check(off, ["a"], ["input_ids"], data) == {}

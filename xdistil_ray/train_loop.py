@@ -405,6 +405,21 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
     preemption = PreemptionNotices()
     board = tensorboard_log.StageLog(spec.run, spec.rel, stage_dir) if rank == 0 else None
     window, parts, final_saved = [], {}, False
+
+    def log_window():
+        """The mean losses of the steps since the last logged one, at ``step``."""
+        nonlocal window, parts
+        means = _means_across_ranks({"total": window, **parts})
+        history.append([step, means["total"], round(time.time(), 3)])
+        window, parts = [], {}
+        if rank == 0:
+            clock.maybe_print(step, history)
+            # "0:logits" -> "loss/0_logits" (TensorBoard's tags take no colon)
+            board.scalars(step, {**{f"loss/{k.replace(':', '_')}": v
+                                    for k, v in means.items()},
+                                 "learning_rate": trainer.learning_rate(),
+                                 "grad_norm": trainer.grad_norm()})
+
     stopped_early = _verdict(validation, trainer, step) == "stop"  # resumed at its stop
     while step < spec.total_steps and not stopped_early:
         if trainer.phase_for(step, validation.phase_floor(step)) != trainer.phase:
@@ -415,20 +430,6 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
         for name, value in trainer.last_parts.items():
             parts.setdefault(name, []).append(value)
         step += 1
-
-        def log_window():
-            nonlocal window, parts
-            means = _means_across_ranks({"total": window, **parts})
-            history.append([step, means["total"], round(time.time(), 3)])
-            window, parts = [], {}
-            if rank == 0:
-                clock.maybe_print(step, history)
-                # "0:logits" -> "loss/0_logits" (TensorBoard's tags take no colon)
-                board.scalars(step, {**{f"loss/{k.replace(':', '_')}": v
-                                        for k, v in means.items()},
-                                     "learning_rate": trainer.learning_rate(),
-                                     "grad_norm": trainer.grad_norm()})
-
         if step % spec.log_every == 0 or step == spec.total_steps:
             log_window()
         if validation.due(step):
