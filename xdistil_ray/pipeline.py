@@ -337,20 +337,51 @@ STORAGE_RETRIES = 3
 """Times a step runs again after a storage outage that outlasted the requests' retries."""
 
 
-def release_failed_pass(timeout_s: float = 30.0) -> None:
-    """Lets a failed Ray Data pass's actors go: waits until its executor threads
-    (``StreamingExecutor-*``) have ended (up to ``timeout_s``), then collects the reference
-    cycles that hold its operators. One collection right after the error could come while an
-    executor thread still held them, and nothing collected them after (seen once in the suite,
-    2026-12-07: the pool's actor stayed, and the next run's read task waited 20 minutes for its
-    CPU)."""
+def release_failed_pass(timeout_s: float = 10.0) -> int:
+    """Ends what a failed Ray Data pass left running, and returns how many actors it killed.
+
+    Steps run one at a time, so after a failed step no pass of this driver should run on:
+
+    1. every Ray Data executor still reachable is shut down with ``force`` (its operators kill
+       their actors; a pool left running would start a new actor for each one killed);
+    2. once the executors' threads (``StreamingExecutor-*``) have ended (up to ``timeout_s``),
+       the reference cycles that hold their operators are collected;
+    3. any Ray Data map worker (``_MapWorker``) whose handle this driver still holds is killed.
+
+    Collection alone (2 without 1 and 3) was not enough: in a CI run (2026-12-07, slow hour) a
+    failed pass's pool actor was still alive 15 s after it. The teacher's pool holding its CPU
+    (or GPU) leaves the next attempt or stage of a small cluster waiting forever for it."""
+    import ray
+    from ray.actor import ActorHandle
+    # Ray Data's executor is internal; its shutdown(force=True) is what a failed pass's own
+    # error path would call to kill its actors at once.
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
     gc.collect()
+    for obj in gc.get_objects():
+        if isinstance(obj, StreamingExecutor):
+            obj.shutdown(force=True)
     deadline = time.time() + timeout_s
     while time.time() < deadline and any(
             t.name.startswith("StreamingExecutor-") and t.is_alive()
             for t in threading.enumerate()):
         time.sleep(0.2)
     gc.collect()
+    if not ray.is_initialized():
+        return 0
+    killed = set()
+    for obj in gc.get_objects():
+        if (isinstance(obj, ActorHandle) and obj._ray_actor_id not in killed
+                and obj._ray_actor_creation_function_descriptor.class_name == "_MapWorker"):
+            try:
+                ray.kill(obj, no_restart=True)
+            except Exception:  # noqa: BLE001 - an actor that already exited
+                continue
+            killed.add(obj._ray_actor_id)
+    if killed:
+        logging.getLogger(__name__).info("killed %d map worker(s) a failed pass left",
+                                         len(killed))
+    return len(killed)
 
 
 def _run_through_outages(run: RunFolder, rel: str, fp: dict, run_step: Callable[[dict], dict],
