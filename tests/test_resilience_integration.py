@@ -8,9 +8,9 @@ One scenario, each of its drivers a real ``python jobs/distill.py`` process with
 A. the driver is killed (its whole process group, local Ray included) once teacher inference has
    committed its first shard;
 B. the re-run (its requests retried 3 times, about 2 s) skips the prepared data and runs the
-   remaining shards; once it has committed one, the S3 server is down for 30 s (longer than the
+   remaining shards; once it has committed one, the S3 server is down for 40 s (longer than the
    requests' retries: the step waits on storage and resumes, keeping its committed shards);
-   stage 1 meets another 30 s outage during a checkpoint (training resumes from the newest
+   stage 1 meets another 40 s outage during a checkpoint (training resumes from the newest
    checkpoint); the driver is killed mid-stage 2;
 C. between B and C one committed teacher part is cut short and the newest stage-2 checkpoint is
    truncated; the re-run (requests at the default 10 attempts) recomputes that one shard,
