@@ -34,7 +34,7 @@ def machine() -> str:
 def write_sentences(path: str, count: int, seed: int = 0) -> str:
     """``count`` generated review sentences, one per line (the embedded default's generator;
     a few repeat, as in crawled text)."""
-    from xdistil_ray.embedded_reviews import review
+    from xdistil_ray.data.embedded_reviews import review
 
     if os.path.exists(path):
         return path
@@ -52,7 +52,7 @@ def teacher_with_head(folder: str, num_labels: int = 2) -> str:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from xdistil_ray.models import load_tokenizer, resolve_teacher_path
+    from xdistil_ray.modeling.models import load_tokenizer, resolve_teacher_path
 
     if not os.path.exists(os.path.join(folder, "config.json")):
         path = resolve_teacher_path("embedded")
@@ -69,7 +69,7 @@ def random_bert(folder: str, *, layers: int, hidden: int, heads: int, intermedia
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
-    from xdistil_ray.models import load_tokenizer, resolve_teacher_path
+    from xdistil_ray.modeling.models import load_tokenizer, resolve_teacher_path
 
     if not os.path.exists(os.path.join(folder, "config.json")):
         torch.manual_seed(0)
@@ -166,16 +166,16 @@ def config(**overrides):
 
 def start_ray(num_cpus: int = 0) -> None:
     """Local Ray as the pipeline starts it."""
-    from xdistil_ray.pipeline import init_ray
+    from xdistil_ray.pipelines.distill import init_ray
 
     init_ray(config(**{"ray.num_cpus": num_cpus or os.cpu_count()}))
 
 
 def prepare(run_dir: str, corpus_path: str, tokenizer_path: str, cfg) -> dict:
     """The pipeline's data step over ``corpus_path`` into the run folder ``run_dir``."""
-    from xdistil_ray.readers import resolve_source
-    from xdistil_ray.runfolder import RunFolder
-    from xdistil_ray.steps import prepare as prepare_step
+    from xdistil_ray.data.readers import resolve_source
+    from xdistil_ray.run.runfolder import RunFolder
+    from xdistil_ray.data import step as prepare_step
 
     c = cfg.corpus
     settings = prepare_step.TextSettings(tokenizer_path, c.max_length, c.max_chars,
@@ -190,8 +190,8 @@ def prepare(run_dir: str, corpus_path: str, tokenizer_path: str, cfg) -> dict:
 def teacher_pass(run_dir: str, data_marker: dict, teacher: str, cfg,
                  outputs=("logits", "hidden"), task: str = "sentence") -> dict:
     """The pipeline's teacher inference step with ``cfg.teacher.inference``."""
-    from xdistil_ray.runfolder import RunFolder
-    from xdistil_ray.steps import teacher_inference
+    from xdistil_ray.run.runfolder import RunFolder
+    from xdistil_ray.teacher import step as teacher_inference
 
     inf = cfg.teacher.inference
     return teacher_inference.run_step(

@@ -30,8 +30,8 @@ import yaml
 def bare_teacher_seconds(run_dir: str, marker: dict, inference: dict) -> tuple[float, int]:
     """The Ray teacher step's work in one plain process: load, read each shard, windows of
     ``group_batches`` batches, forward, write the fp16 outputs as parquet."""
-    from xdistil_ray.steps.teacher_inference import TeacherInference
-    from xdistil_ray.steps.teacher_shards import _to_arrow
+    from xdistil_ray.teacher.step import TeacherInference
+    from xdistil_ray.teacher.shards import _to_arrow
 
     start = time.time()
     torch.set_num_threads(os.cpu_count() or 1)

@@ -31,14 +31,14 @@ def ray_processes() -> set[str]:
 
 
 def passes(corpus: str, count: int, keep_idle: bool) -> dict:
-    from xdistil_ray import pipeline
+    from xdistil_ray.pipelines import distill as pipeline
 
     if not keep_idle:  # Ray's default (the variable unset before Ray starts)
         pipeline.LOCAL_RAY_ENV = {k: v for k, v in pipeline.LOCAL_RAY_ENV.items() if k != SETTING}
     os.environ.pop(SETTING, None)
     _common.start_ray(2)
     cfg = _common.config(**{"corpus.rows_per_shard": 256})
-    from xdistil_ray.models import resolve_teacher_path
+    from xdistil_ray.modeling.models import resolve_teacher_path
 
     seconds, seen = [], set()
     for k in range(count):

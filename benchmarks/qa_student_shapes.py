@@ -30,7 +30,7 @@ BATCH = 32
 
 
 def _encode(tok, rows, settings):
-    from xdistil_ray import qa
+    from xdistil_ray.tasks import qa
 
     return qa.encode_windows(tok, [r["question"] for r in rows], [r["context"] for r in rows],
                              [r["answers"] for r in rows], settings)
@@ -38,7 +38,7 @@ def _encode(tok, rows, settings):
 
 def _batch(windows: dict, idx, pad_id: int) -> dict:
     """The windows ``idx`` padded as the pipeline pads them (``batches.pad_batch``)."""
-    from xdistil_ray.batches import pad_batch
+    from xdistil_ray.data.batches import pad_batch
 
     columns = [c for c in ("input_ids", "token_type_ids", "start_position", "end_position")
                if c in windows]
@@ -48,8 +48,8 @@ def _batch(windows: dict, idx, pad_id: int) -> dict:
 def _scores(model, windows, rows, settings) -> dict:
     import torch
 
-    from xdistil_ray import qa
-    from xdistil_ray.steps.evaluate import qa_answers
+    from xdistil_ray.tasks import qa
+    from xdistil_ray.evaluate.step import qa_answers
 
     model.eval()
     preds = []
@@ -115,8 +115,9 @@ def main() -> None:
     import torch
     from transformers import AutoModelForQuestionAnswering
 
-    from xdistil_ray import models, qa
-    from xdistil_ray.embedded_tasks import qa_example
+    from xdistil_ray.modeling import models
+    from xdistil_ray.tasks import qa
+    from xdistil_ray.data.embedded_tasks import qa_example
 
     torch.set_num_threads(2)
     tok = models.load_tokenizer(args.teacher)

@@ -124,7 +124,7 @@ def run(folder: str, overrides: list[str], config: str | None = None,
         reuse: tuple[str, tuple[str, ...]] | None = None) -> dict | None:
     """One pipeline run (resumed if its folder has committed steps); its report (None with
     --finished-only for a run without one)."""
-    from xdistil_ray import pipeline
+    from xdistil_ray.pipelines import distill as pipeline
 
     if FINISHED_ONLY:  # the report the run wrote, as it is
         path = os.path.join(folder, "report.json")

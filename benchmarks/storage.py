@@ -27,7 +27,7 @@ def teacher(folder: str, num_labels: int, task: str) -> str:
     """The embedded teacher (all-MiniLM-L6-v2) with an untrained head of ``num_labels``."""
     import torch
 
-    from xdistil_ray.models import auto_class, load_tokenizer, resolve_teacher_path
+    from xdistil_ray.modeling.models import auto_class, load_tokenizer, resolve_teacher_path
 
     if not os.path.exists(os.path.join(folder, "config.json")):
         path = resolve_teacher_path("embedded")

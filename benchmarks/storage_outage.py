@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     from s3server import SeaweedS3
 
-    from xdistil_ray.storage import S3Store, StorageOptions, put_if_absent
+    from xdistil_ray.run.storage import S3Store, StorageOptions, put_if_absent
 
     print(_common.machine())
     s3 = SeaweedS3(tempfile.mkdtemp(prefix="outage-"))

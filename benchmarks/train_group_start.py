@@ -24,7 +24,7 @@ import time
 import _common
 
 def _variants() -> dict:
-    from xdistil_ray.pipeline import LOCAL_RAY_ENV, RAY_ENV
+    from xdistil_ray.pipelines.distill import LOCAL_RAY_ENV, RAY_ENV
 
     return {"defaults": {}, "project (local)": {**RAY_ENV, **LOCAL_RAY_ENV},
             "Ray Train V1": {"RAY_TRAIN_V2_ENABLED": "0"}}

@@ -33,7 +33,7 @@ LOG_EVERY = 20
 
 def _specs():
     from xdistil_ray.config import LossConfig
-    from xdistil_ray.objective import resolve_losses
+    from xdistil_ray.distill.objective import resolve_losses
 
     return resolve_losses([LossConfig(type="representation"), LossConfig(type="logits")],
                           num_student=4, num_teacher=TEACHER_LAYERS, student_hidden=128,
@@ -46,7 +46,7 @@ def write_data(folder: str, rows: int, tokenizer: str) -> list[str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from xdistil_ray.models import load_tokenizer
+    from xdistil_ray.modeling.models import load_tokenizer
 
     if os.path.isdir(folder):
         return sorted(os.path.join(folder, f) for f in os.listdir(folder))
@@ -74,9 +74,9 @@ def phase_plain(files: list[str], student: str, steps: int, threads: int) -> dic
     import pyarrow.parquet as pq
     import torch
 
-    from xdistil_ray import objective
-    from xdistil_ray.models import DistillModule, load_model
-    from xdistil_ray.batches import PadCollate
+    from xdistil_ray.distill import objective
+    from xdistil_ray.modeling.models import DistillModule, load_model
+    from xdistil_ray.data.batches import PadCollate
 
     start = time.time()
     torch.set_num_threads(threads)
@@ -175,9 +175,9 @@ def phase_ray(workdir: str, files: list[str], student: str, steps: int, zero: in
               threads: int) -> dict:
     import torch
 
-    from xdistil_ray.runfolder import RunFolder
-    from xdistil_ray.steps import train
-    from xdistil_ray.train_loop import StageSpec
+    from xdistil_ray.run.runfolder import RunFolder
+    from xdistil_ray.distill import step as train
+    from xdistil_ray.distill.train_loop import StageSpec
 
     start = time.time()
     _common.start_ray()
@@ -215,7 +215,7 @@ def main() -> None:
                              "(default: every CPU)")
     parser.add_argument("--workdir", default="runs/bench-training")
     args = parser.parse_args()
-    from xdistil_ray.models import resolve_teacher_path
+    from xdistil_ray.modeling.models import resolve_teacher_path
 
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)

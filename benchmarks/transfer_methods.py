@@ -80,7 +80,7 @@ def _copy_steps(source: str, folder: str, steps: tuple[str, ...]) -> None:
 
 def run_variant(root: str, name: str, stages: list[dict], first: str | None, *, init: str,
                 reuse: str | None) -> dict:
-    from xdistil_ray import pipeline
+    from xdistil_ray.pipelines import distill as pipeline
 
     folder = os.path.join(root, name)
     if not os.path.exists(os.path.join(folder, "data")):

@@ -7,7 +7,7 @@
 
 import sys
 
-from xdistil_ray import cli
+from xdistil_ray.pipelines import cli
 from xdistil_ray.config import load_config
 
 
@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     def job():
         cfg = load_config(args.config, args.overrides)
         if args.dry_run:
-            from xdistil_ray.dry_run import dry_run
+            from xdistil_ray.pipelines.dry_run import dry_run
 
             return dry_run(cfg)
-        from xdistil_ray import pipeline
+        from xdistil_ray.pipelines import distill as pipeline
 
         return pipeline.run(cfg, take_over=args.take_over)
 

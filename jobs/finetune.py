@@ -11,7 +11,7 @@ FinetuneJob), key.path=value overrides, a run folder that resumes and refuses un
 
 import sys
 
-from xdistil_ray import cli
+from xdistil_ray.pipelines import cli
 from xdistil_ray.config import FinetuneJob, load_config
 
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         cfg = load_config(args.config, args.overrides, kind=FinetuneJob)  # before torch and Ray
-        from xdistil_ray import finetune
+        from xdistil_ray.pipelines import finetune
 
         return finetune.run(cfg, take_over=args.take_over)
 

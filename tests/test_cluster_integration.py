@@ -31,9 +31,9 @@ import yaml
 from s3server import free_port
 
 from xdistil_ray.config import ConfigError, load_config
-from xdistil_ray.embedded_data import write_embedded_data
-from xdistil_ray.runfolder import RunFolder
-from xdistil_ray.storage import StorageOptions
+from xdistil_ray.data.embedded_data import write_embedded_data
+from xdistil_ray.run.runfolder import RunFolder
+from xdistil_ray.run.storage import StorageOptions
 
 pytestmark = pytest.mark.integration
 
@@ -358,7 +358,7 @@ def test_exported_student_loads_with_auto_classes_and_pipeline(tiny_job):
 
 
 def test_unsafe_config_change_is_refused(tiny_job):
-    from xdistil_ray import pipeline
+    from xdistil_ray.pipelines import distill as pipeline
 
     cfg = load_config(TINY, tiny_job.overrides + ["student.num_layers=3"])
     with pytest.raises(ConfigError, match="student.num_layers"):
@@ -390,7 +390,7 @@ def test_report_figures_match_the_exported_student(tiny_job):
     import torch
     from transformers import AutoModelForSequenceClassification, pipeline
 
-    from xdistil_ray import metrics
+    from xdistil_ray.evaluate import metrics
 
     cfg, report, run_dir = tiny_job.cfg, tiny_job.report, tiny_job.local
     folder = os.path.join(run_dir, "student")
@@ -425,7 +425,7 @@ def test_report_figures_match_the_exported_student(tiny_job):
 def test_dry_run_of_the_finished_run_agrees_with_its_resubmission(tiny_job, capsys):
     """The resubmission skipped every step (test_resubmission_skips_complete_steps); the dry
     run of the same config says so, and writes nothing."""
-    from xdistil_ray.dry_run import dry_run
+    from xdistil_ray.pipelines.dry_run import dry_run
 
     run = RunFolder(tiny_job.uri, tiny_job.options)
     before = run.list_files("")
@@ -440,7 +440,7 @@ def test_dry_run_of_the_run_extended_by_a_stage(tiny_job, capsys):
     """The finished run with one more stage: what is complete stays complete; the new stage,
     the export and the evaluation would run; nothing is written."""
     from xdistil_ray.config import to_dict
-    from xdistil_ray.dry_run import dry_run
+    from xdistil_ray.pipelines.dry_run import dry_run
 
     stages = [to_dict(s) for s in tiny_job.cfg.stages] + [
         {"name": "extra", "losses": [{"type": "logits"}], "epochs": 1, "batch_size": 32}]

@@ -120,7 +120,7 @@ def test_override_without_equals():
 def test_shipped_configs_parse_and_fit_the_embedded_teacher(teacher_path):
     import glob
 
-    from xdistil_ray.pipeline import check_models
+    from xdistil_ray.pipelines.distill import check_models
 
     from xdistil_ray.config import FinetuneJob
 
@@ -142,7 +142,7 @@ def _data(kept=100, heldout=10, labels=("neg", "pos"), labeled_kept=50):
 
 
 def test_prepared_data_that_cannot_feed_the_stages_is_refused():
-    from xdistil_ray.pipeline import check_data
+    from xdistil_ray.pipelines.distill import check_data
 
     cfg = load_config()
     check_data(cfg, _data(kept=1000, labeled_kept=500))
@@ -172,7 +172,7 @@ def test_task_agnostic_refuses_head_losses():
 
 
 def test_layer_mapping_is_checked_against_the_models(teacher_path):
-    from xdistil_ray.pipeline import check_models
+    from xdistil_ray.pipelines.distill import check_models
 
     cfg = load_config(None, ["stages.0.targets=online", "stages.0.losses.0.type=hidden_states",
                              "stages.0.losses.0.layer_map=explicit",
@@ -190,7 +190,7 @@ def test_layer_mapping_is_checked_against_the_models(teacher_path):
 def test_student_with_another_vocabulary_is_refused(tmp_path, teacher_path):
     from transformers import BertConfig, BertModel
 
-    from xdistil_ray.pipeline import check_models
+    from xdistil_ray.pipelines.distill import check_models
 
     BertModel(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2,
                          num_attention_heads=2, intermediate_size=64)).save_pretrained(tmp_path)
@@ -239,7 +239,7 @@ def test_a_task_default_sits_under_the_file_and_the_overrides(tmp_path):
 def test_a_stage_on_a_small_transfer_set_takes_at_least_min_stage_steps():
     """3,000 transfer rows at batch 64 are 45 steps an epoch: the corpus stages take
     train.min_stage_steps instead; the labels stage keeps its epochs."""
-    from xdistil_ray import stage_plan
+    from xdistil_ray.distill import stage_plan
 
     data = {"corpus": {"kept": 3000, "heldout": 150},
             "labeled": {"splits": {"train": {"kept": 640}}}}

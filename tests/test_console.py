@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from xdistil_ray.console import Console
+from xdistil_ray.observe.console import Console
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,8 +63,8 @@ def test_errors_reach_stderr_whatever_the_filter():
 def test_capture_routes_python_native_and_child_output_to_the_log(tmp_path):
     script = textwrap.dedent(f"""
         import logging, os, subprocess, sys
-        from xdistil_ray import console
-        from xdistil_ray.runfolder import RunFolder
+        from xdistil_ray.observe import console
+        from xdistil_ray.run.runfolder import RunFolder
         with console.capture():
             logging.basicConfig(level=logging.INFO)
             print("[xdistil] shown")

@@ -8,7 +8,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def test_the_configuration_reference_is_current():
-    """docs/configuration.md is written from xdistil_ray/config.py's field docstrings: a field
+    """docs/configuration.md is written from xdistil_ray/config/__init__.py's field docstrings: a field
     added, removed, renamed, re-defaulted or re-documented without running
     scripts/config_reference.py fails here."""
     result = subprocess.run([sys.executable, "scripts/config_reference.py", "--check"],

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from xdistil_ray.config import ConfigError, load_config
-from xdistil_ray.dry_run import dry_run
+from xdistil_ray.pipelines.dry_run import dry_run
 
 
 def test_fresh_embedded_run_plans_every_step_and_writes_nothing(tmp_path, capsys):
@@ -96,9 +96,9 @@ def test_half_done_stage_resumes_from_its_own_checkpoint_in_the_shared_ray_run(t
     whole checkpoints that name it, not from another stage's, nor from a partial one."""
     import json
 
-    from xdistil_ray.checkpoint import PROGRESS_FILE, RANK_MANIFEST
-    from xdistil_ray.dry_run import _checkpoint_step
-    from xdistil_ray.runfolder import RunFolder
+    from xdistil_ray.distill.checkpoint import PROGRESS_FILE, RANK_MANIFEST
+    from xdistil_ray.pipelines.dry_run import _checkpoint_step
+    from xdistil_ray.run.runfolder import RunFolder
 
     run = RunFolder(str(tmp_path))
     checkpoints = [("checkpoint_0", "stages/1-representation", 40, 2),
@@ -145,7 +145,7 @@ def test_bad_inputs_are_refused_by_the_dry_run_and_before_the_corpus_pass(tmp_pa
     """Each mistake stops ``--dry-run`` and the run itself with a message naming the field,
     before the corpus is read (these used to surface after the whole corpus pass, as an
     IndexError inside transformers, or inside Ray Data)."""
-    from xdistil_ray import pipeline
+    from xdistil_ray.pipelines import distill as pipeline
 
     train, dev = list(_TRAIN), [{"text": f"new {i}", "label": "meh"} for i in range(4)]
     corpus = tmp_path / "corpus.txt"
@@ -184,8 +184,9 @@ def test_the_dry_run_names_the_embedded_inputs_as_the_run_does(tmp_path):
     """The dry run writes nothing, so the embedded data it would generate is not there; its
     inputs' identity must still be the run's (a finished embedded default run was refused:
     "corpus.path (same path, other files: embedded then, None now)")."""
-    from xdistil_ray import identity, pipeline
-    from xdistil_ray.runfolder import RunFolder
+    from xdistil_ray.run import identity
+    from xdistil_ray.pipelines import distill as pipeline
+    from xdistil_ray.run.runfolder import RunFolder
 
     for task, recipe in (("sentence", None), ("none", "jobs/configs/task_agnostic.yaml")):
         cfg = load_config(recipe, [f"output={tmp_path}/{task}", f"task={task}"])
@@ -200,9 +201,9 @@ def test_the_dry_run_plans_the_student_and_eval_with_the_runs_fingerprints(tmp_p
     """A finished run's export and eval markers carry the pipeline's fingerprints; the dry run
     compares against the same ones (it once left out the export fields, so a finished run's
     student and eval showed as 'to run (again: its inputs changed)')."""
-    from xdistil_ray import pipeline
-    from xdistil_ray.dry_run import _derived_state
-    from xdistil_ray.runfolder import RunFolder
+    from xdistil_ray.pipelines import distill as pipeline
+    from xdistil_ray.pipelines.dry_run import _derived_state
+    from xdistil_ray.run.runfolder import RunFolder
 
     cfg = load_config(None, [f"output={tmp_path}/run"])
     run = RunFolder(cfg.output)
@@ -228,9 +229,9 @@ def test_a_half_done_stage_on_another_number_of_workers(tmp_path, zero, workers,
     one resumes on any number (tests/test_zero_ranks.py loads it across world sizes)."""
     import json
 
-    from xdistil_ray import pipeline
-    from xdistil_ray.checkpoint import PROGRESS_FILE, RANK_MANIFEST, loads_deepspeed_state
-    from xdistil_ray.runfolder import RunFolder
+    from xdistil_ray.pipelines import distill as pipeline
+    from xdistil_ray.distill.checkpoint import PROGRESS_FILE, RANK_MANIFEST, loads_deepspeed_state
+    from xdistil_ray.run.runfolder import RunFolder
 
     run = RunFolder(str(tmp_path / "run"))
     base = "stages/ray/checkpoint_0"

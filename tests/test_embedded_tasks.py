@@ -3,8 +3,8 @@
 import json
 from collections import Counter
 
-from xdistil_ray.embedded_data import write_embedded_data
-from xdistil_ray.embedded_tasks import _CLAIMS, CLAIM_CUE
+from xdistil_ray.data.embedded_data import write_embedded_data
+from xdistil_ray.data.embedded_tasks import _CLAIMS, CLAIM_CUE
 
 
 def _best_rule_accuracy(pairs):

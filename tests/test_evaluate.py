@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from xdistil_ray import metrics
-from xdistil_ray.steps.evaluate import (dev_scores, measure_speed, run_model, speed,
+from xdistil_ray.evaluate import metrics
+from xdistil_ray.evaluate.step import (dev_scores, measure_speed, run_model, speed,
                                         word_predictions)
 
 

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from xdistil_ray import families, models, objective, schedule
+from xdistil_ray.modeling import families
+from xdistil_ray.modeling import models
+from xdistil_ray.distill import objective
+from xdistil_ray.distill import schedule
 from xdistil_ray.config import LossConfig
 
 VOCAB = 30522  # the MiniLM tokenizer's, so a tiny teacher can be run on real text too
@@ -279,7 +282,7 @@ def save_xlmr_teacher(folder: str, head: bool = True) -> str:
     from transformers import (PreTrainedTokenizerFast, XLMRobertaConfig,
                               XLMRobertaForSequenceClassification, XLMRobertaModel)
 
-    from xdistil_ray.embedded_reviews import review
+    from xdistil_ray.data.embedded_reviews import review
 
     rng = random.Random(0)
     tok = Tokenizer(tm.Unigram())
@@ -317,10 +320,10 @@ def test_an_xlmr_teacher_with_a_unigram_vocabulary_runs_the_data_teacher_and_stu
     not BERT's WordPiece: other special tokens, padding id 1, RoBERTa-style positions."""
     import pandas as pd
 
-    from xdistil_ray import corpus
-    from xdistil_ray.batches import pad_batch
-    from xdistil_ray.steps.prepare import TextSettings, tokenize_batch
-    from xdistil_ray.steps.teacher_inference import TeacherInference
+    from xdistil_ray.data import corpus
+    from xdistil_ray.data.batches import pad_batch
+    from xdistil_ray.data.step import TextSettings, tokenize_batch
+    from xdistil_ray.teacher.step import TeacherInference
 
     texts = ["the battery is great", "the screen broke after a week " * 8]
     rows = pd.DataFrame({"text": texts, "text_pair": ["the reviewer is happy", "it broke"],

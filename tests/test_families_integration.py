@@ -22,7 +22,7 @@ import torch
 from test_families import save_xlmr_teacher, tiny_config
 from test_tasks_integration import _losses_fell, _run
 
-from xdistil_ray.embedded_reviews import LABELS  # the head's order, not the data's sorted one
+from xdistil_ray.data.embedded_reviews import LABELS  # the head's order, not the data's sorted one
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def report_console(root) -> str:
 def family_run(request, tmp_path_factory, ray_local, teacher_path):
     from transformers import AutoModel, AutoModelForSequenceClassification
 
-    from xdistil_ray.models import load_tokenizer
+    from xdistil_ray.modeling.models import load_tokenizer
 
     kind, task, head = request.param
     root = tmp_path_factory.mktemp(kind)
@@ -107,7 +107,8 @@ def family_run(request, tmp_path_factory, ray_local, teacher_path):
 
 
 def test_a_teacher_of_the_family_runs_every_step(family_run):
-    from xdistil_ray import families, models
+    from xdistil_ray.modeling import families
+    from xdistil_ray.modeling import models
 
     kind, task, head, root, report = family_run
     fits = head is not None and (task == "pair") == (len(head) == 2)  # the head is the task's

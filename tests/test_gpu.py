@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from xdistil_ray.steps.teacher_inference import TeacherInference
+from xdistil_ray.teacher.step import TeacherInference
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -19,8 +19,8 @@ def test_teacher_inference_on_gpu_matches_cpu(tiny_classifier_dir):
 
 
 def test_online_teacher_runs_bf16_on_gpu_close_to_fp32(tiny_classifier_dir):
-    from xdistil_ray.models import load_classifier
-    from xdistil_ray.objective import LossSpec, OnlineTeacher
+    from xdistil_ray.modeling.models import load_classifier
+    from xdistil_ray.distill.objective import LossSpec, OnlineTeacher
 
     specs = [LossSpec("hidden_states", pairs=((1, 3),)),
              LossSpec("attention_relations", relation_heads=4, student_block=0, teacher_block=2)]
@@ -40,7 +40,7 @@ def test_online_teacher_runs_bf16_on_gpu_close_to_fp32(tiny_classifier_dir):
 def test_evaluation_measures_speed_on_the_gpu_too(tiny_classifier_dir):
     from transformers import AutoModelForSequenceClassification
 
-    from xdistil_ray.steps.evaluate import speed
+    from xdistil_ray.evaluate.step import speed
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir).eval()
     rows = {"input_ids": [[101, 2023 + i, 2003, 102] for i in range(16)]}
@@ -52,7 +52,7 @@ def test_evaluation_measures_speed_on_the_gpu_too(tiny_classifier_dir):
 def _review_rows(tokenizer, num_rows: int) -> np.ndarray:
     import random
 
-    from xdistil_ray.embedded_reviews import review
+    from xdistil_ray.data.embedded_reviews import review
 
     rng = random.Random(0)
     return np.array([np.array(tokenizer(review(rng, i % 2 == 0))["input_ids"])
@@ -66,7 +66,7 @@ def test_bf16_teacher_tracks_fp32_far_within_the_spread_between_sentences(teache
     student learns from): all-zeros outputs give a ratio of 1, rows in the wrong order about
     1.4. bf16 against fp32 on CPU, same model and rows, measured 0.010 (logits) and 0.010
     (states): the bound leaves 10x for the GPU kernels (SDPA, TF32-free bf16 matmuls)."""
-    from xdistil_ray.models import load_tokenizer
+    from xdistil_ray.modeling.models import load_tokenizer
 
     rows = {"input_ids": _review_rows(load_tokenizer(teacher_with_head), 64)}
     fp32 = TeacherInference(teacher_with_head, ("logits", "hidden"), device="cuda",
@@ -107,8 +107,8 @@ def test_deepspeed_bf16_training_steps_learn(nccl_group, tiny_classifier_dir, ze
     stored logits take the MSE below a fifth of where it started. The same steps on CPU in
     fp32 (gloo, ZeRO 0, 2 and 3 alike) end at 0.0895 of it: the bound leaves bf16's rounding
     2.2x, while a path that does not learn (or loses the gradients) stays near 1."""
-    from xdistil_ray.objective import LossSpec
-    from xdistil_ray.train_loop import StageSpec, StageTrainer
+    from xdistil_ray.distill.objective import LossSpec
+    from xdistil_ray.distill.train_loop import StageSpec, StageTrainer
 
     spec = StageSpec(name="gpu", losses=[LossSpec("logits")], init_path=tiny_classifier_dir,
                      init_in_run=False, run=None, total_steps=60, batch_size=16,

@@ -1,15 +1,15 @@
-"""Inputs replaced at the same path are refused like any other change (xdistil_ray/identity.py)."""
+"""Inputs replaced at the same path are refused like any other change (xdistil_ray/run/identity.py)."""
 
 import os
 import time
 
 import pytest
 
-from xdistil_ray import identity
+from xdistil_ray.run import identity
 from xdistil_ray.config import ConfigError
-from xdistil_ray.pipeline import Steps, refuse_changed
-from xdistil_ray.readers import resolve_source
-from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.pipelines.distill import Steps, refuse_changed
+from xdistil_ray.data.readers import resolve_source
+from xdistil_ray.run.runfolder import RunFolder
 
 
 def test_an_input_identity_follows_its_content_not_its_path(tmp_path):
@@ -39,7 +39,7 @@ def test_large_inputs_are_known_by_size_and_time_past_the_hash_budget(tmp_path, 
 def test_a_corpus_replaced_at_the_same_path_is_refused(tmp_path):
     """The data step's fingerprint holds the corpus's identity: the same config over other
     files stops with both identities named, before any work."""
-    from xdistil_ray.pipeline import _DATA_KEYS, fingerprint
+    from xdistil_ray.pipelines.distill import _DATA_KEYS, fingerprint
     from xdistil_ray.config import load_config
 
     path = tmp_path / "corpus.txt"
@@ -75,9 +75,9 @@ def test_the_same_files_elsewhere_have_the_same_identity(tmp_path):
 def test_a_model_replaced_at_the_same_path_refuses_the_fine_tuning_job(tmp_path):
     """jobs/finetune.py's steps hold the model's and the labeled splits' identities: a student
     exported again to the same folder is refused before any work."""
-    from xdistil_ray import finetune
+    from xdistil_ray.pipelines import finetune
     from xdistil_ray.config import FinetuneJob, load_config
-    from xdistil_ray.pipeline import fingerprint
+    from xdistil_ray.pipelines.distill import fingerprint
 
     model = tmp_path / "student"
     model.mkdir()

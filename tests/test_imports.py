@@ -66,15 +66,15 @@ def test_a_circle_is_found():
 
 def test_modules_that_ray_tasks_and_small_actors_load_import_no_model_code():
     """A Ray task or actor imports the module its function or class lives in: the data step's
-    tasks, the stages' split of the data (steps.train), the teacher step's shard ledger and
+    tasks, the stages' split of the data (distill.step), the teacher step's shard ledger and
     write tasks (steps.teacher_shards) and the progress actor need no model, and importing torch,
     transformers or DeepSpeed there cost each such process seconds of CPU."""
     import subprocess
     import sys
 
     code = ("import sys\n"
-            "import xdistil_ray.steps.prepare, xdistil_ray.steps.train, "
-            "xdistil_ray.steps.teacher_shards, xdistil_ray.progress\n"
+            "import xdistil_ray.data.step, xdistil_ray.distill.step, "
+            "xdistil_ray.teacher.shards, xdistil_ray.observe.progress\n"
             "print(sorted(m for m in ('torch', 'transformers', 'deepspeed') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)

@@ -1,4 +1,4 @@
-"""One driver per run folder (xdistil_ray/lease.py), on local disk and on a real S3 server."""
+"""One driver per run folder (xdistil_ray/run/lease.py), on local disk and on a real S3 server."""
 
 import json
 import os
@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from xdistil_ray.lease import LEASE, STOP_SIGNAL, Lease, LeaseHeld
-from xdistil_ray.runfolder import RunFolder
-from xdistil_ray.storage import StorageOptions
+from xdistil_ray.run.lease import LEASE, STOP_SIGNAL, Lease, LeaseHeld
+from xdistil_ray.run.runfolder import RunFolder
+from xdistil_ray.run.storage import StorageOptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from xdistil_ray import losses
+from xdistil_ray.distill import losses
 
 
 def test_representation_mse_literal():

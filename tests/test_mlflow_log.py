@@ -1,12 +1,12 @@
-"""The run in MLflow (xdistil_ray/mlflow_log.py), against a local ``file:`` store."""
+"""The run in MLflow (xdistil_ray/report/mlflow_log.py), against a local ``file:`` store."""
 
 import sys
 
 import pytest
 
-from xdistil_ray import mlflow_log
+from xdistil_ray.report import mlflow_log
 from xdistil_ray.config import ConfigError, load_config
-from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.run.runfolder import RunFolder
 
 REPORT = {"eval": {"student_accuracy": 0.9, "agreement": 0.95, "dev_rows": 64},
           "speed": {"cpu": {"name": "1 CPU thread", "speedup_latency": 3.0}},

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from xdistil_ray import models
+from xdistil_ray.modeling import models
 
 
 def test_layer_map_is_uniform_and_ends_at_top():

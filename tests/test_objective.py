@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from xdistil_ray import objective, schedule
+from xdistil_ray.distill import objective
+from xdistil_ray.distill import schedule
 from xdistil_ray.config import LossConfig
-from xdistil_ray.objective import LossSpec
+from xdistil_ray.distill.objective import LossSpec
 
 
 def test_layer_pairs():

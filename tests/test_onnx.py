@@ -1,4 +1,4 @@
-"""The student's ONNX export (xdistil_ray/onnx_model.py): outputs equal to PyTorch's for every
+"""The student's ONNX export (xdistil_ray/export/onnx_model.py): outputs equal to PyTorch's for every
 task shape and for families with different inputs and attention, at batch and sequence sizes
 other than the export's; the int8 copy; a missing extra named."""
 
@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from test_families import batch, tiny_teacher
-from xdistil_ray import families, models, onnx_model
+from xdistil_ray.modeling import families
+from xdistil_ray.modeling import models
+from xdistil_ray.export import onnx_model
 from xdistil_ray.config import ConfigError, load_config
 
 

@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from xdistil_ray.config import ConfigError
-from xdistil_ray.readers import resolve_source
-from xdistil_ray.runfolder import RunFolder
-from xdistil_ray.steps import prepare
+from xdistil_ray.data.readers import resolve_source
+from xdistil_ray.run.runfolder import RunFolder
+from xdistil_ray.data import step as prepare
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,7 @@ def test_without_dev_a_share_of_train_is_the_dev_set(tmp_path, teacher_path):
 
 
 def test_txt_is_refused_for_labeled_data(tmp_path):
-    from xdistil_ray.readers import load_records
+    from xdistil_ray.data.readers import load_records
 
     path = tmp_path / "l.txt"
     path.write_text("a\n")
@@ -153,8 +153,8 @@ def test_qa_transfer_set_is_corpus_and_training_questions_less_the_dev_share(
     """Extractive QA without labeled.dev: the corpus (parquet question/context rows, a bad one
     among them) and the labeled training questions make the transfer set; the questions carved
     out as dev never enter it; rows in = kept + dropped, windows counted apart."""
-    from xdistil_ray import qa
-    from xdistil_ray.embedded_tasks import write
+    from xdistil_ray.tasks import qa
+    from xdistil_ray.data.embedded_tasks import write
 
     paths = write(str(tmp_path / "data"), "qa", seed=2, num_train=120, num_dev=1, num_corpus=40)
     corpus_rows = [json.loads(line) for line in open(paths["corpus"]) if line.strip()]

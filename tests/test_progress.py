@@ -1,6 +1,6 @@
 import pytest
 
-from xdistil_ray.progress import Throughput, counted
+from xdistil_ray.observe.progress import Throughput, counted
 
 
 class Clock:
@@ -58,8 +58,8 @@ def test_rows_and_shards_reach_rays_prometheus_endpoint(ray_local):
     @ray.remote(num_cpus=0)
     class Counting:
         def count(self):
-            from xdistil_ray import ray_metrics
-            from xdistil_ray.progress import Throughput
+            from xdistil_ray.observe import ray_metrics
+            from xdistil_ray.observe.progress import Throughput
 
             Throughput("metrics-test", 100).add(40)
             ray_metrics.shard_committed("teacher")

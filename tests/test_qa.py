@@ -1,4 +1,4 @@
-"""Extractive QA's pure parts (xdistil_ray/qa.py) against hand-computed cases: SQuAD rows and
+"""Extractive QA's pure parts (xdistil_ray/tasks/qa.py) against hand-computed cases: SQuAD rows and
 their rejects, windows and answer tokens (answers across windows, unanswerable questions),
 span decoding across windows, SQuAD's metric with the v2 no-answer threshold."""
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from xdistil_ray import qa
+from xdistil_ray.tasks import qa
 
 CONTEXT = ("The river Seine flows through Paris. It reaches the sea at Le Havre. "
            "Its length is seven hundred seventy seven kilometres.")
@@ -14,7 +14,7 @@ CONTEXT = ("The river Seine flows through Paris. It reaches the sea at Le Havre.
 
 @pytest.fixture(scope="module")
 def tokenizer(teacher_path):
-    from xdistil_ray.models import load_tokenizer
+    from xdistil_ray.modeling.models import load_tokenizer
 
     return load_tokenizer(teacher_path)
 
@@ -192,7 +192,8 @@ def test_qa_students_of_every_family_learn_the_teachers_spans(kind):
     import torch
     from test_families import STUDENT, batch, tiny_teacher
 
-    from xdistil_ray import losses, models
+    from xdistil_ray.distill import losses
+    from xdistil_ray.modeling import models
 
     teacher = tiny_teacher(kind, "qa")
     assert type(teacher).__name__.endswith("ForQuestionAnswering")
@@ -224,7 +225,7 @@ def test_qa_students_of_every_family_learn_the_teachers_spans(kind):
 def test_span_losses_ignore_padding_and_match_hand_values():
     import torch
 
-    from xdistil_ray import losses
+    from xdistil_ray.distill import losses
 
     mask = torch.tensor([[True, True, True, True, False, False]])
     flat = torch.zeros(1, 6, 2)
@@ -250,8 +251,8 @@ def test_qa_batches_and_the_stage_objective():
     import numpy as np
     import torch
 
-    from xdistil_ray import objective
-    from xdistil_ray.batches import pad_batch
+    from xdistil_ray.distill import objective
+    from xdistil_ray.data.batches import pad_batch
     from xdistil_ray.config import LossConfig
 
     logits = [np.arange(8, dtype=np.float32), np.zeros(6, dtype=np.float32)]  # 4 and 3 tokens
@@ -282,9 +283,9 @@ def test_labeled_squad_files_become_windows_with_exact_row_accounting(tmp_path, 
 
     import pyarrow.parquet as pq
 
-    from xdistil_ray.readers import resolve_source
-    from xdistil_ray.runfolder import RunFolder
-    from xdistil_ray.steps import prepare
+    from xdistil_ray.data.readers import resolve_source
+    from xdistil_ray.run.runfolder import RunFolder
+    from xdistil_ray.data import step as prepare
 
     start = CONTEXT.index("Le Havre")
     qas = [{"id": "a", "question": "Where does it reach the sea?",
@@ -326,7 +327,7 @@ def test_labeled_squad_files_become_windows_with_exact_row_accounting(tmp_path, 
 def test_embedded_qa_data_is_squad_shaped_and_deterministic(tmp_path):
     import json
 
-    from xdistil_ray.embedded_data import write_embedded_data
+    from xdistil_ray.data.embedded_data import write_embedded_data
 
     paths = write_embedded_data(str(tmp_path / "a"), seed=1, num_train=300, num_dev=60,
                                 num_corpus=400, task="qa")
@@ -350,8 +351,8 @@ def test_the_answerer_decodes_a_saved_qa_model_over_windows(tmp_path, teacher_pa
     saved QA folder: a span of the context, or no answer by the threshold."""
     from test_families import tiny_teacher
 
-    from xdistil_ray.answer import Answerer
-    from xdistil_ray.models import load_tokenizer
+    from xdistil_ray.export.answer import Answerer
+    from xdistil_ray.modeling.models import load_tokenizer
 
     folder = str(tmp_path / "qa")
     tiny_teacher("bert", "qa").save_pretrained(folder)
@@ -376,9 +377,9 @@ def test_a_qa_students_model_card_shows_the_answerer_with_the_runs_threshold(tmp
 
     from test_families import tiny_teacher
 
-    from xdistil_ray import model_card
+    from xdistil_ray.export import model_card
     from xdistil_ray.config import load_config
-    from xdistil_ray.models import load_tokenizer
+    from xdistil_ray.modeling.models import load_tokenizer
 
     folder = str(tmp_path / "qa")
     tiny_teacher("bert", "qa").save_pretrained(folder)

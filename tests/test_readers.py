@@ -3,11 +3,11 @@ splits, ClassLabel labels) and .tsv/.csv files, read offline from files `dataset
 
 import pytest
 
-from xdistil_ray import corpus
+from xdistil_ray.data import corpus
 from xdistil_ray.config import ConfigError
-from xdistil_ray.readers import (data_files, delimited_records, load_records, parse_hf,
+from xdistil_ray.data.readers import (data_files, delimited_records, load_records, parse_hf,
                                  resolve_source)
-from xdistil_ray.steps import prepare
+from xdistil_ray.data import step as prepare
 
 datasets = pytest.importorskip("datasets")
 
@@ -140,7 +140,7 @@ def test_delimited_header_is_detected_and_checked(tmp_path):
 
 def test_labeled_tsv_through_the_data_step(tmp_path, teacher_path):
     """XtremeDistil's train.tsv / dev.tsv: every row counted, kept or dropped by reason."""
-    from xdistil_ray.runfolder import RunFolder
+    from xdistil_ray.run.runfolder import RunFolder
 
     (tmp_path / "train.tsv").write_bytes(b"good\tpos\nbad\tneg\nodd\n\t\tx\nfine\tpos\n")
     (tmp_path / "dev.tsv").write_bytes(b"great\tpos\nugly\tneutral\n")
@@ -159,9 +159,9 @@ def test_labeled_tsv_through_the_data_step(tmp_path, teacher_path):
 def test_config_reads_hub_splits_for_train_and_dev(tmp_path, monkeypatch):
     """`labeled.train` / `labeled.dev` on one hub dataset take their splits from
     `labeled.train_split` / `labeled.dev_split` (defaults train / validation)."""
-    from xdistil_ray import pipeline
+    from xdistil_ray.pipelines import distill as pipeline
     from xdistil_ray.config import load_config
-    from xdistil_ray.runfolder import RunFolder
+    from xdistil_ray.run.runfolder import RunFolder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     root = _glue_like(tmp_path / "glue")
@@ -179,9 +179,9 @@ def test_config_reads_hub_splits_for_train_and_dev(tmp_path, monkeypatch):
 
 
 def test_tsv_is_refused_for_token_rows(tmp_path):
-    from xdistil_ray import pipeline
+    from xdistil_ray.pipelines import distill as pipeline
     from xdistil_ray.config import load_config
-    from xdistil_ray.runfolder import RunFolder
+    from xdistil_ray.run.runfolder import RunFolder
 
     (tmp_path / "train.tsv").write_text("a b\tO O\n")
     cfg = load_config(None, [f"output={tmp_path}/run", "task=token",
@@ -191,7 +191,7 @@ def test_tsv_is_refused_for_token_rows(tmp_path):
 
 
 def test_a_line_past_the_limit_keeps_its_first_bytes_at_a_character_boundary():
-    from xdistil_ray.readers import _LineCutter
+    from xdistil_ray.data.readers import _LineCutter
 
     cutter = _LineCutter(limit=10)
     text = "short\n" + "é" * 20 + "\nlast"
@@ -217,7 +217,7 @@ def test_a_huge_line_is_read_in_linear_time_and_bounded_memory(tmp_path):
 
     import pyarrow as pa
 
-    from xdistil_ray.readers import LinesDatasource
+    from xdistil_ray.data.readers import LinesDatasource
 
     path = tmp_path / "corpus.txt"
     with open(path, "wb") as f:
@@ -247,7 +247,7 @@ def test_a_huge_line_is_read_in_linear_time_and_bounded_memory(tmp_path):
 def test_a_cut_json_line_is_counted_too_long_and_a_cut_text_line_truncated():
     import numpy as np
 
-    from xdistil_ray.steps.prepare import clean_batch, max_line_bytes
+    from xdistil_ray.data.step import clean_batch, max_line_bytes
 
     assert max_line_bytes(100, "txt") == 404 and max_line_bytes(100, "jsonl") == 404 * 16
     batch = {"raw": np.array([b'{"text": "fine"}', b'{"text": "aaaa'], dtype=object),

@@ -35,9 +35,9 @@ import pytest
 from s3server import ACCESS_KEY, SECRET_KEY
 
 from xdistil_ray.config import ConfigError, load_config
-from xdistil_ray.embedded_data import write_embedded_data
-from xdistil_ray.runfolder import RunFolder
-from xdistil_ray.storage import StorageOptions
+from xdistil_ray.data.embedded_data import write_embedded_data
+from xdistil_ray.run.runfolder import RunFolder
+from xdistil_ray.run.storage import StorageOptions
 
 pytestmark = pytest.mark.integration
 
@@ -452,7 +452,7 @@ def test_no_credential_in_config_logs_or_report(scenario):
 
 
 def test_config_changes_unsafe_refused_safe_allowed(scenario, ray_local):
-    from xdistil_ray import pipeline
+    from xdistil_ray.pipelines import distill as pipeline
 
     args = scenario["args"][2:]
     start = time.time()

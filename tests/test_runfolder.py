@@ -1,6 +1,6 @@
 import pytest
 
-from xdistil_ray.runfolder import MARKER, RunFolder
+from xdistil_ray.run.runfolder import MARKER, RunFolder
 
 
 def test_commit_names_files_and_sizes(tmp_path):
@@ -46,7 +46,7 @@ def test_write_is_atomic_no_temp_left(tmp_path):
 
 def test_a_half_done_resumable_step_refuses_a_changed_config(tmp_path):
     from xdistil_ray.config import ConfigError
-    from xdistil_ray.pipeline import Steps
+    from xdistil_ray.pipelines.distill import Steps
 
     steps = Steps(RunFolder(str(tmp_path)))
     calls = []
@@ -69,7 +69,7 @@ def test_a_half_done_resumable_step_refuses_a_changed_config(tmp_path):
 def test_a_partial_checkpoint_is_never_loaded(tmp_path):
     import json
 
-    from xdistil_ray.checkpoint import PROGRESS_FILE, verify_checkpoint, write_rank_manifest
+    from xdistil_ray.distill.checkpoint import PROGRESS_FILE, verify_checkpoint, write_rank_manifest
 
     for rank in (0, 1):
         (tmp_path / f"shard{rank}.pt").write_bytes(b"x" * (10 + rank))
@@ -87,7 +87,7 @@ def test_a_partial_checkpoint_is_never_loaded(tmp_path):
 def _checkpoint(folder, step: int) -> None:
     import json
 
-    from xdistil_ray.checkpoint import PROGRESS_FILE, write_rank_manifest
+    from xdistil_ray.distill.checkpoint import PROGRESS_FILE, write_rank_manifest
 
     folder.mkdir(parents=True)
     (folder / "ds.pt").write_bytes(b"x" * (100 + step))
@@ -102,7 +102,7 @@ def test_a_bad_newest_checkpoint_gives_way_to_the_older_one(tmp_path, capsys):
     import pyarrow.fs as pafs
     from ray.train import Checkpoint
 
-    from xdistil_ray.checkpoint import read_progress, usable_checkpoint
+    from xdistil_ray.distill.checkpoint import read_progress, usable_checkpoint
 
     fs, root = pafs.LocalFileSystem(), tmp_path / "ray" / "run"
     for i, step in enumerate((50, 100, 150)):
@@ -123,7 +123,7 @@ def test_a_bad_newest_checkpoint_gives_way_to_the_older_one(tmp_path, capsys):
 
 
 def test_relative_to_is_by_name():
-    from xdistil_ray.runfolder import relative_to
+    from xdistil_ray.run.runfolder import relative_to
 
     assert relative_to("bucket/run/data/a/b.parquet", "bucket/run/data") == "a/b.parquet"
     with pytest.raises(ValueError):
@@ -134,7 +134,7 @@ def test_a_field_added_since_a_step_committed_counts_as_its_default(tmp_path):
     """A run folder written before ``labeled.dev_fraction`` existed resumes while the field
     keeps its default, and is refused once it is set to another value."""
     from xdistil_ray.config import ConfigError
-    from xdistil_ray.pipeline import refuse_changed
+    from xdistil_ray.pipelines.distill import refuse_changed
 
     run = RunFolder(str(tmp_path))
     marker = {"fingerprint": {"labeled.train": "a.jsonl"}}
@@ -149,7 +149,7 @@ def test_a_field_added_since_a_step_committed_counts_as_its_default(tmp_path):
 def test_a_marker_that_does_not_parse_counts_as_absent(tmp_path, content, capsys):
     """An empty, cut or foreign COMPLETE / STARTED (a write cut short on a filesystem without
     atomic renames, a hand edit) means "not done": the step runs again, no JSONDecodeError."""
-    from xdistil_ray.pipeline import Steps
+    from xdistil_ray.pipelines.distill import Steps
 
     run = RunFolder(str(tmp_path))
     run.write_bytes("s/a.bin", b"abc")
@@ -167,7 +167,7 @@ def test_a_complete_step_whose_file_was_cut_or_lost_runs_again(tmp_path, capsys)
     """Before a complete step is skipped, its files are checked against its marker: a file
     cut short (a truncated parquet shard) or gone names itself, and the step runs again from
     its inputs instead of every reader failing on it run after run."""
-    from xdistil_ray.pipeline import Steps
+    from xdistil_ray.pipelines.distill import Steps
 
     run, calls = RunFolder(str(tmp_path)), []
 
@@ -195,7 +195,7 @@ def test_a_step_waits_out_a_storage_outage_and_runs_again(tmp_path, capsys):
     """A storage error that outlasted the requests' own retries (pyarrow's AWS error text,
     which a Ray task's error carries) makes the step wait until the store answers and run
     again, saying so; any other error stops the run as it did."""
-    from xdistil_ray.pipeline import Steps
+    from xdistil_ray.pipelines.distill import Steps
 
     run, calls = RunFolder(str(tmp_path)), []
 

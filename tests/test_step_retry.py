@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from xdistil_ray.pipeline import _run_through_outages
-from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.pipelines.distill import _run_through_outages
+from xdistil_ray.run.runfolder import RunFolder
 
 STORAGE_ERROR = ("When testing for existence of bucket 'runs': AWS Error NETWORK_CONNECTION "
                  "during HeadBucket operation: curlCode: 7, Could not connect to server")

@@ -8,11 +8,11 @@ import uuid
 import pytest
 from s3server import ACCESS_KEY, SECRET_KEY
 
-from xdistil_ray import storage
+from xdistil_ray.run import storage
 from xdistil_ray.config import ConfigError, load_config
-from xdistil_ray.readers import load_records, resolve_source
-from xdistil_ray.runfolder import MARKER, RunFolder
-from xdistil_ray.storage import StorageError, StorageOptions
+from xdistil_ray.data.readers import load_records, resolve_source
+from xdistil_ray.run.runfolder import MARKER, RunFolder
+from xdistil_ray.run.storage import StorageError, StorageOptions
 
 
 def test_uris_with_credentials_are_refused():
@@ -97,7 +97,7 @@ def test_a_saved_dataset_dict_read_from_s3(s3_run, options, tmp_path):
     them) and its ClassLabel names (labeled data), without `datasets` reaching the bucket."""
     import datasets
 
-    from xdistil_ray.readers import data_files
+    from xdistil_ray.data.readers import data_files
 
     features = datasets.Features({"text": datasets.Value("string"),
                                   "label": datasets.ClassLabel(names=["neg", "pos"])})

@@ -15,7 +15,7 @@ import os
 import pytest
 
 from xdistil_ray.config import ConfigError, load_config
-from xdistil_ray.embedded_data import write_embedded_data
+from xdistil_ray.data.embedded_data import write_embedded_data
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def _run(root, task: str, stages: list[dict], extra: list[str] = (),
     """A run of tiny.yaml on one training worker, on the embedded data of ``task`` (data seed
     ``seed``); ONNX export and its int8 timing only where a test reads them (every family's
     export is checked in tests/test_onnx.py)."""
-    from xdistil_ray import pipeline
+    from xdistil_ray.pipelines import distill as pipeline
 
     data = write_embedded_data(str(root / "inputs"), seed=seed, num_train=num_train,
                                num_dev=num_dev, num_corpus=num_corpus,
@@ -240,7 +240,7 @@ def write_binary_sentiment(folder: str, *, seed: int, num_train: int, num_dev: i
     import os
     import random
 
-    from xdistil_ray.embedded_reviews import review
+    from xdistil_ray.data.embedded_reviews import review
 
     rng, seen, rows = random.Random(seed), set(), []
     while len(rows) < num_train + num_dev:
@@ -258,7 +258,7 @@ def write_binary_sentiment(folder: str, *, seed: int, num_train: int, num_dev: i
 
 
 def _finetune(root, student: str, init: str, data: dict, extra: tuple = ()):
-    from xdistil_ray import finetune
+    from xdistil_ray.pipelines import finetune
     from xdistil_ray.config import FinetuneJob
 
     cfg = load_config("jobs/configs/finetune.yaml", [
@@ -337,7 +337,7 @@ def qa_run(tmp_path_factory, ray_local):
 def test_extractive_qa_run(qa_run):
     from transformers import AutoModelForQuestionAnswering
 
-    from xdistil_ray.answer import Answerer
+    from xdistil_ray.export.answer import Answerer
 
     root, report = qa_run
     d = report["data"]

@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
-from xdistil_ray.models import load_classifier
-from xdistil_ray.steps.teacher_inference import TeacherInference
-from xdistil_ray.steps.teacher_shards import _to_arrow
+from xdistil_ray.modeling.models import load_classifier
+from xdistil_ray.teacher.step import TeacherInference
+from xdistil_ray.teacher.shards import _to_arrow
 
 
 def test_callable_on_numpy_batch_matches_unpadded_forward(tiny_classifier_dir):
@@ -92,8 +92,8 @@ def _review_rows(teacher: str, count: int, seed: int = 0) -> np.ndarray:
     """Real sentences of mixed lengths, tokenized by the teacher's tokenizer."""
     import random
 
-    from xdistil_ray.embedded_reviews import review
-    from xdistil_ray.models import load_tokenizer
+    from xdistil_ray.data.embedded_reviews import review
+    from xdistil_ray.modeling.models import load_tokenizer
 
     tok, rng = load_tokenizer(teacher), random.Random(seed)
     texts = [review(rng, k % 2 == 0) + " and more words" * (k % 5) for k in range(count)]
@@ -142,7 +142,7 @@ def test_teacher_runs_scaled_dot_product_attention(tiny_classifier_dir):
 
 
 def test_precision_choice():
-    from xdistil_ray.steps.teacher_inference import resolve_dtype
+    from xdistil_ray.teacher.step import resolve_dtype
 
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
@@ -173,8 +173,8 @@ def test_bf16_teacher_close_to_fp32(teacher_with_head):
 
 
 def test_top_k_logits_rebuild_the_teachers_probabilities():
-    from xdistil_ray.objective import dense_logits
-    from xdistil_ray.steps.teacher_inference import top_k_logits
+    from xdistil_ray.distill.objective import dense_logits
+    from xdistil_ray.teacher.step import top_k_logits
 
     torch.manual_seed(0)
     logits = torch.randn(5, 50) * 3
@@ -199,7 +199,7 @@ def test_top_k_columns_through_the_sink_and_the_collate(tmp_path, teacher_path):
     from ray.data.block import BlockAccessor
     from transformers import BertConfig, BertForSequenceClassification
 
-    from xdistil_ray.batches import PadCollate
+    from xdistil_ray.data.batches import PadCollate
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -222,7 +222,7 @@ def test_top_k_columns_through_the_sink_and_the_collate(tmp_path, teacher_path):
 
 def test_top_k_columns_read_back_as_lists_become_dense_logits():
     """The evaluation reads stored columns as Python lists; the same rebuild applies."""
-    from xdistil_ray.objective import with_dense_logits
+    from xdistil_ray.distill.objective import with_dense_logits
 
     rows = {"input_ids": [[101, 102], [101, 5, 102]],
             "logits_topk": [[4.0, 1.0], [3.0, 2.5]], "logits_index": [[2, 0], [1, 3]],
@@ -236,7 +236,7 @@ def test_top_k_columns_read_back_as_lists_become_dense_logits():
 
 
 def test_the_teacher_pool_is_fixed_or_autoscales_between_its_bounds():
-    from xdistil_ray.steps.teacher_inference import actor_pool
+    from xdistil_ray.teacher.step import actor_pool
 
     fixed = actor_pool(3)
     assert (fixed.min_size, fixed.max_size) == (3, 3)
@@ -251,7 +251,7 @@ def _write_part(run, shard, ids):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from xdistil_ray.steps.teacher_shards import SHARDS, part_name
+    from xdistil_ray.teacher.shards import SHARDS, part_name
 
     table = pa.table({"id": pa.array(ids, pa.int64()),
                       "logits": [[float(i), -float(i)] for i in ids]})
@@ -267,8 +267,8 @@ def test_a_retried_write_replaces_its_part_and_counts_once(tmp_path):
     writes the same file again, and the ledger (which commits a shard the moment its rows are
     all there) counts those rows once. With random names the shard held 1.5x its rows and the
     step failed at its end."""
-    from xdistil_ray.runfolder import RunFolder
-    from xdistil_ray.steps.teacher_shards import SHARDS, ShardLedger, part_name
+    from xdistil_ray.run.runfolder import RunFolder
+    from xdistil_ray.teacher.shards import SHARDS, ShardLedger, part_name
 
     run = RunFolder(str(tmp_path))
     ledger = ShardLedger(run, {"shard-0": 6}, every_s=0)
@@ -288,8 +288,8 @@ def test_parts_that_repeat_rows_are_merged_before_the_commit(tmp_path, capsys):
     row once (one merged part) instead of refusing the shard."""
     import pyarrow.parquet as pq
 
-    from xdistil_ray.runfolder import RunFolder
-    from xdistil_ray.steps.teacher_shards import SHARDS, commit_shard
+    from xdistil_ray.run.runfolder import RunFolder
+    from xdistil_ray.teacher.shards import SHARDS, commit_shard
 
     run = RunFolder(str(tmp_path))
     _write_part(run, "s", [1, 2, 3, 4])
@@ -306,8 +306,8 @@ def test_parts_that_repeat_rows_are_merged_before_the_commit(tmp_path, capsys):
 
 
 def test_a_committed_shard_with_a_cut_part_runs_again(tmp_path, capsys):
-    from xdistil_ray.runfolder import RunFolder
-    from xdistil_ray.steps.teacher_shards import SHARDS, commit_shard, committed_shards
+    from xdistil_ray.run.runfolder import RunFolder
+    from xdistil_ray.teacher.shards import SHARDS, commit_shard, committed_shards
 
     run = RunFolder(str(tmp_path))
     for shard, ids in (("a", [1, 2]), ("b", [3, 4])):

@@ -1,4 +1,4 @@
-"""TensorBoard event files in the run folder (xdistil_ray/tensorboard_log.py), read back from
+"""TensorBoard event files in the run folder (xdistil_ray/observe/tensorboard_log.py), read back from
 their records as TensorBoard reads them."""
 
 import os
@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from xdistil_ray import tensorboard_log
-from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.observe import tensorboard_log
+from xdistil_ray.run.runfolder import RunFolder
 
 
 def read_scalars(folder: str) -> dict[str, list[tuple[int, float]]]:

@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from xdistil_ray import corpus
-from xdistil_ray.steps.prepare import TextSettings, tokenize_batch
+from xdistil_ray.data import corpus
+from xdistil_ray.data.step import TextSettings, tokenize_batch
 
 
 def _settings(teacher_path, max_length=64):

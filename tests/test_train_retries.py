@@ -1,4 +1,4 @@
-"""What the driver does when a Ray Train run fails (steps.train.fit_with_retries): a worker
+"""What the driver does when a Ray Train run fails (distill.step.fit_with_retries): a worker
 failure is retried from the newest checkpoint up to train.max_failures times, one a restart
 would meet again stops the run at once with its message, a storage outage is waited out."""
 
@@ -8,7 +8,7 @@ from ray.train.v2.api.exceptions import WorkerGroupError
 
 from xdistil_ray.errors import (ConfigError, WillFailAgain, will_fail_again,
                                 will_fail_again_message)
-from xdistil_ray.steps import train
+from xdistil_ray.distill import step as train
 
 STORAGE_ERROR = "AWS Error NETWORK_CONNECTION during PutObject operation: curlCode: 7"
 
@@ -64,7 +64,7 @@ def test_other_worker_failures_are_retried_up_to_max_failures(capsys):
 def test_storage_outages_are_waited_out_and_counted_apart(monkeypatch, capsys):
     from types import SimpleNamespace
 
-    from xdistil_ray import storage
+    from xdistil_ray.run import storage
 
     waits = []
     monkeypatch.setattr(storage, "wait_until_reachable",
@@ -102,7 +102,7 @@ def test_a_teacher_whose_weights_cannot_load_stops_at_its_first_attempt(
     from test_tasks_integration import _run
     from transformers import BertConfig, BertModel
 
-    from xdistil_ray.models import load_tokenizer
+    from xdistil_ray.modeling.models import load_tokenizer
 
     teacher = tmp_path / "teacher"
     BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,

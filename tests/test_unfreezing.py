@@ -7,9 +7,9 @@ import socket
 import pytest
 import torch
 
-from xdistil_ray import schedule
-from xdistil_ray.objective import LossSpec
-from xdistil_ray.train_loop import StageSpec, StageTrainer
+from xdistil_ray.distill import schedule
+from xdistil_ray.distill.objective import LossSpec
+from xdistil_ray.distill.train_loop import StageSpec, StageTrainer
 
 
 def test_phases_unfreeze_top_down_then_embeddings():
@@ -144,7 +144,7 @@ def test_zero3_stage_end_saves_a_consolidated_student(single_process_group, tiny
                                                       tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from xdistil_ray.checkpoint import save_student
+    from xdistil_ray.distill.checkpoint import save_student
 
     spec = _spec(tiny_classifier_dir, total_steps=2, zero_stage=3,
                  tokenizer_path=tiny_classifier_dir)
@@ -204,7 +204,7 @@ def test_every_rank_writes_a_loadable_student(single_process_group, tiny_classif
     when a process group is up)."""
     from transformers import AutoModelForSequenceClassification
 
-    from xdistil_ray.checkpoint import save_student
+    from xdistil_ray.distill.checkpoint import save_student
 
     spec = _spec(tiny_classifier_dir, total_steps=1, zero_stage=0)
     trainer = StageTrainer(spec, tiny_classifier_dir)
@@ -265,7 +265,7 @@ def test_checkpoints_load_without_unpickling_arbitrary_objects(single_process_gr
     import glob
     import pickle
 
-    from xdistil_ray.checkpoint import use_safe_loading
+    from xdistil_ray.distill.checkpoint import use_safe_loading
 
     spec = _spec(tiny_classifier_dir, total_steps=6, zero_stage=zero_stage)
     first = StageTrainer(spec, tiny_classifier_dir)

@@ -1,12 +1,12 @@
 """Per-epoch validation: best epoch kept, early stop after `patience` epochs without a better
-dev score, and what a checkpoint carries to resume (xdistil_ray.validation)."""
+dev score, and what a checkpoint carries to resume (xdistil_ray.distill.validation)."""
 
 import json
 from types import SimpleNamespace
 
 import torch
 
-from xdistil_ray.validation import (HeldoutLoss, Validation, chance_score, for_stage,
+from xdistil_ray.distill.validation import (HeldoutLoss, Validation, chance_score, for_stage,
                                     primary_metric)
 
 
@@ -223,7 +223,7 @@ def test_the_stage_checks_its_heldout_loss_only_where_it_has_heldout_rows():
 
 
 def test_a_stage_plan_checks_held_out_loss_only_where_the_corpus_holds_rows_out():
-    from xdistil_ray import stage_plan
+    from xdistil_ray.distill import stage_plan
     from xdistil_ray.config import load_config
 
     cfg = load_config(None, [])

@@ -1,4 +1,4 @@
-"""The run in Weights & Biases (xdistil_ray/wandb_log.py), in W&B's offline mode: the records
+"""The run in Weights & Biases (xdistil_ray/report/wandb_log.py), in W&B's offline mode: the records
 of the run file it writes (what ``wandb sync`` uploads) read back."""
 
 import glob
@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from xdistil_ray.config import ConfigError, load_config
-from xdistil_ray.runfolder import RunFolder
+from xdistil_ray.run.runfolder import RunFolder
 
 REPORT = {"eval": {"student_accuracy": 0.9, "agreement": 0.95},
           "speed": {"cpu": {"name": "1 CPU thread", "speedup_latency": 3.0}},
@@ -45,7 +45,7 @@ def read_records(path: str) -> list:
 
 
 def test_settings_curves_and_figures_in_an_offline_wandb_run(tmp_path, monkeypatch):
-    from xdistil_ray import wandb_log
+    from xdistil_ray.report import wandb_log
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

@@ -1,5 +1,5 @@
 """DeepSpeed ZeRO on two ranks: two real processes on gloo (CPU), the stage trainer as a Ray
-Train worker runs it (:class:`xdistil_ray.train_loop.StageTrainer`, :func:`save_student`).
+Train worker runs it (:class:`xdistil_ray.distill.train_loop.StageTrainer`, :func:`save_student`).
 
 Every other DeepSpeed test in the suite runs one rank (the task runs) or two ZeRO-2 ranks inside
 a whole pipeline (the cluster job, the resilience scenario); here two ranks train the same
@@ -36,8 +36,8 @@ def _batch(rank: int, step: int) -> dict:
 
 
 def _spec(init: str, zero: int):
-    from xdistil_ray.objective import LossSpec
-    from xdistil_ray.train_loop import StageSpec
+    from xdistil_ray.distill.objective import LossSpec
+    from xdistil_ray.distill.train_loop import StageSpec
 
     return StageSpec(name=f"zero{zero}", losses=[LossSpec("labels")], init_path=init,
                      init_in_run=False, run=None, total_steps=STEPS, batch_size=4,
@@ -64,8 +64,8 @@ def _init_group(rank: int, world: int, port: int) -> None:
 
 def _resume(spec, init: str, ckpt: str, step: int):
     """A new trainer from DeepSpeed checkpoint ``ckpt`` of ``step``, as a worker resumes."""
-    from xdistil_ray.checkpoint import DEEPSPEED_TAG, use_safe_loading
-    from xdistil_ray.train_loop import StageTrainer
+    from xdistil_ray.distill.checkpoint import DEEPSPEED_TAG, use_safe_loading
+    from xdistil_ray.distill.train_loop import StageTrainer
 
     trainer = StageTrainer(spec, init)
     trainer.build(trainer.phase_for(step - 1), step)
@@ -78,8 +78,8 @@ def _one_rank(rank: int, port: int, init: str, out: str, load: str) -> None:
     """World size 1 at ZeRO-0: without ``load``, trains 3 steps and saves a checkpoint (for two
     ranks to resume); with it, resumes the two ranks' checkpoint and records what it loaded."""
     _init_group(0, 1, port)
-    from xdistil_ray.checkpoint import DEEPSPEED_TAG
-    from xdistil_ray.train_loop import StageTrainer
+    from xdistil_ray.distill.checkpoint import DEEPSPEED_TAG
+    from xdistil_ray.distill.train_loop import StageTrainer
 
     half, spec = STEPS // 2, _spec(init, 0)
     if load:
@@ -102,8 +102,8 @@ def _worker(rank: int, port: int, init: str, out: str) -> None:
     """One rank: for ZeRO 0 and 3, train STEPS steps (a checkpoint after step 3), export the
     student; then a new trainer resumes from the checkpoint and trains the last steps again."""
     _init_group(rank, WORLD, port)
-    from xdistil_ray.checkpoint import DEEPSPEED_TAG, save_student
-    from xdistil_ray.train_loop import StageTrainer
+    from xdistil_ray.distill.checkpoint import DEEPSPEED_TAG, save_student
+    from xdistil_ray.distill.train_loop import StageTrainer
 
     half = STEPS // 2
     for zero in (0, 3):

@@ -1,0 +1,1 @@
+"""Step `data`: corpus and labeled sets read, cleaned, deduplicated and tokenized; the embedded data."""

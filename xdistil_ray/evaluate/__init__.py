@@ -1,0 +1,1 @@
+"""Step `eval`: fidelity, dev scores, size and speed; the metrics."""

@@ -1,0 +1,1 @@
+"""Encoder families and model loading, building, initializing and saving."""

@@ -1,0 +1,1 @@
+"""Step `report`: report.json and report.md, tables, plots, experiment trackers."""

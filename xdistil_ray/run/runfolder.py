@@ -1,0 +1,254 @@
+"""The run folder: paths, atomic writes and commit markers, on any pyarrow filesystem.
+
+A step's output set is valid only once its marker (``COMPLETE``, a JSON manifest naming every
+file with its size) exists; the marker is written after every file it names. Readers trust only
+what a marker names, and :meth:`RunFolder.verify` checks the files against it (the pipeline does
+before it skips a complete step: a missing or cut file makes the step run again).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from xdistil_ray.run import storage
+from xdistil_ray.run.storage import StorageOptions
+
+MARKER = "COMPLETE"
+STARTED = "STARTED"
+"""Marker of a resumable step's first attempt (its config fingerprint): a re-run with changed
+fields would mix old and new work, and is refused like a change to a complete step."""
+
+
+def relative_to(path: str, base: str) -> str:
+    """``path`` below ``base``, by name alone (posixpath.relpath would make object-store keys
+    absolute against this process's working directory)."""
+    prefix = base.rstrip("/") + "/"
+    if not path.startswith(prefix):
+        raise ValueError(f"{path} is not under {base}")
+    return path[len(prefix):]
+
+
+class RunFolder:
+    """A run folder on local disk or in object storage, through one pyarrow filesystem API.
+
+    Args:
+        uri: a local path or a URI (``s3://bucket/prefix``).
+        options: how to reach object storage (endpoint, region, retries; never credentials).
+    """
+
+    def __init__(self, uri: str, options: StorageOptions | None = None):
+        if not storage.is_remote(uri):
+            uri = os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
+        self.uri = uri.rstrip("/")
+        self.options = storage.resolved(self.uri, options or StorageOptions())
+        self.fs, self.root = storage.filesystem(self.uri, self.options)
+
+    def __reduce__(self):
+        # Rebuilt from the URI on each worker, which reads its own credentials.
+        return (RunFolder, (self.uri, self.options))
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def uri_of(self, *parts: str) -> str:
+        """URI of ``parts`` under the run (a local path for a local run)."""
+        return posixpath.join(self.uri, *parts)
+
+    def path(self, *parts: str) -> str:
+        """Filesystem path of ``parts`` under the run root (for ``self.fs``)."""
+        return posixpath.join(self.root, *parts)
+
+    def local_path(self, *parts: str) -> str:
+        """Path usable by plain ``open`` (local run folders only)."""
+        assert self.is_local, "not a local run folder"
+        return self.path(*parts)
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def makedirs(self, *parts: str) -> str:
+        path = self.path(*parts)
+        self.fs.create_dir(path, recursive=True)
+        return path
+
+    def delete(self, *parts: str) -> None:
+        """Removes a file or folder, if it exists."""
+        info = self.fs.get_file_info(self.path(*parts))
+        try:
+            if info.type == pafs.FileType.Directory:
+                self.fs.delete_dir(info.path)
+            elif info.type == pafs.FileType.File:
+                self.fs.delete_file(info.path)
+        except FileNotFoundError:  # an object store's empty "folder" that lists as nothing
+            pass
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Writes a file so that readers see either nothing or all of it."""
+        path = self.path(rel)
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        if self.is_local:
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, path)  # rename is atomic on one local filesystem
+        else:
+            with self.fs.open_output_stream(path) as f:  # an object appears whole or not at all
+                f.write(data)
+
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Writes ``rel`` only if it does not exist; whether this call created it. Local disk:
+        an ``O_EXCL`` open (the data written before the name appears: a temp file linked to
+        the name). S3: a ``PUT`` with ``If-None-Match: *`` (AWS S3 and the S3-compatible stores
+        that implement conditional writes)."""
+        path = self.path(rel)
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        if self.is_local:
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            try:
+                os.link(tmp, path)  # fails if the name exists, atomically
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        return storage.put_if_absent(self.uri_of(rel), data, self.options)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=False).encode())
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode("utf-8"))
+
+    def list_files(self, rel: str) -> dict[str, int]:
+        """Files under ``rel`` (recursive) as {path relative to rel: size in bytes}."""
+        base = self.path(rel)
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True,
+                                                            allow_not_found=True))
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        return {
+            relative_to(i.path, base): i.size
+            for i in infos
+            if i.type == pafs.FileType.File
+        }
+
+    # ------------------------------------------------------------------ markers
+
+    def commit(self, rel: str, files: dict[str, int] | None = None, **info: Any) -> dict:
+        """Writes ``rel/COMPLETE`` naming ``files`` (default: every file now under ``rel``).
+
+        Extra keyword arguments are stored in the marker (row counts, config fingerprint).
+        """
+        if files is None:
+            files = {
+                name: size
+                for name, size in self.list_files(rel).items()
+                if posixpath.basename(name) != MARKER and ".tmp-" not in name
+            }
+        marker = {"files": dict(sorted(files.items())), **info}
+        self.write_json(posixpath.join(rel, MARKER), marker)
+        return marker
+
+    def marker(self, rel: str) -> dict | None:
+        """The marker of ``rel``, or None when the set is not committed. A marker that does not
+        parse (empty, cut short, not a manifest) counts as absent: the step runs again."""
+        marker = self.read_marker(posixpath.join(rel, MARKER))
+        return marker if marker is not None and isinstance(marker.get("files"), dict) else None
+
+    def read_marker(self, rel_path: str) -> dict | None:
+        """A JSON object written by a step (``COMPLETE``, ``STARTED``), or None when it is
+        missing or does not parse (a console line says which)."""
+        try:
+            data = json.loads(self.read_bytes(rel_path))
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError) as e:
+            print(f"[xdistil] {self.uri_of(rel_path)} does not parse ({e}): treated as absent",
+                  flush=True)
+            return None
+        if not isinstance(data, dict):
+            print(f"[xdistil] {self.uri_of(rel_path)} is not a JSON object: treated as absent",
+                  flush=True)
+            return None
+        return data
+
+    def is_complete(self, rel: str) -> bool:
+        return self.marker(rel) is not None
+
+    def verify(self, rel: str, marker: dict | None = None) -> list[str]:
+        """What differs between ``rel``'s files and its marker (one listing): a line per file
+        that is missing or whose size differs; empty when every named file is there whole."""
+        marker = marker if marker is not None else self.marker(rel)
+        if marker is None:
+            return [f"{self.uri_of(rel)}: not complete (no {MARKER} marker)"]
+        found = self.list_files(rel)
+        problems = []
+        for name, size in marker["files"].items():
+            got = found.get(name)
+            if got is None:
+                problems.append(f"{self.uri_of(rel, name)}: missing ({MARKER} names it with "
+                                f"{size} bytes)")
+            elif got != size:
+                problems.append(f"{self.uri_of(rel, name)}: {got} bytes, {MARKER} says {size}")
+        return problems
+
+    def committed_files(self, rel: str) -> list[str]:
+        """Full filesystem paths of the files the marker of ``rel`` names, checked for size.
+
+        Raises:
+            FileNotFoundError: when ``rel`` has no marker.
+            RuntimeError: when a named file is missing or its size differs.
+        """
+        marker = self.marker(rel)
+        if marker is None:
+            raise FileNotFoundError(f"{self.path(rel)} is not complete (no {MARKER} marker)")
+        problems = self.verify(rel, marker)
+        if problems:
+            raise RuntimeError("; ".join(problems))
+        return [self.path(rel, name) for name in marker["files"]]
+
+    def download(self, rel: str, local_dir: str, subdir: str = "") -> str:
+        """Copies the committed files of ``rel`` (only those under ``subdir``, if given) into
+        ``local_dir``; returns ``local_dir``."""
+        marker = self.marker(rel)
+        if marker is None:
+            raise FileNotFoundError(f"{self.path(rel)} is not complete (no {MARKER} marker)")
+        os.makedirs(local_dir, exist_ok=True)
+        prefix = subdir.rstrip("/") + "/" if subdir else ""
+        for name in marker["files"]:
+            if not name.startswith(prefix):
+                continue
+            dest = os.path.join(local_dir, name[len(prefix):])
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            pafs.copy_files(self.path(rel, name), dest, source_filesystem=self.fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+        return local_dir
+
+    def upload(self, local_dir: str, rel: str) -> dict[str, int]:
+        """Copies every file of ``local_dir`` to ``rel``; returns {name: size} for the marker."""
+        files = {}
+        for dirpath, _, names in os.walk(local_dir):
+            for name in names:
+                src = os.path.join(dirpath, name)
+                sub = os.path.relpath(src, local_dir).replace(os.sep, "/")
+                with open(src, "rb") as f:
+                    self.write_bytes(posixpath.join(rel, sub), f.read())
+                files[sub] = os.path.getsize(src)
+        return files

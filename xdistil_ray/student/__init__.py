@@ -1,0 +1,1 @@
+"""Step `student_init`: the student's starting weights."""

@@ -1,0 +1,50 @@
+"""Step ``student_init``: the student's starting weights (from the teacher, at random, or a
+pretrained small model).
+
+Runs as a Ray task so that the driver never loads the teacher (a BERT-large teacher does not
+belong in a small head node's memory).
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+from xdistil_ray.run.runfolder import RunFolder
+
+STEP = "student_init"
+
+
+def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, task: str,
+                   num_layers: int, hidden_size: int, num_heads: int, intermediate_size: int,
+                   init: str, teacher_layers: list[int], pretrained: str, seed: int,
+                   architecture: str = "") -> dict:
+    """Builds the student (see :func:`xdistil_ray.modeling.models.build_student`) and writes its Hugging
+    Face folder to the run."""
+    from xdistil_ray.modeling import families
+    from xdistil_ray.modeling import models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = run.download(teacher_path, f"{tmp}/teacher", "model") if teacher_in_run else teacher_path
+        teacher = models.load_model(local, task)
+        student = models.build_student(teacher, num_layers=num_layers, hidden_size=hidden_size,
+                                       num_heads=num_heads, intermediate_size=intermediate_size,
+                                       init=init, seed=seed, task=task,
+                                       teacher_layers=teacher_layers, pretrained=pretrained,
+                                       architecture=architecture)
+        models.save_pretrained(student, None, f"{tmp}/student")
+        files = run.upload(f"{tmp}/student", f"{STEP}/model")
+        files = {f"model/{name}": size for name, size in files.items()}
+        return {"files": files, "teacher_params": models.num_params(teacher),
+                "student_params": models.num_params(student),
+                "teacher_hidden": teacher.config.hidden_size,
+                "student_architecture": student.config.model_type,
+                "student_shape": families.shape_of(student.config)}
+
+
+def run_step(run: RunFolder, *, fingerprint: dict, **kwargs) -> dict:
+    """Runs :func:`build_and_save` on a Ray worker and commits ``student_init/``."""
+    import ray
+
+    info = ray.get(ray.remote(num_cpus=1)(build_and_save).remote(run, **kwargs))
+    files = info.pop("files")
+    return run.commit(STEP, files, fingerprint=fingerprint, **info)

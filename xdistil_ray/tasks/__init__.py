@@ -1,0 +1,1 @@
+"""Task shapes beyond classification: extractive QA's windows, answers and scores."""

@@ -1,0 +1,1 @@
+"""Step `teacher`: the teacher's outputs per shard, committed as they finish."""
