@@ -38,7 +38,7 @@ def _encode(tok, rows, settings):
 
 def _batch(windows: dict, idx, pad_id: int) -> dict:
     """The windows ``idx`` padded as the pipeline pads them (``batches.pad_batch``)."""
-    from xdistil_ray.data.batches import pad_batch
+    from xdistil_ray.modeling.batches import pad_batch
 
     columns = [c for c in ("input_ids", "token_type_ids", "start_position", "end_position")
                if c in windows]
@@ -49,7 +49,7 @@ def _scores(model, windows, rows, settings) -> dict:
     import torch
 
     from xdistil_ray.tasks import qa
-    from xdistil_ray.evaluate.step import qa_answers
+    from xdistil_ray.modeling.scoring import qa_answers
 
     model.eval()
     preds = []

@@ -76,7 +76,7 @@ def phase_plain(files: list[str], student: str, steps: int, threads: int) -> dic
 
     from xdistil_ray.distill import objective
     from xdistil_ray.modeling.models import DistillModule, load_model
-    from xdistil_ray.data.batches import PadCollate
+    from xdistil_ray.modeling.batches import PadCollate
 
     start = time.time()
     torch.set_num_threads(threads)

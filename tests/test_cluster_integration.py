@@ -30,7 +30,8 @@ import pytest
 import yaml
 from s3server import free_port
 
-from xdistil_ray.config import ConfigError, load_config
+from xdistil_ray.config import ConfigError
+from xdistil_ray.config import load_config
 from xdistil_ray.data.embedded_data import write_embedded_data
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.storage import StorageOptions
@@ -390,7 +391,7 @@ def test_report_figures_match_the_exported_student(tiny_job):
     import torch
     from transformers import AutoModelForSequenceClassification, pipeline
 
-    from xdistil_ray.evaluate import metrics
+    from xdistil_ray.tasks import metrics
 
     cfg, report, run_dir = tiny_job.cfg, tiny_job.report, tiny_job.local
     folder = os.path.join(run_dir, "student")

@@ -1,6 +1,8 @@
 import pytest
 
-from xdistil_ray.config import Config, ConfigError, load_config
+from xdistil_ray.config import Config
+from xdistil_ray.config import ConfigError
+from xdistil_ray.config import load_config
 
 
 def _write(tmp_path, text):

@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from xdistil_ray.data import corpus
+from xdistil_ray.tasks import corpus
 
 
 def _clean_txt(lines: list[bytes]) -> tuple[list, Counter]:

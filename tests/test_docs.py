@@ -22,7 +22,8 @@ def test_every_config_field_is_documented():
         import config_reference
     finally:
         sys.path.pop(0)
-    from xdistil_ray.config import Config, FinetuneJob
+    from xdistil_ray.config import Config
+    from xdistil_ray.config import FinetuneJob
 
     missing = [path for cfg in (Config(), FinetuneJob())
                for path, _, doc in config_reference.rows(cfg) if not doc]

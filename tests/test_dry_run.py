@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from xdistil_ray.config import ConfigError, load_config
+from xdistil_ray.config import ConfigError
+from xdistil_ray.config import load_config
 from xdistil_ray.pipelines.dry_run import dry_run
 
 

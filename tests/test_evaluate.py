@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from xdistil_ray.evaluate import metrics
-from xdistil_ray.evaluate.step import (dev_scores, measure_speed, run_model, speed,
-                                        word_predictions)
+from xdistil_ray.tasks import metrics
+from xdistil_ray.evaluate.step import measure_speed, speed
+from xdistil_ray.modeling.scoring import dev_scores, run_model, word_predictions
 
 
 def test_word_predictions_take_each_words_first_subword():

@@ -320,8 +320,8 @@ def test_an_xlmr_teacher_with_a_unigram_vocabulary_runs_the_data_teacher_and_stu
     not BERT's WordPiece: other special tokens, padding id 1, RoBERTa-style positions."""
     import pandas as pd
 
-    from xdistil_ray.data import corpus
-    from xdistil_ray.data.batches import pad_batch
+    from xdistil_ray.tasks import corpus
+    from xdistil_ray.modeling.batches import pad_batch
     from xdistil_ray.data.step import TextSettings, tokenize_batch
     from xdistil_ray.teacher.step import TeacherInference
 

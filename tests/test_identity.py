@@ -76,7 +76,8 @@ def test_a_model_replaced_at_the_same_path_refuses_the_fine_tuning_job(tmp_path)
     """jobs/finetune.py's steps hold the model's and the labeled splits' identities: a student
     exported again to the same folder is refused before any work."""
     from xdistil_ray.pipelines import finetune
-    from xdistil_ray.config import FinetuneJob, load_config
+    from xdistil_ray.config import FinetuneJob
+    from xdistil_ray.config import load_config
     from xdistil_ray.pipelines.distill import fingerprint
 
     model = tmp_path / "student"

@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from xdistil_ray.report import mlflow_log
-from xdistil_ray.config import ConfigError, load_config
+from xdistil_ray.config import ConfigError
+from xdistil_ray.config import load_config
 from xdistil_ray.run.runfolder import RunFolder
 
 REPORT = {"eval": {"student_accuracy": 0.9, "agreement": 0.95, "dev_rows": 64},

@@ -12,7 +12,8 @@ from test_families import batch, tiny_teacher
 from xdistil_ray.modeling import families
 from xdistil_ray.modeling import models
 from xdistil_ray.export import onnx_model
-from xdistil_ray.config import ConfigError, load_config
+from xdistil_ray.config import ConfigError
+from xdistil_ray.config import load_config
 
 
 def _reference(model, rows: dict, task: str) -> np.ndarray:

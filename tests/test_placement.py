@@ -1,11 +1,12 @@
 """The cluster checks made once connected: work that no node or node type could ever place, and
-local paths on a cluster of several machines (xdistil_ray/run/placement.py)."""
+local paths on a cluster of several machines (xdistil_ray/pipelines/placement.py)."""
 
 import pytest
 
-from xdistil_ray.config import ConfigError, load_config
+from xdistil_ray.config import ConfigError
+from xdistil_ray.config import load_config
 from xdistil_ray.modeling.models import resolve_teacher_path
-from xdistil_ray.run.placement import (ClusterShape, NodeShape, check, mount_type, node_types_of,
+from xdistil_ray.pipelines.placement import (ClusterShape, NodeShape, check, mount_type, node_types_of,
                                    snapshot)
 
 LAPTOP = ClusterShape("127.0.0.1", frozenset({"127.0.0.1"}),

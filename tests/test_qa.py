@@ -252,7 +252,7 @@ def test_qa_batches_and_the_stage_objective():
     import torch
 
     from xdistil_ray.distill import objective
-    from xdistil_ray.data.batches import pad_batch
+    from xdistil_ray.modeling.batches import pad_batch
     from xdistil_ray.config import LossConfig
 
     logits = [np.arange(8, dtype=np.float32), np.zeros(6, dtype=np.float32)]  # 4 and 3 tokens
@@ -377,7 +377,7 @@ def test_a_qa_students_model_card_shows_the_answerer_with_the_runs_threshold(tmp
 
     from test_families import tiny_teacher
 
-    from xdistil_ray.export import model_card
+    from xdistil_ray.report import model_card
     from xdistil_ray.config import load_config
     from xdistil_ray.modeling.models import load_tokenizer
 

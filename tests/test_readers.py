@@ -3,7 +3,7 @@ splits, ClassLabel labels) and .tsv/.csv files, read offline from files `dataset
 
 import pytest
 
-from xdistil_ray.data import corpus
+from xdistil_ray.tasks import corpus
 from xdistil_ray.config import ConfigError
 from xdistil_ray.data.readers import (data_files, delimited_records, load_records, parse_hf,
                                  resolve_source)

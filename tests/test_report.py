@@ -176,7 +176,7 @@ def test_the_students_model_card_carries_the_reports_figures(written):
 def test_a_fine_tuned_models_card(tmp_path):
     from huggingface_hub import ModelCard
 
-    from xdistil_ray.export import model_card
+    from xdistil_ray.report import model_card
     from xdistil_ray.config import FinetuneJob
 
     cfg = load_config(None, ["model=runs/agnostic/student", "task=token"], kind=FinetuneJob)
@@ -222,7 +222,7 @@ def test_the_onnx_copies_have_their_rows_and_the_int8_one_its_scores(written):
 def test_a_model_card_with_onnx_copies_says_how_to_load_them(written):
     from huggingface_hub import ModelCard
 
-    from xdistil_ray.export import model_card
+    from xdistil_ray.report import model_card
 
     rep = json.loads((written[0] / "report.json").read_text())
     rep["eval"] = {**rep["eval"], **INT8_EVAL}

@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 import pytest
 from s3server import ACCESS_KEY, SECRET_KEY
 
-from xdistil_ray.config import ConfigError, load_config
+from xdistil_ray.config import ConfigError
+from xdistil_ray.config import load_config
 from xdistil_ray.data.embedded_data import write_embedded_data
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.storage import StorageOptions

@@ -9,7 +9,8 @@ import pytest
 from s3server import ACCESS_KEY, SECRET_KEY
 
 from xdistil_ray.run import storage
-from xdistil_ray.config import ConfigError, load_config
+from xdistil_ray.config import ConfigError
+from xdistil_ray.config import load_config
 from xdistil_ray.data.readers import load_records, resolve_source
 from xdistil_ray.run.runfolder import MARKER, RunFolder
 from xdistil_ray.run.storage import StorageError, StorageOptions

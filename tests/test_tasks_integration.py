@@ -14,7 +14,8 @@ import os
 
 import pytest
 
-from xdistil_ray.config import ConfigError, load_config
+from xdistil_ray.config import ConfigError
+from xdistil_ray.config import load_config
 from xdistil_ray.data.embedded_data import write_embedded_data
 
 pytestmark = pytest.mark.integration

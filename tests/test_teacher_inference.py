@@ -173,7 +173,7 @@ def test_bf16_teacher_close_to_fp32(teacher_with_head):
 
 
 def test_top_k_logits_rebuild_the_teachers_probabilities():
-    from xdistil_ray.distill.objective import dense_logits
+    from xdistil_ray.modeling.outputs import dense_logits
     from xdistil_ray.teacher.step import top_k_logits
 
     torch.manual_seed(0)
@@ -199,7 +199,7 @@ def test_top_k_columns_through_the_sink_and_the_collate(tmp_path, teacher_path):
     from ray.data.block import BlockAccessor
     from transformers import BertConfig, BertForSequenceClassification
 
-    from xdistil_ray.data.batches import PadCollate
+    from xdistil_ray.modeling.batches import PadCollate
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -222,7 +222,7 @@ def test_top_k_columns_through_the_sink_and_the_collate(tmp_path, teacher_path):
 
 def test_top_k_columns_read_back_as_lists_become_dense_logits():
     """The evaluation reads stored columns as Python lists; the same rebuild applies."""
-    from xdistil_ray.distill.objective import with_dense_logits
+    from xdistil_ray.modeling.outputs import with_dense_logits
 
     rows = {"input_ids": [[101, 102], [101, 5, 102]],
             "logits_topk": [[4.0, 1.0], [3.0, 2.5]], "logits_index": [[2, 0], [1, 3]],

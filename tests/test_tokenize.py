@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from xdistil_ray.data import corpus
+from xdistil_ray.tasks import corpus
 from xdistil_ray.data.step import TextSettings, tokenize_batch
 
 

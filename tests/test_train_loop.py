@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from xdistil_ray.data.batches import pad_batch
+from xdistil_ray.modeling.batches import pad_batch
 from xdistil_ray.distill.train_loop import total_steps
 
 
@@ -29,7 +29,7 @@ def _collate(batch):
 
 
 def test_training_batches_refuse_an_epoch_without_a_full_batch():
-    from xdistil_ray.data.batches import batches_forever
+    from xdistil_ray.modeling.batches import batches_forever
 
     shard = _Shard(10)
     gen = batches_forever(shard, 4, 0, _collate, "cpu")
@@ -40,7 +40,7 @@ def test_training_batches_refuse_an_epoch_without_a_full_batch():
 
 
 def test_later_epochs_come_from_the_first_epochs_rows_reshuffled():
-    from xdistil_ray.data.batches import batches_forever
+    from xdistil_ray.modeling.batches import batches_forever
 
     shard = _Shard(10)
     gen = batches_forever(shard, 4, 0, _collate, "cpu", cache_bytes=10**6)
@@ -56,7 +56,7 @@ def test_later_epochs_come_from_the_first_epochs_rows_reshuffled():
 
 
 def test_rows_over_the_cache_budget_stream_every_epoch():
-    from xdistil_ray.data.batches import batches_forever
+    from xdistil_ray.modeling.batches import batches_forever
 
     shard = _Shard(10)
     gen = batches_forever(shard, 4, 0, _collate, "cpu", cache_bytes=100)
@@ -82,7 +82,7 @@ def test_total_steps():
 
 
 def test_pad_batch_token_rows():
-    from xdistil_ray.distill.losses import IGNORE_LABEL
+    from xdistil_ray.modeling.outputs import IGNORE_LABEL
 
     batch = {"input_ids": np.array([np.array([101, 7, 8, 9, 102]), np.array([101, 5, 102])], dtype=object),
              "token_type_ids": np.array([np.array([0, 0, 0, 1, 1]), np.array([0, 0, 1])], dtype=object),

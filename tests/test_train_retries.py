@@ -6,8 +6,10 @@ import pytest
 from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 from ray.train.v2.api.exceptions import WorkerGroupError
 
-from xdistil_ray.errors import (ConfigError, WillFailAgain, will_fail_again,
-                                will_fail_again_message)
+from xdistil_ray.errors import ConfigError
+from xdistil_ray.errors import WillFailAgain
+from xdistil_ray.errors import will_fail_again
+from xdistil_ray.errors import will_fail_again_message
 from xdistil_ray.distill import step as train
 
 STORAGE_ERROR = "AWS Error NETWORK_CONNECTION during PutObject operation: curlCode: 7"

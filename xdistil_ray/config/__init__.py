@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -78,6 +79,19 @@ class LabeledConfig:
     one per word."""
 
 
+@dataclass(frozen=True)
+class WindowSettings:
+    """How extractive QA splits a context into windows and decodes answers from them: the
+    settings of :class:`QAConfig` that the data step, the eval step and the Answerer share."""
+
+    max_length: int = 384
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    n_best: int = 20
+    max_windows: int = 32
+    """The most windows one context may take; a longer context is dropped."""
+
+
 @dataclass
 class QAConfig:
     """Extractive question answering (SQuAD v1.1 / v2.0): its columns, in the corpus and the
@@ -101,9 +115,7 @@ class QAConfig:
     """The most windows a context may take (32 at the defaults: about 8,000 tokens); a row
     whose context needs more is dropped as `context_too_long`."""
 
-    def windows(self):
-        from xdistil_ray.tasks.qa import WindowSettings
-
+    def windows(self) -> WindowSettings:
         return WindowSettings(self.max_length, self.doc_stride, self.max_answer_length,
                               self.n_best, self.max_windows)
 
@@ -545,12 +557,32 @@ that student kept 98.5% of the teacher's dev F1 at 108 + 108 + 63 steps (2026-11
 its 0.37 steps/s on 2 CPU cores the 1,000-step floor made each stage about 45 minutes."""
 
 
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+"""The recipes shipped in the package (``xdistil_ray/recipes/*.yaml``; ``jobs/configs`` links
+here): ``--config tiny`` names ``recipes/tiny.yaml``."""
+
+
+def recipe_names() -> list[str]:
+    return sorted(name[:-5] for name in os.listdir(RECIPES) if name.endswith(".yaml"))
+
+
+def config_path(path: str) -> str:
+    """``path`` itself when it is a file; else the shipped recipe it names (``tiny`` or
+    ``tiny.yaml``); else ``path`` (which then is reported missing)."""
+    if os.path.isfile(path) or os.path.dirname(path):
+        return path
+    recipe = os.path.join(RECIPES, path if path.endswith(".yaml") else f"{path}.yaml")
+    return recipe if os.path.isfile(recipe) else path
+
+
 def _read_yaml(path: str) -> dict:
+    path = config_path(path)
     try:
         with open(path, encoding="utf-8") as f:
             file_data = yaml.safe_load(f) or {}
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise ConfigError(f"config file not found: {path} (recipes shipped with the package, "
+                          f"named without a folder: {', '.join(recipe_names())})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(file_data, dict):

@@ -1,7 +1,7 @@
 """Finding corpus files and reading them as Ray Datasets of raw rows.
 
 Files are read as raw bytes lines (text and JSON Lines) so that a bad byte costs only its own
-line, never the rest of the file; decoding happens in :mod:`xdistil_ray.data.corpus`.
+line, never the rest of the file; decoding happens in :mod:`xdistil_ray.tasks.corpus`.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def read_raw(source: CorpusSource, *, columns: list[str], max_line_bytes: int = 
     `datasets` inputs (their arrow or parquet files) pass through the driver.
 
     Returns:
-        (dataset, encoding): ``encoding`` tells :func:`xdistil_ray.data.corpus.clean_rows` how the
+        (dataset, encoding): ``encoding`` tells :func:`xdistil_ray.tasks.corpus.clean_rows` how the
         ``raw`` column is encoded (``txt``, ``jsonl`` or ``records``).
     """
     import ray.data
@@ -167,7 +167,7 @@ def load_records(source: CorpusSource, *, columns: list[str]) -> tuple[list, str
     `datasets` ``ClassLabel`` column (and lists of them: token tags) are read as their names.
 
     Returns:
-        (rows, encoding) as :func:`xdistil_ray.data.corpus.clean_rows` takes them.
+        (rows, encoding) as :func:`xdistil_ray.tasks.corpus.clean_rows` takes them.
     """
     if source.kind == "files" and source.fmt == "txt":
         raise ConfigError(f"{source.path}: labeled data needs .jsonl, .parquet, .tsv, .csv or a "
@@ -543,10 +543,10 @@ def delimited_header(source: CorpusSource, columns: list[str]) -> bool:
 
 def delimited_records(chunks: Iterator[bytes], fmt: str, columns: list[str],
                       header: bool) -> Iterator[dict]:
-    """One file's rows as dicts of ``columns`` plus :data:`xdistil_ray.data.corpus.ROW_REASON`
+    """One file's rows as dicts of ``columns`` plus :data:`xdistil_ray.tasks.corpus.ROW_REASON`
     ("" or why the row is bad: a field count unlike the file's first row's, bytes that are not
     UTF-8, an empty line)."""
-    from xdistil_ray.data import corpus
+    from xdistil_ray.tasks import corpus
 
     index: dict[str, int] = {}
     width = 0
@@ -575,14 +575,14 @@ def delimited_records(chunks: Iterator[bytes], fmt: str, columns: list[str],
 
 class DelimitedDatasource(FileBasedDatasource):
     """Reads .tsv/.csv files as rows of ``columns`` (strings) and
-    :data:`xdistil_ray.data.corpus.ROW_REASON`."""
+    :data:`xdistil_ray.tasks.corpus.ROW_REASON`."""
 
     def __init__(self, paths: list[str], filesystem, fmt: str, columns: list[str], header: bool):
         super().__init__(paths, filesystem=filesystem)
         self._fmt, self._columns, self._header = fmt, columns, header
 
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
-        from xdistil_ray.data import corpus
+        from xdistil_ray.tasks import corpus
 
         names = self._columns + [corpus.ROW_REASON]
         rows: list[dict] = []

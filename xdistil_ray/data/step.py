@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from xdistil_ray.data import corpus
+from xdistil_ray.tasks import corpus
 from xdistil_ray.tasks import qa
 from xdistil_ray.errors import ConfigError
 from xdistil_ray.observe.progress import counted, start_actor

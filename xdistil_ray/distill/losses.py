@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from xdistil_ray.modeling.outputs import IGNORE_LABEL
+
 _MASKED_SCORE = -1e9  # finite: a fully masked row stays defined (uniform), never NaN
 
 
@@ -100,8 +102,6 @@ def span_logits(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch
     return spans
 
 
-IGNORE_LABEL = -100
-"""Label of positions that take no part in the loss (padding, special tokens, later sub-words)."""
 
 
 def label_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,

@@ -11,6 +11,8 @@ import re
 
 from torch import nn
 
+from xdistil_ray.modeling.layer_maps import uniform_layers
+
 EMBEDDINGS = "embeddings"
 HEAD = "head"
 # Blocks: encoder.layer.<i> (BERT-like, DeBERTa), transformer.layer.<i> (DistilBERT),
@@ -76,14 +78,6 @@ def apply_groups(module: nn.Module, groups: set[str], never: set[str] = frozense
 
 
 # ------------------------------------------------------------------ layer mappings
-
-def uniform_layers(num_teacher: int, num_student: int) -> list[int]:
-    """Teacher block (1-based) for each student block: uniformly spaced, ending at the top."""
-    if num_student >= num_teacher:
-        return [min(i, num_teacher) for i in range(1, num_student + 1)]
-    step = num_teacher / num_student
-    return [int(round(step * (i + 1))) for i in range(num_student)]
-
 
 def _resolve(layer: int, num_layers: int, who: str) -> int:
     index = layer if layer >= 0 else num_layers + 1 + layer

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from xdistil_ray.config import Config
 from xdistil_ray.config.checks import stage_data
-from xdistil_ray.distill.objective import TOPK_COLUMNS, LossSpec
+from xdistil_ray.distill.objective import LossSpec
+from xdistil_ray.modeling.outputs import TOPK_COLUMNS
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.distill.train_loop import StageSpec, total_steps
 
@@ -65,7 +66,7 @@ def stage_folder(k: int, name: str) -> str:
 
 def stored_columns(specs: list[LossSpec], top_k: int = 0) -> list[str]:
     """Teacher inference columns a stage with stored targets reads (top-k logits: their three
-    columns, see :data:`xdistil_ray.distill.objective.TOPK_COLUMNS`)."""
+    columns, see :data:`xdistil_ray.modeling.outputs.TOPK_COLUMNS`)."""
     types = {s.type for s in specs}
     columns = []
     if "logits" in types:

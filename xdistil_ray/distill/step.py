@@ -149,7 +149,8 @@ def fit_with_retries(fit, run: RunFolder, rel: str, retries: int, wait_s: float 
     from ray.train import TrainingFailedError
 
     from xdistil_ray.run import storage
-    from xdistil_ray.errors import ConfigError, will_fail_again_message
+    from xdistil_ray.errors import ConfigError
+    from xdistil_ray.errors import will_fail_again_message
 
     failures = outages = 0
     while True:

@@ -36,7 +36,7 @@ from xdistil_ray.distill.checkpoint import (DEEPSPEED_TAG, LOSSES_FILE, MODEL_DI
                                     safe_load, usable_checkpoint, use_safe_loading,
                                     verify_checkpoint,
                                     write_rank_manifest)
-from xdistil_ray.data.batches import PadCollate, batches_forever
+from xdistil_ray.modeling.batches import PadCollate, batches_forever
 from xdistil_ray.errors import will_fail_again
 from xdistil_ray.distill.objective import LossSpec
 from xdistil_ray.distill import validation as validation_mod

@@ -199,7 +199,7 @@ class Validation:
 
     @torch.no_grad()
     def _score(self, model) -> float:
-        from xdistil_ray.evaluate.step import DEV_COLUMNS, dev_scores, read_rows
+        from xdistil_ray.modeling.scoring import DEV_COLUMNS, dev_scores, read_rows
 
         if self._rows is None:
             self._rows = read_rows(self.spec.run, list(self.spec.validation), DEV_COLUMNS,
@@ -301,8 +301,8 @@ class HeldoutLoss(Validation):
 
     @torch.no_grad()
     def _score(self, model) -> float:
-        from xdistil_ray.data.batches import PadCollate
-        from xdistil_ray.evaluate.step import read_rows
+        from xdistil_ray.modeling.batches import PadCollate
+        from xdistil_ray.modeling.scoring import read_rows
 
         trainer, spec = self._trainer, self.spec
         if self._batches is None:

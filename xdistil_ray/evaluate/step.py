@@ -16,95 +16,22 @@ import tempfile
 import time
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
-from xdistil_ray.evaluate import metrics
+from xdistil_ray.tasks import metrics
 from xdistil_ray.tasks import qa
-from xdistil_ray.modeling.models import model_inputs, task_logits
-from xdistil_ray.distill.objective import TOPK_COLUMNS, with_dense_logits
+from xdistil_ray.modeling.models import model_inputs
+from xdistil_ray.modeling.outputs import TOPK_COLUMNS, with_dense_logits
 from xdistil_ray.run.runfolder import RunFolder
-from xdistil_ray.data.batches import pad_batch
+from xdistil_ray.modeling.scoring import (DEV_COLUMNS, dev_scores, padded_batch, pooling,
+                                          qa_answers, read_rows, run_model, scores_of)
 
 STEP = "eval"
 VERSION = 3
 """The figures' version (3: ONNX Runtime's): a run folder evaluated by an older one is
 measured again."""
-DEV_COLUMNS = ["input_ids", "token_type_ids", "label", "word_ids", "tags", "example", "context",
-               "offset_start", "offset_end", "answers"]
-"""What dev scores read of a dev set (those its task has)."""
 QA_COLUMNS = ["example", "context", "offset_start", "offset_end"]
 """What decoding QA answers reads of a window besides its tokens."""
-
-
-def read_rows(run: RunFolder, paths: list[str], columns: list[str], limit: int,
-              heldout_only: bool) -> dict[str, list]:
-    """Up to ``limit`` rows of ``columns`` (those the files have) from committed parquet files,
-    streamed file by file."""
-    out: dict[str, list] = {}
-    for path in paths:
-        with run.fs.open_input_file(path) as f:
-            pf = pq.ParquetFile(f)
-            present = [c for c in columns if c in pf.schema_arrow.names]
-            table = pf.read(columns=present + (["heldout"] if heldout_only else []))
-        if heldout_only:
-            table = table.filter(table.column("heldout"))
-        for c in present:
-            out.setdefault(c, []).extend(table.column(c).to_pylist())
-        if len(out.get(columns[0], [])) >= limit:
-            break
-    return {c: v[:limit] for c, v in out.items()}
-
-
-def _batch(rows: dict, start: int, stop: int, pad_id: int, device="cpu") -> dict:
-    part = {k: rows[k][start:stop] for k in ("input_ids", "token_type_ids") if k in rows}
-    return {k: v.to(device) for k, v in pad_batch(part, pad_id, None).items()}
-
-
-def pooling(task: str) -> str:
-    """The sentence representation compared with the teacher's: the CLS state for sentence and
-    pair heads (what their classifiers read), the mean over real tokens otherwise."""
-    return "cls" if task in ("sentence", "pair") else "mean"
-
-
-@torch.inference_mode()
-def run_model(model, rows: dict, pool: str, batch_size: int = 128):
-    """One pass over ``rows``: per-row predictions (logits [C], or [T, C] over real tokens for
-    token tasks; None for a plain encoder) and the last layer's sentence representations
-    [N, H], on the model's device (a training worker's GPU, in bf16, scores its dev set)."""
-    pad_id = model.config.pad_token_id or 0
-    device = next(model.parameters()).device
-    preds: list[np.ndarray] | None = []
-    reps = []
-    for start in range(0, len(rows["input_ids"]), batch_size):
-        batch = _batch(rows, start, start + batch_size, pad_id, device)
-        result = model(**model_inputs(model, batch), output_hidden_states=True)
-        mask = batch["attention_mask"]
-        states = result.hidden_states[-1].float()
-        if pool == "cls":
-            reps.append(states[:, 0].cpu().numpy())
-        else:
-            reps.append(((states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
-                        .cpu().numpy())
-        logits = task_logits(result)
-        if logits is None:
-            preds = None
-        elif logits.dim() == 3:
-            preds.extend(l[: int(n)].float().cpu().numpy() for l, n in zip(logits, mask.sum(1)))
-        else:
-            preds.extend(logits.float().cpu().numpy())
-    width = model.config.hidden_size
-    return preds, (np.concatenate(reps) if reps else np.zeros((0, width), np.float32))
-
-
-def word_predictions(token_logits: np.ndarray, word_ids: list[int]) -> list[int]:
-    """Token-level logits [T, C] -> one prediction per word, from the word's first sub-word."""
-    preds, previous = [], -1
-    for t, w in enumerate(word_ids):
-        if w >= 0 and w != previous:
-            preds.append(int(token_logits[t].argmax()))
-        previous = w
-    return preds
 
 
 def fidelity(task: str, teacher, student, heldout: dict, num_labels: int,
@@ -139,19 +66,6 @@ def agreement_with_teacher(task: str, preds, teacher_preds, heldout: dict, num_l
             "kl_divergence": metrics.kl_divergence(stored, preds, num_labels)}
 
 
-def qa_answers(preds: list[np.ndarray], rows: dict, windows: qa.WindowSettings) -> dict:
-    """Each question's (``example``'s) best answer over its windows' [T, 2] start/end logits
-    (CLS first in every window, as every supported family's tokenizer puts it)."""
-    by_example: dict = {}
-    for i, example in enumerate(rows["example"]):
-        by_example.setdefault(example, []).append(i)
-    return {example: qa.best_answer(
-        [{"start_logits": preds[i][:, 0], "end_logits": preds[i][:, 1], "cls": 0,
-          "offset_start": rows["offset_start"][i], "offset_end": rows["offset_end"][i]}
-         for i in idx], rows["context"][idx[0]], windows)
-        for example, idx in by_example.items()}
-
-
 def _answer_agreement(teacher: dict, student: dict) -> dict:
     def said(answer):
         return "" if answer.null_margin > 0 or not answer.text else answer.text
@@ -161,33 +75,6 @@ def _answer_agreement(teacher: dict, student: dict) -> dict:
     return {"heldout_questions": len(pairs),
             "agreement": sum(qa.exact_match(s, t) for s, t in pairs) / n,
             "agreement_f1": sum(qa.f1_score(s, t) for s, t in pairs) / n}
-
-
-def dev_scores(task: str, model, dev: dict, label_names: list[str],
-               windows: qa.WindowSettings | None = None) -> dict:
-    """Accuracy and macro-F1 (sentence, pair), word accuracy and entity-level F1 (token), or
-    SQuAD's exact match and F1 (qa; with unanswerable questions, HasAns / NoAns too)."""
-    preds, _ = run_model(model, dev, pooling(task))
-    return scores_of(task, preds, dev, label_names, windows)
-
-
-def scores_of(task: str, preds: list[np.ndarray], dev: dict, label_names: list[str],
-              windows: qa.WindowSettings | None = None) -> dict:
-    """:func:`dev_scores` from per-row predictions (:func:`run_model`'s, or ONNX Runtime's)."""
-    if task == "qa":
-        answers = qa_answers(preds, dev, windows)
-        golds = {}
-        for example, gold in zip(dev["example"], dev["answers"]):
-            golds.setdefault(example, list(gold))
-        return qa.squad_scores(answers, golds)
-    if task == "token":
-        pred = [[label_names[i] for i in word_predictions(o, w)]
-                for o, w in zip(preds, dev["word_ids"])]
-        # words cut off by truncation have no prediction and are not scored
-        gold = [list(tags)[: len(p)] for p, tags in zip(pred, dev["tags"])]
-        return metrics.entity_scores(gold, pred)
-    gold = np.array([label_names.index(str(v)) for v in dev["label"]])
-    return metrics.classification_scores(gold, np.stack(preds).argmax(-1), len(label_names))
 
 
 def _sync(device: str) -> None:
@@ -204,7 +91,7 @@ def measure_speed(model, rows: dict, *, batch_size: int, repeats: int, device: s
     n = len(rows["input_ids"])
 
     def timed(start: int, stop: int) -> float:
-        batch = model_inputs(model, _batch(rows, start, stop, pad_id, device))
+        batch = model_inputs(model, padded_batch(rows, start, stop, pad_id, device))
         _sync(device)
         t0 = time.perf_counter()
         model(**batch)
@@ -297,7 +184,7 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
 
 
 def _numpy_batch(rows: dict, start: int, stop: int, pad_id: int) -> dict:
-    return {k: v.numpy() for k, v in _batch(rows, start, stop, pad_id).items()}
+    return {k: v.numpy() for k, v in padded_batch(rows, start, stop, pad_id).items()}
 
 
 def _onnx_path(student_dir: str, variant: str) -> str:

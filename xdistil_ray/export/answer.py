@@ -44,7 +44,7 @@ class Answerer:
 
     @torch.inference_mode()
     def __call__(self, *, question: str, context: str) -> dict:
-        from xdistil_ray.data.batches import pad_batch
+        from xdistil_ray.modeling.batches import pad_batch
         from xdistil_ray.modeling.models import model_inputs, task_logits
 
         question = question.lstrip()

@@ -155,7 +155,7 @@ class Session:
 
 def predictions(session: Session, batches) -> list[np.ndarray] | None:
     """Per-row predictions over ``batches`` (dicts of [B, T] int arrays, with
-    ``attention_mask``), as ``evaluate.step.run_model`` gives them: logits [C], or [T, C] over
+    ``attention_mask``), as ``modeling.scoring.run_model`` gives them: logits [C], or [T, C] over
     the real tokens for per-token tasks."""
     preds: list[np.ndarray] = []
     for batch in batches:

@@ -9,7 +9,7 @@ from torch import nn
 
 from xdistil_ray.modeling import families
 from xdistil_ray.config import EMBEDDED
-from xdistil_ray.distill.schedule import uniform_layers
+from xdistil_ray.modeling.layer_maps import uniform_layers
 
 
 def resolve_teacher_path(model: str) -> str:

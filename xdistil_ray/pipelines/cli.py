@@ -17,7 +17,9 @@ from xdistil_ray.config import ConfigError
 
 def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config", help="YAML config file (default: the built-in defaults)")
+    p.add_argument("--config", help="a YAML config file, or a recipe shipped with the package by "
+                                    "its name (tiny, default, three_stage, ...); default: the "
+                                    "built-in defaults")
     p.add_argument("--verbose", action="store_true",
                    help="show everything on the console (Ray, Ray Data, DeepSpeed, transformers, "
                         "workers), not only the project's lines; <run>/logs/ has it either way")

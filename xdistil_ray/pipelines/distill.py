@@ -19,7 +19,9 @@ from xdistil_ray import config as config_mod
 from xdistil_ray.observe import console
 from xdistil_ray.run import identity
 from xdistil_ray.distill import stage_plan
-from xdistil_ray.config import EMBEDDED, Config, ConfigError
+from xdistil_ray.config import EMBEDDED
+from xdistil_ray.config import Config
+from xdistil_ray.config import ConfigError
 from xdistil_ray.config.checks import stage_data
 from xdistil_ray.run.identity import CONTENT
 from xdistil_ray.data.readers import CorpusSource, resolve_source
@@ -477,10 +479,10 @@ def apply_ray_env(local: bool) -> dict[str, str]:
 def init_ray(cfg: Config) -> None:
     """Connects to the cluster (``ray.address``, or the one a ``ray job submit`` runs in), or
     starts a local Ray on loopback; then refuses work the cluster could never place and local
-    paths its other machines would not see (:func:`xdistil_ray.run.placement.check`)."""
+    paths its other machines would not see (:func:`xdistil_ray.pipelines.placement.check`)."""
     import ray
 
-    from xdistil_ray.run import placement
+    from xdistil_ray.pipelines import placement
 
     if not ray.is_initialized():
         _connect(cfg)

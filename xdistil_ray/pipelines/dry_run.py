@@ -15,7 +15,8 @@ from xdistil_ray.run import identity
 from xdistil_ray.pipelines import distill as pipeline
 from xdistil_ray.distill import stage_plan
 from xdistil_ray.distill.checkpoint import newest_progress
-from xdistil_ray.config import EMBEDDED, Config
+from xdistil_ray.config import EMBEDDED
+from xdistil_ray.config import Config
 from xdistil_ray.config.checks import stage_data
 from xdistil_ray.data.readers import CorpusSource
 from xdistil_ray.run.runfolder import STARTED, RunFolder

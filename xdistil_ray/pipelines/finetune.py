@@ -23,7 +23,10 @@ from xdistil_ray.run import identity
 from xdistil_ray.pipelines import distill as pipeline
 from xdistil_ray.distill import stage_plan
 from xdistil_ray.run import storage
-from xdistil_ray.config import EMBEDDED, ConfigError, FinetuneJob, dump_yaml
+from xdistil_ray.config import EMBEDDED
+from xdistil_ray.config import ConfigError
+from xdistil_ray.config import FinetuneJob
+from xdistil_ray.config import dump_yaml
 from xdistil_ray.data.readers import resolve_source
 from xdistil_ray.run.runfolder import RunFolder
 

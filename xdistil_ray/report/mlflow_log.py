@@ -14,7 +14,8 @@ mlflow (``mlflow-skinny``) is the ``mlflow`` extra. MLflow 3 refuses its ``file:
 from __future__ import annotations
 
 from xdistil_ray.report import tracking
-from xdistil_ray.config import flatten, to_dict
+from xdistil_ray.config import flatten
+from xdistil_ray.config import to_dict
 from xdistil_ray.run.runfolder import RunFolder
 
 EXTRA = "mlflow"

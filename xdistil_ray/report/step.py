@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import posixpath
 
-from xdistil_ray.export import model_card
+from xdistil_ray.report import model_card
 from xdistil_ray.report import plots
 from xdistil_ray.report import tables
 from xdistil_ray.observe import tensorboard_log

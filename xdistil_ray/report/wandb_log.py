@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 
 from xdistil_ray.report import tracking
-from xdistil_ray.config import flatten, to_dict
+from xdistil_ray.config import flatten
+from xdistil_ray.config import to_dict
 from xdistil_ray.run.runfolder import RunFolder
 
 EXTRA = "wandb"

@@ -14,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+from typing import TYPE_CHECKING
 
 import pyarrow.fs as pafs
 
-from xdistil_ray.data.readers import CorpusSource
+if TYPE_CHECKING:  # a type only: the run layer sits below the data layer that reads corpora
+    from xdistil_ray.data.readers import CorpusSource
 
 HASH_LIMIT = 64 * 2**20
 CONTENT = "content"

@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from xdistil_ray.data import corpus
+from xdistil_ray.config import WindowSettings
+from xdistil_ray.tasks import corpus
 
 MISSING_QUESTION = "missing_question"
 MISSING_CONTEXT = "missing_context"
@@ -48,14 +49,6 @@ NO_OFFSET = -1
 """Offset of a window token outside the context (question, special tokens)."""
 
 
-@dataclass(frozen=True)
-class WindowSettings:
-    max_length: int = 384
-    doc_stride: int = 128
-    max_answer_length: int = 30
-    n_best: int = 20
-    max_windows: int = 32
-    """The most windows one context may take; a longer context is dropped."""
 
 
 class NotSquad(ValueError):
@@ -122,7 +115,7 @@ def clean_rows(raw: list, *, source: str, labeled: bool, fits: Callable[[str, st
     Returns:
         Columns ``question``, ``context``, with ``labeled`` ``answers`` (dicts), ``text`` (the
         question and context joined, for dedup keys), ``reason`` ("" for kept rows; a reason
-        of :mod:`xdistil_ray.data.corpus` or of this module).
+        of :mod:`xdistil_ray.tasks.corpus` or of this module).
     """
     out: dict[str, list] = {"question": [], "context": [], "text": [], "reason": []}
     if labeled:

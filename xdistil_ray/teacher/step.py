@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from xdistil_ray.data.corpus import object_array
+from xdistil_ray.tasks.corpus import object_array
 from xdistil_ray.modeling.models import PER_TOKEN_TASKS
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.teacher.shards import (SHARDS, ShardLedger, ShardPartsDatasink,
@@ -104,7 +104,7 @@ class TeacherInference:
 
     @torch.inference_mode()
     def _forward(self, rows: list, types: list | None) -> dict[str, list[np.ndarray]]:
-        from xdistil_ray.data.batches import pad_batch
+        from xdistil_ray.modeling.batches import pad_batch
         from xdistil_ray.modeling.models import model_inputs, task_logits
 
         batch = pad_batch({"input_ids": rows, **({"token_type_ids": types} if types else {})},
@@ -134,8 +134,8 @@ class TeacherInference:
 
 def top_k_logits(logits: torch.Tensor, k: int) -> dict[str, np.ndarray]:
     """[N, C] logits -> the k largest (fp16), their indices (int32) and the log-sum-exp of the
-    other C - k (fp16): the columns of :data:`xdistil_ray.distill.objective.TOPK_COLUMNS`, which
-    :func:`xdistil_ray.distill.objective.dense_logits` rebuilds a full row from."""
+    other C - k (fp16): the columns of :data:`xdistil_ray.modeling.outputs.TOPK_COLUMNS`, which
+    :func:`xdistil_ray.modeling.outputs.dense_logits` rebuilds a full row from."""
     values, index = logits.topk(k, dim=-1)
     rest = logits.scatter(-1, index, float("-inf")).logsumexp(-1)
     return {"logits_topk": values.to(torch.float16).cpu().numpy(),

@@ -9,8 +9,8 @@ import threading
 import numpy as np
 import torch
 
-from xdistil_ray.distill import objective
-from xdistil_ray.distill.losses import IGNORE_LABEL
+from xdistil_ray.modeling import outputs
+from xdistil_ray.modeling.outputs import IGNORE_LABEL
 
 
 def _pad(rows: list[np.ndarray], length: int, value, dtype, tail: tuple = ()) -> torch.Tensor:
@@ -48,7 +48,7 @@ def pad_batch(batch: dict, pad_id: int, label_index: dict[str, int] | None,
            "attention_mask": _pad([np.ones(n) for n in lengths], length, 0, np.int64)}
     if "token_type_ids" in batch:
         out["token_type_ids"] = _pad(list(batch["token_type_ids"]), length, 0, np.int64)
-    for column, key in objective.STORED_COLUMNS.items():
+    for column, key in outputs.STORED_COLUMNS.items():
         if column not in batch:
             continue
         values = [np.asarray(v, dtype=np.float32) for v in batch[column]]
@@ -80,7 +80,7 @@ class PadCollate:
         self.per_token = per_token
 
     def __call__(self, batch: dict) -> dict:
-        batch = objective.with_dense_logits(batch, len(self.label_index))
+        batch = outputs.with_dense_logits(batch, len(self.label_index))
         return pad_batch(batch, self.pad_id, self.label_index, self.per_token)
 
 

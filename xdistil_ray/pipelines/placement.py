@@ -22,7 +22,8 @@ import sys
 from dataclasses import dataclass, field
 
 from xdistil_ray.run import storage
-from xdistil_ray.config import EMBEDDED, ConfigError
+from xdistil_ray.config import EMBEDDED
+from xdistil_ray.config import ConfigError
 
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph",
                        "glusterfs", "9p", "virtiofs", "wekafs", "fuse")
