@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+from xdistil_ray.observe import console
 from xdistil_ray.observe.console import Console
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,3 +88,51 @@ def test_capture_routes_python_native_and_child_output_to_the_log(tmp_path):
     for noise in ("[xdistil] shown", "python noise", "a library warning", "native noise",
                   "child noise"):
         assert noise in text
+
+
+def test_the_packages_log_records_are_its_console_lines(capsys):
+    """Library modules log (``logging.getLogger(__name__)``); every process that imports the
+    package shows the records as ``[xdistil]`` lines, and code that imports it quiets them as
+    any library's logs."""
+    import logging
+
+    logger = logging.getLogger("xdistil_ray.pipelines.distill")
+    logger.info("data: running")
+    logger.warning("the teacher's head names ['neg', 'pos']")
+    console.show("[xdistil] done in 5s\n[xdistil] report:  run/report.md")
+    assert capsys.readouterr().out.splitlines() == [
+        "[xdistil] data: running", "[xdistil] warning: the teacher's head names ['neg', 'pos']",
+        "[xdistil] done in 5s", "[xdistil] report:  run/report.md"]
+    package = logging.getLogger("xdistil_ray")
+    level = package.level
+    package.setLevel(logging.WARNING)
+    try:
+        logger.info("data: running")
+        assert capsys.readouterr().out == ""
+    finally:
+        package.setLevel(level)
+
+
+def test_library_modules_print_only_where_listed():
+    """Output for the person watching goes through logging; ``print`` stays where a command
+    prints its own output or a worker writes a line for its log only."""
+    import ast
+    import os
+
+    import xdistil_ray
+
+    allowed = {"pipelines/cli.py": "an error on stderr before any console exists",
+               "pipelines/dry_run.py": "the plan is the dry run's output",
+               "distill/train_loop.py": "a worker's line for its log, not the console",
+               "observe/console.py": "the console itself"}
+    root = os.path.dirname(xdistil_ray.__file__)
+    found = set()
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                tree = ast.parse(open(path, encoding="utf-8").read())
+                if any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"
+                       for n in ast.walk(tree)):
+                    found.add(os.path.relpath(path, root))
+    assert found <= set(allowed), found - set(allowed)

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from xdistil_ray.run.runfolder import RunFolder
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the worker loop (torch, DeepSpeed) is imported where a group starts: Ray
     # Data's tasks run _rows_with_heldout from this module and need no model code
@@ -165,19 +168,17 @@ def fit_with_retries(fit, run: RunFolder, rel: str, retries: int, wait_s: float 
                 if outages == retries:
                     raise
                 outages += 1
-                print(f"[xdistil] {rel}: storage failed under training "
-                      f"({storage.first_line(e)}); waiting on storage, then resuming from the "
-                      "newest checkpoint", flush=True)
+                log.info(f"{rel}: storage failed under training "
+                         f"({storage.first_line(e)}); waiting on storage, then resuming from the "
+                         "newest checkpoint")
                 waited = storage.wait_until_reachable(run.uri, run.options, wait_s)
-                print(f"[xdistil] {rel}: storage answers again after {waited:.0f} s: resuming",
-                      flush=True)
+                log.info(f"{rel}: storage answers again after {waited:.0f} s: resuming")
                 continue
             if failures == retries:
                 raise
             failures += 1
-            print(f"[xdistil] {rel}: a training worker failed ({_first_line(e)}); restarting "
-                  f"from the newest checkpoint (failure {failures} of at most {retries})",
-                  flush=True)
+            log.info(f"{rel}: a training worker failed ({_first_line(e)}); restarting "
+                     f"from the newest checkpoint (failure {failures} of at most {retries})")
 
 
 def _first_line(e: BaseException) -> str:

@@ -29,7 +29,7 @@ import torch
 from xdistil_ray.distill import objective
 from xdistil_ray.distill import schedule
 from xdistil_ray.run import storage
-from xdistil_ray.observe import tensorboard_log
+from xdistil_ray.observe import console, tensorboard_log
 from xdistil_ray.distill.checkpoint import (DEEPSPEED_TAG, LOSSES_FILE, MODEL_DIR, MODULE_FILE,
                                     PROGRESS_FILE, loads_deepspeed_state, read_progress,
                                     save_student,
@@ -595,9 +595,13 @@ def _means_across_ranks(windows: dict[str, list[torch.Tensor]]) -> dict[str, flo
 
 
 def say(line: str) -> None:
-    """One line on the worker's real stdout, which Ray forwards to the driver once (Ray Train's
-    print patch would log it twice); the driver's console shows the ``[xdistil]`` ones."""
-    print(line, file=sys.__stdout__, flush=True)
+    """An ``[xdistil]`` line as a record of the package's logger (:func:`console.show`); any
+    other line on the worker's real stdout, which Ray forwards to the driver once (Ray Train's
+    print patch would log it twice) and the driver's console keeps in the workers' log."""
+    if console.is_project_line(line):
+        console.show(line)
+    else:
+        print(line, file=sys.__stdout__, flush=True)
 
 
 def steady_rate(history: list, after_step: int) -> float | None:

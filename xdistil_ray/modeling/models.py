@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -10,6 +11,8 @@ from torch import nn
 from xdistil_ray.modeling import families
 from xdistil_ray.config import EMBEDDED
 from xdistil_ray.modeling.layer_maps import uniform_layers
+
+log = logging.getLogger(__name__)
 
 
 def resolve_teacher_path(model: str) -> str:
@@ -71,9 +74,9 @@ def teacher_label_order(path: str, label_names: list[str], task: str) -> list[st
     by_folded = {name.casefold(): name for name in label_names}
     if sorted(by_folded) == sorted(h.casefold() for h in heads) and len(by_folded) == len(heads):
         return [by_folded[h.casefold()] for h in heads]
-    print(f"[xdistil] warning: the teacher's head names {heads}, the labeled data {label_names}; "
-          "its outputs are taken in the data's sorted order. Give the teacher a head whose "
-          "id2label names the data's labels if that is not its order.", flush=True)
+    log.warning(f"the teacher's head names {heads}, the labeled data {label_names}; "
+                "its outputs are taken in the data's sorted order. Give the teacher a head whose "
+                "id2label names the data's labels if that is not its order.")
     return list(label_names)
 
 

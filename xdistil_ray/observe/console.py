@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import shutil
@@ -37,6 +38,47 @@ _LABEL = re.compile(r"^\[xdistil\] ([^:]+):")
 
 def is_project_line(line: str) -> bool:
     return line.startswith(PREFIX)
+
+
+class LineHandler(logging.Handler):
+    """The package's log records as console lines: ``[xdistil] <message>`` (``[xdistil] warning:
+    <message>`` at WARNING and above), written to this process's stdout as it is when the record
+    comes: the console's capture in a job's driver, the output Ray forwards to the driver in a
+    worker, pytest's capture in a test."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                text = f"warning: {text}"
+            sys.stdout.write(f"{PREFIX} {text}\n")
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001 - logging's own convention
+            self.handleError(record)
+
+
+def show(text: str) -> None:
+    """Lines built whole (``[xdistil] label: ...``, one or several) as records of the package's
+    logger: the same lines again on the console, through :class:`LineHandler`."""
+    for line in text.splitlines():
+        message = line.removeprefix(PREFIX).lstrip()
+        if message.startswith("warning: "):
+            logging.getLogger("xdistil_ray").warning(message.removeprefix("warning: "))
+        else:
+            logging.getLogger("xdistil_ray").info(message)
+
+
+def install_line_handler() -> None:
+    """Shows the ``xdistil_ray`` loggers' records (INFO and above) as console lines, in every
+    process that imports the package (``xdistil_ray/__init__.py``): the driver and each Ray
+    worker. Code that imports the package quiets them as any library's logs:
+    ``logging.getLogger("xdistil_ray").setLevel(logging.WARNING)``, or removes the handler."""
+    logger = logging.getLogger("xdistil_ray")
+    if not any(isinstance(h, LineHandler) for h in logger.handlers):
+        logger.addHandler(LineHandler())
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+        logger.propagate = False  # not twice where the root logger has a handler too
 
 
 class Console:

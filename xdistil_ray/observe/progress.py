@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from xdistil_ray.observe import ray_metrics
+from xdistil_ray.observe import console, ray_metrics
 
 
 class Throughput:
@@ -58,12 +58,12 @@ class ProgressActor:
     def add(self, label: str, rows: int) -> None:
         line = self.passes[label].add(rows)
         if line:
-            print(line, flush=True)
+            console.show(line)
 
     def finish(self, label: str) -> int:
         """Prints the pass's last line; returns its row count."""
         t = self.passes.pop(label)
-        print(t.line(), flush=True)
+        console.show(t.line())
         return t.rows
 
 

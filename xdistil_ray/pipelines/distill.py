@@ -305,9 +305,8 @@ class Steps:
         if not problems:
             return marker
         for line in problems:
-            print(f"[xdistil] {rel}: {line}", flush=True)
-        print(f"[xdistil] {rel}: its files differ from its {MARKER} marker: running it again",
-              flush=True)
+            log.info(f"{rel}: {line}")
+        log.info(f"{rel}: its files differ from its {MARKER} marker: running it again")
         self.run.delete(rel, MARKER)
         return None
 
@@ -320,19 +319,19 @@ class Steps:
         end (training stages: their workers do)."""
         marker = self.verified(rel, self.run.marker(rel) if derived else self.check(rel, fp))
         if marker is not None and derived and changed_fields(marker.get("fingerprint", {}), fp):
-            print(f"[xdistil] {rel}: settings changed, measuring again", flush=True)
+            log.info(f"{rel}: settings changed, measuring again")
             marker = None
         if marker is not None:
-            print(f"[xdistil] {rel}: complete, skipped", flush=True)
+            log.info(f"{rel}: complete, skipped")
             return marker
         if resumable and self.run.read_marker(f"{rel}/{STARTED}") is None:
             self.run.write_json(f"{rel}/{STARTED}", {"fingerprint": fp})
         started = time.time()
         if announce:
-            print(f"[xdistil] {rel}: running", flush=True)
+            log.info(f"{rel}: running")
         marker = self._through_outages(rel, fp, run_step)
         if announce:
-            print(f"[xdistil] {rel}: done in {time.time() - started:.0f}s", flush=True)
+            log.info(f"{rel}: done in {time.time() - started:.0f}s")
         console.sync_logs()
         return marker
 
@@ -383,8 +382,7 @@ def release_failed_pass(timeout_s: float = 10.0) -> int:
                 continue
             killed.add(obj._ray_actor_id)
     if killed:
-        logging.getLogger(__name__).info("killed %d map worker(s) a failed pass left",
-                                         len(killed))
+        log.debug("killed %d map worker(s) a failed pass left", len(killed))
     return len(killed)
 
 
@@ -410,12 +408,10 @@ def _run_through_outages(run: RunFolder, rel: str, fp: dict, run_step: Callable[
         # attempt or stage waits forever for what they hold (seen: a 0.5-CPU teacher actor
         # left a 2-CPU machine's stage 1 waiting on a 1-CPU read task).
         release_failed_pass()
-        print(f"[xdistil] {rel}: waiting on storage ({why}); the step resumes once it answers",
-              flush=True)
+        log.info(f"{rel}: waiting on storage ({why}); the step resumes once it answers")
         waited = storage.wait_until_reachable(
             run.uri, run.options, storage.OUTAGE_WAIT_S if wait_s is None else wait_s)
-        print(f"[xdistil] {rel}: storage answers again after {waited:.0f} s: resuming the step",
-              flush=True)
+        log.info(f"{rel}: storage answers again after {waited:.0f} s: resuming the step")
     raise AssertionError("unreachable")
 
 
@@ -530,7 +526,7 @@ def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
     from xdistil_ray.modeling.models import teacher_label_order
 
     inputs = resolve_inputs(cfg, folder)
-    print(f"[xdistil] run folder: {folder.uri}", flush=True)
+    log.info(f"run folder: {folder.uri}")
     steps = Steps(folder, identity.of_inputs(cfg, inputs))
     check_unchanged(steps, cfg)
     folder.write_text("config.yaml", config_mod.dump_yaml(cfg))
@@ -595,15 +591,14 @@ def _run(cfg: Config, folder: RunFolder, started: float) -> dict:
         from xdistil_ray.report import mlflow_log
 
         run_id = mlflow_log.log_run(folder, cfg, result, trained)
-        print(f"[xdistil] MLflow: run {run_id} in experiment {cfg.tracking.mlflow_experiment!r} "
-              f"at {cfg.tracking.mlflow_uri}", flush=True)
+        log.info(f"MLflow: run {run_id} in experiment {cfg.tracking.mlflow_experiment!r} "
+                 f"at {cfg.tracking.mlflow_uri}")
     if cfg.tracking.wandb_project:
         from xdistil_ray.report import wandb_log
 
         run_id = wandb_log.log_run(folder, cfg, result, trained)
-        print(f"[xdistil] W&B: run {run_id} in project {cfg.tracking.wandb_project!r}",
-              flush=True)
-    print(report.summary(folder, result), flush=True)
+        log.info(f"W&B: run {run_id} in project {cfg.tracking.wandb_project!r}")
+    console.show(report.summary(folder, result))
     return result
 
 
@@ -683,7 +678,7 @@ def _stages(steps: Steps, cfg: Config, data: dict, sources, teacher, shapes: Sha
         if marker is not None and not pending:
             marker = steps.verified(rel, marker)
         if marker is not None and not pending:
-            print(f"[xdistil] {rel}: complete, skipped", flush=True)
+            log.info(f"{rel}: complete, skipped")
             markers.append(marker)
         else:
             pending.append((k, rel, fp, previous))
@@ -801,7 +796,7 @@ def _teacher(steps: Steps, cfg: Config, inputs: Inputs, data: dict,
         return stage_plan.Teacher(inputs.teacher_path, False)
     line = replaced_head(inputs.teacher_path, label_names, cfg.task)
     if line and steps.run.marker(TEACHER_FINETUNE) is None:
-        print(line, flush=True)
+        console.show(line)
     steps.ensure(TEACHER_FINETUNE, fingerprint(cfg, *_TEACHER_KEYS, inputs=steps.inputs),
                  lambda fp: _finetune_teacher(steps.run, cfg, inputs, data, fp), resumable=True,
                  announce=False)

@@ -14,6 +14,7 @@ rules (markers, resume, refused config changes):
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -29,6 +30,8 @@ from xdistil_ray.config import FinetuneJob
 from xdistil_ray.config import dump_yaml
 from xdistil_ray.data.readers import resolve_source
 from xdistil_ray.run.runfolder import RunFolder
+
+log = logging.getLogger(__name__)
 
 INIT = "init"
 STAGE = "finetune"
@@ -154,7 +157,7 @@ def _run(cfg: FinetuneJob, folder: RunFolder, started: float) -> dict:
     from xdistil_ray.report import step as report
     from xdistil_ray.distill import step as train
 
-    print(f"[xdistil] run folder: {folder.uri}", flush=True)
+    log.info(f"run folder: {folder.uri}")
     with tempfile.TemporaryDirectory() as tmp:
         model_path = local_model(cfg, tmp)
         sources = _labeled_sources(folder, cfg)
@@ -198,5 +201,5 @@ def _run(cfg: FinetuneJob, folder: RunFolder, started: float) -> dict:
     out = report.write_finetune(folder, cfg, data=data, stage=stage, evaluation=result,
                                 stage_folder=STAGE, seconds=round(time.time() - started, 1),
                                 model_rel=MODEL)
-    print(report.finetune_summary(folder, out, MODEL), flush=True)
+    console.show(report.finetune_summary(folder, out, MODEL))
     return out

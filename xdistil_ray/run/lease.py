@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import _thread
 import json
+import logging
 import os
 import signal
 import socket
@@ -32,6 +33,8 @@ import uuid
 
 from xdistil_ray.errors import ConfigError
 from xdistil_ray.run.runfolder import RunFolder
+
+log = logging.getLogger(__name__)
 
 LEASE = "LEASE"
 EXPIRES_S = 300.0
@@ -130,8 +133,8 @@ class Lease:
                     f"it to end (ray job status / ray job logs), stop it (ray job stop), or, "
                     f"once it is gone, run again with --take-over (a lease not renewed for "
                     f"{held.get('expires_s', self.expires_s):.0f} s is taken over by itself).")
-            print(f"[xdistil] taking over the run folder's lease ({why}) from "
-                  f"{_describe(held, now)}", flush=True)
+            log.info(f"taking over the run folder's lease ({why}) from "
+                     f"{_describe(held, now)}")
             self.run.delete(LEASE)
             took_over = True
         raise LeaseHeld(f"{self.run.uri}: another driver took the lease at the same moment; "
@@ -154,8 +157,8 @@ class Lease:
                 held = self.holder()
                 if held is not None and held.get("token") != self.token:
                     self.lost_to = held
-                    print(f"[xdistil] the run folder's lease was taken over by "
-                          f"{_describe(held, time.time())}: this driver stops", flush=True)
+                    log.info(f"the run folder's lease was taken over by "
+                             f"{_describe(held, time.time())}: this driver stops")
                     self._interrupt_main()
                     return
                 if held is None:
@@ -169,12 +172,12 @@ class Lease:
                 else:
                     self.run.write_bytes(LEASE, self._body())
                 if waiting:
-                    print("[xdistil] lease renewed: storage answers again", flush=True)
+                    log.info("lease renewed: storage answers again")
                 waiting = False
             except OSError as e:
                 if not waiting:
-                    print(f"[xdistil] cannot renew the run folder's lease, waiting on storage "
-                          f"({str(e).splitlines()[0][:200]})", flush=True)
+                    log.info(f"cannot renew the run folder's lease, waiting on storage "
+                             f"({str(e).splitlines()[0][:200]})")
                 waiting = True
 
     def _interrupt_main(self) -> None:

@@ -9,6 +9,7 @@ before it skips a complete step: a missing or cut file makes the step run again)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import uuid
@@ -18,6 +19,8 @@ import pyarrow.fs as pafs
 
 from xdistil_ray.run import storage
 from xdistil_ray.run.storage import StorageOptions
+
+log = logging.getLogger(__name__)
 
 MARKER = "COMPLETE"
 STARTED = "STARTED"
@@ -180,12 +183,10 @@ class RunFolder:
         except FileNotFoundError:
             return None
         except (ValueError, UnicodeDecodeError) as e:
-            print(f"[xdistil] {self.uri_of(rel_path)} does not parse ({e}): treated as absent",
-                  flush=True)
+            log.info(f"{self.uri_of(rel_path)} does not parse ({e}): treated as absent")
             return None
         if not isinstance(data, dict):
-            print(f"[xdistil] {self.uri_of(rel_path)} is not a JSON object: treated as absent",
-                  flush=True)
+            log.info(f"{self.uri_of(rel_path)} is not a JSON object: treated as absent")
             return None
         return data
 

@@ -9,15 +9,18 @@ transformers: seconds of CPU per process on a small machine).
 
 from __future__ import annotations
 
+import logging
 import posixpath
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xdistil_ray.observe import ray_metrics
+from xdistil_ray.observe import console, ray_metrics
 from xdistil_ray.observe.progress import Throughput
 from xdistil_ray.run.runfolder import MARKER, RunFolder
+
+log = logging.getLogger(__name__)
 
 SHARDS = "teacher/shards"
 SHARD_COLUMN = "shard"
@@ -74,14 +77,14 @@ class ShardLedger:
         self.written[shard][part] = rows
         line = self.progress.add(rows) if new else None
         if line:
-            print(line, flush=True)
+            console.show(line)
         if sum(self.written[shard].values()) == self.expected[shard] \
                 and shard not in self.committed:
             if commit_shard(self.run, shard, self.expected[shard]):
                 self.committed.append(shard)
                 ray_metrics.shard_committed("teacher")
-                print(f"[xdistil] teacher: shard {shard} committed "
-                      f"({len(self.committed)}/{len(self.expected)} of this attempt)", flush=True)
+                log.info(f"teacher: shard {shard} committed "
+                         f"({len(self.committed)}/{len(self.expected)} of this attempt)")
 
     def committed_shards(self) -> list[str]:
         return list(self.committed)
@@ -164,8 +167,8 @@ def commit_shard(run: RunFolder, shard: str, expected_rows: int) -> bool:
         pq.write_table(table, sink)
         name = part_name(table.column("id").to_pylist())
         run.write_bytes(posixpath.join(rel, name), sink.getvalue().to_pybytes())
-        print(f"[xdistil] teacher: shard {shard}: {len(ids) - expected_rows} rows written twice "
-              f"(a retried write), merged into {name}", flush=True)
+        log.info(f"teacher: shard {shard}: {len(ids) - expected_rows} rows written twice "
+                 f"(a retried write), merged into {name}")
         for old in parts:
             if old != name:
                 run.delete(rel, old)
@@ -187,8 +190,8 @@ def committed_shards(run: RunFolder, names: list[str]) -> list[str]:
         bad = [f for f, size in marker["files"].items()
                if found.get(posixpath.join(name, f)) != size]
         if bad:
-            print(f"[xdistil] teacher: shard {name}: {', '.join(bad)} missing or of another "
-                  f"size than its {MARKER} says: running it again", flush=True)
+            log.info(f"teacher: shard {name}: {', '.join(bad)} missing or of another "
+                     f"size than its {MARKER} says: running it again")
             continue
         done.append(name)
     return done

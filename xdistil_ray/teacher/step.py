@@ -9,6 +9,7 @@ whatever an earlier attempt left of them.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import tempfile
 import time
@@ -22,6 +23,8 @@ from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.teacher.shards import (SHARDS, ShardLedger, ShardPartsDatasink,
                                               add_shard_column, commit_shard, committed_shards,
                                               shard_name)
+
+log = logging.getLogger(__name__)
 
 STEP = "teacher"
 
@@ -174,8 +177,7 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
     pending = [name for name in shards if name not in done]
     for name in pending:  # leftovers of a crashed attempt are never read
         run.delete(SHARDS, name)
-    print(f"[xdistil] teacher: {len(pending)} shards to run, {len(done)} committed before",
-          flush=True)
+    log.info(f"teacher: {len(pending)} shards to run, {len(done)} committed before")
     if pending:
         files = [run.path("data/corpus", shards[name]["file"]) for name in pending]
         columns = ["id", "input_ids", "heldout", "path"]
