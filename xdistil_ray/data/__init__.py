@@ -1,1 +1,2 @@
-"""Step `data`: corpus and labeled sets read, cleaned, deduplicated and tokenized; the embedded data."""
+"""Step `data`: corpus and labeled sets read, cleaned, deduplicated and tokenized; the embedded
+data."""

@@ -8,7 +8,8 @@ import json
 import os
 import random
 
-from xdistil_ray.data.embedded_reviews import _BAD, _GOOD, _INTENSIFIERS, _PRODUCTS, review, write_atomic
+from xdistil_ray.data.embedded_reviews import (_BAD, _GOOD, _INTENSIFIERS, _PRODUCTS, review,
+                                               write_atomic)
 
 PAIR_LABELS = ("contradiction", "entailment")
 _CLAIMS = {

@@ -1,1 +1,2 @@
-"""Steps `stages/<k>-<name>` (and `teacher_finetune`): losses, objective, schedule, the worker loop, checkpoints, validation."""
+"""Steps `stages/<k>-<name>` (and `teacher_finetune`): losses, objective, schedule, the worker
+loop, checkpoints, validation."""
