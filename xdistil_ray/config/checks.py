@@ -6,7 +6,7 @@ Kept apart from :mod:`xdistil_ray.config` (the dataclasses and their loading), w
 
 from __future__ import annotations
 
-from xdistil_ray.config import extras
+from xdistil_ray.config.extras import require
 from xdistil_ray.run import storage
 from xdistil_ray.errors import ConfigError
 
@@ -93,11 +93,11 @@ def validate(cfg) -> None:
     _check(18 <= cfg.export.opset <= 23, f"export.opset: {cfg.export.opset} is not one that "
            "PyTorch's ONNX exporter writes and ONNX Runtime runs (18 to 23)")
     if cfg.export.onnx:
-        extras.require("onnx")
+        require("onnx")
     if cfg.tracking.mlflow_uri:
-        extras.require("mlflow")
+        require("mlflow")
     if cfg.tracking.wandb_project:
-        extras.require("wandb")
+        require("wandb")
 
 
 def _check_qa(q) -> None:
