@@ -589,7 +589,7 @@ def run_step(run: RunFolder, corpus_source: CorpusSource | None,
                            qa_labeled=labeled_sources.get("train")
                            if qa_columns and with_labeled else None,
                            exclude=exclude, labeled_staged=labeled.pop("staged", 0))
-    log.info("corpus: %d rows in, %d kept, dropped %s, %d truncated", stats["input_rows"],
+    log.debug("corpus: %d rows in, %d kept, dropped %s, %d truncated", stats["input_rows"],
              stats["kept"], stats["dropped"], stats["truncated"])
     run.delete(_STAGING)
     return run.commit(STEP, corpus=stats, labeled=labeled,
