@@ -23,8 +23,10 @@ HELD = []
 
 
 def _failing_pass() -> None:
-    """An actor-pool pass (as the teacher step's) that fails as S3 does when down, while
-    something still holds its iterator (so its pool's handles cannot be collected)."""
+    """An actor-pool pass (as the teacher step's) that fails as S3 does when down, in a Ray
+    worker (the error reaches the step as Ray's), while something still holds its iterator
+    (so its pool's handles cannot be collected)."""
+    import ray
     import ray.data
 
     class Slow:  # defined here: pickled by value (the workers cannot import this module)
@@ -38,7 +40,11 @@ def _failing_pass() -> None:
     HELD.append(batches)
     next(batches)
     assert _map_workers()
-    raise OSError(STORAGE_ERROR)
+
+    def write():  # defined here, as Slow
+        raise OSError(STORAGE_ERROR)
+
+    ray.get(ray.remote(write).options(num_cpus=0).remote())
 
 
 @pytest.mark.integration
@@ -65,5 +71,5 @@ def test_a_failed_attempts_actors_are_gone_before_the_step_runs_again(ray_local,
     assert _run_through_outages(run, "teacher", {"f": 1}, step, wait_s=5) == {"ok": True}
     assert len(attempts) == 2 and left_over == []
     out = capsys.readouterr().out
-    assert "[xdistil] teacher: waiting on storage (When testing for existence" in out
+    assert "[xdistil] teacher: waiting on storage (OSError: When testing for existence" in out
     assert "[xdistil] teacher: storage answers again after 0 s: resuming the step" in out
