@@ -122,7 +122,7 @@ def test_override_without_equals():
 def test_shipped_configs_parse_and_fit_the_embedded_teacher(teacher_path):
     import glob
 
-    from xdistil_ray.pipelines.distill import check_models
+    from xdistil_ray.pipelines.inputs import check_models
 
     from xdistil_ray.config import FinetuneJob
 
@@ -144,7 +144,7 @@ def _data(kept=100, heldout=10, labels=("neg", "pos"), labeled_kept=50):
 
 
 def test_prepared_data_that_cannot_feed_the_stages_is_refused():
-    from xdistil_ray.pipelines.distill import check_data
+    from xdistil_ray.pipelines.inputs import check_data
 
     cfg = load_config()
     check_data(cfg, _data(kept=1000, labeled_kept=500))
@@ -174,7 +174,7 @@ def test_task_agnostic_refuses_head_losses():
 
 
 def test_layer_mapping_is_checked_against_the_models(teacher_path):
-    from xdistil_ray.pipelines.distill import check_models
+    from xdistil_ray.pipelines.inputs import check_models
 
     cfg = load_config(None, ["stages.0.targets=online", "stages.0.losses.0.type=hidden_states",
                              "stages.0.losses.0.layer_map=explicit",
@@ -192,7 +192,7 @@ def test_layer_mapping_is_checked_against_the_models(teacher_path):
 def test_student_with_another_vocabulary_is_refused(tmp_path, teacher_path):
     from transformers import BertConfig, BertModel
 
-    from xdistil_ray.pipelines.distill import check_models
+    from xdistil_ray.pipelines.inputs import check_models
 
     BertModel(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2,
                          num_attention_heads=2, intermediate_size=64)).save_pretrained(tmp_path)

@@ -98,8 +98,12 @@ def test_half_done_stage_resumes_from_its_own_checkpoint_in_the_shared_ray_run(t
     import json
 
     from xdistil_ray.distill.checkpoint import PROGRESS_FILE, RANK_MANIFEST
-    from xdistil_ray.pipelines.dry_run import _checkpoint_step
+    from xdistil_ray.distill.checkpoint import newest_progress
     from xdistil_ray.run.runfolder import RunFolder
+
+    def _checkpoint_step(run, rel):
+        progress = newest_progress(run, "stages/ray", rel)
+        return None if progress is None else progress["step"]
 
     run = RunFolder(str(tmp_path))
     checkpoints = [("checkpoint_0", "stages/1-representation", 40, 2),
@@ -186,7 +190,7 @@ def test_the_dry_run_names_the_embedded_inputs_as_the_run_does(tmp_path):
     inputs' identity must still be the run's (a finished embedded default run was refused:
     "corpus.path (same path, other files: embedded then, None now)")."""
     from xdistil_ray.run import identity
-    from xdistil_ray.pipelines import distill as pipeline
+    from xdistil_ray.pipelines import inputs as pipeline
     from xdistil_ray.run.runfolder import RunFolder
 
     for task, recipe in (("sentence", None), ("none", "jobs/configs/task_agnostic.yaml")):
@@ -202,21 +206,22 @@ def test_the_dry_run_plans_the_student_and_eval_with_the_runs_fingerprints(tmp_p
     """A finished run's export and eval markers carry the pipeline's fingerprints; the dry run
     compares against the same ones (it once left out the export fields, so a finished run's
     student and eval showed as 'to run (again: its inputs changed)')."""
+    from xdistil_ray.evaluate.step import EvalStep
+    from xdistil_ray.export.step import ExportStep
     from xdistil_ray.pipelines import distill as pipeline
-    from xdistil_ray.pipelines.dry_run import _derived_state
     from xdistil_ray.run.runfolder import RunFolder
 
     cfg = load_config(None, [f"output={tmp_path}/run"])
     run = RunFolder(cfg.output)
-    inputs = {"corpus.path.content": "embedded"}
-    for rel, fp in (("student", pipeline.export_fingerprint(cfg, inputs)),
-                    ("eval", pipeline.eval_fingerprint(cfg, inputs))):
-        run.write_json(f"{rel}/COMPLETE", {"fingerprint": fp, "files": {}})
-        assert _derived_state(run, rel, fp) == "complete"
-    assert "export.onnx" in pipeline.eval_fingerprint(cfg, inputs)
-    changed = load_config(None, [f"output={tmp_path}/run", "export.onnx=false"])
-    assert _derived_state(run, "student", pipeline.export_fingerprint(changed, inputs)) \
-        .startswith("to run (again")
+    ctx = pipeline.context(cfg, run, dry=True)
+    for step in (ExportStep(), EvalStep()):
+        fp = step.fingerprint(ctx)
+        run.write_json(f"{step.folder}/COMPLETE", {"fingerprint": fp, "files": {}})
+        assert step.state(ctx) == "complete"
+    assert "export.onnx" in EvalStep().fingerprint(ctx)
+    changed = pipeline.context(load_config(None, [f"output={tmp_path}/run",
+                                                  "export.onnx=false"]), run, dry=True)
+    assert ExportStep().state(changed).startswith("to run (again")
 
 
 @pytest.mark.parametrize("zero, workers, refused", [
@@ -230,8 +235,8 @@ def test_a_half_done_stage_on_another_number_of_workers(tmp_path, zero, workers,
     one resumes on any number (tests/test_zero_ranks.py loads it across world sizes)."""
     import json
 
-    from xdistil_ray.pipelines import distill as pipeline
-    from xdistil_ray.distill.checkpoint import PROGRESS_FILE, RANK_MANIFEST, loads_deepspeed_state
+    from xdistil_ray.distill.checkpoint import (PROGRESS_FILE, RANK_MANIFEST,
+                                                loads_deepspeed_state, refuse_unresumable)
     from xdistil_ray.run.runfolder import RunFolder
 
     run = RunFolder(str(tmp_path / "run"))
@@ -243,8 +248,8 @@ def test_a_half_done_stage_on_another_number_of_workers(tmp_path, zero, workers,
         run.write_bytes(f"{base}/{RANK_MANIFEST.format(rank=rank)}", json.dumps({}).encode())
     cfg = load_config(None, [f"output={tmp_path}/run", f"train.num_workers={workers}",
                              f"train.zero_stage={zero}"])
-    check = lambda: pipeline.check_resumable(run, cfg, "stages", ["stages/1-representation",  # noqa: E731
-                                                                  "stages/2-logits"])
+    check = lambda: refuse_unresumable(  # noqa: E731
+        run, "stages", ["stages/1-representation", "stages/2-logits"], workers, zero)
     progress = run.read_json(f"{base}/{PROGRESS_FILE}")
     assert loads_deepspeed_state(progress, workers, zero) is (refused is None)
     assert not loads_deepspeed_state({"world_size": 2}, 1, 0)  # older: full module, new optimizer
@@ -261,4 +266,5 @@ def test_a_half_done_stage_on_another_number_of_workers(tmp_path, zero, workers,
                                f"train.zero_stage={0 if zero else 2}"])
     with pytest.raises(ConfigError, match=f"written at ZeRO-{zero}; resume it with "
                                           f"train.zero_stage={zero}"):
-        pipeline.check_resumable(run, other, "stages", ["stages/2-logits"])
+        refuse_unresumable(run, "stages", ["stages/2-logits"], other.train.num_workers,
+                           other.train.zero_stage)

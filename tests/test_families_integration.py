@@ -44,17 +44,22 @@ STAGES = [
      "losses": [{"type": "logits"}, {"type": "representation"}]}]
 
 
-MIN_IMPROVEMENT = 0.2
+MIN_IMPROVEMENT = 0.5
 PATIENCE = 2
 EARLY_STOP = ["train.early_stop.every_steps=3", f"train.early_stop.patience={PATIENCE}",
               f"train.early_stop.min_improvement={MIN_IMPROVEMENT}"]
 """Held-out checks every 3 of a stage's ~20 steps (online and stored targets, every family):
-the checks, the kept weights and the early stops, in the real loop. The bar for progress is
-20% (the default is 2%) so that stops come inside these short stages; patience stays 2, as at
-patience 1 a stage could stop at step 6, before its training loss had fallen (DeBERTa-v3's
-mha-hs, 0.1019 -> 0.1029 in the suite, 2026-12-07); at the defaults none stopped
-(2026-12-07: held-out losses fell at every check but one, e.g. DistilBERT's logits-rep
-0.0395, 0.0269, 0.0203, 0.0168, 0.0148, 0.0138, 0.0136 over its 19 steps)."""
+the checks, the kept weights and the early stops, in the real loop. The bar for progress is a
+held-out loss half the best before it (the default is 2% below), patience 2 checks, so that
+every run stops a stage early: at 20% ModernBERT's losses fell by 20% or more at almost every
+check and its run stopped no stage (2026-12-07, two runs of the module). At 50% its mha-hs
+stops at step 9 (held-out 0.00338, 0.00212, 0.00108: the last 2% above half the best) or, were
+that check lower, at step 15 (its losses at steps 12 and 15, 0.0009-0.0010 and 0.0007, stay
+above half of 0.0011); the other families' mha-hs stop at step 9 (their held-out losses move
+by under 10% a check: DeBERTa-v3 0.00274, 0.00275, 0.00251). Patience stays 2: at patience 1 a
+stage could stop at step 6, before its training loss had fallen (DeBERTa-v3's mha-hs, 0.1019
+-> 0.1029 in the suite, 2026-12-07). Measured over 3 runs of the module: see
+_checks_decided_the_stage."""
 
 
 class _Tee:
@@ -141,12 +146,9 @@ def test_a_teacher_of_the_family_runs_every_step(family_run):
 def _checks_decided_the_stage(report):
     """Each stage on the transfer set checked its held-out loss every 3 steps and at its last
     step; it ended early exactly where its last 2 checks (patience) made no progress (a loss
-    20% below the best before them), else ran every planned step; the lowest check's weights
-    were kept. Whether a run stops early varies from run to run (2026-12-07, two runs of the
-    module: ELECTRA's mha-hs stopped at step 15 of 18 in one and ran all 18 in the other;
-    DeBERTa-v3, DistilBERT and XLM-R stopped 1-2 stages at steps 9-15; ModernBERT's losses
-    fell by 20% or more at almost every check): the rule is checked wherever it decided, and
-    tests/test_validation.py pins every decision on scripted losses."""
+    half the best before them), else ran every planned step; the lowest check's weights were
+    kept. Every run stops at least one stage early (MIN_IMPROVEMENT above)."""
+    assert any(s["validation"]["stopped_early"] for s in report["stages"]), report["stages"]
     for stage in report["stages"]:
         v = stage["validation"]
         assert v["metric"] == "heldout_loss" and v["every"] == 3, stage

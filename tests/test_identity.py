@@ -7,7 +7,10 @@ import pytest
 
 from xdistil_ray.run import identity
 from xdistil_ray.config import ConfigError
-from xdistil_ray.pipelines.distill import Steps, refuse_changed
+from xdistil_ray.config import flatten, to_dict
+from xdistil_ray.run.steps import Runner as Steps
+from xdistil_ray.run.steps import fingerprint as flat_fingerprint
+from xdistil_ray.run.steps import refuse_changed
 from xdistil_ray.data.readers import resolve_source
 from xdistil_ray.run.runfolder import RunFolder
 
@@ -39,7 +42,7 @@ def test_large_inputs_are_known_by_size_and_time_past_the_hash_budget(tmp_path, 
 def test_a_corpus_replaced_at_the_same_path_is_refused(tmp_path):
     """The data step's fingerprint holds the corpus's identity: the same config over other
     files stops with both identities named, before any work."""
-    from xdistil_ray.pipelines.distill import _DATA_KEYS, fingerprint
+    from xdistil_ray.data.step import DataStep
     from xdistil_ray.config import load_config
 
     path = tmp_path / "corpus.txt"
@@ -48,15 +51,15 @@ def test_a_corpus_replaced_at_the_same_path_is_refused(tmp_path):
     src = resolve_source(str(path), "corpus.path")
     ids = {"corpus.path.content": identity.of_source(src, str(path))}
     run = RunFolder(cfg.output)
-    run.commit("data", {}, fingerprint=fingerprint(cfg, *_DATA_KEYS, inputs=ids))
-    Steps(run, ids).check("data", fingerprint(cfg, *_DATA_KEYS, inputs=ids))  # unchanged
+    run.commit("data", {}, fingerprint=fingerprint(cfg, *DataStep.keys, inputs=ids))
+    Steps(run, ids).check("data", fingerprint(cfg, *DataStep.keys, inputs=ids))  # unchanged
     path.write_text("another corpus, same path\n")
     new = {"corpus.path.content": identity.of_source(src, str(path))}
     with pytest.raises(ConfigError, match=r"corpus.path \(same path, other files: 1 files, 15 "
                                           r"bytes, \w+ then, 1 files, 26 bytes"):
-        Steps(run, new).check("data", fingerprint(cfg, *_DATA_KEYS, inputs=new))
-    old_marker = {"fingerprint": fingerprint(cfg, *_DATA_KEYS)}  # written before identities
-    refuse_changed(run, "data", old_marker, fingerprint(cfg, *_DATA_KEYS, inputs=new))
+        Steps(run, new).check("data", fingerprint(cfg, *DataStep.keys, inputs=new))
+    old_marker = {"fingerprint": fingerprint(cfg, *DataStep.keys)}  # written before identities
+    refuse_changed(run, "data", old_marker, fingerprint(cfg, *DataStep.keys, inputs=new))
 
 
 def test_the_same_files_elsewhere_have_the_same_identity(tmp_path):
@@ -78,7 +81,6 @@ def test_a_model_replaced_at_the_same_path_refuses_the_fine_tuning_job(tmp_path)
     from xdistil_ray.pipelines import finetune
     from xdistil_ray.config import FinetuneJob
     from xdistil_ray.config import load_config
-    from xdistil_ray.pipelines.distill import fingerprint
 
     model = tmp_path / "student"
     model.mkdir()
@@ -96,3 +98,8 @@ def test_a_model_replaced_at_the_same_path_refuses_the_fine_tuning_job(tmp_path)
     new = finetune._identities(cfg, str(model), sources)
     with pytest.raises(ConfigError, match=r"model \(same path, other files"):
         Steps(run, new).check("data", fingerprint(cfg, *finetune._DATA_KEYS, inputs=new))
+
+
+def fingerprint(cfg, *sections: str, inputs: dict | None = None) -> dict:
+    """A step's fingerprint of ``cfg`` (as the runner's context builds it)."""
+    return flat_fingerprint(flatten(to_dict(cfg)), *sections, inputs=inputs)

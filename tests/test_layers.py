@@ -10,11 +10,14 @@ import pytest
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "xdistil_ray")
 
-LAYERS = ["errors", "run", "config", "observe", "tasks", "modeling", "data", "teacher",
-          "student", "distill", "export", "evaluate", "report", "pipelines", "__main__"]
+LAYERS = ["errors", "run", "config", "observe", "tasks", "modeling", "distill", "data",
+          "teacher", "student", "export", "evaluate", "report", "pipelines", "__main__"]
 """Lowest first, then the pipeline's steps in the order they run (the student is exported
-before it is evaluated, and the report reads both), the jobs, and ``python -m xdistil_ray``. ``run`` (storage, the run folder, its lease)
-sits under ``config``, which checks URIs and builds storage options with it."""
+before it is evaluated, and the report reads both), the jobs, and ``python -m xdistil_ray``.
+``run`` (storage, the run folder, its layout, the step runner) sits under ``config``, which
+checks URIs and builds storage options with it. ``distill`` (the stages, and the training
+machinery they run on: losses, worker loop, checkpoints) sits under the steps before it, as
+the teacher's fine-tune trains with it too."""
 
 
 def _modules() -> dict[str, str]:

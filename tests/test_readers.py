@@ -159,7 +159,7 @@ def test_labeled_tsv_through_the_data_step(tmp_path, teacher_path):
 def test_config_reads_hub_splits_for_train_and_dev(tmp_path, monkeypatch):
     """`labeled.train` / `labeled.dev` on one hub dataset take their splits from
     `labeled.train_split` / `labeled.dev_split` (defaults train / validation)."""
-    from xdistil_ray.pipelines import distill as pipeline
+    from xdistil_ray.pipelines import inputs as pipeline
     from xdistil_ray.config import load_config
     from xdistil_ray.run.runfolder import RunFolder
 
@@ -179,7 +179,7 @@ def test_config_reads_hub_splits_for_train_and_dev(tmp_path, monkeypatch):
 
 
 def test_tsv_is_refused_for_token_rows(tmp_path):
-    from xdistil_ray.pipelines import distill as pipeline
+    from xdistil_ray.pipelines import inputs as pipeline
     from xdistil_ray.config import load_config
     from xdistil_ray.run.runfolder import RunFolder
 

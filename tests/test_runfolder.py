@@ -46,7 +46,7 @@ def test_write_is_atomic_no_temp_left(tmp_path):
 
 def test_a_half_done_resumable_step_refuses_a_changed_config(tmp_path):
     from xdistil_ray.config import ConfigError
-    from xdistil_ray.pipelines.distill import Steps
+    from xdistil_ray.run.steps import Runner as Steps
 
     steps = Steps(RunFolder(str(tmp_path)))
     calls = []
@@ -134,22 +134,24 @@ def test_a_field_added_since_a_step_committed_counts_as_its_default(tmp_path):
     """A run folder written before ``labeled.dev_fraction`` existed resumes while the field
     keeps its default, and is refused once it is set to another value."""
     from xdistil_ray.config import ConfigError
-    from xdistil_ray.pipelines.distill import refuse_changed
+    from xdistil_ray.config import Config, flatten, to_dict
+    from xdistil_ray.run.steps import refuse_changed
 
     run = RunFolder(str(tmp_path))
+    defaults = flatten(to_dict(Config()))
     marker = {"fingerprint": {"labeled.train": "a.jsonl"}}
     refuse_changed(run, "data", marker, {"labeled.train": "a.jsonl",
-                                         "labeled.dev_fraction": 0.1})
+                                         "labeled.dev_fraction": 0.1}, defaults=defaults)
     with pytest.raises(ConfigError, match="labeled.dev_fraction"):
         refuse_changed(run, "data", marker, {"labeled.train": "a.jsonl",
-                                             "labeled.dev_fraction": 0.2})
+                                             "labeled.dev_fraction": 0.2}, defaults=defaults)
 
 
 @pytest.mark.parametrize("content", [b"", b'{"files": {"a.bin": 3', b"[1, 2]", b"\xff\xfe"])
 def test_a_marker_that_does_not_parse_counts_as_absent(tmp_path, content, capsys):
     """An empty, cut or foreign COMPLETE / STARTED (a write cut short on a filesystem without
     atomic renames, a hand edit) means "not done": the step runs again, no JSONDecodeError."""
-    from xdistil_ray.pipelines.distill import Steps
+    from xdistil_ray.run.steps import Runner as Steps
 
     run = RunFolder(str(tmp_path))
     run.write_bytes("s/a.bin", b"abc")
@@ -167,7 +169,7 @@ def test_a_complete_step_whose_file_was_cut_or_lost_runs_again(tmp_path, capsys)
     """Before a complete step is skipped, its files are checked against its marker: a file
     cut short (a truncated parquet shard) or gone names itself, and the step runs again from
     its inputs instead of every reader failing on it run after run."""
-    from xdistil_ray.pipelines.distill import Steps
+    from xdistil_ray.run.steps import Runner as Steps
 
     run, calls = RunFolder(str(tmp_path)), []
 
@@ -195,7 +197,7 @@ def test_a_step_waits_out_a_storage_outage_and_runs_again(tmp_path, capsys):
     """A storage error that outlasted the requests' own retries (pyarrow's AWS error text,
     which a Ray task's error carries) makes the step wait until the store answers and run
     again, saying so; any other error stops the run as it did."""
-    from xdistil_ray.pipelines.distill import Steps
+    from xdistil_ray.run.steps import Runner as Steps
 
     run, calls = RunFolder(str(tmp_path)), []
 

@@ -1,4 +1,4 @@
-"""A step that storage failed under runs again once it answers (pipeline._run_through_outages),
+"""A step that storage failed under runs again once it answers (run.steps.run_through_outages),
 and the failed attempt's Ray work does not outlive it."""
 
 import subprocess
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from xdistil_ray.pipelines.distill import _run_through_outages
+from xdistil_ray.run.steps import run_through_outages
 from xdistil_ray.run.runfolder import RunFolder
 
 STORAGE_ERROR = ("When testing for existence of bucket 'runs': AWS Error NETWORK_CONNECTION "
@@ -68,7 +68,7 @@ def test_a_failed_attempts_actors_are_gone_before_the_step_runs_again(ray_local,
         return {"ok": True}
 
     run = RunFolder(str(tmp_path / "run"))
-    assert _run_through_outages(run, "teacher", {"f": 1}, step, wait_s=5) == {"ok": True}
+    assert run_through_outages(run, "teacher", {"f": 1}, step, wait_s=5) == {"ok": True}
     assert len(attempts) == 2 and left_over == []
     out = capsys.readouterr().out
     assert "[xdistil] teacher: waiting on storage (OSError: When testing for existence" in out

@@ -48,6 +48,16 @@ class CorpusSource:
     """``hf:<id>:<config>``'s dataset config name (as GLUE's ``sst2``); empty = the default."""
 
 
+def describe(source: CorpusSource | None, value: str) -> str:
+    """An input as ``--dry-run`` names it: its path with its files' count and format."""
+    if source is None:
+        return f"{value} (generated into inputs/ when the run starts)"
+    if source.kind == "files":
+        n = len(source.files)
+        return f"{source.path} ({n} {source.fmt} file{'s' if n != 1 else ''})"
+    return f"{source.path} ({source.kind})"
+
+
 def parse_hf(spec: str) -> tuple[str, str]:
     """``hf:<id>[:<config>]`` -> (id, config name or "")."""
     body = spec[3:]

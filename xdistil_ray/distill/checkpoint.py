@@ -222,3 +222,19 @@ def save_student(trainer, folder: str, tokenizer_path: str = "") -> None:
         from xdistil_ray.modeling.models import load_tokenizer
 
         load_tokenizer(tokenizer_path).save_pretrained(folder)
+
+
+def refuse_unresumable(run, ray_rel: str, stage_rels: list[str], num_workers: int,
+                       zero_stage: int) -> None:
+    """Raises ConfigError, before any work, for a half-done stage (of the Ray Train run under
+    ``ray_rel``) whose newest checkpoint cannot resume on ``num_workers`` at ``zero_stage``
+    (:func:`world_size_problem`)."""
+    from xdistil_ray.errors import ConfigError
+
+    for rel in stage_rels:
+        progress = newest_progress(run, f"{ray_rel}/ray", rel)
+        if progress is None:
+            continue
+        field, why = world_size_problem(progress, num_workers, zero_stage)
+        if field:
+            raise ConfigError(f"{field}: {rel} is half done; {why}")

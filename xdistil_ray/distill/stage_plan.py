@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import posixpath
+import json
 from dataclasses import dataclass
 
+from xdistil_ray.run import layout
 from xdistil_ray.config import Config
 from xdistil_ray.config.checks import stage_data
 from xdistil_ray.distill.objective import LossSpec
@@ -13,9 +14,9 @@ from xdistil_ray.modeling.outputs import TOPK_COLUMNS
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.distill.train_loop import StageSpec, total_steps
 
-CORPUS = "data/corpus"
-LABELED_TRAIN = "data/labeled/train"
-LABELED_DEV = "data/labeled/dev"
+CORPUS = layout.CORPUS
+LABELED_TRAIN = layout.LABELED_TRAIN
+LABELED_DEV = layout.LABELED_DEV
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,7 @@ class Sources:
         return list(self.teacher or self.corpus)
 
 
-def stage_folder(k: int, name: str) -> str:
-    return posixpath.join("stages", f"{k + 1}-{name}")
+stage_folder = layout.stage_folder
 
 
 def stored_columns(specs: list[LossSpec], top_k: int = 0) -> list[str]:
@@ -193,9 +193,21 @@ def _spec(cfg, *, rows: int, epochs: float, run: RunFolder, min_steps: int = 0,
         torch_threads=t.torch_threads or max(1, int(t.cpus_per_worker)), **kwargs)
 
 
-def scaling(cfg):
-    from xdistil_ray.distill.step import Scaling
+def resolve_stage_losses(stage, shapes) -> list[LossSpec]:
+    """A stage's losses checked against the models' ``shapes`` (layer maps, relation heads);
+    raises ValueError on one that does not fit."""
+    from xdistil_ray.distill import objective
 
+    return objective.resolve_losses(
+        stage.losses, num_student=shapes.student_layers, num_teacher=shapes.teacher_layers,
+        student_hidden=shapes.student_hidden, teacher_hidden=shapes.teacher_hidden,
+        teacher_heads=shapes.teacher_heads)
+
+
+def training_resources(cfg) -> str:
+    """The Ray Train worker group a training step asks for, as ``--dry-run`` prints it."""
     t = cfg.train
-    return Scaling(t.num_workers, t.use_gpu, t.cpus_per_worker, t.max_failures,
-                   dict(t.resources_per_worker), t.max_preemption_failures)
+    each = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {}),
+            **t.resources_per_worker}
+    return (f"Ray Train: {t.num_workers} worker(s) x {json.dumps(each)}, DeepSpeed ZeRO-"
+            f"{t.zero_stage}, {t.torch_threads or max(1, int(t.cpus_per_worker))} torch threads")

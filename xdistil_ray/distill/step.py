@@ -20,7 +20,9 @@ import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from xdistil_ray.run import layout
 from xdistil_ray.run.runfolder import RunFolder
+from xdistil_ray.run.steps import Context, Planned, StepGroup
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:  # the worker loop (torch, DeepSpeed) is imported where a grou
     # Data's tasks run _rows_with_heldout from this module and need no model code
     from xdistil_ray.distill.train_loop import StageSpec
 
-RAY_DIR = "ray"
+RAY_DIR = layout.RAY
 """Ray Train's run (checkpoints, its state) under the stage folder: the same name and storage
 path on a re-run make Ray Train hand the newest checkpoint back to the workers."""
 
@@ -45,6 +47,13 @@ class Scaling:
     """Custom resources per worker (a node type's marker)."""
     max_preemption_failures: int = -1
     """Preempted nodes Ray Train recovers from, apart from ``max_failures``."""
+
+    @classmethod
+    def of(cls, cfg) -> "Scaling":
+        """From the config's ``train`` section."""
+        t = cfg.train
+        return cls(t.num_workers, t.use_gpu, t.cpus_per_worker, t.max_failures,
+                   dict(t.resources_per_worker), t.max_preemption_failures)
 
 
 def stage_dataset(run: RunFolder, files: list[str], columns: list[str], heldout: bool | None):
@@ -193,3 +202,92 @@ def _targets(spec: StageSpec) -> str:
     if spec.online_teacher:
         return "online"
     return "none" if all(s.type == "labels" for s in spec.losses) else "stored"
+
+
+STAGES_RAY = layout.STAGES
+"""Ray Train's run of the distillation stages (one worker group for all of them) is under
+``stages/ray``."""
+
+
+def stage_keys(k: int) -> tuple[str, ...]:
+    """The config fields stage ``k`` (from 0) depends on: its own and every earlier stage's."""
+    return (("student",) + tuple(f"stages.{i}" for i in range(k + 1))
+            + ("task", "teacher.model", "teacher.finetune", "labeled", "seed",
+               "train.min_stage_steps", "train.early_stop", "corpus.with_labeled"))
+
+
+class StagesStep(StepGroup):
+    """``stages/<k>-<name>``: the distillation stages in order, each from the previous one's
+    weights; the committed ones are skipped, the rest trained on one Ray Train worker group."""
+
+    name = folder = STAGES_RAY
+
+    def parts(self, ctx: Context) -> list[tuple[str, dict]]:
+        from xdistil_ray.distill.stage_plan import stage_folder
+
+        return [(stage_folder(k, s.name), ctx.fingerprint(*stage_keys(k)))
+                for k, s in enumerate(ctx.cfg.stages)]
+
+    def check_resumable(self, ctx: Context) -> None:
+        from xdistil_ray.distill.checkpoint import refuse_unresumable
+
+        t = ctx.cfg.train
+        pending = [rel for rel, _ in self.parts(ctx) if ctx.run.marker(rel) is None]
+        refuse_unresumable(ctx.run, STAGES_RAY, pending, t.num_workers, t.zero_stage)
+
+    def run_pending(self, ctx: Context, pending: list[tuple[int, str, dict]]) -> list:
+        from xdistil_ray.distill import stage_plan
+
+        cfg, run, sources = ctx.cfg, ctx.run, ctx.sources
+        parts = self.parts(ctx)
+        specs, datasets = [], {}
+        for k, rel, fp in pending:
+            init = parts[k - 1][0] if k else layout.STUDENT_INIT
+            losses = stage_plan.resolve_stage_losses(cfg.stages[k], ctx.inputs.shapes)
+            spec, files, columns, heldout = stage_plan.plan(
+                cfg, k, losses, sources, ctx.data, run=run, init_path=init, teacher=ctx.teacher,
+                shapes=ctx.inputs.shapes)
+            specs.append(dataclasses.replace(
+                spec, rel=rel, dataset=f"stage{k + 1}", progress_every_s=cfg.progress_every_s,
+                marker=stage_marker_fields(spec, fp)))
+            datasets[f"stage{k + 1}"] = stage_dataset(run, files, columns, heldout)
+        return run_stages(run, STAGES_RAY, specs, datasets, Scaling.of(cfg))
+
+    def use(self, ctx: Context, markers: list) -> None:
+        ctx.stage_markers = markers
+
+    def plan(self, ctx: Context) -> list[Planned]:
+        from xdistil_ray.config.checks import stage_data
+        from xdistil_ray.distill import stage_plan
+        from xdistil_ray.distill.checkpoint import newest_progress
+
+        cfg, run, data = ctx.cfg, ctx.run, ctx.data
+        out, previous = [], f"{layout.STUDENT_INIT}/{layout.MODEL}"
+        for k, (stage, (rel, _)) in enumerate(zip(cfg.stages, self.parts(ctx))):
+            state = ctx.runner.state(rel)
+            if state.startswith("half"):
+                progress = newest_progress(run, posixpath.join(STAGES_RAY, RAY_DIR), rel)
+                if progress is not None:
+                    state = f"half done (resumes from the checkpoint at step {progress['step']})"
+            data_kind = stage_data(stage)
+            if data_kind == "labeled":
+                src = [stage_plan.LABELED_TRAIN]
+            elif stage.targets == "online":
+                src = [stage_plan.CORPUS, f"teacher (online, in every worker): "
+                                          f"{ctx.teacher_reads()[0]}"]
+            else:
+                src = ["teacher (stored outputs)"]
+            total = ""
+            if data is not None:
+                total = f", {stage_plan.stage_steps(cfg, k, data)} steps"
+                if data_kind != "labeled" and cfg.train.early_stop.every_steps > 0:
+                    total = (f", at most{total[1:]} (held-out loss checked every "
+                             f"{cfg.train.early_stop.every_steps})")
+            out.append(Planned(
+                f"stage {k + 1}: {stage.name}", rel, state, [previous] + src,
+                stage_plan.training_resources(cfg),
+                f"{' + '.join(loss.type for loss in stage.losses)}; {stage.epochs:g} epoch(s) "
+                f"at batch {stage.batch_size}{total}"
+                + ("; gradual unfreezing" if stage.unfreeze == "gradual" else "")))
+            previous = f"{rel}/{layout.MODEL}"
+        return out

@@ -10,6 +10,7 @@ task has one.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import tempfile
@@ -18,15 +19,18 @@ import time
 import numpy as np
 import torch
 
+from xdistil_ray.run import layout
 from xdistil_ray.tasks import metrics
 from xdistil_ray.tasks import qa
 from xdistil_ray.modeling.models import model_inputs
 from xdistil_ray.modeling.outputs import TOPK_COLUMNS, with_dense_logits
 from xdistil_ray.run.runfolder import RunFolder
+from xdistil_ray.run.steps import Context, Planned, Step
 from xdistil_ray.modeling.scoring import (DEV_COLUMNS, dev_scores, padded_batch, pooling,
                                           qa_answers, read_rows, run_model, scores_of)
 
-STEP = "eval"
+
+STEP = layout.EVAL
 VERSION = 3
 """The figures' version (3: ONNX Runtime's): a run folder evaluated by an older one is
 measured again."""
@@ -260,5 +264,39 @@ def run_step(run: RunFolder, *, num_cpus: float, num_gpus: float = 0.0, fingerpr
     threads = max(1, int(num_cpus))
     task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or None)(fn)
     result = ray.get(task.remote(run, torch_threads=threads, **kwargs))
-    run.write_json(f"{STEP}/metrics.json", result)
+    run.write_json(layout.METRICS, result)
     return run.commit(STEP, fingerprint=fingerprint, **result)
+
+
+class EvalStep(Step):
+    """``eval/``: the student against the teacher (fidelity, dev scores, size and speed)."""
+
+    name = folder = STEP
+    derived = True
+
+    def fingerprint(self, ctx: Context) -> dict:
+        """The exported student's fields, the eval settings and this code's version."""
+        from xdistil_ray.export.step import ExportStep
+
+        return {**ExportStep().fingerprint(ctx), **ctx.fingerprint("eval"),
+                "eval.version": VERSION}
+
+    def run(self, ctx: Context, fp: dict) -> dict:
+        cfg, e = ctx.cfg, ctx.cfg.eval
+        return run_step(
+            ctx.run, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp, task=cfg.task,
+            teacher_path=ctx.teacher.path, teacher_in_run=ctx.teacher.in_run,
+            heldout_paths=ctx.sources.heldout_files(), dev_paths=list(ctx.sources.labeled_dev),
+            label_names=ctx.label_names, max_heldout_rows=e.max_heldout_rows,
+            speed_batch_size=e.speed_batch_size, speed_repeats=e.speed_repeats,
+            windows=cfg.qa.windows() if cfg.task == "qa" else None)
+
+    def use(self, ctx: Context, marker: dict | None) -> None:
+        ctx.eval_marker = marker
+
+    def plan(self, ctx: Context) -> list[Planned]:
+        e = ctx.cfg.eval
+        each = {"CPU": e.num_cpus, **({"GPU": e.num_gpus} if e.num_gpus else {})}
+        return [Planned(self.name, self.folder, self.state(ctx),
+                        [layout.STUDENT, "teacher (held-out rows)", layout.LABELED_DEV],
+                        f"one Ray task {json.dumps(each)}")]

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import tempfile
 
+from xdistil_ray.run import layout
 from xdistil_ray.run.runfolder import RunFolder
+from xdistil_ray.run.steps import Context, Planned, Step
 
-STEP = "student"
+
+STEP = layout.STUDENT
 VERSION = 2
 """What the folder holds (2: the ONNX copies); a student exported by an older version is
 exported again."""
@@ -36,3 +39,33 @@ def run_step(run: RunFolder, final_stage: str, tokenizer_path: str, label_names:
         run.delete(rel)
         files = run.upload(f"{tmp}/student", rel)
     return run.commit(rel, files, params=models.num_params(model), fingerprint=fingerprint)
+
+
+class ExportStep(Step):
+    """``student/``: the last stage's student as a Hugging Face folder (and ONNX copies)."""
+
+    name = folder = STEP
+    derived = True
+
+    def fingerprint(self, ctx: Context) -> dict:
+        """The last stage's fields, the export settings and this code's version."""
+        from xdistil_ray.distill.step import stage_keys
+
+        return {**ctx.fingerprint(*stage_keys(len(ctx.cfg.stages) - 1)),
+                **ctx.fingerprint("export"), "export.version": VERSION}
+
+    def run(self, ctx: Context, fp: dict) -> dict:
+        cfg = ctx.cfg
+        return run_step(ctx.run, _final_stage(ctx), ctx.inputs.teacher_path, ctx.label_names,
+                        fp, task=cfg.task,
+                        onnx_opset=cfg.export.opset if cfg.export.onnx else None)
+
+    def plan(self, ctx: Context) -> list[Planned]:
+        return [Planned(self.name, self.folder, self.state(ctx), [_final_stage(ctx) + "/model"],
+                        "driver", "the Hugging Face folder")]
+
+
+def _final_stage(ctx: Context) -> str:
+    from xdistil_ray.distill.stage_plan import stage_folder
+
+    return stage_folder(len(ctx.cfg.stages) - 1, ctx.cfg.stages[-1].name)

@@ -22,9 +22,10 @@ import shutil
 import tempfile
 import time
 
+from xdistil_ray.run import layout
 from xdistil_ray.run.runfolder import RunFolder
 
-FOLDER = "tensorboard"
+FOLDER = layout.TENSORBOARD
 
 
 class StageLog:

@@ -1,8 +1,8 @@
 """``jobs/finetune.py``: fine-tune an exported student on a labeled task, on Ray Train.
 
 The XtremeDistilTransformers use: a small task-agnostic student, distilled once, transferred to
-new tasks. The steps mirror the distillation pipeline's and share its machinery and run-folder
-rules (markers, resume, refused config changes):
+new tasks. Its steps are :class:`~xdistil_ray.run.steps.Step` objects run by the distillation pipeline's
+runner (markers, resume, refused config changes, storage outages):
 
     data      the labeled splits cleaned and tokenized with the model's tokenizer
     init      the starting weights in the run folder (the model's, or fresh ones of its shape)
@@ -19,23 +19,27 @@ import os
 import tempfile
 import time
 
-from xdistil_ray.observe import console
-from xdistil_ray.run import identity
-from xdistil_ray.pipelines import distill as pipeline
-from xdistil_ray.distill import stage_plan
-from xdistil_ray.run import storage
+from xdistil_ray.run import layout
+from xdistil_ray import config as config_mod
 from xdistil_ray.config import EMBEDDED
 from xdistil_ray.config import ConfigError
 from xdistil_ray.config import FinetuneJob
 from xdistil_ray.config import dump_yaml
 from xdistil_ray.data.readers import resolve_source
+from xdistil_ray.distill import stage_plan
+from xdistil_ray.observe import console
+from xdistil_ray.pipelines import distill as pipeline
+from xdistil_ray.pipelines.inputs import embedded_inputs
+from xdistil_ray.run import identity
+from xdistil_ray.run import storage
 from xdistil_ray.run.runfolder import RunFolder
+from xdistil_ray.run.steps import Context, Planned, Runner, Step
 
 log = logging.getLogger(__name__)
 
-INIT = "init"
-STAGE = "finetune"
-MODEL = "model"
+INIT = layout.FINETUNE_INIT
+STAGE = layout.FINETUNE_STAGE
+MODEL = layout.FINETUNE_MODEL
 _DATA_KEYS = ("seed", "task", "model", "init", "max_length", "labeled")
 _STAGE_KEYS = _DATA_KEYS + ("finetune",)
 
@@ -74,7 +78,7 @@ def _labeled_sources(run: RunFolder, cfg: FinetuneJob) -> dict:
     """The labeled splits, resolved (the embedded ones written into the run folder)."""
     embedded = {}
     if EMBEDDED in (cfg.labeled.train, cfg.labeled.dev):
-        embedded = pipeline.embedded_inputs(cfg, run)
+        embedded = embedded_inputs(cfg, run)
     sources = {}
     for split in ("train", "dev"):
         value = getattr(cfg.labeled, split)
@@ -96,47 +100,209 @@ def _identities(cfg: FinetuneJob, model_path: str, sources: dict) -> dict[str, s
     return out
 
 
-def _prepare(run: RunFolder, cfg: FinetuneJob, model_path: str, sources: dict,
-             fp: dict) -> dict:
-    from xdistil_ray.data import step as prepare
+class FinetuneContext(Context):
+    """What the job's steps hand on."""
 
-    settings = prepare.TextSettings(model_path, cfg.max_length, max(20_000, cfg.max_length), 0.0)
-    pair = cfg.labeled.text_pair_column if cfg.task == "pair" else ""
-    start = time.time()
-    labeled = prepare.prepare_labeled(run, sources, settings, text_column=cfg.labeled.text_column,
-                                      label_column=cfg.labeled.label_column, pair_column=pair,
-                                      task=cfg.task, dev_fraction=cfg.labeled.dev_fraction)
-    return run.commit("data", labeled=labeled, pairs=bool(pair), task=cfg.task,
-                      fingerprint=fp, seconds=round(time.time() - start, 1))
+    def __init__(self, cfg: FinetuneJob, run: RunFolder, model_path: str, sources: dict):
+        flat = config_mod.flatten(config_mod.to_dict(cfg))
+        defaults = config_mod.flatten(config_mod.to_dict(FinetuneJob()))
+        runner = Runner(run, _identities(cfg, model_path, sources), defaults,
+                        after_step=console.sync_logs)
+        super().__init__(cfg, run, runner, flat)
+        self.model_path, self.labeled = model_path, sources
+        self.started = time.time()
+        self.data: dict | None = None
+        self.stage: dict | None = None
+        self.evaluation: dict | None = None
+        self.report: dict | None = None
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.data["labeled"]["label_names"]
+
+    @property
+    def sources(self):
+        return stage_plan.Sources.of(self.run, self.data, None)
+
+    def start_ray(self) -> None:
+        pipeline.init_ray(self.cfg)
 
 
-def _check_data(cfg: FinetuneJob, data: dict) -> None:
-    names = data["labeled"]["label_names"]
-    if len(names) < 2:
-        raise ConfigError(f"labeled.train: needs at least 2 classes, found {names}")
-    rows = data["labeled"]["splits"]["train"]["kept"]
-    if rows < cfg.finetune.batch_size * cfg.train.num_workers:
-        raise ConfigError(f"finetune.batch_size: {rows} training rows cannot fill one batch of "
-                          f"{cfg.finetune.batch_size} on each of {cfg.train.num_workers} workers")
+class LabeledDataStep(Step):
+    """``data/``: the labeled splits, cleaned and tokenized with the model's tokenizer."""
+
+    name = folder = layout.DATA
+    keys = _DATA_KEYS
+
+    def run(self, ctx: FinetuneContext, fp: dict) -> dict:
+        from xdistil_ray.data import step as prepare
+
+        cfg, run = ctx.cfg, ctx.run
+        settings = prepare.TextSettings(ctx.model_path, cfg.max_length,
+                                        max(20_000, cfg.max_length), 0.0)
+        pair = cfg.labeled.text_pair_column if cfg.task == "pair" else ""
+        start = time.time()
+        labeled = prepare.prepare_labeled(
+            run, ctx.labeled, settings, text_column=cfg.labeled.text_column,
+            label_column=cfg.labeled.label_column, pair_column=pair, task=cfg.task,
+            dev_fraction=cfg.labeled.dev_fraction)
+        return run.commit(self.folder, labeled=labeled, pairs=bool(pair), task=cfg.task,
+                          fingerprint=fp, seconds=round(time.time() - start, 1))
+
+    def use(self, ctx: FinetuneContext, marker: dict) -> None:
+        cfg = ctx.cfg
+        names = marker["labeled"]["label_names"]
+        if len(names) < 2:
+            raise ConfigError(f"labeled.train: needs at least 2 classes, found {names}")
+        rows = marker["labeled"]["splits"]["train"]["kept"]
+        if rows < cfg.finetune.batch_size * cfg.train.num_workers:
+            raise ConfigError(
+                f"finetune.batch_size: {rows} training rows cannot fill one batch of "
+                f"{cfg.finetune.batch_size} on each of {cfg.train.num_workers} workers")
+        ctx.data = marker
+
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        return [Planned(self.name, self.folder, self.state(ctx),
+                        [f"labeled.{k}" for k in ctx.labeled], "driver")]
 
 
-def _init(run: RunFolder, cfg: FinetuneJob, model_path: str, fp: dict) -> dict:
-    """The starting weights as ``init/model`` (the encoder; the head is added by the stage)."""
-    import torch
-    from transformers import AutoConfig, AutoModel
+class InitStep(Step):
+    """``init/model``: the starting weights (the model's, or fresh ones of its shape); the
+    stage adds the task head."""
 
-    from xdistil_ray.modeling import models
+    name = folder = INIT
+    keys = _DATA_KEYS
 
-    if cfg.init == "random":
-        torch.manual_seed(cfg.seed)
-        model = AutoModel.from_config(AutoConfig.from_pretrained(model_path))
-    else:
-        model = AutoModel.from_pretrained(model_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        models.save_pretrained(model, models.load_tokenizer(model_path), tmp)
-        files = run.upload(tmp, f"{INIT}/model")
-    return run.commit(INIT, {f"model/{k}": v for k, v in files.items()}, fingerprint=fp,
-                      params=models.num_params(model), init=cfg.init)
+    def run(self, ctx: FinetuneContext, fp: dict) -> dict:
+        import torch
+        from transformers import AutoConfig, AutoModel
+
+        from xdistil_ray.modeling import models
+
+        cfg, path = ctx.cfg, ctx.model_path
+        if cfg.init == "random":
+            torch.manual_seed(cfg.seed)
+            model = AutoModel.from_config(AutoConfig.from_pretrained(path))
+        else:
+            model = AutoModel.from_pretrained(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            models.save_pretrained(model, models.load_tokenizer(path), tmp)
+            files = ctx.run.upload(tmp, f"{INIT}/model")
+        return ctx.run.commit(INIT, {f"model/{k}": v for k, v in files.items()}, fingerprint=fp,
+                              params=models.num_params(model), init=cfg.init)
+
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        return [Planned(self.name, self.folder, self.state(ctx), ["model"], "driver",
+                        f"init: {ctx.cfg.init}")]
+
+
+class FinetuneStageStep(Step):
+    """``finetune/``: one labels-only stage with a new task head (Ray Train + DeepSpeed)."""
+
+    name = folder = STAGE
+    keys = _STAGE_KEYS
+    resumable = True
+    announce = False  # its workers print the stage's start and end
+
+    def run(self, ctx: FinetuneContext, fp: dict) -> dict:
+        from xdistil_ray.distill import step as train
+
+        cfg, run = ctx.cfg, ctx.run
+        spec, files, columns = stage_plan.finetune_plan(
+            cfg, ctx.data, ctx.sources, run=run, name=STAGE, init_path=INIT, init_in_run=True,
+            settings=cfg.finetune)
+        return train.run_stage(run, STAGE, spec, train.stage_dataset(run, files, columns, None),
+                               train.Scaling.of(cfg), fp)
+
+    def use(self, ctx: FinetuneContext, marker: dict) -> None:
+        ctx.stage = marker
+
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        f = ctx.cfg.finetune
+        return [Planned(self.name, self.folder, self.state(ctx), [f"{INIT}/model", "data"],
+                        stage_plan.training_resources(ctx.cfg),
+                        f"{f.epochs:g} epoch(s) at batch {f.batch_size}")]
+
+
+class ModelStep(Step):
+    """``model/``: the fine-tuned Hugging Face folder."""
+
+    name = folder = MODEL
+    keys = _STAGE_KEYS
+
+    def run(self, ctx: FinetuneContext, fp: dict) -> dict:
+        from xdistil_ray.export import step as export
+
+        return export.run_step(ctx.run, STAGE, ctx.model_path, ctx.label_names, fp,
+                               task=ctx.cfg.task, rel=MODEL)
+
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        return [Planned(self.name, self.folder, self.state(ctx), [f"{STAGE}/model"], "driver")]
+
+
+class DevEvalStep(Step):
+    """``eval/``: dev scores of the fine-tuned model, when there is a dev split."""
+
+    name = folder = layout.EVAL
+    derived = True
+
+    def fingerprint(self, ctx: FinetuneContext) -> dict:
+        from xdistil_ray.evaluate import step as evaluate
+
+        return {**ctx.fingerprint(*_STAGE_KEYS), "eval.version": evaluate.VERSION}
+
+    def not_needed(self, ctx: FinetuneContext) -> str | None:
+        has_dev = (ctx.data["labeled"]["splits"].get("dev") if ctx.data is not None
+                   else ctx.cfg.labeled.dev or ctx.cfg.labeled.dev_fraction)
+        return None if has_dev else "(no dev split)"
+
+    def run(self, ctx: FinetuneContext, fp: dict) -> dict:
+        from xdistil_ray.evaluate import step as evaluate
+
+        e = ctx.cfg.eval
+        return evaluate.run_step(
+            ctx.run, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp,
+            fn=evaluate.evaluate_dev, task=ctx.cfg.task, model_rel=MODEL,
+            dev_paths=list(ctx.sources.labeled_dev), label_names=ctx.label_names)
+
+    def use(self, ctx: FinetuneContext, marker: dict | None) -> None:
+        ctx.evaluation = marker
+
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        why = self.not_needed(ctx)
+        return [Planned(self.name, self.folder, f"not needed {why}" if why else self.state(ctx),
+                        [MODEL, layout.LABELED_DEV], "one Ray task")]
+
+
+class FinetuneReportStep(Step):
+    """``report.json``, ``report.md`` and the loss curves, written on every run."""
+
+    name = "report"
+    folder = layout.REPORT_MD
+    committed = False
+
+    def run(self, ctx: FinetuneContext, fp: dict) -> dict:
+        from xdistil_ray.distill import step as train
+        from xdistil_ray.report import step as report
+
+        train.clean_checkpoints(ctx.run, STAGE, [STAGE])
+        out = report.write_finetune(ctx.run, ctx.cfg, data=ctx.data, stage=ctx.stage,
+                                    evaluation=ctx.evaluation, stage_folder=STAGE,
+                                    seconds=round(time.time() - ctx.started, 1), model_rel=MODEL)
+        console.show(report.finetune_summary(ctx.run, out, MODEL))
+        return out
+
+    def use(self, ctx: FinetuneContext, marker: dict) -> None:
+        ctx.report = marker
+
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        return [Planned(self.name, self.folder, "to run", ["every step's marker"], "driver")]
+
+
+def steps() -> list[Step]:
+    """The job's steps, in the order they run."""
+    return [LabeledDataStep(), InitStep(), FinetuneStageStep(), ModelStep(), DevEvalStep(),
+            FinetuneReportStep()]
 
 
 def run(cfg: FinetuneJob, take_over: bool = False) -> dict:
@@ -148,58 +314,15 @@ def run(cfg: FinetuneJob, take_over: bool = False) -> dict:
     folder = RunFolder(cfg.output, cfg.storage_options())
     storage.check_access(folder.uri, folder.options)
     with lease.hold(folder, take_over):
-        return _run(cfg, folder, started)
-
-
-def _run(cfg: FinetuneJob, folder: RunFolder, started: float) -> dict:
-    from xdistil_ray.evaluate import step as evaluate
-    from xdistil_ray.export import step as export
-    from xdistil_ray.report import step as report
-    from xdistil_ray.distill import step as train
-
-    log.info(f"run folder: {folder.uri}")
-    with tempfile.TemporaryDirectory() as tmp:
-        model_path = local_model(cfg, tmp)
-        sources = _labeled_sources(folder, cfg)
-        steps = pipeline.Steps(folder, _identities(cfg, model_path, sources))
-        data_fp = pipeline.fingerprint(cfg, *_DATA_KEYS, inputs=steps.inputs)
-        stage_fp = pipeline.fingerprint(cfg, *_STAGE_KEYS, inputs=steps.inputs)
-        pipeline.refuse_changes(steps, [("data", data_fp), (INIT, data_fp), (STAGE, stage_fp)])
-        folder.write_text("config.yaml", dump_yaml(cfg))
-        console.attach_run(folder)
-        pipeline.init_ray(cfg)
-        data = steps.ensure("data", data_fp,
-                            lambda fp: _prepare(folder, cfg, model_path, sources, fp))
-        _check_data(cfg, data)
-        label_names = data["labeled"]["label_names"]
-        steps.ensure(INIT, data_fp, lambda fp: _init(folder, cfg, model_path, fp))
-        sources = stage_plan.Sources.of(folder, data, None)
-
-        def run_stage(fp):
-            spec, files, columns = stage_plan.finetune_plan(
-                cfg, data, sources, run=folder, name=STAGE, init_path=INIT, init_in_run=True,
-                settings=cfg.finetune)
-            return train.run_stage(folder, STAGE, spec, train.stage_dataset(folder, files, columns,
-                                                                             None),
-                                   stage_plan.scaling(cfg), fp)
-
-        stage = steps.ensure(STAGE, stage_fp, run_stage, resumable=True, announce=False)
-        steps.ensure(MODEL, stage_fp, lambda fp: export.run_step(
-            folder, STAGE, model_path, label_names, fp, task=cfg.task, rel=MODEL))
-    dev = data["labeled"]["splits"].get("dev")
-    result = None
-    if dev:
-        e = cfg.eval
-        result = steps.ensure(
-            evaluate.STEP, {**stage_fp, "eval.version": evaluate.VERSION},
-            lambda fp: evaluate.run_step(
-                folder, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp,
-                fn=evaluate.evaluate_dev, task=cfg.task, model_rel=MODEL,
-                dev_paths=list(sources.labeled_dev),
-                label_names=label_names), derived=True)
-    train.clean_checkpoints(folder, STAGE, [STAGE])
-    out = report.write_finetune(folder, cfg, data=data, stage=stage, evaluation=result,
-                                stage_folder=STAGE, seconds=round(time.time() - started, 1),
-                                model_rel=MODEL)
-    console.show(report.finetune_summary(folder, out, MODEL))
-    return out
+        log.info(f"run folder: {folder.uri}")
+        with tempfile.TemporaryDirectory() as tmp:
+            ctx = FinetuneContext(cfg, folder, local_model(cfg, tmp),
+                                  _labeled_sources(folder, cfg))
+            ctx.started = started
+            job = steps()
+            ctx.runner.refuse_changes(job, ctx)
+            folder.write_text(layout.CONFIG, dump_yaml(cfg))
+            console.attach_run(folder)
+            ctx.start_ray()
+            ctx.runner.run_all(job, ctx)
+        return ctx.report

@@ -4,8 +4,12 @@ shape of the XtremeDistil papers' results tables) and its plots beside them
 
 from __future__ import annotations
 
+import logging
 import posixpath
+import time
 
+from xdistil_ray.run import layout
+from xdistil_ray.observe import console
 from xdistil_ray.report import model_card
 from xdistil_ray.report import plots
 from xdistil_ray.report import tables
@@ -13,11 +17,15 @@ from xdistil_ray.observe import tensorboard_log
 from xdistil_ray.config import Config
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.distill.checkpoint import LOSSES_FILE
+from xdistil_ray.run.steps import Context, Planned, Step
 
-LOSS_PLOT = "loss_curves.png"
-SPEED_PLOT = "speed_size.png"
-STUDENT = "student"
-"""The exported student's folder (export/step.py's ``STEP``), which gets the model card."""
+
+log = logging.getLogger(__name__)
+
+LOSS_PLOT = layout.LOSS_PLOT
+SPEED_PLOT = layout.SPEED_PLOT
+STUDENT = layout.STUDENT
+"""The exported student's folder, which gets the model card."""
 
 
 def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[dict],
@@ -182,8 +190,8 @@ def write(run: RunFolder, cfg: Config, *, stage_folders: list[tuple[str, str]], 
     report = build(cfg, **kwargs)
     run.write_bytes(LOSS_PLOT, plots.loss_curves(_curves(run, stage_folders)))
     run.write_bytes(SPEED_PLOT, plots.speed_size(report["size"], report["speed"]))
-    run.write_json("report.json", report)
-    run.write_text("report.md", markdown(report))
+    run.write_json(layout.REPORT_JSON, report)
+    run.write_text(layout.REPORT_MD, markdown(report))
     if run.marker(STUDENT) is not None:
         model_card.add_to(run, STUDENT, model_card.distillation_card(report, cfg, run_name(run)))
     tensorboard_log.write_report(run, report, settings(cfg))
@@ -255,8 +263,8 @@ def write_finetune(run: RunFolder, cfg, *, data: dict, stage: dict, evaluation: 
         "seconds": seconds,
     }
     run.write_bytes(LOSS_PLOT, plots.loss_curves(_curves(run, [("fine-tune", stage_folder)])))
-    run.write_json("report.json", report)
-    run.write_text("report.md", finetune_markdown(report))
+    run.write_json(layout.REPORT_JSON, report)
+    run.write_text(layout.REPORT_MD, finetune_markdown(report))
     if model_rel and run.marker(model_rel) is not None:
         model_card.add_to(run, model_rel, model_card.finetune_card(report, cfg, run_name(run)))
     return report
@@ -299,3 +307,58 @@ def finetune_summary(run: RunFolder, report: dict, model_rel: str) -> str:
             f"[xdistil] model:  {run.uri_of(model_rel)} (a Hugging Face folder)\n"
             f"[xdistil] report: {run.uri_of('report.md')} (+ {LOSS_PLOT}, report.json)\n"
             f"[xdistil] {scores}")
+
+
+class ReportStep(Step):
+    """``report.json``, ``report.md`` and the plots, written on every run (no marker), then the
+    run sent to the trackers configured and its summary shown."""
+
+    name = "report"
+    folder = layout.REPORT_MD
+    committed = False
+
+    def run(self, ctx: Context, fp: dict) -> dict:
+        from xdistil_ray.distill.stage_plan import stage_folder
+        from xdistil_ray.distill.step import STAGES_RAY, clean_checkpoints
+        from xdistil_ray.teacher.finetune import FOLDER as TEACHER_FINETUNE
+
+        cfg, run = ctx.cfg, ctx.run
+        stages = [stage_folder(k, s.name) for k, s in enumerate(cfg.stages)]
+        # Checkpoints of committed stages go once the run has moved on (Ray Train's controller
+        # may still write into its folder just after fit returns).
+        clean_checkpoints(run, TEACHER_FINETUNE, [TEACHER_FINETUNE])
+        clean_checkpoints(run, STAGES_RAY, stages)
+        trained = [(f"{k + 1}. {s.name}", rel) for k, (s, rel) in enumerate(zip(cfg.stages,
+                                                                                 stages))]
+        if ctx.teacher.in_run:
+            trained.insert(0, ("teacher fine-tune", TEACHER_FINETUNE))
+        result = write(run, cfg, stage_folders=trained, data=ctx.data,
+                       teacher=ctx.teacher_marker, init=ctx.init_marker,
+                       stages=ctx.stage_markers, evaluation=ctx.eval_marker,
+                       finetune=ctx.teacher_finetune if ctx.teacher.in_run else None,
+                       seconds=round(time.time() - ctx.started, 1))
+        _track(run, cfg, result, trained)
+        console.show(summary(run, result))
+        return result
+
+    def use(self, ctx: Context, marker: dict | None) -> None:
+        ctx.report = marker
+
+    def plan(self, ctx: Context) -> list[Planned]:
+        return [Planned(self.name, self.folder, "to run", ["every step's marker"], "driver",
+                        f"report.json, report.md, {LOSS_PLOT}, {SPEED_PLOT}")]
+
+
+def _track(run: RunFolder, cfg: Config, result: dict, trained: list[tuple[str, str]]) -> None:
+    """Sends the run to MLflow and W&B where configured."""
+    if cfg.tracking.mlflow_uri:
+        from xdistil_ray.report import mlflow_log
+
+        run_id = mlflow_log.log_run(run, cfg, result, trained)
+        log.info(f"MLflow: run {run_id} in experiment {cfg.tracking.mlflow_experiment!r} "
+                 f"at {cfg.tracking.mlflow_uri}")
+    if cfg.tracking.wandb_project:
+        from xdistil_ray.report import wandb_log
+
+        run_id = wandb_log.log_run(run, cfg, result, trained)
+        log.info(f"W&B: run {run_id} in project {cfg.tracking.wandb_project!r}")

@@ -12,11 +12,12 @@ import posixpath
 from contextlib import contextmanager
 from tempfile import TemporaryDirectory
 
+from xdistil_ray.run import layout
 from xdistil_ray.distill.checkpoint import LOSSES_FILE
 from xdistil_ray.config import flatten
 from xdistil_ray.run.runfolder import RunFolder
 
-ARTIFACTS = ("report.json", "report.md", "loss_curves.png", "speed_size.png", "config.yaml")
+ARTIFACTS = (layout.REPORT_JSON, layout.REPORT_MD, layout.LOSS_PLOT, layout.SPEED_PLOT, layout.CONFIG)
 
 
 def record_file(tracker: str) -> str:

@@ -31,12 +31,13 @@ import threading
 import time
 import uuid
 
+from xdistil_ray.run import layout
 from xdistil_ray.errors import ConfigError
 from xdistil_ray.run.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 
-LEASE = "LEASE"
+LEASE = layout.LEASE
 EXPIRES_S = 300.0
 """A lease not renewed for this long is free: its driver is gone. Longer than the storage
 outages a driver rides out (a driver waiting on storage cannot renew)."""

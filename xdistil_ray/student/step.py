@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import tempfile
 
+from xdistil_ray.run import layout
 from xdistil_ray.run.runfolder import RunFolder
+from xdistil_ray.run.steps import Context, Planned, Step
 
-STEP = "student_init"
+
+STEP = layout.STUDENT_INIT
 
 
 def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, task: str,
@@ -48,3 +51,29 @@ def run_step(run: RunFolder, *, fingerprint: dict, **kwargs) -> dict:
     info = ray.get(ray.remote(num_cpus=1)(build_and_save).remote(run, **kwargs))
     files = info.pop("files")
     return run.commit(STEP, files, fingerprint=fingerprint, **info)
+
+
+class StudentInitStep(Step):
+    """``student_init/``: the student's starting weights, from the teacher the run reads."""
+
+    name = folder = STEP
+    keys = ("student", "task", "teacher.model", "teacher.finetune", "labeled", "seed")
+
+    def run(self, ctx: Context, fp: dict) -> dict:
+        cfg, s = ctx.cfg, ctx.cfg.student
+        return run_step(
+            ctx.run, teacher_path=ctx.teacher.path, teacher_in_run=ctx.teacher.in_run,
+            task=cfg.task, num_layers=s.num_layers, hidden_size=s.hidden_size,
+            num_heads=s.num_heads, intermediate_size=s.intermediate_size, init=s.init,
+            teacher_layers=s.teacher_layers, pretrained=s.pretrained,
+            architecture=s.architecture, seed=cfg.seed, fingerprint=fp)
+
+    def use(self, ctx: Context, marker: dict | None) -> None:
+        ctx.init_marker = marker
+
+    def plan(self, ctx: Context) -> list[Planned]:
+        s = ctx.cfg.student
+        return [Planned(self.name, self.folder, self.state(ctx), ctx.teacher_reads(),
+                        "one Ray task (1 CPU)",
+                        f"L{s.num_layers}-H{s.hidden_size}, init: {s.init}"
+                        + (f", architecture: {s.architecture}" if s.architecture else ""))]

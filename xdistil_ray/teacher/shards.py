@@ -16,13 +16,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from xdistil_ray.run import layout
 from xdistil_ray.observe import console, ray_metrics
 from xdistil_ray.observe.progress import Throughput
 from xdistil_ray.run.runfolder import MARKER, RunFolder
 
 log = logging.getLogger(__name__)
 
-SHARDS = "teacher/shards"
+SHARDS = layout.TEACHER_SHARDS
 SHARD_COLUMN = "shard"
 
 

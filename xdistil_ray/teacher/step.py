@@ -9,6 +9,7 @@ whatever an earlier attempt left of them.
 
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
 import tempfile
@@ -17,16 +18,20 @@ import time
 import numpy as np
 import torch
 
+from xdistil_ray.run import layout
 from xdistil_ray.tasks.corpus import object_array
 from xdistil_ray.modeling.models import PER_TOKEN_TASKS
+from xdistil_ray.errors import ConfigError
 from xdistil_ray.run.runfolder import RunFolder
+from xdistil_ray.run.steps import Context, Planned, Step
 from xdistil_ray.teacher.shards import (SHARDS, ShardLedger, ShardPartsDatasink,
                                               add_shard_column, commit_shard, committed_shards,
                                               shard_name)
 
+
 log = logging.getLogger(__name__)
 
-STEP = "teacher"
+STEP = layout.TEACHER
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -179,7 +184,7 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
         run.delete(SHARDS, name)
     log.info(f"teacher: {len(pending)} shards to run, {len(done)} committed before")
     if pending:
-        files = [run.path("data/corpus", shards[name]["file"]) for name in pending]
+        files = [run.path(layout.CORPUS, shards[name]["file"]) for name in pending]
         columns = ["id", "input_ids", "heldout", "path"]
         if data_marker.get("pairs"):
             columns.append("token_type_ids")
@@ -216,3 +221,70 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
                       shards_skipped=len(done),
                       shards_run=len(shards) - len(done), seconds=round(time.time() - start, 1),
                       fingerprint=fingerprint)
+
+
+def outputs_needed(cfg) -> tuple[str, ...]:
+    """What the step stores: logits for every task with a head (agreement with the teacher is
+    measured on them), last-layer states where a stage reads them stored."""
+    outputs = [] if cfg.task == "none" else ["logits"]
+    if any(s.targets == "stored" and any(loss.type == "representation" for loss in s.losses)
+           for s in cfg.stages):
+        outputs.append("hidden")
+    return tuple(outputs)
+
+
+def _pool(inf) -> str:
+    """The actor pool's size: ``N``, or ``N-M`` when it autoscales."""
+    return f"{inf.num_actors}-{inf.max_actors}" if inf.max_actors > inf.num_actors \
+        else str(inf.num_actors)
+
+
+class TeacherStep(Step):
+    """``teacher/``: the teacher's outputs for every kept sentence, per corpus shard."""
+
+    name = folder = STEP
+    keys = ("task", "teacher.model", "teacher.finetune", "labeled", "seed", "corpus",
+            "teacher.inference.dtype", "teacher.inference.top_k")
+    resumable = True
+
+    def not_needed(self, ctx: Context) -> str | None:
+        return None if outputs_needed(ctx.cfg) else "(every stage's targets are online)"
+
+    def run(self, ctx: Context, fp: dict) -> dict:
+        cfg, inf = ctx.cfg, ctx.cfg.teacher.inference
+        return run_step(
+            ctx.run, ctx.data, model_path=ctx.teacher.path, model_in_run=ctx.teacher.in_run,
+            outputs=outputs_needed(cfg), task=cfg.task, batch_size=inf.batch_size,
+            num_actors=inf.num_actors, num_gpus=inf.num_gpus_per_actor,
+            num_cpus=inf.num_cpus_per_actor, resources=inf.resources,
+            group_batches=inf.group_batches, dtype=inf.dtype, top_k=inf.top_k,
+            max_actors=inf.max_actors, progress_every_s=cfg.progress_every_s, fingerprint=fp)
+
+    def use(self, ctx: Context, marker: dict | None) -> None:
+        if marker is not None:
+            missing = sorted(set(outputs_needed(ctx.cfg)) - set(marker["outputs"]))
+            if missing:
+                raise ConfigError(
+                    f"{ctx.run.uri}: the stored teacher outputs lack {', '.join(missing)}, "
+                    "which a stage now reads; set that stage's targets: online, or use a new "
+                    "output folder")
+        ctx.teacher_marker = marker
+
+    def plan(self, ctx: Context) -> list[Planned]:
+        why = self.not_needed(ctx)
+        if why:
+            return [Planned(self.name, self.folder, f"not needed {why}")]
+        inf, run, data = ctx.cfg.teacher.inference, ctx.run, ctx.data
+        state = self.state(ctx)
+        if data is not None and state != "complete":
+            names = [shard_name(s["file"]) for s in data["corpus"]["shards"]]
+            done = sum(run.is_complete(posixpath.join(SHARDS, s)) for s in names)
+            if done:
+                state = f"half done ({done} of {len(names)} shards committed; the rest run)"
+        each = {"CPU": inf.num_cpus_per_actor,
+                **({"GPU": inf.num_gpus_per_actor} if inf.num_gpus_per_actor else {}),
+                **inf.resources}
+        return [Planned(self.name, self.folder, state, [layout.CORPUS] + ctx.teacher_reads(),
+                        f"Ray Data: {_pool(inf)} actor(s) x {json.dumps(each)}, "
+                        f"batch {inf.batch_size}",
+                        f"stores {', '.join(outputs_needed(ctx.cfg))}")]
