@@ -472,6 +472,10 @@ class Config:
         return StorageOptions(endpoint=self.storage.endpoint, region=self.storage.region,
                               max_attempts=self.storage.max_attempts)
 
+    def windows(self) -> WindowSettings | None:
+        """How an extractive QA run cuts contexts into windows; None for other tasks."""
+        return self.qa.windows() if self.task == "qa" else None
+
 
 def _student_finetune() -> FinetuneConfig:
     # patience 0: every epoch runs (the best kept). A short fine-tune can sit at chance for two
@@ -515,6 +519,10 @@ class FinetuneJob:
 
     def storage_options(self):
         return Config.storage_options(self)
+
+    def windows(self) -> None:
+        """No QA here (``task`` is a classification or tagging task)."""
+        return None
 
 
 # ---------------------------------------------------------------------------- loading

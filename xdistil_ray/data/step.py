@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.run import layout
 from xdistil_ray.tasks import corpus
 from xdistil_ray.tasks import qa
@@ -477,7 +478,7 @@ def clean_split(split: str, source: CorpusSource, settings: TextSettings, result
                   if corpus.UNKNOWN_LABEL in dropped else "")
         raise ConfigError(f"{field}: no row survived cleaning ({len(rows)} rows in from "
                           f"{source.path!r}; dropped by reason: {reasons}){unseen}{hint}")
-    if split == "train" and task in ("sentence", "pair") and not qa_columns \
+    if split == "train" and task_of(task).head == "sequence" and not qa_columns \
             and len(result["label_names"]) < 2:
         raise ConfigError(f"{field}: needs at least 2 classes, found {result['label_names']}")
     return rows, kept, dropped
@@ -514,7 +515,9 @@ def _known_labels(kept: pd.DataFrame, split: str, task: str, result: dict,
                   dropped: dict) -> pd.DataFrame:
     """The rows whose labels the training split has (which sets ``result["label_names"]``);
     the others counted as dropped."""
-    labels_of = (lambda r: r["tags"]) if task == "token" else (lambda r: [r["label"]])
+    shape = task_of(task)
+    column = shape.label_column  # the cleaned rows' column: a label, or a word's tags
+    labels_of = (lambda r: r[column]) if shape.per_word else (lambda r: [r[column]])
     if split == "train":
         result["label_names"] = sorted({t for _, r in kept.iterrows() for t in labels_of(r)})
     names = set(result["label_names"])
@@ -534,7 +537,7 @@ def _clean_labeled(raw, encoding, text_column, label_column, pair_column, task,
                              fits=lambda q, c: qa.window_problem(tok, q, c, settings.windows),
                              question_column=question, context_column=context,
                              answers_column=answers)
-    if task == "token":
+    if task_of(task).per_word:
         return corpus.clean_token_rows(raw, source=encoding, words_column=text_column,
                                        tags_column=label_column)
     return corpus.clean_rows(raw, source=encoding, text_column=text_column,
@@ -611,7 +614,7 @@ class DataStep(Step):
 
     def run(self, ctx: Context, fp: dict) -> dict:
         cfg, inputs = ctx.cfg, ctx.inputs
-        pairs = cfg.task == "pair"
+        pairs = task_of(cfg.task).pairs
         return run_step(ctx.run, inputs.corpus, inputs.labeled, text_settings(cfg, inputs),
                         text_column=cfg.corpus.text_column, label_column=cfg.labeled.label_column,
                         labeled_text_column=cfg.labeled.text_column,
@@ -648,13 +651,13 @@ class DataStep(Step):
 
 def text_settings(cfg, inputs) -> TextSettings:
     return TextSettings(inputs.teacher_path, cfg.corpus.max_length, cfg.corpus.max_chars,
-                        cfg.corpus.heldout_fraction,
-                        cfg.qa.windows() if cfg.task == "qa" else None)
+                        cfg.corpus.heldout_fraction, cfg.windows())
 
 
 def qa_columns(cfg) -> tuple[str, ...]:
     q = cfg.qa
-    return (q.question_column, q.context_column, q.answers_column) if cfg.task == "qa" else ()
+    return ((q.question_column, q.context_column, q.answers_column)
+            if task_of(cfg.task).spans else ())
 
 
 def check_labeled_inputs(cfg, inputs) -> dict[str, int]:
@@ -666,5 +669,6 @@ def check_labeled_inputs(cfg, inputs) -> dict[str, int]:
     return check_labeled(
         sources, text_settings(cfg, inputs), text_column=cfg.labeled.text_column,
         label_column=cfg.labeled.label_column,
-        pair_column=cfg.labeled.text_pair_column if cfg.task == "pair" else "", task=cfg.task,
+        pair_column=cfg.labeled.text_pair_column if task_of(cfg.task).pairs else "",
+        task=cfg.task,
         qa_columns=qa_columns(cfg))

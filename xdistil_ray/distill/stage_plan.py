@@ -188,7 +188,7 @@ def _spec(cfg, *, rows: int, epochs: float, run: RunFolder, min_steps: int = 0,
         run=run, total_steps=max(steps, min_steps),
         zero_stage=t.zero_stage, log_every=t.log_every_steps,
         checkpoint_every=t.checkpoint_every_steps, seed=cfg.seed, task=cfg.task,
-        windows=cfg.qa.windows() if cfg.task == "qa" else None,
+        windows=cfg.windows(),
         cache_bytes=t.epoch_cache_mb * 2**20, async_upload=t.async_checkpoint_upload,
         torch_threads=t.torch_threads or max(1, int(t.cpus_per_worker)), **kwargs)
 

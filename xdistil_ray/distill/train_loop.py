@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.distill import objective
 from xdistil_ray.distill import schedule
 from xdistil_ray.run import storage
@@ -119,9 +120,7 @@ class StageSpec:
 
     @property
     def per_token(self) -> bool:
-        from xdistil_ray.modeling.models import PER_TOKEN_TASKS
-
-        return self.task in PER_TOKEN_TASKS
+        return task_of(self.task).per_token
 
 
 def total_steps(num_rows: int, epochs: float, batch_size: int, num_workers: int) -> int:
@@ -277,7 +276,7 @@ class StageTrainer:
             targets = objective.stored_targets(batch, spec.teacher_layers)
         return objective.compute(spec.losses, student, targets, batch,
                                  self.engine.module.projections, per_token=spec.per_token,
-                                 spans=spec.task == "qa")
+                                 spans=task_of(spec.task).spans)
 
     def train_step(self, batch: dict) -> torch.Tensor:
         """One optimizer step; returns the loss detached, on the device (no host sync). Each

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.run import layout
 from xdistil_ray.tasks import metrics
 from xdistil_ray.tasks import qa
@@ -60,7 +61,7 @@ def agreement_with_teacher(task: str, preds, teacher_preds, heldout: dict, num_l
                            windows: qa.WindowSettings | None = None) -> dict:
     """Agreement (and KL) of per-row predictions ``preds`` with the teacher's: its stored
     logits, or for extractive QA its answers decoded from ``teacher_preds``."""
-    if task == "qa":
+    if task_of(task).spans:
         return _answer_agreement(qa_answers(teacher_preds, heldout, windows),
                                  qa_answers(preds, heldout, windows))
     if preds is None or "logits" not in heldout:
@@ -160,7 +161,7 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
         speed_rows, dev = heldout, None
         if dev_paths:
             dev = read_rows(run, dev_paths, DEV_COLUMNS, 10**9, False)
-            result["eval"]["dev_rows"] = len(set(dev["example"])) if task == "qa" else \
+            result["eval"]["dev_rows"] = len(set(dev["example"])) if task_of(task).spans else \
                 len(dev["input_ids"])
             for who, model in (("teacher", teacher), ("student", student)):
                 for name, value in dev_scores(task, model, dev, label_names, windows).items():
@@ -223,7 +224,7 @@ def _int8_scores(task: str, student_dir: str, heldout: dict, dev: dict | None, t
     from xdistil_ray.export import onnx_model
 
     path = _onnx_path(student_dir, "int8")
-    if not os.path.exists(path) or task == "none":
+    if not os.path.exists(path) or not task_of(task).head:
         return {}
     session = onnx_model.Session(path, threads)
 
@@ -289,7 +290,7 @@ class EvalStep(Step):
             heldout_paths=ctx.sources.heldout_files(), dev_paths=list(ctx.sources.labeled_dev),
             label_names=ctx.label_names, max_heldout_rows=e.max_heldout_rows,
             speed_batch_size=e.speed_batch_size, speed_repeats=e.speed_repeats,
-            windows=cfg.qa.windows() if cfg.task == "qa" else None)
+            windows=cfg.windows())
 
     def use(self, ctx: Context, marker: dict | None) -> None:
         ctx.eval_marker = marker

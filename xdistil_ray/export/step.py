@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.run import layout
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Planned, Step
@@ -28,7 +29,7 @@ def run_step(run: RunFolder, final_stage: str, tokenizer_path: str, label_names:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = models.load_model(run.download(final_stage, f"{tmp}/final", "model"), task)
-        if label_names and task != "none":
+        if label_names and task_of(task).head:
             model.config.id2label = dict(enumerate(label_names))
             model.config.label2id = {name: i for i, name in enumerate(label_names)}
         models.save_pretrained(model, models.load_tokenizer(tokenizer_path), f"{tmp}/student")

@@ -8,6 +8,7 @@ import os
 import torch
 from torch import nn
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.modeling import families
 from xdistil_ray.config import EMBEDDED
 from xdistil_ray.modeling.layer_maps import uniform_layers
@@ -30,21 +31,17 @@ def load_tokenizer(path: str):
     return AutoTokenizer.from_pretrained(path)
 
 
-_HEADS = {"sentence": "ForSequenceClassification", "pair": "ForSequenceClassification",
-          "token": "ForTokenClassification", "qa": "ForQuestionAnswering"}
+_HEADS = {"sequence": "ForSequenceClassification", "token": "ForTokenClassification",
+          "qa": "ForQuestionAnswering"}
+"""The class-name suffix of each task head's models (``BertForTokenClassification``)."""
 
 
 def auto_class(task: str):
-    """The transformers Auto class of a task's model (``none``: the plain encoder)."""
+    """The transformers Auto class of a task's model (no head: the plain encoder)."""
     import transformers
 
-    if task == "none":
-        return transformers.AutoModel
-    if task == "token":
-        return transformers.AutoModelForTokenClassification
-    if task == "qa":
-        return transformers.AutoModelForQuestionAnswering
-    return transformers.AutoModelForSequenceClassification
+    head = task_of(task).head
+    return getattr(transformers, f"AutoModel{_HEADS[head]}" if head else "AutoModel")
 
 
 def has_task_head(path: str, num_labels: int | None, task: str = "sentence") -> bool:
@@ -54,7 +51,7 @@ def has_task_head(path: str, num_labels: int | None, task: str = "sentence") -> 
 
     config = AutoConfig.from_pretrained(path)
     archs = config.architectures or []
-    suffix = _HEADS[task]
+    suffix = _HEADS[task_of(task).head]
     return any(a.endswith(suffix) for a in archs) and num_labels in (None, config.num_labels)
 
 
@@ -67,7 +64,7 @@ def teacher_label_order(path: str, label_names: list[str], task: str) -> list[st
     a warning on the console: the run assumes that order."""
     from transformers import AutoConfig
 
-    if task in ("none", "qa") or not has_task_head(path, len(label_names), task):
+    if not task_of(task).classes or not has_task_head(path, len(label_names), task):
         return list(label_names)  # a QA head has no labels
     config = AutoConfig.from_pretrained(path)
     heads = [str(config.id2label[i]) for i in range(config.num_labels)]
@@ -85,7 +82,7 @@ def load_model(path: str, task: str = "sentence", label_names: list[str] | None 
     head of another size that ``path`` brings is replaced, as Hugging Face does with
     ``ignore_mismatched_sizes``: transformers 5 refuses to load it otherwise)."""
     kwargs = {}
-    if label_names is not None and task not in ("none", "qa"):  # a QA head has no labels
+    if label_names is not None and task_of(task).classes:  # a QA head has no labels
         kwargs = dict(num_labels=len(label_names),
                       id2label=dict(enumerate(label_names)),
                       label2id={name: i for i, name in enumerate(label_names)},
@@ -99,7 +96,7 @@ def replaced_head(path: str, label_names: list[str], task: str) -> str | None:
     replaced and fine-tuned on the labeled data. None when there is no such head."""
     from transformers import AutoConfig
 
-    if task in ("none", "qa") or not has_task_head(path, None, task) or \
+    if not task_of(task).classes or not has_task_head(path, None, task) or \
             has_task_head(path, len(label_names), task):
         return None
     config = AutoConfig.from_pretrained(path)
@@ -172,7 +169,7 @@ def build_student(teacher: nn.Module, *, num_layers: int, hidden_size: int, num_
     """
     torch.manual_seed(seed)
     labels = None
-    if task not in ("none", "qa"):
+    if task_of(task).classes:
         labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
     if init == "pretrained":
         return load_model(pretrained, task, labels)
@@ -424,8 +421,6 @@ def task_logits(out) -> torch.Tensor | None:
     return getattr(out, "logits", None)
 
 
-PER_TOKEN_TASKS = ("token", "qa")
-"""Tasks whose logits are per token ([B, T, C])."""
 
 
 class DistillModule(nn.Module):

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.modeling.batches import pad_batch
 from xdistil_ray.modeling.models import model_inputs, task_logits
 from xdistil_ray.run.runfolder import RunFolder
@@ -47,9 +48,8 @@ def padded_batch(rows: dict, start: int, stop: int, pad_id: int, device="cpu") -
 
 
 def pooling(task: str) -> str:
-    """The sentence representation compared with the teacher's: the CLS state for sentence and
-    pair heads (what their classifiers read), the mean over real tokens otherwise."""
-    return "cls" if task in ("sentence", "pair") else "mean"
+    """The sentence representation compared with the teacher's (:attr:`Task.pooling`)."""
+    return task_of(task).pooling
 
 
 @torch.inference_mode()
@@ -116,13 +116,14 @@ def dev_scores(task: str, model, dev: dict, label_names: list[str],
 def scores_of(task: str, preds: list[np.ndarray], dev: dict, label_names: list[str],
               windows: qa.WindowSettings | None = None) -> dict:
     """:func:`dev_scores` from per-row predictions (:func:`run_model`'s, or ONNX Runtime's)."""
-    if task == "qa":
+    shape = task_of(task)
+    if shape.spans:
         answers = qa_answers(preds, dev, windows)
         golds = {}
         for example, gold in zip(dev["example"], dev["answers"]):
             golds.setdefault(example, list(gold))
         return qa.squad_scores(answers, golds)
-    if task == "token":
+    if shape.per_word:
         pred = [[label_names[i] for i in word_predictions(o, w)]
                 for o, w in zip(preds, dev["word_ids"])]
         # words cut off by truncation have no prediction and are not scored

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.run import layout
 from xdistil_ray import config as config_mod
 from xdistil_ray.config import EMBEDDED
@@ -66,6 +67,12 @@ class DistillContext(Context):
         self.stage_markers: list = []
         self.eval_marker: dict | None = None
         self.report: dict | None = None
+
+    def fingerprint(self, *sections: str) -> dict:
+        """Every step that depends on the task depends on ``qa`` in a QA run (the windows)."""
+        if task_of(self.cfg.task).spans and "task" in sections:
+            sections += ("qa",)
+        return super().fingerprint(*sections)
 
     @property
     def label_names(self) -> list[str] | None:

@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.run import layout
 from xdistil_ray import config as config_mod
 from xdistil_ray.config import EMBEDDED
@@ -140,7 +141,7 @@ class LabeledDataStep(Step):
         cfg, run = ctx.cfg, ctx.run
         settings = prepare.TextSettings(ctx.model_path, cfg.max_length,
                                         max(20_000, cfg.max_length), 0.0)
-        pair = cfg.labeled.text_pair_column if cfg.task == "pair" else ""
+        pair = cfg.labeled.text_pair_column if task_of(cfg.task).pairs else ""
         start = time.time()
         labeled = prepare.prepare_labeled(
             run, ctx.labeled, settings, text_column=cfg.labeled.text_column,

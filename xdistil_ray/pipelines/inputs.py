@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.run import layout
 from xdistil_ray.config import EMBEDDED
 from xdistil_ray.config import Config
@@ -61,7 +62,8 @@ def resolve_inputs(cfg: Config, folder: RunFolder, generate: bool = True) -> Inp
 
     labeled = {}
     # Task-agnostic runs need no labels; the embedded default's labeled sets do not apply.
-    wants_labels = cfg.task != "none" or EMBEDDED not in (cfg.labeled.train, cfg.labeled.dev)
+    task = task_of(cfg.task)
+    wants_labels = task.labeled or EMBEDDED not in (cfg.labeled.train, cfg.labeled.dev)
     if cfg.labeled.train and wants_labels:
         labeled["train"] = source(cfg.labeled.train, "labeled.train")
     if cfg.labeled.dev and wants_labels:
@@ -72,23 +74,23 @@ def resolve_inputs(cfg: Config, folder: RunFolder, generate: bool = True) -> Inp
     if "/" in teacher and not os.path.isdir(teacher) and os.path.exists(os.path.dirname(teacher)):
         raise ConfigError(f"teacher.model: folder {teacher!r} does not exist")
     corpus = source(cfg.corpus.path, "corpus.path") if cfg.corpus.path else None
-    if cfg.task == "qa" and corpus and corpus.fmt == "txt":
+    if task.spans and corpus and corpus.fmt == "txt":
         raise ConfigError("corpus.path: a QA corpus needs .jsonl/.json/.parquet rows with a "
                           "question and a context (qa.question_column, qa.context_column)")
-    if cfg.task == "pair" and ((corpus and corpus.fmt == "txt") or not cfg.corpus.text_pair_column):
+    if task.pairs and ((corpus and corpus.fmt == "txt") or not cfg.corpus.text_pair_column):
         raise ConfigError("corpus.text_pair_column: a pair task's corpus needs .jsonl/.parquet "
                           "rows with both sentences (corpus.text_column, corpus.text_pair_column)")
     for field, s in ((f"labeled.{k}", v) for k, v in labeled.items()):
-        if s is not None and s.fmt == "txt" and cfg.task != "none":
+        if s is not None and s.fmt == "txt" and task.labeled:
             raise ConfigError(f"{field}: {s.path!r} is plain text, which holds no labels; give "
                               f".jsonl, .parquet, .tsv or .csv rows with labeled.label_column "
                               f"({cfg.labeled.label_column!r})")
     for field, s in (("corpus.path", corpus), *((f"labeled.{k}", v) for k, v in labeled.items())):
-        if cfg.task in ("token", "qa") and s is not None and s.fmt in ("tsv", "csv"):
+        if not task.flat_rows and s is not None and s.fmt in ("tsv", "csv"):
             raise ConfigError(f"{field}: .{s.fmt} holds flat columns; a {cfg.task} task's rows "
                               "(word and tag lists, or questions with answers) need .jsonl, "
                               ".parquet or a `datasets` input")
-    if cfg.task != "none" and not labeled:
+    if task.labeled and not labeled:
         raise ConfigError("labeled.train: the teacher needs a task; give labeled data "
                           "(or task: none for task-agnostic distillation)")
     shapes = check_models(cfg, teacher)
@@ -181,10 +183,10 @@ def check_data(cfg: Config, data: dict) -> None:
                           f"in, dropped {c['dropped']})")
     splits = data["labeled"]["splits"]
     names = data["labeled"]["label_names"]
-    if cfg.task not in ("none", "qa") and len(names) < 2:
+    if task_of(cfg.task).classes and len(names) < 2:
         raise ConfigError(f"labeled.train: needs at least 2 classes, found {names}")
     top_k = cfg.teacher.inference.top_k
-    if top_k and cfg.task != "none" and top_k >= len(names):
+    if top_k and task_of(cfg.task).head and top_k >= len(names):
         raise ConfigError(f"teacher.inference.top_k: {top_k} is not below the {len(names)} "
                           "labels; 0 stores every logit")
     for k, stage in enumerate(cfg.stages):

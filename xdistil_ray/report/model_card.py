@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.config import EMBEDDED
 from xdistil_ray.report.tables import results_table, retained, speed_table
 
@@ -15,14 +16,6 @@ CARD = "README.md"
 EMBEDDED_TEACHER_ID = "sentence-transformers/all-MiniLM-L6-v2"
 """The hub id of the model the embedded default's teacher package ships."""
 
-_PIPELINE_TAGS = {"sentence": "text-classification", "pair": "text-classification",
-                  "token": "token-classification", "qa": "question-answering",
-                  "none": "feature-extraction"}
-
-_AUTO_CLASSES = {"sentence": "AutoModelForSequenceClassification",
-                 "pair": "AutoModelForSequenceClassification",
-                 "token": "AutoModelForTokenClassification",
-                 "qa": "AutoModelForQuestionAnswering", "none": "AutoModel"}
 
 # (eval key suffix, metric type, readable name) of the scores a card's model-index carries
 _METRICS = [("accuracy", "accuracy", "dev accuracy"), ("macro_f1", "f1", "dev macro-F1"),
@@ -64,11 +57,11 @@ def _metadata(*, task: str, base_model: str | None, model_name: str, dataset: st
     from huggingface_hub import EvalResult, ModelCardData
 
     name, kind = _dataset(dataset) if dataset else ("", "")
-    results = [EvalResult(task_type=_PIPELINE_TAGS[task], dataset_type=kind, dataset_name=name,
+    results = [EvalResult(task_type=task_of(task).pipeline_tag, dataset_type=kind, dataset_name=name,
                           dataset_split="dev", metric_type=metric, metric_name=label,
                           metric_value=round(value, 4))
                for metric, label, value in scores] if dataset else None
-    data = ModelCardData(library_name="transformers", pipeline_tag=_PIPELINE_TAGS[task],
+    data = ModelCardData(library_name="transformers", pipeline_tag=task_of(task).pipeline_tag,
                          base_model=base_model, tags=tags, model_name=model_name,
                          eval_results=results or None)
     return data.to_yaml()
@@ -101,9 +94,11 @@ def _qa_usage(threshold: float | None, qa_cfg) -> list[str]:
 
 
 def _usage(task: str, threshold: float | None = None, qa_cfg=None) -> list[str]:
-    if task == "qa":
+    if task_of(task).spans:
         return _qa_usage(threshold, qa_cfg)
-    auto = _AUTO_CLASSES[task]
+    from xdistil_ray.modeling.models import auto_class
+
+    auto = auto_class(task).__name__
     example = {"sentence": 'classify("The battery lasts all day.")',
                "pair": 'classify({"text": "The battery lasts all day.", '
                        '"text_pair": "The reviewer is satisfied."})',
@@ -115,8 +110,8 @@ def _usage(task: str, threshold: float | None = None, qa_cfg=None) -> list[str]:
              'folder = "path/to/this/folder"  # or its hub id once pushed',
              f"model = {auto}.from_pretrained(folder)",
              "tokenizer = AutoTokenizer.from_pretrained(folder)"]
-    if task != "none":
-        lines += [f'{name} = pipeline("{_PIPELINE_TAGS[task]}", model=model, tokenizer=tokenizer)',
+    if task_of(task).head:
+        lines += [f'{name} = pipeline("{task_of(task).pipeline_tag}", model=model, tokenizer=tokenizer)',
                   f"print({example})"]
     else:
         lines += ["import torch", "",
@@ -134,7 +129,7 @@ def distillation_card(report: dict, cfg, run_name: str) -> str:
     if "agreement" in e:
         scores.append(("agreement", "agreement with the teacher (held-out transfer set)",
                        float(e["agreement"])))
-    dataset = cfg.labeled.train if task != "none" else ""
+    dataset = cfg.labeled.train if task_of(task).labeled else ""
     base = hub_id(cfg.teacher.model)
     meta = _metadata(task=task, base_model=base, model_name=run_name, dataset=dataset,
                      scores=scores, tags=["xdistil_ray", "knowledge-distillation", "xtremedistil"])

@@ -8,6 +8,7 @@ import logging
 import posixpath
 import time
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.run import layout
 from xdistil_ray.observe import console
 from xdistil_ray.report import model_card
@@ -109,7 +110,7 @@ def markdown(report: dict) -> str:
     s = report["student"]
     dev_note = (f"Dev scores on {e['dev_rows']} labeled dev rows{_dev_source(d)}. "
                 if "dev_rows" in e else "No labeled dev data: fidelity only. ")
-    qa = report["task"] == "qa"
+    qa = task_of(report["task"]).spans
     unit = "question" if qa else "sentence"  # QA rows are questions (of one or more windows)
     lines = [
         f"# xdistil_ray report: {report['task']} task, L{report['teacher']['num_layers']}-"

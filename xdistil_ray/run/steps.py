@@ -49,10 +49,7 @@ class Planned:
 def fingerprint(flat: dict, *sections: str, inputs: dict | None = None) -> dict:
     """The fields of the flattened config ``flat`` (``corpus.max_length``: 64) under
     ``sections``, with the identities of the inputs they name (``inputs``:
-    ``corpus.path.content`` and the like). Every step depends on ``qa`` in a QA run (the
-    windows), on none of it in another."""
-    if flat.get("task") == "qa" and "task" in sections:
-        sections += ("qa",)
+    ``corpus.path.content`` and the like)."""
     data = {**flat, **(inputs or {})}
     return {k: v for k, v in data.items() if any(k == s or k.startswith(s + ".") for s in sections)}
 

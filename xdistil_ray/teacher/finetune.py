@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.run import layout
 from xdistil_ray.distill import stage_plan
 from xdistil_ray.distill.checkpoint import refuse_unresumable
@@ -27,9 +28,10 @@ class TeacherFinetuneStep(Step):
         from xdistil_ray.modeling.models import has_task_head
 
         cfg, path, names = ctx.cfg, ctx.inputs.teacher_path, ctx.label_names
-        if cfg.task == "none":
+        task = task_of(cfg.task)
+        if not task.head:
             return "(task none: a plain encoder)"
-        if cfg.task == "qa" and has_task_head(path, None, "qa"):
+        if task.spans and has_task_head(path, None, cfg.task):
             return "(the teacher has a question-answering head)"
         if names is not None and has_task_head(path, len(names), cfg.task):
             return f"(the teacher has a {cfg.task} head for the {len(names)} labels)"

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
+from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.run import layout
 from xdistil_ray.tasks.corpus import object_array
-from xdistil_ray.modeling.models import PER_TOKEN_TASKS
 from xdistil_ray.errors import ConfigError
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Planned, Step
@@ -81,7 +81,7 @@ class TeacherInference:
         # transformers picks PyTorch's scaled-dot-product attention where the model has it.
         self.model = load_model(model_path, task).to(self.device, self.dtype).eval()
         self.outputs = outputs
-        self.per_token = task in PER_TOKEN_TASKS
+        self.per_token = task_of(task).per_token
         self.pad_id = self.model.config.pad_token_id or 0
         self.batch_size = batch_size
         self.top_k = top_k if "logits" in outputs else 0
@@ -188,7 +188,7 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
         columns = ["id", "input_ids", "heldout", "path"]
         if data_marker.get("pairs"):
             columns.append("token_type_ids")
-        if task == "qa":  # what decoding a held-out window's answer reads (eval)
+        if task_of(task).spans:  # what decoding a held-out window's answer reads (eval)
             columns += ["example", "context", "offset_start", "offset_end"]
         ds = ray.data.read_parquet(files, filesystem=run.fs, include_paths=True).select_columns(
             columns)
@@ -206,7 +206,7 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
             num_cpus=num_cpus, num_gpus=num_gpus or None, resources=resources or None)
         ledger = ray.remote(num_cpus=0)(ShardLedger).remote(
             run, {name: shards[name]["rows"] for name in pending}, progress_every_s)
-        ds.write_datasink(ShardPartsDatasink(run, task in PER_TOKEN_TASKS, ledger).make())
+        ds.write_datasink(ShardPartsDatasink(run, task_of(task).per_token, ledger).make())
         committed = set(ray.get(ledger.committed_shards.remote()))
         pending = [n for n in pending if n not in committed]
     failed = [n for n in pending if not commit_shard(run, n, shards[n]["rows"])]
@@ -226,7 +226,7 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
 def outputs_needed(cfg) -> tuple[str, ...]:
     """What the step stores: logits for every task with a head (agreement with the teacher is
     measured on them), last-layer states where a stage reads them stored."""
-    outputs = [] if cfg.task == "none" else ["logits"]
+    outputs = ["logits"] if task_of(cfg.task).head else []
     if any(s.targets == "stored" and any(loss.type == "representation" for loss in s.losses)
            for s in cfg.stages):
         outputs.append("hidden")
