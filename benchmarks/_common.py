@@ -166,7 +166,7 @@ def config(**overrides):
 
 def start_ray(num_cpus: int = 0) -> None:
     """Local Ray as the pipeline starts it."""
-    from xdistil_ray.pipelines.distill import init_ray
+    from xdistil_ray.pipelines.ray_start import init_ray
 
     init_ray(config(**{"ray.num_cpus": num_cpus or os.cpu_count()}))
 

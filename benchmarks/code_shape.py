@@ -11,7 +11,6 @@ import argparse
 import ast
 import io
 import os
-import re
 import subprocess
 import sys
 import tarfile

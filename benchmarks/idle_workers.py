@@ -1,6 +1,6 @@
 """Benchmark: the data step run several times on one local Ray, with Ray's idle-worker killing
 as Ray sets it (a worker idle for 1 s is killed once more workers than CPUs are alive) and as
-the project's local Ray sets it (``pipeline.LOCAL_RAY_ENV``: kept for 10 minutes).
+the project's local Ray sets it (``ray_start.LOCAL_RAY_ENV``: kept for 10 minutes).
 
     .venv/bin/python benchmarks/idle_workers.py [--sentences 640] [--passes 3]
 
@@ -31,10 +31,10 @@ def ray_processes() -> set[str]:
 
 
 def passes(corpus: str, count: int, keep_idle: bool) -> dict:
-    from xdistil_ray.pipelines import distill as pipeline
+    from xdistil_ray.pipelines import ray_start
 
     if not keep_idle:  # Ray's default (the variable unset before Ray starts)
-        pipeline.LOCAL_RAY_ENV = {k: v for k, v in pipeline.LOCAL_RAY_ENV.items() if k != SETTING}
+        ray_start.LOCAL_RAY_ENV = {k: v for k, v in ray_start.LOCAL_RAY_ENV.items() if k != SETTING}
     os.environ.pop(SETTING, None)
     _common.start_ray(2)
     cfg = _common.config(**{"corpus.rows_per_shard": 256})

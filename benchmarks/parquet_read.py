@@ -1,5 +1,5 @@
 """Benchmark: one pass over a few committed parquet files, Ray Data's V2 datasource (2.60's
-default) against the V1 datasource the project's Ray runs with (``pipeline.RAY_ENV``).
+default) against the V1 datasource the project's Ray runs with (``ray_start.RAY_ENV``).
 
     .venv/bin/python benchmarks/parquet_read.py [--files 3] [--rows 256] [--passes 4]
 

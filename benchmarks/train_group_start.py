@@ -1,5 +1,5 @@
 """Benchmark: what a Ray Train worker group costs besides its steps on this machine, with Ray
-Train's defaults against the project's settings for a local Ray (``pipeline.RAY_ENV`` and
+Train's defaults against the project's settings for a local Ray (``ray_start.RAY_ENV`` and
 ``LOCAL_RAY_ENV``: no preemption-watcher actor, the controller polling every 0.5 s), and Ray
 Train's deprecated V1 for reference.
 
@@ -24,7 +24,7 @@ import time
 import _common
 
 def _variants() -> dict:
-    from xdistil_ray.pipelines.distill import LOCAL_RAY_ENV, RAY_ENV
+    from xdistil_ray.pipelines.ray_start import LOCAL_RAY_ENV, RAY_ENV
 
     return {"defaults": {}, "project (local)": {**RAY_ENV, **LOCAL_RAY_ENV},
             "Ray Train V1": {"RAY_TRAIN_V2_ENABLED": "0"}}

@@ -76,9 +76,9 @@ def ray_local():
     """A local Ray on loopback, shared by the integration tests of one session."""
     import ray
 
-    from xdistil_ray.pipelines.distill import apply_ray_env
+    from xdistil_ray.pipelines.ray_start import apply_ray_env
 
-    apply_ray_env(local=True)  # as the jobs' own local Ray (pipeline.init_ray)
+    apply_ray_env(local=True)  # as the jobs' own local Ray (ray_start.init_ray)
     ray.init(num_cpus=2, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
     _SHARED_RAY.append(True)
     yield

@@ -51,7 +51,7 @@ NODE_TYPE_MARKERS = {"cpu_node", "teacher_gpu", "train_gpu"}
 
 
 def _env(**extra) -> dict:
-    # Idle worker processes kept 10 minutes, as on a local Ray (pipeline.LOCAL_RAY_ENV): the four
+    # Idle worker processes kept 10 minutes, as on a local Ray (ray_start.LOCAL_RAY_ENV): the four
     # nodes share this machine's 2 cores, and Ray's default (kill a worker idle for 1 s once more
     # workers than CPUs are alive) made every Ray Data pass start, and import into, new processes.
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",

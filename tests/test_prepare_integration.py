@@ -132,7 +132,7 @@ def test_txt_is_refused_for_labeled_data(tmp_path):
 
 def test_a_parquet_pass_starts_few_footer_actors(tmp_path, ray_local):
     """Ray Data 2.60 starts 32 footer-reading actors (32 Python processes) per parquet pass by
-    default; the project's Ray runs with two (pipeline.RAY_ENV)."""
+    default; the project's Ray runs with two (ray_start.RAY_ENV)."""
     import ray.data
     from ray.util.state import list_actors
 

@@ -188,7 +188,7 @@ def test_the_teacher_fine_tune_keeps_its_best_epoch_on_dev(token_run):
 
 def test_a_local_ray_train_group_starts_no_preemption_watcher(token_run):
     """Ray Train starts an actor (a process) per worker group to watch for spot preemption;
-    a Ray of one machine runs without it (pipeline.LOCAL_RAY_ENV)."""
+    a Ray of one machine runs without it (ray_start.LOCAL_RAY_ENV)."""
     from ray.util.state import list_actors
 
     assert list_actors(filters=[("class_name", "=", "TrainController")], limit=10_000,

@@ -455,7 +455,7 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
             say(f"[xdistil] {spec.name}: {notice}: checkpoint at step {step}")
         # Only checkpoints go to Ray Train: a report waits until the controller has taken the
         # previous one (it polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S), so a report per log
-        # interval held a fast stage to one interval per report (pipeline.RAY_ENV).
+        # interval held a fast stage to one interval per report (ray_start.RAY_ENV).
         if step % spec.checkpoint_every == 0 or end or notice:
             final_saved = end
             if board is not None:
@@ -556,7 +556,7 @@ class PreemptionNotices:
     """Ray Train's notice that a node of the worker group is being preempted (a spot instance
     reclaimed; the node drained with reason PREEMPTION), asked at logging intervals. Every
     worker asks at the same steps (the question is a collective). Ray starts no preemption
-    watcher on one machine (``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0``: pipeline.LOCAL_RAY_ENV),
+    watcher on one machine (``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0``: ray_start.LOCAL_RAY_ENV),
     and then nothing is asked."""
 
     def __init__(self, watched: bool | None = None):

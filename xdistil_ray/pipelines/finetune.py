@@ -29,7 +29,7 @@ from xdistil_ray.config import dump_yaml
 from xdistil_ray.data.readers import resolve_source
 from xdistil_ray.distill import stage_plan
 from xdistil_ray.observe import console
-from xdistil_ray.pipelines import distill as pipeline
+from xdistil_ray.pipelines.ray_start import init_ray
 from xdistil_ray.pipelines.inputs import embedded_inputs
 from xdistil_ray.run import identity
 from xdistil_ray.run import storage
@@ -126,7 +126,7 @@ class FinetuneContext(Context):
         return stage_plan.Sources.of(self.run, self.data, None)
 
     def start_ray(self) -> None:
-        pipeline.init_ray(self.cfg)
+        init_ray(self.cfg)
 
 
 class LabeledDataStep(Step):
