@@ -240,7 +240,7 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
         for s in shards)
 
     # B: S3 down for LONG_OUTAGE_S once the teacher step has committed a shard of its own, and
-    # again while stage 1 writes its step-10 checkpoint; killed mid-stage 2. Its requests give up
+    # again once stage 1's step-5 checkpoint is registered; killed mid-stage 2. Its requests give up
     # after 3 attempts (the AWS SDKs' default; about 2 s), so both outages outlast them and the
     # steps wait and resume: at the default 10 attempts a request rides out 59-84 s
     # (benchmarks/storage_outage.py), and Ray Data's task retries stack on it, so whether a
