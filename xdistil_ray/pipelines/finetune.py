@@ -2,7 +2,8 @@
 
 The XtremeDistilTransformers use: a small task-agnostic student, distilled once, transferred to
 new tasks. Its steps are :class:`~xdistil_ray.run.steps.Step` objects run by the distillation pipeline's
-runner (markers, resume, refused config changes, storage outages):
+runner (markers, resume, refused config changes, storage outages); the job has no
+``--dry-run``, so they plan nothing:
 
     data      the labeled splits cleaned and tokenized with the model's tokenizer
     init      the starting weights in the run folder (the model's, or fresh ones of its shape)
@@ -34,7 +35,7 @@ from xdistil_ray.pipelines.inputs import embedded_inputs
 from xdistil_ray.run import identity
 from xdistil_ray.run import storage
 from xdistil_ray.run.runfolder import RunFolder
-from xdistil_ray.run.steps import Context, Planned, Runner, Step
+from xdistil_ray.run.steps import Context, Runner, Step
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +163,6 @@ class LabeledDataStep(Step):
                 f"{cfg.finetune.batch_size} on each of {cfg.train.num_workers} workers")
         ctx.data = marker
 
-    def plan(self, ctx: FinetuneContext) -> list[Planned]:
-        return [Planned(self.name, self.folder, self.state(ctx),
-                        [f"labeled.{k}" for k in ctx.labeled], "driver")]
-
 
 class InitStep(Step):
     """``init/model``: the starting weights (the model's, or fresh ones of its shape); the
@@ -192,10 +189,6 @@ class InitStep(Step):
         return ctx.run.commit(INIT, {f"model/{k}": v for k, v in files.items()}, fingerprint=fp,
                               params=models.num_params(model), init=cfg.init)
 
-    def plan(self, ctx: FinetuneContext) -> list[Planned]:
-        return [Planned(self.name, self.folder, self.state(ctx), ["model"], "driver",
-                        f"init: {ctx.cfg.init}")]
-
 
 class FinetuneStageStep(Step):
     """``finetune/``: one labels-only stage with a new task head (Ray Train + DeepSpeed)."""
@@ -218,12 +211,6 @@ class FinetuneStageStep(Step):
     def use(self, ctx: FinetuneContext, marker: dict) -> None:
         ctx.stage = marker
 
-    def plan(self, ctx: FinetuneContext) -> list[Planned]:
-        f = ctx.cfg.finetune
-        return [Planned(self.name, self.folder, self.state(ctx), [f"{INIT}/model", "data"],
-                        stage_plan.training_resources(ctx.cfg),
-                        f"{f.epochs:g} epoch(s) at batch {f.batch_size}")]
-
 
 class ModelStep(Step):
     """``model/``: the fine-tuned Hugging Face folder."""
@@ -236,9 +223,6 @@ class ModelStep(Step):
 
         return export.run_step(ctx.run, STAGE, ctx.model_path, ctx.label_names, fp,
                                task=ctx.cfg.task, rel=MODEL)
-
-    def plan(self, ctx: FinetuneContext) -> list[Planned]:
-        return [Planned(self.name, self.folder, self.state(ctx), [f"{STAGE}/model"], "driver")]
 
 
 class DevEvalStep(Step):
@@ -253,9 +237,7 @@ class DevEvalStep(Step):
         return {**ctx.fingerprint(*_STAGE_KEYS), "eval.version": evaluate.VERSION}
 
     def not_needed(self, ctx: FinetuneContext) -> str | None:
-        has_dev = (ctx.data["labeled"]["splits"].get("dev") if ctx.data is not None
-                   else ctx.cfg.labeled.dev or ctx.cfg.labeled.dev_fraction)
-        return None if has_dev else "(no dev split)"
+        return None if ctx.data["labeled"]["splits"].get("dev") else "(no dev split)"
 
     def run(self, ctx: FinetuneContext, fp: dict) -> dict:
         from xdistil_ray.evaluate import step as evaluate
@@ -268,11 +250,6 @@ class DevEvalStep(Step):
 
     def use(self, ctx: FinetuneContext, marker: dict | None) -> None:
         ctx.evaluation = marker
-
-    def plan(self, ctx: FinetuneContext) -> list[Planned]:
-        why = self.not_needed(ctx)
-        return [Planned(self.name, self.folder, f"not needed {why}" if why else self.state(ctx),
-                        [MODEL, layout.LABELED_DEV], "one Ray task")]
 
 
 class FinetuneReportStep(Step):
@@ -295,9 +272,6 @@ class FinetuneReportStep(Step):
 
     def use(self, ctx: FinetuneContext, marker: dict) -> None:
         ctx.report = marker
-
-    def plan(self, ctx: FinetuneContext) -> list[Planned]:
-        return [Planned(self.name, self.folder, "to run", ["every step's marker"], "driver")]
 
 
 def steps() -> list[Step]:

@@ -139,6 +139,7 @@ class Step:
         """Refuses, before any work, a half-done step that cannot resume as configured."""
 
     def plan(self, ctx: Context) -> list[Planned]:
+        """What ``--dry-run`` prints of the step (a pipeline with a dry run implements it)."""
         raise NotImplementedError
 
     def run(self, ctx: Context, fp: dict) -> Any:
