@@ -171,7 +171,15 @@ def start_ray(num_cpus: int = 0) -> None:
     init_ray(config(**{"ray.num_cpus": num_cpus or os.cpu_count()}))
 
 
-def prepare(run_dir: str, corpus_path: str, tokenizer_path: str, cfg) -> dict:
+def data_marker(run_dir: str):
+    """The data step's marker of the run folder ``run_dir``."""
+    from xdistil_ray.run.markers import DataMarker
+    from xdistil_ray.run.runfolder import RunFolder
+
+    return RunFolder(run_dir).marker("data", DataMarker)
+
+
+def prepare(run_dir: str, corpus_path: str, tokenizer_path: str, cfg):
     """The pipeline's data step over ``corpus_path`` into the run folder ``run_dir``."""
     from xdistil_ray.data.readers import resolve_source
     from xdistil_ray.run.runfolder import RunFolder
@@ -187,8 +195,8 @@ def prepare(run_dir: str, corpus_path: str, tokenizer_path: str, cfg) -> dict:
                                  rows_per_shard=c.rows_per_shard, fingerprint={})
 
 
-def teacher_pass(run_dir: str, data_marker: dict, teacher: str, cfg,
-                 outputs=("logits", "hidden"), task: str = "sentence") -> dict:
+def teacher_pass(run_dir: str, data_marker, teacher: str, cfg,
+                 outputs=("logits", "hidden"), task: str = "sentence"):
     """The pipeline's teacher inference step with ``cfg.teacher.inference``."""
     from xdistil_ray.run.runfolder import RunFolder
     from xdistil_ray.teacher import step as teacher_inference

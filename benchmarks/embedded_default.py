@@ -26,8 +26,10 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
+import _common
 
-def bare_teacher_seconds(run_dir: str, marker: dict, inference: dict) -> tuple[float, int]:
+
+def bare_teacher_seconds(run_dir: str, marker, inference: dict) -> tuple[float, int]:
     """The Ray teacher step's work in one plain process: load, read each shard, windows of
     ``group_batches`` batches, forward, write the fp16 outputs as parquet."""
     from xdistil_ray.teacher.step import TeacherInference
@@ -41,8 +43,8 @@ def bare_teacher_seconds(run_dir: str, marker: dict, inference: dict) -> tuple[f
     window = inference["batch_size"] * inference["group_batches"]
     out_dir = tempfile.mkdtemp(prefix="bench-bare-teacher-")
     rows = 0
-    for shard in marker["corpus"]["shards"]:
-        table = pq.read_table(os.path.join(run_dir, "data", "corpus", shard["file"]),
+    for shard in marker.corpus.shards:
+        table = pq.read_table(os.path.join(run_dir, "data", "corpus", shard.file),
                               columns=["id", "input_ids", "heldout"])
         parts = []
         for i in range(0, table.num_rows, window):
@@ -51,7 +53,7 @@ def bare_teacher_seconds(run_dir: str, marker: dict, inference: dict) -> tuple[f
                      for name in part.column_names}
             out = infer(batch)
             parts.append(_to_arrow(pd.DataFrame({k: list(v) for k, v in out.items()})))
-        pq.write_table(pa.concat_tables(parts), os.path.join(out_dir, shard["file"]))
+        pq.write_table(pa.concat_tables(parts), os.path.join(out_dir, shard.file))
         rows += table.num_rows
     seconds = time.time() - start
     shutil.rmtree(out_dir)
@@ -72,9 +74,15 @@ def main() -> None:
     steps += [os.path.join("stages", d) for d in sorted(os.listdir(os.path.join(args.output, "stages")))]
     steps += ["student", "eval"]
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    from xdistil_ray.run import markers
+    from xdistil_ray.run.runfolder import RunFolder
+
+    kinds = {"data": markers.DataMarker, "teacher": markers.TeacherMarker,
+             "student_init": markers.InitMarker, "student": markers.ModelMarker,
+             "eval": markers.EvalMarker}
     for step in steps:
-        path = os.path.join(args.output, step, "COMPLETE")
-        seconds = json.load(open(path)).get("seconds") if os.path.exists(path) else None
+        marker = RunFolder(args.output).marker(step, kinds.get(step, markers.StageMarker))
+        seconds = getattr(marker, "seconds", None)
         print(f"  {step:28s} {seconds if seconds is not None else '-':>8} s")
     print(f"total wall {wall_s:.0f} s; target 240 s; ratio {wall_s / 240:.2f}")
     e, sp, sz = report["eval"], report["speed"], report["size"]
@@ -83,7 +91,7 @@ def main() -> None:
           f"params {sz['student_params']}/{sz['teacher_params']} ({1 / sz['compression']:.3f}); "
           f"CPU speedup {sp['cpu']['speedup_latency']:.1f}x at batch 1, "
           f"{sp['cpu']['speedup_throughput']:.1f}x at batch {sp['batch_size']}")
-    data_marker = json.load(open(os.path.join(args.output, "data", "COMPLETE")))
+    data_marker = _common.data_marker(args.output)
     config = yaml.safe_load(open(os.path.join(args.output, "config.yaml")))
     bare_s, rows = bare_teacher_seconds(args.output, data_marker, config["teacher"]["inference"])
     ray_s = report["teacher_inference"]["seconds"]

@@ -48,7 +48,7 @@ def passes(corpus: str, count: int, keep_idle: bool) -> dict:
         seconds.append(time.perf_counter() - start)
         seen |= ray_processes()
     idle, cores = idle_cpu(20.0)
-    return {"seconds": seconds, "processes": len(seen), "rows": marker["corpus"]["kept"],
+    return {"seconds": seconds, "processes": len(seen), "rows": marker.corpus.kept,
             "idle_workers": idle, "idle_cores": cores}
 
 

@@ -42,6 +42,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+import _common  # noqa: E402
 import transfer_methods  # noqa: E402
 
 from xdistil_ray.config import load_config  # noqa: E402
@@ -194,9 +195,9 @@ def real(workdir: str, paths: dict) -> dict:
 
 def methods(workdir: str, paths: dict, budget: int) -> list[dict]:
     base = os.path.join(workdir, "real")
-    data = json.load(open(os.path.join(base, "data", "COMPLETE")))
-    train_rows = data["corpus"]["kept"] - data["corpus"]["heldout"]
-    labeled_rows = data["labeled"]["splits"]["train"]["kept"]
+    data = _common.data_marker(base)
+    train_rows = data.corpus.kept - data.corpus.heldout
+    labeled_rows = data.split("train").kept
     out = []
     for name, stages in transfer_methods.variants(budget, train_rows, labeled_rows).items():
         report = run(os.path.join(workdir, f"method-{name}"),

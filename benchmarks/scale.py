@@ -36,9 +36,9 @@ def phase_run(workdir: str, corpus: str, teacher: str) -> dict:
     data = _common.prepare(run_dir, corpus, teacher, cfg)
     data_rss = _common.peak_rss_mb()
     teacher_marker = _common.teacher_pass(run_dir, data, teacher, cfg)
-    return {"input_rows": data["corpus"]["input_rows"], "kept": data["corpus"]["kept"],
-            "shards": len(data["corpus"]["shards"]), "ray_s": ray_s, "data_s": data["seconds"],
-            "teacher_s": teacher_marker["seconds"], "total_s": time.time() - start,
+    return {"input_rows": data.corpus.input_rows, "kept": data.corpus.kept,
+            "shards": len(data.corpus.shards), "ray_s": ray_s, "data_s": data.seconds,
+            "teacher_s": teacher_marker.seconds, "total_s": time.time() - start,
             "peak_rss_mb": _common.peak_rss_mb(), "peak_rss_after_data_mb": data_rss,
             "corpus_bytes": folder_bytes(os.path.join(run_dir, "data", "corpus")),
             "teacher_bytes": folder_bytes(os.path.join(run_dir, "teacher"))}

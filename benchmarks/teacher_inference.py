@@ -35,17 +35,17 @@ def phase_prepare(workdir: str, sentences: int, teacher: str, max_length: int) -
     corpus = _common.write_sentences(os.path.join(workdir, "corpus.txt"), sentences)
     cfg = _common.config(**{"corpus.max_length": max_length})
     marker = _common.prepare(os.path.join(workdir, "run"), corpus, teacher, cfg)
-    return {"kept": marker["corpus"]["kept"], "marker": marker}
+    return {"kept": marker.corpus.kept}
 
 
-def phase_ray(workdir: str, teacher: str, marker: dict, overrides: dict) -> dict:
+def phase_ray(workdir: str, teacher: str, overrides: dict) -> dict:
     start = time.time()
     _common.start_ray()
     ray_started = time.time() - start
     cfg = _common.config(**overrides)
     run_dir = os.path.join(workdir, "run")
     shutil.rmtree(os.path.join(run_dir, "teacher"), ignore_errors=True)
-    result = _common.teacher_pass(run_dir, marker, teacher, cfg)
+    result = _common.teacher_pass(run_dir, _common.data_marker(run_dir), teacher, cfg)
     total = time.time() - start
     import pyarrow.parquet as pq
 
@@ -56,11 +56,11 @@ def phase_ray(workdir: str, teacher: str, marker: dict, overrides: dict) -> dict
     for t, n in parts:
         done += n
         points.append((t, done))
-    return {"rows": result["rows"], "total_s": total, "ray_start_s": ray_started,
+    return {"rows": result.rows, "total_s": total, "ray_start_s": ray_started,
             "steady": _common.steady_rate(points)}
 
 
-def phase_plain(workdir: str, teacher: str, marker: dict, batch_size: int, group_batches: int,
+def phase_plain(workdir: str, teacher: str, batch_size: int, group_batches: int,
                 threads: int, device: str, part: int = 0, parts: int = 1) -> dict:
     """The baseline: read shard, sort each window by length, forward, fp16, write; one process
     (of ``parts``, taking every ``parts``-th shard from ``part``)."""
@@ -78,8 +78,9 @@ def phase_plain(workdir: str, teacher: str, marker: dict, batch_size: int, group
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
     window, points, done = batch_size * group_batches, [], 0
-    for shard in marker["corpus"]["shards"][part::parts]:
-        table = pq.read_table(os.path.join(workdir, "run", "data", "corpus", shard["file"]),
+    marker = _common.data_marker(os.path.join(workdir, "run"))
+    for shard in marker.corpus.shards[part::parts]:
+        table = pq.read_table(os.path.join(workdir, "run", "data", "corpus", shard.file),
                               columns=["id", "input_ids", "heldout"])
         rows = table.column("input_ids").to_numpy(zero_copy_only=False)
         logits, hidden = [None] * len(rows), [None] * len(rows)
@@ -162,14 +163,14 @@ def phase_peak(seconds: float = 5.0) -> dict:
 
 # ------------------------------------------------------------------ the parent
 
-def padding_shares(marker: dict, run_dir: str, batch_size: int, group_batches: int) -> tuple:
+def padding_shares(run_dir: str, batch_size: int, group_batches: int) -> tuple:
     """Padded share of the positions run: batches in corpus order vs length-grouped windows."""
     import numpy as np
     import pyarrow.parquet as pq
 
     plain = grouped = real = 0
-    for shard in marker["corpus"]["shards"]:
-        path = os.path.join(run_dir, "data", "corpus", shard["file"])
+    for shard in _common.data_marker(run_dir).corpus.shards:
+        path = os.path.join(run_dir, "data", "corpus", shard.file)
         lengths = np.array([len(r) for r in pq.read_table(path, columns=["input_ids"])
                             .column("input_ids").to_pylist()])
         real += lengths.sum()
@@ -226,16 +227,15 @@ def main() -> None:
     inf = cfg.teacher.inference
     if not args.gpu:
         threads = inf.num_actors * max(1, int(inf.num_cpus_per_actor))
-    prepared = _common.run_phase(script, "prepare", dict(
+    _common.run_phase(script, "prepare", dict(
         workdir=workdir, sentences=sentences, teacher=teacher, max_length=cfg.corpus.max_length))
-    marker = prepared["marker"]
-    plain_args = dict(workdir=workdir, teacher=teacher, marker=marker, batch_size=inf.batch_size,
+    plain_args = dict(workdir=workdir, teacher=teacher, batch_size=inf.batch_size,
                       group_batches=inf.group_batches)
     plain = _common.run_phase(script, "plain", dict(plain_args, threads=threads, device=device))
     processes = plain_processes(script, inf.num_actors, threads, device, **plain_args)
     ray_side = _common.run_phase(script, "ray", dict(
-        workdir=workdir, teacher=teacher, marker=marker, overrides=overrides))
-    unsorted, grouped, real_tokens = padding_shares(marker, os.path.join(workdir, "run"),
+        workdir=workdir, teacher=teacher, overrides=overrides))
+    unsorted, grouped, real_tokens = padding_shares(os.path.join(workdir, "run"),
                                                     inf.batch_size, inf.group_batches)
 
     print(f"\nmachine: {_common.machine()}")

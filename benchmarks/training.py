@@ -198,10 +198,10 @@ def phase_ray(workdir: str, files: list[str], student: str, steps: int, zero: in
     total = time.time() - start
     history = run.read_json(f"{rel}/losses.json")["history"]
     cpu = sampler.shares(history[0][2], history[-1][2]) if len(history) > 1 else {}
-    steady = marker["steps_per_second"]  # None below two logged points (--steps < 40)
+    steady = marker.steps_per_second  # None below two logged points (--steps < 40)
     return {"steady": float("nan") if steady is None else steady * workers, "all_in": steps * workers / total,
-            "seconds": total, "stage_seconds": marker["seconds"],
-            "final_loss": marker["final_loss"], "cpu": cpu}
+            "seconds": total, "stage_seconds": marker.seconds,
+            "final_loss": marker.final_loss, "cpu": cpu}
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from s3server import free_port
 from xdistil_ray.config import ConfigError
 from xdistil_ray.config import load_config
 from xdistil_ray.data.embedded_data import write_embedded_data
+from xdistil_ray.run.markers import StageMarker, TeacherMarker
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.storage import StorageOptions
 
@@ -254,7 +255,7 @@ def test_the_two_training_workers_ran_on_two_nodes(autoscaling_cluster, tiny_job
     run = RunFolder(tiny_job.uri, tiny_job.options)
     for rel in ("teacher_finetune", "stages/1-representation", "stages/2-logits",
                 "stages/3-labels"):
-        ranks = run.marker(rel)["nodes"]
+        ranks = run.marker(rel, StageMarker).nodes
         assert len(ranks) == 2 and len(set(ranks)) == 2 and set(ranks) <= train_nodes, (
             rel, ranks, nodes)
 
@@ -375,7 +376,7 @@ def _heldout_rows(run_dir, limit):
     import pyarrow.parquet as pq
 
     ids, logits = [], []
-    for name in RunFolder(run_dir).marker("teacher")["files"]:
+    for name in RunFolder(run_dir).marker("teacher", TeacherMarker).files:
         table = pq.read_table(os.path.join(run_dir, "teacher", name),
                               columns=["input_ids", "logits", "heldout"])
         table = table.filter(table.column("heldout"))

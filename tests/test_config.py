@@ -138,9 +138,13 @@ def test_shipped_configs_parse_and_fit_the_embedded_teacher(teacher_path):
 
 
 def _data(kept=100, heldout=10, labels=("neg", "pos"), labeled_kept=50):
-    return {"corpus": {"input_rows": kept + 5, "kept": kept, "heldout": heldout,
-                       "dropped": {"empty": 5}},
-            "labeled": {"label_names": list(labels), "splits": {"train": {"kept": labeled_kept}}}}
+    """A data step's marker with these counts."""
+    from xdistil_ray.run.markers import CorpusStats, DataMarker, LabeledData, SplitStats
+
+    return DataMarker(
+        corpus=CorpusStats(input_rows=kept + 5, kept=kept, shards=[], heldout=heldout,
+                           dropped={"empty": 5}),
+        labeled=LabeledData({"train": SplitStats(labeled_kept, labeled_kept, [])}, list(labels)))
 
 
 def test_prepared_data_that_cannot_feed_the_stages_is_refused():
@@ -243,13 +247,12 @@ def test_a_stage_on_a_small_transfer_set_takes_at_least_min_stage_steps():
     train.min_stage_steps instead; the labels stage keeps its epochs."""
     from xdistil_ray.distill import stage_plan
 
-    data = {"corpus": {"kept": 3000, "heldout": 150},
-            "labeled": {"splits": {"train": {"kept": 640}}}}
+    data = _data(kept=3000, heldout=150, labeled_kept=640)
     cfg = load_config(None, [])
     assert [stage_plan.stage_steps(cfg, k, data) for k in range(3)] == [1000, 1000, 20]
     cfg = load_config(None, ["train.min_stage_steps=0"])
     assert [stage_plan.stage_steps(cfg, k, data) for k in range(3)] == [45, 45, 20]
-    data["corpus"]["kept"] = 128_150  # a large corpus: its epochs decide
+    data.corpus.kept = 128_150  # a large corpus: its epochs decide
     assert stage_plan.stage_steps(load_config(None, []), 0, data) == 2000
 
 

@@ -12,6 +12,7 @@ from xdistil_ray.run.steps import Runner as Steps
 from xdistil_ray.run.steps import fingerprint as flat_fingerprint
 from xdistil_ray.run.steps import refuse_changed
 from xdistil_ray.data.readers import resolve_source
+from xdistil_ray.run.markers import Marker
 from xdistil_ray.run.runfolder import RunFolder
 
 
@@ -51,15 +52,15 @@ def test_a_corpus_replaced_at_the_same_path_is_refused(tmp_path):
     src = resolve_source(str(path), "corpus.path")
     ids = {"corpus.path.content": identity.of_source(src, str(path))}
     run = RunFolder(cfg.output)
-    run.commit("data", {}, fingerprint=fingerprint(cfg, *DataStep.keys, inputs=ids))
+    run.commit("data", Marker({}, fingerprint(cfg, *DataStep.keys, inputs=ids)))
     Steps(run, ids).check("data", fingerprint(cfg, *DataStep.keys, inputs=ids))  # unchanged
     path.write_text("another corpus, same path\n")
     new = {"corpus.path.content": identity.of_source(src, str(path))}
     with pytest.raises(ConfigError, match=r"corpus.path \(same path, other files: 1 files, 15 "
                                           r"bytes, \w+ then, 1 files, 26 bytes"):
         Steps(run, new).check("data", fingerprint(cfg, *DataStep.keys, inputs=new))
-    old_marker = {"fingerprint": fingerprint(cfg, *DataStep.keys)}  # written before identities
-    refuse_changed(run, "data", old_marker, fingerprint(cfg, *DataStep.keys, inputs=new))
+    old = fingerprint(cfg, *DataStep.keys)  # a marker's, written before identities
+    refuse_changed(run, "data", old, fingerprint(cfg, *DataStep.keys, inputs=new))
 
 
 def test_the_same_files_elsewhere_have_the_same_identity(tmp_path):
@@ -92,7 +93,7 @@ def test_a_model_replaced_at_the_same_path_refuses_the_fine_tuning_job(tmp_path)
     assert set(sources) == {"train", "dev"}  # the embedded splits, written into the run
     ids = finetune._identities(cfg, str(model), sources)
     assert set(ids) == {"model.content", "labeled.train.content", "labeled.dev.content"}
-    run.commit("data", {}, fingerprint=fingerprint(cfg, *finetune._DATA_KEYS, inputs=ids))
+    run.commit("data", Marker({}, fingerprint(cfg, *finetune._DATA_KEYS, inputs=ids)))
     assert finetune._identities(cfg, str(model), finetune._labeled_sources(run, cfg)) == ids
     (model / "model.safetensors").write_bytes(b"\x01" * 64)  # new weights, same size
     new = finetune._identities(cfg, str(model), sources)

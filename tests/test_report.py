@@ -6,6 +6,8 @@ import matplotlib.image
 import pytest
 
 from xdistil_ray.config import load_config
+from xdistil_ray.run.markers import (DataMarker, EvalMarker, InitMarker, ModelMarker,
+                                     StageMarker, TeacherMarker, build)
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.report import step as report
 
@@ -41,11 +43,12 @@ def written(tmp_path):
             "history": [[s, 1.0 / s, 1000.0 + s] for s in range(25, 301, 25)]})
     data = {"corpus": {"input_rows": 21049, "kept": 20800, "dropped": {"empty": 41,
                                                                        "duplicate": 208},
-                       "truncated": 0, "heldout": 1044, "shards": [{}] * 6},
-            "labeled": {"splits": {"train": {"kept": 2000, "files": []}},
+                       "truncated": 0, "heldout": 1044,
+                       "shards": [{"file": f"{i}.parquet", "rows": 3467} for i in range(6)]},
+            "labeled": {"splits": {"train": {"input_rows": 2000, "kept": 2000, "files": []}},
                         "label_names": ["negative", "positive"]}}
     run.write_text("student/config.json", "{}")  # the exported student, committed
-    run.commit("student", params=4782722, fingerprint={"student.num_layers": 4})
+    run.commit("student", ModelMarker(params=4782722, fingerprint={"student.num_layers": 4}))
     stages = [_stage("representation", ["representation"], 0.39, 0.026),
               {**_stage("logits", ["logits"], 0.58, 0.008), "planned_steps": 1000,
                "validation": {"metric": "heldout_loss", "every": 100, "kept_step": 200,
@@ -54,15 +57,17 @@ def written(tmp_path):
                               "stopped_early": True, "phase_starts": [[2, 200]]}}]
     out = report.write(run, load_config(), stage_folders=[
         ("1. representation", "stages/1-representation"), ("2. logits", "stages/2-logits")],
-        data=data, teacher={"rows": 20800, "outputs": ["logits", "hidden"], "shards_run": 6,
-                            "shards_skipped": 0, "seconds": 84.0},
-        init={"teacher_params": 22713986, "student_params": 4782722,
-              "student_shape": {"num_hidden_layers": 4, "hidden_size": 128,
-                                "num_attention_heads": 4, "intermediate_size": 512}},
-        stages=stages, evaluation=EVAL, seconds=457.0,
-        finetune={"steps": 126, "validation": {
+        data=build(DataMarker, data),
+        teacher=TeacherMarker(rows=20800, outputs=["logits", "hidden"], shards_run=6,
+                              shards_skipped=0, seconds=84.0),
+        init=InitMarker(teacher_params=22713986, student_params=4782722,
+                        student_shape={"num_hidden_layers": 4, "hidden_size": 128,
+                                       "num_attention_heads": 4, "intermediate_size": 512}),
+        stages=[build(StageMarker, s) for s in stages], evaluation=build(EvalMarker, EVAL),
+        seconds=457.0,
+        finetune=StageMarker(steps=126, validation={
             "metric": "accuracy", "scores": [[1, 63, 0.912], [2, 126, 0.9]], "kept_epoch": 1,
-            "stopped_early": True}})
+            "stopped_early": True}))
     return tmp_path / "run", out
 
 
@@ -167,10 +172,10 @@ def test_the_students_model_card_carries_the_reports_figures(written):
     assert "97.2% of the teacher's dev accuracy" in text
     assert "| representation | representation | stored | none | 300 | 0.0260 |" in text
     assert "AutoModelForSequenceClassification.from_pretrained(folder)" in text
-    marker = RunFolder(str(root)).marker("student")
-    assert marker["files"]["README.md"] == (root / "student" / "README.md").stat().st_size
-    assert marker["files"]["config.json"] == 2 and marker["params"] == 4782722
-    assert marker["fingerprint"] == {"student.num_layers": 4}
+    marker = RunFolder(str(root)).marker("student", ModelMarker)
+    assert marker.files["README.md"] == (root / "student" / "README.md").stat().st_size
+    assert marker.files["config.json"] == 2 and marker.params == 4782722
+    assert marker.fingerprint == {"student.num_layers": 4}
 
 
 def test_a_fine_tuned_models_card(tmp_path):

@@ -37,6 +37,7 @@ from s3server import ACCESS_KEY, SECRET_KEY
 from xdistil_ray.config import ConfigError
 from xdistil_ray.config import load_config
 from xdistil_ray.data.embedded_data import write_embedded_data
+from xdistil_ray.run.markers import DataMarker, StageMarker, TeacherMarker
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.storage import StorageOptions
 
@@ -233,10 +234,10 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
     a.wait_for(r"teacher: shard \S+ committed")
     a.kill()
     dry_run("a")
-    shards = run.marker("data")["corpus"]["shards"]
+    shards = run.marker("data", DataMarker).corpus.shards
     events["shards"] = len(shards)
     events["committed_after_a"] = sum(
-        run.is_complete(f"teacher/shards/{posixpath.splitext(posixpath.basename(s['file']))[0]}")
+        run.is_complete(f"teacher/shards/{posixpath.splitext(posixpath.basename(s.file))[0]}")
         for s in shards)
 
     # B: S3 down for LONG_OUTAGE_S once the teacher step has committed a shard of its own, and
@@ -267,8 +268,8 @@ def scenario(s3, teacher_with_head, tmp_path_factory):
     events["registered_at_kill"] = _wait_registered(run, "stages/2-logits", min_step=20)
     b.kill()
     events["b_output"] = b.output
-    events["teacher_after_b"] = run.marker("teacher")
-    events["stage1_after_b"] = run.marker("stages/1-representation")
+    events["teacher_after_b"] = run.marker("teacher", TeacherMarker)
+    events["stage1_after_b"] = run.marker("stages/1-representation", StageMarker)
     dry_run("b")
 
     # Between B and C: a committed teacher part cut short, the newest checkpoint truncated.
@@ -307,13 +308,13 @@ def test_teacher_inference_resumes_per_shard_with_exact_rows(scenario):
     assert 0 < scenario["committed_after_a"] < scenario["shards"], scenario
     # B ran what A left (and, after its outage, what it had not committed before it).
     teacher = scenario["teacher_after_b"]
-    assert teacher["shards_skipped"] + teacher["shards_run"] == scenario["shards"]
+    assert teacher.shards_skipped + teacher.shards_run == scenario["shards"]
     ids = []
     for path in run.committed_files("teacher"):
         with run.fs.open_input_file(path) as f:
             ids.extend(pq.read_table(f, columns=["id"]).column("id").to_pylist())
-    kept = run.marker("data")["corpus"]["kept"]
-    assert len(ids) == kept == teacher["rows"] and len(set(ids)) == kept
+    kept = run.marker("data", DataMarker).corpus.kept
+    assert len(ids) == kept == teacher.rows and len(set(ids)) == kept
     # Parts of the attempts killed in A and cut short by the outage in B were deleted, not left
     # beside the committed ones.
     named = set(run.committed_files("teacher"))
@@ -340,7 +341,7 @@ def test_a_storage_outage_longer_than_the_retries_resumes_the_teacher_step(scena
     assert len(starts) == 2, starts
     assert starts[0][1] == scenario["committed_after_a"]
     assert starts[1][1] >= scenario["committed_before_outage"] > scenario["committed_after_a"]
-    assert scenario["teacher_after_b"]["shards_skipped"] == starts[1][1]
+    assert scenario["teacher_after_b"].shards_skipped == starts[1][1]
 
 
 def test_a_storage_outage_longer_than_the_retries_resumes_the_stage(scenario):
@@ -350,8 +351,8 @@ def test_a_storage_outage_longer_than_the_retries_resumes_the_stage(scenario):
     b = scenario["b_output"]
     assert re.search(r"\[xdistil\] stages\S*: storage failed under training", b), b[-3000:]
     stage1 = scenario["stage1_after_b"]
-    assert stage1 is not None and stage1["steps"] > 10
-    resumed = stage1["resumed_from"]
+    assert stage1 is not None and stage1.steps > 10
+    resumed = stage1.resumed_from
     # resumed from a checkpoint (every 5 steps) no older than the one registered before the
     # outage, not from step 0
     assert resumed and resumed[0] >= scenario["stage1_registered"] and \
@@ -378,8 +379,8 @@ def test_a_cut_teacher_part_reruns_its_shard_alone(scenario):
     assert "[xdistil] teacher: its files differ from its COMPLETE marker: running it again" in c
     assert re.search(rf"\[xdistil\] teacher: shard {cut}: \S+ missing or of another size", c)
     assert _announced(c, "teacher") == [(1, scenario["shards"] - 1)]
-    teacher = scenario["run"].marker("teacher")
-    assert (teacher["shards_run"], teacher["shards_skipped"]) == (1, scenario["shards"] - 1)
+    teacher = scenario["run"].marker("teacher", TeacherMarker)
+    assert (teacher.shards_run, teacher.shards_skipped) == (1, scenario["shards"] - 1)
 
 
 def test_a_truncated_checkpoint_gives_way_to_the_one_before(scenario):
@@ -403,8 +404,8 @@ def test_driver_restart_resumes_the_stage_from_its_newest_checkpoint(scenario):
 
 def test_worker_failure_resumes_from_the_newest_checkpoint(scenario):
     run = scenario["run"]
-    stage2 = run.marker("stages/2-logits")
-    resumed = stage2["resumed_from"]
+    stage2 = run.marker("stages/2-logits", StageMarker)
+    resumed = stage2.resumed_from
     assert resumed[0] == scenario["driver_resume_step"]
     # Checkpoints every 5 steps; the newest one Ray Train had registered when the worker died
     # (the one being written may not be) is at most two intervals back.
@@ -473,7 +474,7 @@ def test_config_changes_unsafe_refused_safe_allowed(scenario, ray_local):
     report = pipeline.run(load_config(CONFIG, args + [
         "train.num_workers=1", "teacher.inference.batch_size=64", "train.log_every_steps=3"]))
     assert report["stages"][1]["resumed_from"] == scenario["run"].marker(
-        "stages/2-logits")["resumed_from"]
+        "stages/2-logits", StageMarker).resumed_from
 
 
 @pytest.mark.parametrize("override, message", [
@@ -509,7 +510,7 @@ def test_both_sentences_of_a_pair_reach_every_step(scenario, tmp_path):
     assert report["task"] == "pair"
     assert report["data"]["label_names"] == ["contradiction", "entailment"]
     assert report["data"]["labeled"]["train"]["kept"] == 256
-    shard = run.marker("data")["corpus"]["shards"][0]["file"]
+    shard = run.marker("data", DataMarker).corpus.shards[0].file
     with run.fs.open_input_file(run.path("data/corpus", shard)) as f:
         types = pq.read_table(f, columns=["token_type_ids"]).column("token_type_ids").to_pylist()
     assert types and all(t[0] == 0 and t[-1] == 1 for t in types)  # second sentence marked

@@ -1,5 +1,6 @@
 import pytest
 
+from xdistil_ray.run.markers import Marker, ShardMarker
 from xdistil_ray.run.runfolder import MARKER, RunFolder
 
 
@@ -8,9 +9,9 @@ def test_commit_names_files_and_sizes(tmp_path):
     run.write_bytes("step/a.bin", b"12345")
     run.write_bytes("step/sub/b.bin", b"12")
     assert not run.is_complete("step")
-    marker = run.commit("step", rows=3)
-    assert marker["files"] == {"a.bin": 5, "sub/b.bin": 2} and marker["rows"] == 3
-    assert run.is_complete("step")
+    marker = run.commit("step", ShardMarker(rows=3))
+    assert marker.files == {"a.bin": 5, "sub/b.bin": 2} and marker.rows == 3
+    assert run.marker("step", ShardMarker) == marker and run.is_complete("step")
     assert [p.rsplit("/", 1)[1] for p in run.committed_files("step")] == ["a.bin", "b.bin"]
 
 
@@ -31,7 +32,7 @@ def test_download_subdir_and_upload_roundtrip(tmp_path):
     (src / "model").mkdir(parents=True)
     (src / "model" / "w.bin").write_bytes(b"w")
     (src / "losses.json").write_text("{}")
-    run.commit("stage", run.upload(str(src), "stage"))
+    run.commit("stage", Marker(files=run.upload(str(src), "stage")))
     out = run.download("stage", str(tmp_path / "out"), "model")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["w.bin"]
     assert out == str(tmp_path / "out")
@@ -61,9 +62,9 @@ def test_a_half_done_resumable_step_refuses_a_changed_config(tmp_path):
     with pytest.raises(ConfigError, match="half done.*stages.0.epochs"):
         steps.ensure("stages/1-x", {"stages.0.epochs": 2}, crash, resumable=True)
     marker = steps.ensure("stages/1-x", {"stages.0.epochs": 1, "train.num_workers": 2},
-                          lambda fp: steps.run.commit("stages/1-x", {}, fingerprint=fp),
+                          lambda fp: steps.run.commit("stages/1-x", Marker({}, fp)),
                           resumable=True)
-    assert marker["fingerprint"]["stages.0.epochs"] == 1 and len(calls) == 1
+    assert marker.fingerprint["stages.0.epochs"] == 1 and len(calls) == 1
 
 
 def test_a_partial_checkpoint_is_never_loaded(tmp_path):
@@ -139,12 +140,12 @@ def test_a_field_added_since_a_step_committed_counts_as_its_default(tmp_path):
 
     run = RunFolder(str(tmp_path))
     defaults = flatten(to_dict(Config()))
-    marker = {"fingerprint": {"labeled.train": "a.jsonl"}}
-    refuse_changed(run, "data", marker, {"labeled.train": "a.jsonl",
-                                         "labeled.dev_fraction": 0.1}, defaults=defaults)
+    old = {"labeled.train": "a.jsonl"}  # the marker's fingerprint
+    refuse_changed(run, "data", old, {"labeled.train": "a.jsonl",
+                                      "labeled.dev_fraction": 0.1}, defaults=defaults)
     with pytest.raises(ConfigError, match="labeled.dev_fraction"):
-        refuse_changed(run, "data", marker, {"labeled.train": "a.jsonl",
-                                             "labeled.dev_fraction": 0.2}, defaults=defaults)
+        refuse_changed(run, "data", old, {"labeled.train": "a.jsonl",
+                                          "labeled.dev_fraction": 0.2}, defaults=defaults)
 
 
 @pytest.mark.parametrize("content", [b"", b'{"files": {"a.bin": 3', b"[1, 2]", b"\xff\xfe"])
@@ -159,10 +160,10 @@ def test_a_marker_that_does_not_parse_counts_as_absent(tmp_path, content, capsys
     run.write_bytes("s/STARTED", content)
     assert run.marker("s") is None and not run.is_complete("s")
     assert Steps(run).check("s", {"x": 1}) is None
-    marker = Steps(run).ensure("s", {"x": 1}, lambda fp: run.commit("s", fingerprint=fp),
+    marker = Steps(run).ensure("s", {"x": 1}, lambda fp: run.commit("s", Marker(fingerprint=fp)),
                                resumable=True)
-    assert marker["files"]["a.bin"] == 3 and run.marker("s")["fingerprint"] == {"x": 1}
-    assert run.read_json("s/STARTED") == {"fingerprint": {"x": 1}}  # written anew
+    assert marker.files["a.bin"] == 3 and run.marker("s").fingerprint == {"x": 1}
+    assert run.started("s").fingerprint == {"x": 1}  # written anew
 
 
 def test_a_complete_step_whose_file_was_cut_or_lost_runs_again(tmp_path, capsys):
@@ -177,7 +178,7 @@ def test_a_complete_step_whose_file_was_cut_or_lost_runs_again(tmp_path, capsys)
         calls.append(fp)
         run.write_bytes("data/shard-0.parquet", b"0123456789")
         run.write_bytes("data/shard-1.parquet", b"abcdef")
-        return run.commit("data", fingerprint=fp)
+        return run.commit("data", Marker(fingerprint=fp))
 
     steps = Steps(run)
     steps.ensure("data", {"x": 1}, step)
@@ -207,11 +208,11 @@ def test_a_step_waits_out_a_storage_outage_and_runs_again(tmp_path, capsys):
             raise OSError("When reading information for key 'x' in bucket 'runs': AWS Error "
                           "NETWORK_CONNECTION during HeadObject operation: curlCode: 7, "
                           "Couldn't connect to server")
-        return run.commit("teacher", {}, fingerprint=fp)
+        return run.commit("teacher", Marker({}, fp))
 
     marker = Steps(run).ensure("teacher", {"x": 1}, flaky, resumable=True)
     out = capsys.readouterr().out
-    assert len(calls) == 2 and marker["fingerprint"] == {"x": 1}
+    assert len(calls) == 2 and marker.fingerprint == {"x": 1}
     assert "teacher: waiting on storage (When reading information for key 'x'" in out
     assert "teacher: storage answers again after 0 s: resuming the step" in out
 

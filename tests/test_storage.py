@@ -12,6 +12,7 @@ from xdistil_ray.run import storage
 from xdistil_ray.config import ConfigError
 from xdistil_ray.config import load_config
 from xdistil_ray.data.readers import load_records, resolve_source
+from xdistil_ray.run.markers import ShardMarker
 from xdistil_ray.run.runfolder import MARKER, RunFolder
 from xdistil_ray.run.storage import StorageError, StorageOptions
 
@@ -51,8 +52,9 @@ def test_run_folder_commits_and_reads_on_s3(s3_run, tmp_path):
     assert run.marker("step") is None
     with pytest.raises(FileNotFoundError, match="not complete"):
         run.committed_files("step")
-    marker = run.commit("step", rows=2)
-    assert marker["files"] == {"a.json": 12, "sub/b.bin": 1000}
+    marker = run.commit("step", ShardMarker(rows=2))
+    assert marker.files == {"a.json": 12, "sub/b.bin": 1000}
+    assert run.marker("step", ShardMarker).rows == 2
     assert len(run.committed_files("step")) == 2
     run.write_bytes("step/leftover.bin", b"junk")  # not named by the marker: never read
     out = run.download("step", str(tmp_path / "copy"))

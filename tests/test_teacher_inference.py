@@ -268,6 +268,7 @@ def test_a_retried_write_replaces_its_part_and_counts_once(tmp_path):
     all there) counts those rows once. With random names the shard held 1.5x its rows and the
     step failed at its end."""
     from xdistil_ray.run.runfolder import RunFolder
+    from xdistil_ray.run.markers import ShardMarker
     from xdistil_ray.teacher.shards import SHARDS, ShardLedger, part_name
 
     run = RunFolder(str(tmp_path))
@@ -279,8 +280,8 @@ def test_a_retried_write_replaces_its_part_and_counts_once(tmp_path):
     assert ledger.committed_shards() == []
     ledger.add("shard-0", _write_part(run, "shard-0", [-4, 5, 6]), 3)
     assert ledger.committed_shards() == ["shard-0"]
-    assert run.marker(f"{SHARDS}/shard-0")["rows"] == 6
-    assert len(run.marker(f"{SHARDS}/shard-0")["files"]) == 2
+    assert run.marker(f"{SHARDS}/shard-0", ShardMarker).rows == 6
+    assert len(run.marker(f"{SHARDS}/shard-0").files) == 2
 
 
 def test_parts_that_repeat_rows_are_merged_before_the_commit(tmp_path, capsys):

@@ -227,11 +227,14 @@ def test_a_stage_plan_checks_held_out_loss_only_where_the_corpus_holds_rows_out(
     from xdistil_ray.config import load_config
 
     cfg = load_config(None, [])
-    data = {"corpus": {"heldout": 12}}
+    from xdistil_ray.run.markers import CorpusStats, DataMarker
+
+    data = DataMarker(corpus=CorpusStats(input_rows=100, kept=100, shards=[], heldout=12))
     check = stage_plan._heldout_check(cfg, ["teacher/a.parquet"], ["input_ids", "logits"], data)
     assert check == {"heldout_check": ("teacher/a.parquet",),
                      "check_columns": ("input_ids", "logits"), "check_every": 100,
                      "check_rows": 512, "patience": 2, "min_improvement": 0.02}
-    assert stage_plan._heldout_check(cfg, ["a"], ["input_ids"], {"corpus": {"heldout": 0}}) == {}
+    none_out = DataMarker(corpus=CorpusStats(input_rows=100, kept=100, shards=[], heldout=0))
+    assert stage_plan._heldout_check(cfg, ["a"], ["input_ids"], none_out) == {}
     off = load_config(None, ["train.early_stop.every_steps=0"])
     assert stage_plan._heldout_check(off, ["a"], ["input_ids"], data) == {}

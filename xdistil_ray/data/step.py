@@ -27,6 +27,8 @@ from xdistil_ray.tasks import qa
 from xdistil_ray.errors import ConfigError
 from xdistil_ray.observe.progress import counted, start_actor
 from xdistil_ray.data.readers import CorpusSource, describe, load_records, read_raw
+from xdistil_ray.run import markers
+from xdistil_ray.run.markers import CorpusStats, DataMarker, LabeledData
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Planned, Step
 
@@ -567,7 +569,7 @@ def run_step(run: RunFolder, corpus_source: CorpusSource | None,
              text_column: str, label_column: str, labeled_text_column: str, rows_per_shard: int, fingerprint: dict, pair_column: str = "",
              labeled_pair_column: str = "", task: str = "sentence", dev_fraction: float = 0.0,
              progress_every_s: float = 10.0, qa_columns: tuple[str, str, str] = (),
-             with_labeled: bool = True, start_ray=lambda: None) -> dict:
+             with_labeled: bool = True, start_ray=lambda: None) -> DataMarker:
     """Runs the step and commits ``data/``; returns the marker. The transfer set is
     ``corpus_source`` (may be None) and, ``with_labeled``, the labeled training rows (less a
     dev share carved from them); extractive QA (``qa_columns``: question, context, answers):
@@ -598,9 +600,10 @@ def run_step(run: RunFolder, corpus_source: CorpusSource | None,
     log.debug("corpus: %d rows in, %d kept, dropped %s, %d truncated", stats["input_rows"],
              stats["kept"], stats["dropped"], stats["truncated"])
     run.delete(_STAGING)
-    return run.commit(STEP, corpus=stats, labeled=labeled,
-                      pairs=bool(pair_column or qa_columns), task=task, fingerprint=fingerprint,
-                      seconds=round(time.time() - start, 1))
+    return run.commit(STEP, DataMarker(
+        corpus=markers.build(CorpusStats, stats), labeled=markers.build(LabeledData, labeled),
+        pairs=bool(pair_column or qa_columns), task=task, fingerprint=fingerprint,
+        seconds=round(time.time() - start, 1)))
 
 
 class DataStep(Step):
@@ -608,11 +611,12 @@ class DataStep(Step):
     the teacher's tokenizer; the corpus in shards (the teacher step's unit of work)."""
 
     name = folder = STEP
+    marker_kind = DataMarker
     keys = ("seed", "task", "corpus.path", "corpus.text_column", "corpus.text_pair_column",
             "corpus.hf_split", "corpus.max_length", "corpus.max_chars", "corpus.rows_per_shard",
             "corpus.heldout_fraction", "corpus.with_labeled", "labeled", "teacher.model")
 
-    def run(self, ctx: Context, fp: dict) -> dict:
+    def run(self, ctx: Context, fp: dict) -> DataMarker:
         cfg, inputs = ctx.cfg, ctx.inputs
         pairs = task_of(cfg.task).pairs
         return run_step(ctx.run, inputs.corpus, inputs.labeled, text_settings(cfg, inputs),
@@ -625,21 +629,21 @@ class DataStep(Step):
                         progress_every_s=cfg.progress_every_s, qa_columns=qa_columns(cfg),
                         with_labeled=cfg.corpus.with_labeled, start_ray=ctx.start_ray)
 
-    def use(self, ctx: Context, marker: dict | None) -> None:
+    def use(self, ctx: Context, marker: DataMarker | None) -> None:
         ctx.start_ray()  # done already where the step ran its corpus pass
         ctx.set_data(marker)
 
     def plan(self, ctx: Context) -> list[Planned]:
         cfg, inputs = ctx.cfg, ctx.inputs
-        data = ctx.run.marker(self.folder)
+        data = ctx.run.marker(self.folder, DataMarker)
         reads = ([f"corpus.path: {describe(inputs.corpus, cfg.corpus.path)}"]
                  if cfg.corpus.path else [])
         reads += [f"labeled.{split}: {describe(src, getattr(cfg.labeled, split))}"
                   for split, src in inputs.labeled.items()]
         detail = ""
         if data is not None:
-            c = data["corpus"]
-            detail = f"{c['kept']} sentences kept of {c['input_rows']}, {len(c['shards'])} shards"
+            c = data.corpus
+            detail = f"{c.kept} sentences kept of {c.input_rows}, {len(c.shards)} shards"
         else:
             kept = check_labeled_inputs(cfg, inputs)
             if kept:

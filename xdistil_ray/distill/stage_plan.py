@@ -11,6 +11,7 @@ from xdistil_ray.config import Config
 from xdistil_ray.config.checks import stage_data
 from xdistil_ray.distill.objective import LossSpec
 from xdistil_ray.modeling.outputs import TOPK_COLUMNS
+from xdistil_ray.run.markers import DataMarker, TeacherMarker
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.distill.train_loop import StageSpec, total_steps
 
@@ -41,19 +42,19 @@ class Sources:
     """Tokenized dev rows: validation of the stages on labeled data."""
 
     @classmethod
-    def of(cls, run: RunFolder, data: dict, teacher_marker: dict | None) -> "Sources":
+    def of(cls, run: RunFolder, data: DataMarker,
+           teacher_marker: TeacherMarker | None) -> "Sources":
         """From the ``data`` marker (the fine-tuning job's has labeled splits only)."""
-        labeled = data["labeled"]["splits"].get("train")
-        dev = data["labeled"]["splits"].get("dev")
+        labeled, dev = data.split("train"), data.split("dev")
         return cls(
-            corpus=tuple(run.path(CORPUS, s["file"]) for s in data["corpus"]["shards"])
-            if "corpus" in data else (),
-            teacher=tuple(run.path("teacher", f) for f in teacher_marker["files"])
+            corpus=tuple(run.path(CORPUS, s.file) for s in data.corpus.shards)
+            if data.corpus else (),
+            teacher=tuple(run.path("teacher", f) for f in teacher_marker.files)
             if teacher_marker else (),
-            labeled_train=tuple(run.path(LABELED_TRAIN, f["file"]) for f in labeled["files"])
+            labeled_train=tuple(run.path(LABELED_TRAIN, f.file) for f in labeled.files)
             if labeled else (),
-            pairs=bool(data.get("pairs")),
-            labeled_dev=tuple(run.path(LABELED_DEV, f["file"]) for f in dev["files"])
+            pairs=data.pairs,
+            labeled_dev=tuple(run.path(LABELED_DEV, f.file) for f in dev.files)
             if dev else ())
 
     def heldout_files(self) -> list[str]:
@@ -82,16 +83,11 @@ def label_columns(task: str) -> list[str]:
     return ["input_ids"] + gold.get(task, ["label"])
 
 
-def training_rows(split: dict) -> int:
-    """Rows a stage trains on per epoch in a split's stats: its QA windows, else its rows."""
-    return split.get("windows", split["kept"])
-
-
-def rows_of(cfg: Config, k: int, data: dict) -> int:
+def rows_of(cfg: Config, k: int, data: DataMarker) -> int:
     """Training rows of stage ``k`` per epoch (all workers together)."""
     if stage_data(cfg.stages[k]) == "labeled":
-        return training_rows(data["labeled"]["splits"]["train"])
-    return training_rows(data["corpus"]) - data["corpus"]["heldout"]
+        return data.split("train").training_rows
+    return data.corpus.training_rows - data.corpus.heldout
 
 
 def min_steps(cfg: Config, k: int) -> int:
@@ -100,7 +96,7 @@ def min_steps(cfg: Config, k: int) -> int:
     return 0 if stage_data(cfg.stages[k]) == "labeled" else cfg.train.min_stage_steps
 
 
-def stage_steps(cfg: Config, k: int, data: dict) -> int:
+def stage_steps(cfg: Config, k: int, data: DataMarker) -> int:
     """Stage ``k``'s optimizer steps: its epochs over its rows, at least :func:`min_steps`."""
     stage = cfg.stages[k]
     steps = total_steps(rows_of(cfg, k, data), stage.epochs, stage.batch_size,
@@ -108,7 +104,7 @@ def stage_steps(cfg: Config, k: int, data: dict) -> int:
     return max(steps, min_steps(cfg, k))
 
 
-def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dict, *,
+def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: DataMarker, *,
          run: RunFolder, init_path: str, teacher: Teacher, shapes) -> tuple:
     """Stage ``k``'s worker spec and rows.
 
@@ -133,7 +129,7 @@ def plan(cfg: Config, k: int, specs: list[LossSpec], sources: Sources, data: dic
     spec = _spec(cfg, name=stage.name, losses=specs, init_path=init_path, init_in_run=True,
                  rows=rows_of(cfg, k, data), epochs=stage.epochs, batch_size=stage.batch_size,
                  min_steps=min_steps(cfg, k),
-                 learning_rate=stage.learning_rate, label_names=data["labeled"]["label_names"],
+                 learning_rate=stage.learning_rate, label_names=data.label_names,
                  run=run, teacher_hidden=shapes.teacher_hidden,
                  teacher_layers=shapes.teacher_layers,
                  unfreeze_steps=stage.unfreeze_steps if stage.unfreeze == "gradual" else -1,
@@ -152,28 +148,28 @@ def _validation(cfg, sources: Sources, rows: int, batch_size: int, patience: int
             "steps_per_epoch": total_steps(rows, 1.0, batch_size, cfg.train.num_workers)}
 
 
-def _heldout_check(cfg, files: list[str], columns: list[str], data: dict) -> dict:
+def _heldout_check(cfg, files: list[str], columns: list[str], data: DataMarker) -> dict:
     """A stage on the transfer set checks its loss on the held-out transfer rows
     (``train.early_stop``); none where the corpus holds none out."""
     e = cfg.train.early_stop
-    if e.every_steps <= 0 or not data["corpus"].get("heldout"):
+    if e.every_steps <= 0 or not data.corpus.heldout:
         return {}
     return {"heldout_check": tuple(files), "check_columns": tuple(columns),
             "check_every": e.every_steps, "check_rows": e.heldout_rows,
             "patience": e.patience, "min_improvement": e.min_improvement}
 
 
-def finetune_plan(cfg, data: dict, sources: Sources, *, run: RunFolder, name: str,
+def finetune_plan(cfg, data: DataMarker, sources: Sources, *, run: RunFolder, name: str,
                   init_path: str, init_in_run: bool, settings, tokenizer_path: str = "") -> tuple:
     """A fine-tuning stage (labels only, a new task head) of the teacher or of an exported
     student, with ``settings`` (a :class:`~xdistil_ray.config.FinetuneConfig`):
     (StageSpec, files, columns)."""
-    rows = training_rows(data["labeled"]["splits"]["train"])
+    rows = data.split("train").training_rows
     columns = label_columns(cfg.task)
     spec = _spec(cfg, name=name, losses=[LossSpec("labels")],
                  init_path=init_path, init_in_run=init_in_run, rows=rows,
                  epochs=settings.epochs, batch_size=settings.batch_size,
-                 learning_rate=settings.learning_rate, label_names=data["labeled"]["label_names"],
+                 learning_rate=settings.learning_rate, label_names=data.label_names,
                  new_head=True, tokenizer_path=tokenizer_path, run=run,
                  freeze_word_embeddings=settings.freeze_word_embeddings,
                  **_validation(cfg, sources, rows, settings.batch_size, settings.patience))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from xdistil_ray.run import layout
+from xdistil_ray.run.markers import StageMarker
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Planned, StepGroup
 
@@ -111,7 +112,7 @@ def run_stages(run: RunFolder, ray_rel: str, specs: list[StageSpec], datasets: d
         return trainer.fit()
 
     fit_with_retries(fit, run, ray_rel, scaling.max_failures)
-    markers = [run.marker(spec.rel) for spec in specs]
+    markers = [run.marker(spec.rel, StageMarker) for spec in specs]
     missing = [spec.rel for spec, m in zip(specs, markers) if m is None]
     if missing:
         raise RuntimeError(f"training ended without committing {', '.join(missing)}")
@@ -119,7 +120,7 @@ def run_stages(run: RunFolder, ray_rel: str, specs: list[StageSpec], datasets: d
 
 
 def run_stage(run: RunFolder, rel: str, spec: StageSpec, dataset, scaling: Scaling,
-              fingerprint: dict) -> dict:
+              fingerprint: dict) -> StageMarker:
     """Trains one stage alone (Ray Train's run under ``rel``/ray) and commits ``rel``."""
     spec = dataclasses.replace(spec, rel=rel, dataset="train",
                                marker={**spec.marker, **stage_marker_fields(spec, fingerprint)})
@@ -221,6 +222,7 @@ class StagesStep(StepGroup):
     weights; the committed ones are skipped, the rest trained on one Ray Train worker group."""
 
     name = folder = STAGES_RAY
+    marker_kind = StageMarker
 
     def parts(self, ctx: Context) -> list[tuple[str, dict]]:
         from xdistil_ray.distill.stage_plan import stage_folder
@@ -232,7 +234,7 @@ class StagesStep(StepGroup):
         from xdistil_ray.distill.checkpoint import refuse_unresumable
 
         t = ctx.cfg.train
-        pending = [rel for rel, _ in self.parts(ctx) if ctx.run.marker(rel) is None]
+        pending = [rel for rel, _ in self.parts(ctx) if not ctx.run.is_complete(rel)]
         refuse_unresumable(ctx.run, STAGES_RAY, pending, t.num_workers, t.zero_stage)
 
     def run_pending(self, ctx: Context, pending: list[tuple[int, str, dict]]) -> list:
@@ -253,7 +255,7 @@ class StagesStep(StepGroup):
             datasets[f"stage{k + 1}"] = stage_dataset(run, files, columns, heldout)
         return run_stages(run, STAGES_RAY, specs, datasets, Scaling.of(cfg))
 
-    def use(self, ctx: Context, markers: list) -> None:
+    def use(self, ctx: Context, markers: list[StageMarker]) -> None:
         ctx.stage_markers = markers
 
     def plan(self, ctx: Context) -> list[Planned]:

@@ -39,6 +39,7 @@ from xdistil_ray.distill.checkpoint import (DEEPSPEED_TAG, LOSSES_FILE, MODEL_DI
                                     write_rank_manifest)
 from xdistil_ray.modeling.batches import PadCollate, batches_forever
 from xdistil_ray.errors import will_fail_again
+from xdistil_ray.run.markers import StageMarker
 from xdistil_ray.distill.objective import LossSpec
 from xdistil_ray.distill import validation as validation_mod
 from xdistil_ray.distill.validation import BEST_MODULE_FILE
@@ -501,11 +502,8 @@ def _node_ids() -> list[str]:
 def _mark_started(spec: StageSpec) -> None:
     """The stage's first attempt leaves its fingerprint: a re-run with changed fields would mix
     old and new work, and is refused before any work."""
-    from xdistil_ray.run.runfolder import STARTED
-
-    if spec.marker.get("fingerprint") is not None and \
-            spec.run.read_marker(f"{spec.rel}/{STARTED}") is None:
-        spec.run.write_json(f"{spec.rel}/{STARTED}", {"fingerprint": spec.marker["fingerprint"]})
+    if spec.marker.get("fingerprint") is not None and spec.run.started(spec.rel) is None:
+        spec.run.start(spec.rel, spec.marker["fingerprint"])
 
 
 def _progress(spec: StageSpec, step: int, history: list, resumed: list, world: int,
@@ -519,7 +517,7 @@ def _progress(spec: StageSpec, step: int, history: list, resumed: list, world: i
 
 
 def _commit(spec: StageSpec, final: str, history: list, resumed: list, seconds: float,
-            steps: int, extra: dict) -> dict:
+            steps: int, extra: dict):
     """Copies the final student and the loss history into the stage folder; commits it."""
     run = spec.run
     files = {posixpath.join(MODEL_DIR, name): size
@@ -529,11 +527,11 @@ def _commit(spec: StageSpec, final: str, history: list, resumed: list, seconds: 
     data = json.dumps(losses).encode()
     run.write_bytes(posixpath.join(spec.rel, LOSSES_FILE), data)
     files[LOSSES_FILE] = len(data)
-    return run.commit(spec.rel, files, name=spec.name, losses=losses["losses"],
-                      steps=steps, planned_steps=spec.total_steps, first_loss=history[0][1],
-                      final_loss=history[-1][1],
-                      steps_per_second=steady_steps_per_second(history, resumed),
-                      resumed_from=resumed, seconds=round(seconds, 1), **extra, **spec.marker)
+    return run.commit(spec.rel, StageMarker(
+        files=files, name=spec.name, losses=losses["losses"], steps=steps,
+        planned_steps=spec.total_steps, first_loss=history[0][1], final_loss=history[-1][1],
+        steps_per_second=steady_steps_per_second(history, resumed), resumed_from=resumed,
+        seconds=round(seconds, 1), **extra, **spec.marker))
 
 
 def _local(spec: StageSpec, path: str, in_run: bool, workdir: str, name: str) -> str:

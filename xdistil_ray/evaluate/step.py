@@ -25,6 +25,7 @@ from xdistil_ray.tasks import metrics
 from xdistil_ray.tasks import qa
 from xdistil_ray.modeling.models import model_inputs
 from xdistil_ray.modeling.outputs import TOPK_COLUMNS, with_dense_logits
+from xdistil_ray.run.markers import EvalMarker
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Planned, Step
 from xdistil_ray.modeling.scoring import (DEV_COLUMNS, dev_scores, padded_batch, pooling,
@@ -257,7 +258,7 @@ def evaluate_dev(run: RunFolder, *, task: str, model_rel: str, dev_paths: list[s
 
 
 def run_step(run: RunFolder, *, num_cpus: float, num_gpus: float = 0.0, fingerprint: dict,
-             fn=evaluate, **kwargs) -> dict:
+             fn=evaluate, **kwargs) -> EvalMarker:
     """Runs ``fn`` (:func:`evaluate`, or :func:`evaluate_dev`) as a Ray task (on a GPU when
     ``num_gpus``) and commits ``eval/metrics.json``."""
     import ray
@@ -266,13 +267,14 @@ def run_step(run: RunFolder, *, num_cpus: float, num_gpus: float = 0.0, fingerpr
     task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or None)(fn)
     result = ray.get(task.remote(run, torch_threads=threads, **kwargs))
     run.write_json(layout.METRICS, result)
-    return run.commit(STEP, fingerprint=fingerprint, **result)
+    return run.commit(STEP, EvalMarker(fingerprint=fingerprint, **result))
 
 
 class EvalStep(Step):
     """``eval/``: the student against the teacher (fidelity, dev scores, size and speed)."""
 
     name = folder = STEP
+    marker_kind = EvalMarker
     derived = True
 
     def fingerprint(self, ctx: Context) -> dict:
@@ -282,7 +284,7 @@ class EvalStep(Step):
         return {**ExportStep().fingerprint(ctx), **ctx.fingerprint("eval"),
                 "eval.version": VERSION}
 
-    def run(self, ctx: Context, fp: dict) -> dict:
+    def run(self, ctx: Context, fp: dict) -> EvalMarker:
         cfg, e = ctx.cfg, ctx.cfg.eval
         return run_step(
             ctx.run, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp, task=cfg.task,
@@ -292,7 +294,7 @@ class EvalStep(Step):
             speed_batch_size=e.speed_batch_size, speed_repeats=e.speed_repeats,
             windows=cfg.windows())
 
-    def use(self, ctx: Context, marker: dict | None) -> None:
+    def use(self, ctx: Context, marker: EvalMarker | None) -> None:
         ctx.eval_marker = marker
 
     def plan(self, ctx: Context) -> list[Planned]:

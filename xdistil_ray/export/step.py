@@ -10,6 +10,7 @@ import tempfile
 
 from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.run import layout
+from xdistil_ray.run.markers import ModelMarker
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Planned, Step
 
@@ -22,7 +23,7 @@ exported again."""
 
 def run_step(run: RunFolder, final_stage: str, tokenizer_path: str, label_names: list[str],
              fingerprint: dict, task: str = "sentence", rel: str = STEP,
-             onnx_opset: int | None = None) -> dict:
+             onnx_opset: int | None = None) -> ModelMarker:
     """Copies the last stage's weights with the tokenizer and label names (and, given
     ``onnx_opset``, exports them for ONNX Runtime); commits ``rel`` (``student/``)."""
     from xdistil_ray.modeling import models
@@ -39,13 +40,15 @@ def run_step(run: RunFolder, final_stage: str, tokenizer_path: str, label_names:
             onnx_model.export(model, f"{tmp}/student/{onnx_model.FOLDER}", task, opset=onnx_opset)
         run.delete(rel)
         files = run.upload(f"{tmp}/student", rel)
-    return run.commit(rel, files, params=models.num_params(model), fingerprint=fingerprint)
+    return run.commit(rel, ModelMarker(files=files, params=models.num_params(model),
+                                       fingerprint=fingerprint))
 
 
 class ExportStep(Step):
     """``student/``: the last stage's student as a Hugging Face folder (and ONNX copies)."""
 
     name = folder = STEP
+    marker_kind = ModelMarker
     derived = True
 
     def fingerprint(self, ctx: Context) -> dict:
@@ -55,7 +58,7 @@ class ExportStep(Step):
         return {**ctx.fingerprint(*stage_keys(len(ctx.cfg.stages) - 1)),
                 **ctx.fingerprint("export"), "export.version": VERSION}
 
-    def run(self, ctx: Context, fp: dict) -> dict:
+    def run(self, ctx: Context, fp: dict) -> ModelMarker:
         cfg = ctx.cfg
         return run_step(ctx.run, _final_stage(ctx), ctx.inputs.teacher_path, ctx.label_names,
                         fp, task=cfg.task,

@@ -13,6 +13,7 @@ hands on from one step's marker to the next.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -23,6 +24,8 @@ from xdistil_ray.observe import console
 from xdistil_ray.pipelines.ray_start import init_ray
 from xdistil_ray.run import identity
 from xdistil_ray.run import layout
+from xdistil_ray.run.markers import (DataMarker, EvalMarker, InitMarker, StageMarker,
+                                     TeacherMarker)
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Runner, Step
 from xdistil_ray.tasks.shapes import task_of
@@ -57,15 +60,15 @@ class DistillContext(Context):
         self.inputs = inputs
         """:class:`xdistil_ray.pipelines.inputs.Inputs`."""
         self.started = time.time()
-        self.data: dict | None = None
+        self.data: DataMarker | None = None
         """The data step's marker, its label names in the teacher's head order."""
         self.teacher = None
         """Where the teacher is (:class:`xdistil_ray.distill.stage_plan.Teacher`)."""
-        self.teacher_finetune: dict | None = None
-        self.teacher_marker: dict | None = None
-        self.init_marker: dict | None = None
-        self.stage_markers: list = []
-        self.eval_marker: dict | None = None
+        self.teacher_finetune: StageMarker | None = None
+        self.teacher_marker: TeacherMarker | None = None
+        self.init_marker: InitMarker | None = None
+        self.stage_markers: list[StageMarker] = []
+        self.eval_marker: EvalMarker | None = None
         self.report: dict | None = None
 
     def fingerprint(self, *sections: str) -> dict:
@@ -76,7 +79,7 @@ class DistillContext(Context):
 
     @property
     def label_names(self) -> list[str] | None:
-        return None if self.data is None else self.data["labeled"]["label_names"]
+        return None if self.data is None else self.data.label_names
 
     @property
     def sources(self):
@@ -85,7 +88,7 @@ class DistillContext(Context):
 
         return Sources.of(self.run, self.data, self.teacher_marker)
 
-    def set_data(self, marker: dict | None) -> None:
+    def set_data(self, marker: DataMarker | None) -> None:
         """Takes the data step's marker: checks it can feed the stages, and orders its labels
         as the teacher's head does."""
         from xdistil_ray.modeling.models import teacher_label_order
@@ -94,9 +97,9 @@ class DistillContext(Context):
         if marker is None:
             return
         check_data(self.cfg, marker)
-        names = teacher_label_order(self.inputs.teacher_path,
-                                    marker["labeled"]["label_names"], self.cfg.task)
-        self.data = {**marker, "labeled": {**marker["labeled"], "label_names": names}}
+        names = teacher_label_order(self.inputs.teacher_path, marker.label_names, self.cfg.task)
+        self.data = dataclasses.replace(
+            marker, labeled=dataclasses.replace(marker.labeled, label_names=names))
 
     def teacher_reads(self) -> list[str]:
         """Where the teacher comes from, as ``--dry-run`` names it: the run's fine-tuned one,

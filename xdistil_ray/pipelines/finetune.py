@@ -34,6 +34,8 @@ from xdistil_ray.pipelines.ray_start import init_ray
 from xdistil_ray.pipelines.inputs import embedded_inputs
 from xdistil_ray.run import identity
 from xdistil_ray.run import storage
+from xdistil_ray.run import markers
+from xdistil_ray.run.markers import DataMarker, EvalMarker, InitMarker, ModelMarker, StageMarker
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Runner, Step
 
@@ -113,14 +115,14 @@ class FinetuneContext(Context):
         super().__init__(cfg, run, runner, flat)
         self.model_path, self.labeled = model_path, sources
         self.started = time.time()
-        self.data: dict | None = None
-        self.stage: dict | None = None
-        self.evaluation: dict | None = None
+        self.data: DataMarker | None = None
+        self.stage: StageMarker | None = None
+        self.evaluation: EvalMarker | None = None
         self.report: dict | None = None
 
     @property
     def label_names(self) -> list[str]:
-        return self.data["labeled"]["label_names"]
+        return self.data.label_names
 
     @property
     def sources(self):
@@ -134,9 +136,10 @@ class LabeledDataStep(Step):
     """``data/``: the labeled splits, cleaned and tokenized with the model's tokenizer."""
 
     name = folder = layout.DATA
+    marker_kind = DataMarker
     keys = _DATA_KEYS
 
-    def run(self, ctx: FinetuneContext, fp: dict) -> dict:
+    def run(self, ctx: FinetuneContext, fp: dict) -> DataMarker:
         from xdistil_ray.data import step as prepare
 
         cfg, run = ctx.cfg, ctx.run
@@ -148,15 +151,16 @@ class LabeledDataStep(Step):
             run, ctx.labeled, settings, text_column=cfg.labeled.text_column,
             label_column=cfg.labeled.label_column, pair_column=pair, task=cfg.task,
             dev_fraction=cfg.labeled.dev_fraction)
-        return run.commit(self.folder, labeled=labeled, pairs=bool(pair), task=cfg.task,
-                          fingerprint=fp, seconds=round(time.time() - start, 1))
+        return run.commit(self.folder, DataMarker(
+            labeled=markers.build(markers.LabeledData, labeled), pairs=bool(pair),
+            task=cfg.task, fingerprint=fp, seconds=round(time.time() - start, 1)))
 
-    def use(self, ctx: FinetuneContext, marker: dict) -> None:
+    def use(self, ctx: FinetuneContext, marker: DataMarker) -> None:
         cfg = ctx.cfg
-        names = marker["labeled"]["label_names"]
+        names = marker.label_names
         if len(names) < 2:
             raise ConfigError(f"labeled.train: needs at least 2 classes, found {names}")
-        rows = marker["labeled"]["splits"]["train"]["kept"]
+        rows = marker.split("train").kept
         if rows < cfg.finetune.batch_size * cfg.train.num_workers:
             raise ConfigError(
                 f"finetune.batch_size: {rows} training rows cannot fill one batch of "
@@ -169,9 +173,10 @@ class InitStep(Step):
     stage adds the task head."""
 
     name = folder = INIT
+    marker_kind = InitMarker
     keys = _DATA_KEYS
 
-    def run(self, ctx: FinetuneContext, fp: dict) -> dict:
+    def run(self, ctx: FinetuneContext, fp: dict) -> InitMarker:
         import torch
         from transformers import AutoConfig, AutoModel
 
@@ -186,19 +191,21 @@ class InitStep(Step):
         with tempfile.TemporaryDirectory() as tmp:
             models.save_pretrained(model, models.load_tokenizer(path), tmp)
             files = ctx.run.upload(tmp, f"{INIT}/model")
-        return ctx.run.commit(INIT, {f"model/{k}": v for k, v in files.items()}, fingerprint=fp,
-                              params=models.num_params(model), init=cfg.init)
+        return ctx.run.commit(INIT, InitMarker(
+            files={f"model/{k}": v for k, v in files.items()}, fingerprint=fp,
+            params=models.num_params(model), init=cfg.init))
 
 
 class FinetuneStageStep(Step):
     """``finetune/``: one labels-only stage with a new task head (Ray Train + DeepSpeed)."""
 
     name = folder = STAGE
+    marker_kind = StageMarker
     keys = _STAGE_KEYS
     resumable = True
     announce = False  # its workers print the stage's start and end
 
-    def run(self, ctx: FinetuneContext, fp: dict) -> dict:
+    def run(self, ctx: FinetuneContext, fp: dict) -> StageMarker:
         from xdistil_ray.distill import step as train
 
         cfg, run = ctx.cfg, ctx.run
@@ -208,7 +215,7 @@ class FinetuneStageStep(Step):
         return train.run_stage(run, STAGE, spec, train.stage_dataset(run, files, columns, None),
                                train.Scaling.of(cfg), fp)
 
-    def use(self, ctx: FinetuneContext, marker: dict) -> None:
+    def use(self, ctx: FinetuneContext, marker: StageMarker) -> None:
         ctx.stage = marker
 
 
@@ -216,9 +223,10 @@ class ModelStep(Step):
     """``model/``: the fine-tuned Hugging Face folder."""
 
     name = folder = MODEL
+    marker_kind = ModelMarker
     keys = _STAGE_KEYS
 
-    def run(self, ctx: FinetuneContext, fp: dict) -> dict:
+    def run(self, ctx: FinetuneContext, fp: dict) -> ModelMarker:
         from xdistil_ray.export import step as export
 
         return export.run_step(ctx.run, STAGE, ctx.model_path, ctx.label_names, fp,
@@ -229,6 +237,7 @@ class DevEvalStep(Step):
     """``eval/``: dev scores of the fine-tuned model, when there is a dev split."""
 
     name = folder = layout.EVAL
+    marker_kind = EvalMarker
     derived = True
 
     def fingerprint(self, ctx: FinetuneContext) -> dict:
@@ -237,9 +246,9 @@ class DevEvalStep(Step):
         return {**ctx.fingerprint(*_STAGE_KEYS), "eval.version": evaluate.VERSION}
 
     def not_needed(self, ctx: FinetuneContext) -> str | None:
-        return None if ctx.data["labeled"]["splits"].get("dev") else "(no dev split)"
+        return None if ctx.data.split("dev") else "(no dev split)"
 
-    def run(self, ctx: FinetuneContext, fp: dict) -> dict:
+    def run(self, ctx: FinetuneContext, fp: dict) -> EvalMarker:
         from xdistil_ray.evaluate import step as evaluate
 
         e = ctx.cfg.eval
@@ -248,7 +257,7 @@ class DevEvalStep(Step):
             fn=evaluate.evaluate_dev, task=ctx.cfg.task, model_rel=MODEL,
             dev_paths=list(ctx.sources.labeled_dev), label_names=ctx.label_names)
 
-    def use(self, ctx: FinetuneContext, marker: dict | None) -> None:
+    def use(self, ctx: FinetuneContext, marker: EvalMarker | None) -> None:
         ctx.evaluation = marker
 
 

@@ -15,7 +15,7 @@ from xdistil_ray.config import Config
 from xdistil_ray.config import ConfigError
 from xdistil_ray.config.checks import stage_data
 from xdistil_ray.data.readers import CorpusSource, resolve_source
-from xdistil_ray.distill import stage_plan
+from xdistil_ray.run.markers import DataMarker
 from xdistil_ray.distill.stage_plan import resolve_stage_losses
 from xdistil_ray.run.runfolder import RunFolder
 
@@ -174,15 +174,14 @@ def check_models(cfg: Config, teacher_path: str) -> Shapes:
 _EMBEDDED_FILE = {"corpus.path": "corpus", "labeled.train": "train", "labeled.dev": "dev"}
 
 
-def check_data(cfg: Config, data: dict) -> None:
+def check_data(cfg: Config, data: DataMarker) -> None:
     """Stops with a clear message when the prepared data cannot feed the configured stages."""
-    c = data["corpus"]
-    train_rows = stage_plan.training_rows(c) - c["heldout"]
-    if c["kept"] == 0:
-        raise ConfigError(f"corpus.path: no sentence survived cleaning ({c['input_rows']} rows "
-                          f"in, dropped {c['dropped']})")
-    splits = data["labeled"]["splits"]
-    names = data["labeled"]["label_names"]
+    c = data.corpus
+    train_rows = c.training_rows - c.heldout
+    if c.kept == 0:
+        raise ConfigError(f"corpus.path: no sentence survived cleaning ({c.input_rows} rows "
+                          f"in, dropped {c.dropped})")
+    names = data.label_names
     if task_of(cfg.task).classes and len(names) < 2:
         raise ConfigError(f"labeled.train: needs at least 2 classes, found {names}")
     top_k = cfg.teacher.inference.top_k
@@ -190,7 +189,7 @@ def check_data(cfg: Config, data: dict) -> None:
         raise ConfigError(f"teacher.inference.top_k: {top_k} is not below the {len(names)} "
                           "labels; 0 stores every logit")
     for k, stage in enumerate(cfg.stages):
-        rows = (stage_plan.training_rows(splits["train"]) if stage_data(stage) == "labeled"
+        rows = (data.split("train").training_rows if stage_data(stage) == "labeled"
                 else train_rows)
         if rows < stage.batch_size * cfg.train.num_workers:
             raise ConfigError(

@@ -31,7 +31,7 @@ def log_run(run: RunFolder, cfg, report: dict, stage_folders: list[tuple[str, st
 
     mlflow.set_tracking_uri(cfg.tracking.mlflow_uri)
     client = mlflow.MlflowClient()
-    known = run.read_marker(RUN_ID_FILE) or {}
+    known = run.read_object(RUN_ID_FILE) or {}
     run_id = known.get("run_id")
     if run_id is None or known.get("uri") != cfg.tracking.mlflow_uri:
         experiment = mlflow.set_experiment(cfg.tracking.mlflow_experiment)

@@ -220,10 +220,12 @@ def finetune_card(report: dict, cfg, run_name: str) -> str:
 def add_to(run, rel: str, card: str) -> None:
     """Writes ``card`` as ``rel/README.md`` and commits it with the folder's other files (its
     marker's other fields kept), so that a copy of the committed folder carries it."""
-    marker = run.marker(rel)
+    from xdistil_ray.run.markers import ModelMarker
+
+    marker = run.marker(rel, ModelMarker)
     if marker is None:
         raise FileNotFoundError(f"{run.uri_of(rel)} is not committed")
     data = card.encode()
     run.write_bytes(f"{rel}/{CARD}", data)
-    fields = {k: v for k, v in marker.items() if k != "files"}
-    run.commit(rel, {**marker["files"], CARD: len(data)}, **fields)
+    marker.files = {**marker.files, CARD: len(data)}
+    run.commit(rel, marker)

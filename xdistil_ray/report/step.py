@@ -16,6 +16,8 @@ from xdistil_ray.report import plots
 from xdistil_ray.report import tables
 from xdistil_ray.observe import tensorboard_log
 from xdistil_ray.config import Config
+from xdistil_ray.run.markers import (DataMarker, EvalMarker, InitMarker, StageMarker,
+                                     TeacherMarker)
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.distill.checkpoint import LOSSES_FILE
 from xdistil_ray.run.steps import Context, Planned, Step
@@ -29,48 +31,49 @@ STUDENT = layout.STUDENT
 """The exported student's folder, which gets the model card."""
 
 
-def build(cfg: Config, *, data: dict, teacher: dict, init: dict, stages: list[dict],
-          evaluation: dict, finetune: dict | None, seconds: float) -> dict:
+def build(cfg: Config, *, data: DataMarker, teacher: TeacherMarker | None, init: InitMarker,
+          stages: list[StageMarker], evaluation: EvalMarker, finetune: StageMarker | None,
+          seconds: float) -> dict:
     """The report's figures, from the steps' markers (``finetune``: the teacher fine-tune's,
     when the run fine-tuned it)."""
-    corpus = data["corpus"]
-    size = evaluation["size"]
+    corpus = data.corpus
+    size = evaluation.size
+    shape = init.student_shape
     return {
         "data": {
-            "input_rows": corpus["input_rows"], "kept": corpus["kept"],
-            "dropped": corpus["dropped"], "truncated": corpus["truncated"],
-            "heldout": corpus["heldout"], "shards": len(corpus["shards"]),
-            "from_labeled": corpus.get("labeled_rows", 0),
-            "labeled": {split: {k: v for k, v in info.items() if k != "files"}
-                        for split, info in data["labeled"]["splits"].items()},
-            "label_names": data["labeled"]["label_names"],
+            "input_rows": corpus.input_rows, "kept": corpus.kept,
+            "dropped": corpus.dropped, "truncated": corpus.truncated,
+            "heldout": corpus.heldout, "shards": len(corpus.shards),
+            "from_labeled": corpus.labeled_rows,
+            "labeled": _splits(data),
+            "label_names": data.label_names,
         },
         "task": cfg.task,
-        "teacher": {"model": cfg.teacher.model, "params": init["teacher_params"],
+        "teacher": {"model": cfg.teacher.model, "params": init.teacher_params,
                     "num_layers": size["teacher_layers"], "hidden_size": size["teacher_hidden"],
                     "finetuned": finetune is not None,
                     "finetune": None if finetune is None else {
-                        "steps": finetune["steps"], "validation": finetune.get("validation")}},
-        "student": {"params": init["student_params"], "init": cfg.student.init,
-                    "num_layers": init["student_shape"]["num_hidden_layers"],
-                    "hidden_size": init["student_shape"]["hidden_size"],
-                    "num_heads": init["student_shape"]["num_attention_heads"],
-                    "intermediate_size": init["student_shape"]["intermediate_size"]},
+                        "steps": finetune.steps, "validation": finetune.validation}},
+        "student": {"params": init.student_params, "init": cfg.student.init,
+                    "num_layers": shape["num_hidden_layers"],
+                    "hidden_size": shape["hidden_size"],
+                    "num_heads": shape["num_attention_heads"],
+                    "intermediate_size": shape["intermediate_size"]},
         "teacher_inference": None if teacher is None else {
-            "rows": teacher["rows"], "outputs": teacher["outputs"],
-            "shards_run": teacher["shards_run"], "shards_skipped": teacher["shards_skipped"],
-            "seconds": teacher["seconds"]},
-        "stages": [{"name": s["name"], "losses": s["losses"], "targets": s["targets"],
-                    "unfreeze": s["unfreeze"], "steps": s["steps"],
-                    "planned_steps": s.get("planned_steps", s["steps"]),
-                    "steps_per_second": s.get("steps_per_second"),
-                    "first_loss": s["first_loss"], "final_loss": s["final_loss"],
-                    "resumed_from": s.get("resumed_from", []),
-                    "validation": s.get("validation"),
-                    "seconds": s["seconds"]} for s in stages],
-        "eval": evaluation["eval"],
-        "retained": tables.retained(evaluation["eval"]),
-        "speed": evaluation["speed"],
+            "rows": teacher.rows, "outputs": teacher.outputs,
+            "shards_run": teacher.shards_run, "shards_skipped": teacher.shards_skipped,
+            "seconds": teacher.seconds},
+        "stages": [{"name": s.name, "losses": s.losses, "targets": s.targets,
+                    "unfreeze": s.unfreeze, "steps": s.steps,
+                    "planned_steps": s.planned_steps or s.steps,
+                    "steps_per_second": s.steps_per_second,
+                    "first_loss": s.first_loss, "final_loss": s.final_loss,
+                    "resumed_from": s.resumed_from,
+                    "validation": s.validation,
+                    "seconds": s.seconds} for s in stages],
+        "eval": evaluation.eval,
+        "retained": tables.retained(evaluation.eval),
+        "speed": evaluation.speed,
         "size": size,
         "plots": {"loss_curves": LOSS_PLOT, "speed_size": SPEED_PLOT},
         "seconds": seconds,
@@ -247,19 +250,22 @@ def summary(run: RunFolder, report: dict) -> str:
             f"[xdistil] {headline(report)}")
 
 
-def write_finetune(run: RunFolder, cfg, *, data: dict, stage: dict, evaluation: dict | None,
-                   stage_folder: str, seconds: float, model_rel: str = "") -> dict:
+def _splits(data: DataMarker) -> dict:
+    return {split: info.figures() for split, info in data.labeled.splits.items()}
+
+
+def write_finetune(run: RunFolder, cfg, *, data: DataMarker, stage: StageMarker,
+                   evaluation: EvalMarker | None, stage_folder: str, seconds: float,
+                   model_rel: str = "") -> dict:
     """The fine-tuning job's ``report.json``, ``report.md`` and ``loss_curves.png``."""
     report = {
         "task": cfg.task, "model": cfg.model, "init": cfg.init,
-        "data": {"labeled": {split: {k: v for k, v in info.items() if k != "files"}
-                             for split, info in data["labeled"]["splits"].items()},
-                 "label_names": data["labeled"]["label_names"]},
-        "finetune": {k: stage.get(k) for k in ("steps", "steps_per_second", "first_loss",
-                                               "final_loss", "resumed_from", "seconds",
-                                               "validation")},
-        "eval": evaluation["eval"] if evaluation else None,
-        "size": evaluation["size"] if evaluation else None,
+        "data": {"labeled": _splits(data), "label_names": data.label_names},
+        "finetune": {k: getattr(stage, k) for k in ("steps", "steps_per_second", "first_loss",
+                                                    "final_loss", "resumed_from", "seconds",
+                                                    "validation")},
+        "eval": evaluation.eval if evaluation else None,
+        "size": evaluation.size if evaluation else None,
         "plots": {"loss_curves": LOSS_PLOT},
         "seconds": seconds,
     }

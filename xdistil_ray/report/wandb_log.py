@@ -29,7 +29,7 @@ def log_run(run: RunFolder, cfg, report: dict, stage_folders: list[tuple[str, st
     """Logs the run to W&B project ``cfg.tracking.wandb_project``; returns the W&B run id."""
     import wandb
 
-    known = run.read_marker(RUN_ID_FILE) or {}
+    known = run.read_object(RUN_ID_FILE) or {}
     if known.get("project") != cfg.tracking.wandb_project:
         known = {}
     logged = list(known.get("stages_logged", []))

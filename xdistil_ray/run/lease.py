@@ -100,7 +100,7 @@ class Lease:
 
     def holder(self) -> dict | None:
         """The lease as written (None when there is none, or it does not parse)."""
-        return self.run.read_marker(LEASE)
+        return self.run.read_object(LEASE)
 
     def acquire(self, take_over: bool = False) -> None:
         """Takes the lease or raises :class:`LeaseHeld`; starts the heartbeat."""

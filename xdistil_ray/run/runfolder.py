@@ -1,7 +1,7 @@
 """The run folder: paths, atomic writes and commit markers, on any pyarrow filesystem.
 
-A step's output set is valid only once its marker (``COMPLETE``, a JSON manifest naming every
-file with its size) exists; the marker is written after every file it names. Readers trust only
+A step's output set is valid only once its marker (``COMPLETE``, naming every file with its
+size: a :class:`~xdistil_ray.run.markers.Marker`) exists; the marker is written after every file it names. Readers trust only
 what a marker names, and :meth:`RunFolder.verify` checks the files against it (the pipeline does
 before it skips a complete step: a missing or cut file makes the step run again).
 """
@@ -13,19 +13,23 @@ import logging
 import os
 import posixpath
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 
+from xdistil_ray.run import markers
 from xdistil_ray.run import storage
+from xdistil_ray.run.markers import Marker, Started
 from xdistil_ray.run.storage import StorageOptions
 
 log = logging.getLogger(__name__)
 
-MARKER = "COMPLETE"
-STARTED = "STARTED"
+MARKER = markers.COMPLETE
+STARTED = markers.STARTED
 """Marker of a resumable step's first attempt (its config fingerprint): a re-run with changed
 fields would mix old and new work, and is refused like a change to a complete step."""
+
+M = TypeVar("M", bound=Marker)
 
 
 def relative_to(path: str, base: str) -> str:
@@ -154,30 +158,49 @@ class RunFolder:
 
     # ------------------------------------------------------------------ markers
 
-    def commit(self, rel: str, files: dict[str, int] | None = None, **info: Any) -> dict:
-        """Writes ``rel/COMPLETE`` naming ``files`` (default: every file now under ``rel``).
-
-        Extra keyword arguments are stored in the marker (row counts, config fingerprint).
-        """
-        if files is None:
-            files = {
+    def commit(self, rel: str, marker: M | None = None) -> M:
+        """Writes ``rel/COMPLETE``: ``marker`` (default: a plain :class:`Marker`), naming every
+        file now under ``rel`` unless it names its files itself. Returns the marker written."""
+        marker = Marker() if marker is None else marker
+        if marker.files is None:
+            marker.files = {
                 name: size
                 for name, size in self.list_files(rel).items()
                 if posixpath.basename(name) != MARKER and ".tmp-" not in name
             }
-        marker = {"files": dict(sorted(files.items())), **info}
-        self.write_json(posixpath.join(rel, MARKER), marker)
+        marker.files = dict(sorted(marker.files.items()))
+        self.write_bytes(posixpath.join(rel, MARKER), markers.dump(marker))
         return marker
 
-    def marker(self, rel: str) -> dict | None:
-        """The marker of ``rel``, or None when the set is not committed. A marker that does not
-        parse (empty, cut short, not a manifest) counts as absent: the step runs again."""
-        marker = self.read_marker(posixpath.join(rel, MARKER))
-        return marker if marker is not None and isinstance(marker.get("files"), dict) else None
+    def marker(self, rel: str, kind: type[M] = Marker) -> M | None:
+        """The marker of ``rel`` as ``kind``, or None when the set is not committed. A marker
+        that does not parse (empty, cut short, not a manifest) counts as absent: the step runs
+        again; one written by a newer xdistil_ray is refused
+        (:class:`~xdistil_ray.run.markers.MarkerVersionError`)."""
+        path = posixpath.join(rel, MARKER)
+        try:
+            data = self.read_bytes(path)
+        except FileNotFoundError:
+            return None
+        marker = markers.load(data, kind, self.uri_of(path))
+        return marker if marker is not None and marker.files is not None else None
 
-    def read_marker(self, rel_path: str) -> dict | None:
-        """A JSON object written by a step (``COMPLETE``, ``STARTED``), or None when it is
-        missing or does not parse (a console line says which)."""
+    def started(self, rel: str) -> Started | None:
+        """A resumable step's ``STARTED`` marker, or None when it has not started."""
+        path = posixpath.join(rel, STARTED)
+        try:
+            data = self.read_bytes(path)
+        except FileNotFoundError:
+            return None
+        return markers.load(data, Started, self.uri_of(path))
+
+    def start(self, rel: str, fingerprint: dict) -> None:
+        """Writes ``rel/STARTED`` with the fingerprint the step starts with."""
+        self.write_bytes(posixpath.join(rel, STARTED), markers.dump(Started(fingerprint)))
+
+    def read_object(self, rel_path: str) -> dict | None:
+        """A JSON object (a lease, a tracker's run id), or None when it is missing or does not
+        parse (a console line says which)."""
         try:
             data = json.loads(self.read_bytes(rel_path))
         except FileNotFoundError:
@@ -193,7 +216,7 @@ class RunFolder:
     def is_complete(self, rel: str) -> bool:
         return self.marker(rel) is not None
 
-    def verify(self, rel: str, marker: dict | None = None) -> list[str]:
+    def verify(self, rel: str, marker: Marker | None = None) -> list[str]:
         """What differs between ``rel``'s files and its marker (one listing): a line per file
         that is missing or whose size differs; empty when every named file is there whole."""
         marker = marker if marker is not None else self.marker(rel)
@@ -201,7 +224,7 @@ class RunFolder:
             return [f"{self.uri_of(rel)}: not complete (no {MARKER} marker)"]
         found = self.list_files(rel)
         problems = []
-        for name, size in marker["files"].items():
+        for name, size in marker.files.items():
             got = found.get(name)
             if got is None:
                 problems.append(f"{self.uri_of(rel, name)}: missing ({MARKER} names it with "
@@ -223,7 +246,7 @@ class RunFolder:
         problems = self.verify(rel, marker)
         if problems:
             raise RuntimeError("; ".join(problems))
-        return [self.path(rel, name) for name in marker["files"]]
+        return [self.path(rel, name) for name in marker.files]
 
     def download(self, rel: str, local_dir: str, subdir: str = "") -> str:
         """Copies the committed files of ``rel`` (only those under ``subdir``, if given) into
@@ -233,7 +256,7 @@ class RunFolder:
             raise FileNotFoundError(f"{self.path(rel)} is not complete (no {MARKER} marker)")
         os.makedirs(local_dir, exist_ok=True)
         prefix = subdir.rstrip("/") + "/" if subdir else ""
-        for name in marker["files"]:
+        for name in marker.files:
             if not name.startswith(prefix):
                 continue
             dest = os.path.join(local_dir, name[len(prefix):])

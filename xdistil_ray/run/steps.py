@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 from xdistil_ray.errors import ConfigError
 from xdistil_ray.run.identity import CONTENT
-from xdistil_ray.run.runfolder import MARKER, STARTED, RunFolder
+from xdistil_ray.run.markers import Marker
+from xdistil_ray.run.runfolder import MARKER, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,11 @@ def changed_fields(old: dict, fp: dict, defaults: dict | None = None) -> list[st
                   if not (k.endswith("." + CONTENT) and k[:-len(CONTENT) - 1] in changed))
 
 
-def refuse_changed(run: RunFolder, rel: str, marker: dict, fp: dict, state: str = "complete",
+def refuse_changed(run: RunFolder, rel: str, old: dict, fp: dict, state: str = "complete",
                    defaults: dict | None = None) -> None:
     """Raises ConfigError naming the fields that changed since ``rel`` was committed (or
-    started). A field the marker does not name counts as its default: a run folder of an older
-    version resumes while the new field keeps its default."""
-    old = marker.get("fingerprint", {})
+    started) with fingerprint ``old``. A field the marker does not name counts as its default:
+    a run folder of an older version resumes while the new field keeps its default."""
     changed = changed_fields(old, fp, defaults)
     if changed:
         raise ConfigError(
@@ -119,6 +119,8 @@ class Step:
     name = ""
     folder = ""
     keys: tuple[str, ...] = ()
+    marker_kind: type[Marker] = Marker
+    """The kind of its ``COMPLETE`` marker (:mod:`xdistil_ray.run.markers`)."""
     resumable = False
     derived = False
     announce = True
@@ -152,11 +154,12 @@ class Step:
         """What the run folder holds of this step (the dry run hands it on), or None."""
         if not self.committed or self.not_needed(ctx):
             return None
-        return ctx.run.marker(self.folder)
+        return ctx.run.marker(self.folder, self.marker_kind)
 
     def state(self, ctx: Context) -> str:
         """The step's state as ``--dry-run`` prints it."""
-        return ctx.runner.state(self.folder, self.fingerprint(ctx) if self.derived else None)
+        return ctx.runner.state(self.folder, self.fingerprint(ctx) if self.derived else None,
+                                self.marker_kind)
 
 
 class StepGroup(Step):
@@ -173,7 +176,7 @@ class StepGroup(Step):
         raise NotImplementedError
 
     def committed_marker(self, ctx: Context) -> list:
-        return [ctx.run.marker(rel) for rel, _ in self.parts(ctx)]
+        return [ctx.run.marker(rel, self.marker_kind) for rel, _ in self.parts(ctx)]
 
 
 class Runner:
@@ -230,14 +233,15 @@ class Runner:
         else:
             marker = self.ensure(step.folder, step.fingerprint(ctx),
                                  lambda fp: step.run(ctx, fp), resumable=step.resumable,
-                                 derived=step.derived, announce=step.announce)
+                                 derived=step.derived, announce=step.announce,
+                                 kind=step.marker_kind)
         step.use(ctx, marker)
         return marker
 
-    def _ensure_group(self, group: StepGroup, ctx: Context) -> list[dict]:
+    def _ensure_group(self, group: StepGroup, ctx: Context) -> list[Marker]:
         markers, pending = [], []
         for k, (rel, fp) in enumerate(group.parts(ctx)):
-            marker = self.check(rel, fp)
+            marker = self.check(rel, fp, group.marker_kind)
             if marker is not None and not pending:
                 marker = self.verified(rel, marker)
             if marker is not None and not pending:
@@ -253,35 +257,37 @@ class Runner:
 
     # ------------------------------------------------------------------ one folder
 
-    def state(self, rel: str, derived_fp: dict | None = None) -> str:
+    def state(self, rel: str, derived_fp: dict | None = None,
+              kind: type[Marker] = Marker) -> str:
         """``complete``, ``half done (resumes)`` or ``to run``; a derived step (given its
         fingerprint) is to run again when what it derives from changed."""
-        marker = self.run.marker(rel)
+        marker = self.run.marker(rel, kind)
         if derived_fp is not None:
             if marker is None:
                 return "to run"
             return ("to run (again: its inputs changed)"
-                    if changed_fields(marker.get("fingerprint", {}), derived_fp, self.defaults)
+                    if changed_fields(marker.fingerprint, derived_fp, self.defaults)
                     else "complete")
         if marker is not None:
             return "complete"
-        if self.run.read_marker(f"{rel}/{STARTED}") is not None:
+        if self.run.started(rel) is not None:
             return "half done (resumes)"
         return "to run"
 
-    def check(self, rel: str, fp: dict) -> dict | None:
+    def check(self, rel: str, fp: dict, kind: type[Marker] = Marker) -> Marker | None:
         """Refuses a changed config for ``rel`` (complete, or started and resumable); returns
-        its marker when complete."""
-        marker = self.run.marker(rel)
+        its marker (as ``kind``) when complete."""
+        marker = self.run.marker(rel, kind)
         if marker is not None:
-            refuse_changed(self.run, rel, marker, fp, defaults=self.defaults)
+            refuse_changed(self.run, rel, marker.fingerprint, fp, defaults=self.defaults)
             return marker
-        started = self.run.read_marker(f"{rel}/{STARTED}")
+        started = self.run.started(rel)
         if started is not None:
-            refuse_changed(self.run, rel, started, fp, "half done (it resumes)", self.defaults)
+            refuse_changed(self.run, rel, started.fingerprint, fp, "half done (it resumes)",
+                           self.defaults)
         return None
 
-    def verified(self, rel: str, marker: dict | None) -> dict | None:
+    def verified(self, rel: str, marker: Marker | None) -> Marker | None:
         """``marker`` when the files it names are all there with their sizes; else None, after
         a console line per bad file and the marker's removal: the step runs again from its
         inputs (its outputs are a function of them) instead of failing in every reader."""
@@ -296,20 +302,22 @@ class Runner:
         self.run.delete(rel, MARKER)
         return None
 
-    def ensure(self, rel: str, fp: dict, run_step: Callable[[dict], dict],
-               resumable: bool = False, derived: bool = False, announce: bool = True) -> dict:
-        """The marker of folder ``rel``: its committed one, or ``run_step(fp)``'s after running
-        (see :class:`Step` for ``resumable``, ``derived`` and ``announce``)."""
-        marker = self.verified(rel, self.run.marker(rel) if derived else self.check(rel, fp))
-        if marker is not None and derived and changed_fields(marker.get("fingerprint", {}), fp,
+    def ensure(self, rel: str, fp: dict, run_step: Callable[[dict], Any],
+               resumable: bool = False, derived: bool = False, announce: bool = True,
+               kind: type[Marker] = Marker) -> Any:
+        """The marker of folder ``rel`` (as ``kind``): its committed one, or ``run_step(fp)``'s
+        after running (see :class:`Step` for ``resumable``, ``derived`` and ``announce``)."""
+        marker = self.verified(rel, self.run.marker(rel, kind) if derived
+                               else self.check(rel, fp, kind))
+        if marker is not None and derived and changed_fields(marker.fingerprint, fp,
                                                              self.defaults):
             log.info(f"{rel}: settings changed, measuring again")
             marker = None
         if marker is not None:
             log.info(f"{rel}: complete, skipped")
             return marker
-        if resumable and self.run.read_marker(f"{rel}/{STARTED}") is None:
-            self.run.write_json(f"{rel}/{STARTED}", {"fingerprint": fp})
+        if resumable and self.run.started(rel) is None:
+            self.run.start(rel, fp)
         started = time.time()
         if announce:
             log.info(f"{rel}: running")

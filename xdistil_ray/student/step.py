@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 
 from xdistil_ray.run import layout
+from xdistil_ray.run.markers import InitMarker
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Planned, Step
 
@@ -44,22 +45,22 @@ def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, t
                 "student_shape": families.shape_of(student.config)}
 
 
-def run_step(run: RunFolder, *, fingerprint: dict, **kwargs) -> dict:
+def run_step(run: RunFolder, *, fingerprint: dict, **kwargs) -> InitMarker:
     """Runs :func:`build_and_save` on a Ray worker and commits ``student_init/``."""
     import ray
 
     info = ray.get(ray.remote(num_cpus=1)(build_and_save).remote(run, **kwargs))
-    files = info.pop("files")
-    return run.commit(STEP, files, fingerprint=fingerprint, **info)
+    return run.commit(STEP, InitMarker(fingerprint=fingerprint, **info))
 
 
 class StudentInitStep(Step):
     """``student_init/``: the student's starting weights, from the teacher the run reads."""
 
     name = folder = STEP
+    marker_kind = InitMarker
     keys = ("student", "task", "teacher.model", "teacher.finetune", "labeled", "seed")
 
-    def run(self, ctx: Context, fp: dict) -> dict:
+    def run(self, ctx: Context, fp: dict) -> InitMarker:
         cfg, s = ctx.cfg, ctx.cfg.student
         return run_step(
             ctx.run, teacher_path=ctx.teacher.path, teacher_in_run=ctx.teacher.in_run,
@@ -68,7 +69,7 @@ class StudentInitStep(Step):
             teacher_layers=s.teacher_layers, pretrained=s.pretrained,
             architecture=s.architecture, seed=cfg.seed, fingerprint=fp)
 
-    def use(self, ctx: Context, marker: dict | None) -> None:
+    def use(self, ctx: Context, marker: InitMarker | None) -> None:
         ctx.init_marker = marker
 
     def plan(self, ctx: Context) -> list[Planned]:

@@ -12,6 +12,7 @@ from xdistil_ray.run import layout
 from xdistil_ray.distill import stage_plan
 from xdistil_ray.distill.checkpoint import refuse_unresumable
 from xdistil_ray.observe import console
+from xdistil_ray.run.markers import StageMarker
 from xdistil_ray.run.steps import Context, Planned, Step
 
 
@@ -20,6 +21,7 @@ FOLDER = layout.TEACHER_FINETUNE
 
 class TeacherFinetuneStep(Step):
     name = folder = FOLDER
+    marker_kind = StageMarker
     keys = ("task", "teacher.model", "teacher.finetune", "labeled", "seed")
     resumable = True
     announce = False  # its workers print the stage's start and end
@@ -43,7 +45,7 @@ class TeacherFinetuneStep(Step):
         t = ctx.cfg.train
         refuse_unresumable(ctx.run, FOLDER, [FOLDER], t.num_workers, t.zero_stage)
 
-    def run(self, ctx: Context, fp: dict) -> dict:
+    def run(self, ctx: Context, fp: dict) -> StageMarker:
         from xdistil_ray.distill import step as train
         from xdistil_ray.modeling.models import replaced_head
 
@@ -60,7 +62,7 @@ class TeacherFinetuneStep(Step):
         dataset = train.stage_dataset(run, files, columns, None)
         return train.run_stage(run, FOLDER, spec, dataset, train.Scaling.of(cfg), fp)
 
-    def use(self, ctx: Context, marker: dict | None) -> None:
+    def use(self, ctx: Context, marker: StageMarker | None) -> None:
         in_run = not self.not_needed(ctx)
         ctx.teacher = (stage_plan.Teacher(FOLDER, True) if in_run
                        else stage_plan.Teacher(ctx.inputs.teacher_path, False))

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from xdistil_ray.run import layout
 from xdistil_ray.observe import console, ray_metrics
 from xdistil_ray.observe.progress import Throughput
+from xdistil_ray.run.markers import ShardMarker
 from xdistil_ray.run.runfolder import MARKER, RunFolder
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def commit_shard(run: RunFolder, shard: str, expected_rows: int) -> bool:
             if old != name:
                 run.delete(rel, old)
         parts = {name: run.list_files(rel)[name]}
-    run.commit(rel, parts, rows=expected_rows)
+    run.commit(rel, ShardMarker(files=parts, rows=expected_rows))
     return True
 
 
@@ -185,10 +186,10 @@ def committed_shards(run: RunFolder, names: list[str]) -> list[str]:
     found = run.list_files(SHARDS)
     done = []
     for name in names:
-        marker = run.marker(posixpath.join(SHARDS, name))
+        marker = run.marker(posixpath.join(SHARDS, name), ShardMarker)
         if marker is None:
             continue
-        bad = [f for f, size in marker["files"].items()
+        bad = [f for f, size in marker.files.items()
                if found.get(posixpath.join(name, f)) != size]
         if bad:
             log.info(f"teacher: shard {name}: {', '.join(bad)} missing or of another "

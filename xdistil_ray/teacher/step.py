@@ -22,6 +22,7 @@ from xdistil_ray.tasks.shapes import task_of
 from xdistil_ray.run import layout
 from xdistil_ray.tasks.corpus import object_array
 from xdistil_ray.errors import ConfigError
+from xdistil_ray.run.markers import DataMarker, ShardMarker, TeacherMarker
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Planned, Step
 from xdistil_ray.teacher.shards import (SHARDS, ShardLedger, ShardPartsDatasink,
@@ -162,12 +163,12 @@ def actor_pool(num_actors: int, max_actors: int = 0):
     return ray.data.ActorPoolStrategy(size=num_actors)
 
 
-def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run: bool,
+def run_step(run: RunFolder, data_marker: DataMarker, *, model_path: str, model_in_run: bool,
              outputs: tuple[str, ...],
              batch_size: int, num_actors: int, num_gpus: float, num_cpus: float,
              fingerprint: dict, task: str = "sentence", resources: dict | None = None,
              group_batches: int = 8, dtype: str = "auto", top_k: int = 0,
-             max_actors: int = 0, progress_every_s: float = 10.0) -> dict:
+             max_actors: int = 0, progress_every_s: float = 10.0) -> TeacherMarker:
     """Runs teacher inference over the uncommitted shards and commits ``teacher/``.
 
     Each actor call gets ``group_batches`` forward batches' worth of rows, sorted by length
@@ -177,16 +178,16 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
     import ray.data
 
     start = time.time()
-    shards = {shard_name(s["file"]): s for s in data_marker["corpus"]["shards"]}
+    shards = {shard_name(s.file): s for s in data_marker.corpus.shards}
     done = committed_shards(run, list(shards))
     pending = [name for name in shards if name not in done]
     for name in pending:  # leftovers of a crashed attempt are never read
         run.delete(SHARDS, name)
     log.info(f"teacher: {len(pending)} shards to run, {len(done)} committed before")
     if pending:
-        files = [run.path(layout.CORPUS, shards[name]["file"]) for name in pending]
+        files = [run.path(layout.CORPUS, shards[name].file) for name in pending]
         columns = ["id", "input_ids", "heldout", "path"]
-        if data_marker.get("pairs"):
+        if data_marker.pairs:
             columns.append("token_type_ids")
         if task_of(task).spans:  # what decoding a held-out window's answer reads (eval)
             columns += ["example", "context", "offset_start", "offset_end"]
@@ -205,22 +206,22 @@ def run_step(run: RunFolder, data_marker: dict, *, model_path: str, model_in_run
             compute=actor_pool(num_actors, max_actors),
             num_cpus=num_cpus, num_gpus=num_gpus or None, resources=resources or None)
         ledger = ray.remote(num_cpus=0)(ShardLedger).remote(
-            run, {name: shards[name]["rows"] for name in pending}, progress_every_s)
+            run, {name: shards[name].rows for name in pending}, progress_every_s)
         ds.write_datasink(ShardPartsDatasink(run, task_of(task).per_token, ledger).make())
         committed = set(ray.get(ledger.committed_shards.remote()))
         pending = [n for n in pending if n not in committed]
-    failed = [n for n in pending if not commit_shard(run, n, shards[n]["rows"])]
+    failed = [n for n in pending if not commit_shard(run, n, shards[n].rows)]
     if failed:
         raise RuntimeError(f"teacher inference: shards {failed} do not hold one row per input row")
-    rows = sum(s["rows"] for s in shards.values())
+    rows = sum(s.rows for s in shards.values())
     files = {}
     for name in shards:
-        for f, size in run.marker(posixpath.join(SHARDS, name))["files"].items():
+        for f, size in run.marker(posixpath.join(SHARDS, name), ShardMarker).files.items():
             files[posixpath.join("shards", name, f)] = size
-    return run.commit(STEP, files, rows=rows, outputs=list(outputs), top_k=top_k,
-                      shards_skipped=len(done),
-                      shards_run=len(shards) - len(done), seconds=round(time.time() - start, 1),
-                      fingerprint=fingerprint)
+    return run.commit(STEP, TeacherMarker(
+        files=files, rows=rows, outputs=list(outputs), top_k=top_k, shards_skipped=len(done),
+        shards_run=len(shards) - len(done), seconds=round(time.time() - start, 1),
+        fingerprint=fingerprint))
 
 
 def outputs_needed(cfg) -> tuple[str, ...]:
@@ -243,6 +244,7 @@ class TeacherStep(Step):
     """``teacher/``: the teacher's outputs for every kept sentence, per corpus shard."""
 
     name = folder = STEP
+    marker_kind = TeacherMarker
     keys = ("task", "teacher.model", "teacher.finetune", "labeled", "seed", "corpus",
             "teacher.inference.dtype", "teacher.inference.top_k")
     resumable = True
@@ -250,7 +252,7 @@ class TeacherStep(Step):
     def not_needed(self, ctx: Context) -> str | None:
         return None if outputs_needed(ctx.cfg) else "(every stage's targets are online)"
 
-    def run(self, ctx: Context, fp: dict) -> dict:
+    def run(self, ctx: Context, fp: dict) -> TeacherMarker:
         cfg, inf = ctx.cfg, ctx.cfg.teacher.inference
         return run_step(
             ctx.run, ctx.data, model_path=ctx.teacher.path, model_in_run=ctx.teacher.in_run,
@@ -260,9 +262,9 @@ class TeacherStep(Step):
             group_batches=inf.group_batches, dtype=inf.dtype, top_k=inf.top_k,
             max_actors=inf.max_actors, progress_every_s=cfg.progress_every_s, fingerprint=fp)
 
-    def use(self, ctx: Context, marker: dict | None) -> None:
+    def use(self, ctx: Context, marker: TeacherMarker | None) -> None:
         if marker is not None:
-            missing = sorted(set(outputs_needed(ctx.cfg)) - set(marker["outputs"]))
+            missing = sorted(set(outputs_needed(ctx.cfg)) - set(marker.outputs))
             if missing:
                 raise ConfigError(
                     f"{ctx.run.uri}: the stored teacher outputs lack {', '.join(missing)}, "
@@ -277,7 +279,7 @@ class TeacherStep(Step):
         inf, run, data = ctx.cfg.teacher.inference, ctx.run, ctx.data
         state = self.state(ctx)
         if data is not None and state != "complete":
-            names = [shard_name(s["file"]) for s in data["corpus"]["shards"]]
+            names = [shard_name(s.file) for s in data.corpus.shards]
             done = sum(run.is_complete(posixpath.join(SHARDS, s)) for s in names)
             if done:
                 state = f"half done ({done} of {len(names)} shards committed; the rest run)"
