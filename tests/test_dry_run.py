@@ -268,3 +268,41 @@ def test_a_half_done_stage_on_another_number_of_workers(tmp_path, zero, workers,
                                           f"train.zero_stage={zero}"):
         refuse_unresumable(run, "stages", ["stages/2-logits"], other.train.num_workers,
                            other.train.zero_stage)
+
+
+def test_the_fine_tuning_job_plans_its_own_steps_fresh_half_done_and_changed(tmp_path, capsys,
+                                                                             teacher_path):
+    """``jobs/finetune.py --dry-run`` iterates the job's steps as its run does: a fresh folder
+    plans all six and writes nothing; with the data committed and the stage started it says
+    so; a changed field of the started stage is refused as the run would refuse it. (A
+    finished job's dry run: tests/test_tasks_integration.py.)"""
+    import json
+    import pathlib
+
+    from xdistil_ray.config import FinetuneJob
+    from xdistil_ray.pipelines import finetune
+    from xdistil_ray.run import markers
+    from xdistil_ray.run.runfolder import RunFolder
+
+    args = [f"output={tmp_path}/ft", f"model={teacher_path}"]
+    cfg = load_config("jobs/configs/finetune.yaml", args, kind=FinetuneJob)
+    steps = dry_run(cfg)
+    assert [(s.name, s.state) for s in steps] == [
+        (name, "to run") for name in ("data", "init", "finetune", "model", "eval", "report")]
+    assert "6 step(s) would run" in capsys.readouterr().out
+    assert not (tmp_path / "ft").exists()
+
+    run = RunFolder(cfg.output)
+    ctx = finetune.context(cfg, run, str(tmp_path), dry=True)
+    old = json.loads((pathlib.Path(__file__).parent / "markers" / "ec4eb94" /
+                      "finetune_data.json").read_text())
+    data = markers.parse({**old, "files": {}}, markers.DataMarker, "data")
+    data.fingerprint = finetune.LabeledDataStep().fingerprint(ctx)
+    run.commit("data", data)
+    run.start("finetune", finetune.FinetuneStageStep().fingerprint(ctx))
+    steps = {s.name: s for s in dry_run(cfg)}
+    assert steps["data"].state == "complete" and "train 2000 rows kept" in steps["data"].detail
+    assert steps["init"].state == "to run" and steps["finetune"].state == "half done (resumes)"
+    with pytest.raises(ConfigError, match=r"'finetune' is half done .* finetune.epochs"):
+        dry_run(load_config("jobs/configs/finetune.yaml", args + ["finetune.epochs=9"],
+                            kind=FinetuneJob))

@@ -260,15 +260,19 @@ def write_binary_sentiment(folder: str, *, seed: int, num_train: int, num_dev: i
 
 def _finetune(root, student: str, init: str, data: dict, extra: tuple = ()):
     from xdistil_ray.pipelines import finetune
+
+    return finetune.run(_finetune_config(root, student, init, data, extra))
+
+
+def _finetune_config(root, student: str, init: str, data: dict, extra: tuple = ()):
     from xdistil_ray.config import FinetuneJob
 
-    cfg = load_config("jobs/configs/finetune.yaml", [
+    return load_config("jobs/configs/finetune.yaml", [
         f"output={root}/ft-{init}", f"model={student}", f"init={init}",
         f"labeled.train={data['train']}", f"labeled.dev={data['dev']}", "max_length=32",
         "finetune.epochs=3", "finetune.batch_size=16", "finetune.learning_rate=1e-3",
         "train.log_every_steps=5",
         "train.torch_threads=1", *extra], kind=FinetuneJob)
-    return finetune.run(cfg)
 
 
 def test_finetuned_distilled_student_beats_the_same_shape_from_scratch(agnostic_run,
@@ -318,6 +322,11 @@ def test_finetuned_distilled_student_beats_the_same_shape_from_scratch(agnostic_
     with pytest.raises(ConfigError, match="finetune.epochs"):  # same folder, other settings
         _finetune(ft_root, str(root / "run" / "student"), "pretrained", data,
                   ("finetune.epochs=4",))
+    # The job's --dry-run agrees with its run on the finished folder: only the report runs.
+    from xdistil_ray.pipelines.dry_run import dry_run
+
+    planned = dry_run(_finetune_config(ft_root, str(root / "run" / "student"), "pretrained", data))
+    assert [s.name for s in planned if s.runs] == ["report"], planned
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ FINETUNE = """Fine-tune an exported (task-agnostic) student on a labeled task, o
     xdistil-finetune --config finetune model=... labeled.train=... labeled.dev=... \\
         output=runs/ft-mytask
     xdistil-finetune model=... init=random output=runs/ft-scratch   # the baseline
+    xdistil-finetune model=... --dry-run                     # check, and print the plan only
 
 Same conventions as xdistil-distill: a YAML config (fields in xdistil_ray/config/__init__.py,
 FinetuneJob), key.path=value overrides, a run folder that resumes and refuses unsafe changes.
@@ -31,19 +32,27 @@ FinetuneJob), key.path=value overrides, a run folder that resumes and refuses un
 """
 
 
-def distill(argv: list[str] | None = None) -> int:
-    parser = cli.parser(DISTILL)
+def _parser(usage: str):
+    parser = cli.parser(usage)
     parser.add_argument("--dry-run", action="store_true",
                         help="check the config and the storage, print each step (complete or "
                              "not, what it reads and writes, its resources); run nothing")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _dry_run(cfg):
+    from xdistil_ray.pipelines.dry_run import dry_run
+
+    return dry_run(cfg)
+
+
+def distill(argv: list[str] | None = None) -> int:
+    args = _parser(DISTILL).parse_args(argv)
 
     def job():
         cfg = load_config(args.config, args.overrides)
         if args.dry_run:
-            from xdistil_ray.pipelines.dry_run import dry_run
-
-            return dry_run(cfg)
+            return _dry_run(cfg)
         from xdistil_ray.pipelines import distill as pipeline
 
         return pipeline.run(cfg, take_over=args.take_over)
@@ -52,15 +61,17 @@ def distill(argv: list[str] | None = None) -> int:
 
 
 def finetune(argv: list[str] | None = None) -> int:
-    args = cli.parser(FINETUNE).parse_args(argv)
+    args = _parser(FINETUNE).parse_args(argv)
 
     def job():
         cfg = load_config(args.config, args.overrides, kind=FinetuneJob)  # before torch and Ray
+        if args.dry_run:
+            return _dry_run(cfg)
         from xdistil_ray.pipelines import finetune as finetune_job
 
         return finetune_job.run(cfg, take_over=args.take_over)
 
-    return cli.run_job(job, verbose=args.verbose)
+    return cli.run_job(job, verbose=args.verbose, capture=not args.dry_run)
 
 
 COMMANDS = {"distill": distill, "finetune": finetune}

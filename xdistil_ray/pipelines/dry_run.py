@@ -1,32 +1,46 @@
-"""``jobs/distill.py --dry-run``: check the config and the storage, and say what a run would do.
+"""``--dry-run`` of ``jobs/distill.py`` and ``jobs/finetune.py``: check the config and the
+storage, and say what a run would do.
 
-The pipeline's own steps (:func:`xdistil_ray.pipelines.distill.steps`), in order, each saying
-whether it is complete already (or half done, and how far), what it reads, where it writes, and
-the Ray resources it asks for. Nothing is written to the run folder and no step runs; a refused
-config change is reported as the run would report it.
+The job's own steps (:func:`xdistil_ray.pipelines.distill.steps`,
+:func:`xdistil_ray.pipelines.finetune.steps`), in order, each saying whether it is complete
+already (or half done, and how far), what it reads, where it writes, and the Ray resources it
+asks for. Nothing is written to the run folder and no step runs; a refused config change is
+reported as the run would report it.
 """
 
 from __future__ import annotations
 
-from xdistil_ray.config import Config
-from xdistil_ray.pipelines import distill as pipeline
+import tempfile
+
+from xdistil_ray.config import Config, FinetuneJob
 from xdistil_ray.run.runfolder import RunFolder
-from xdistil_ray.run.steps import Planned
+from xdistil_ray.run.steps import Context, Planned, Step
 
 
-def plan(cfg: Config) -> tuple[RunFolder, list[Planned]]:
+def plan(cfg: Config | FinetuneJob) -> tuple[RunFolder, list[Planned]]:
     """Checks config, storage, inputs and models (as a run does before any work) and returns
     what each step would do. Raises ConfigError where the run would stop."""
     from xdistil_ray.run import storage
 
     run = RunFolder(cfg.output, cfg.storage_options())
     storage.check_access(run.uri, run.options)
-    ctx = pipeline.context(cfg, run, dry=True)
-    steps = pipeline.steps()
+    if isinstance(cfg, FinetuneJob):
+        from xdistil_ray.pipelines import finetune
+
+        with tempfile.TemporaryDirectory() as tmp:  # an s3:// model is read to check it
+            return run, plan_steps(finetune.context(cfg, run, tmp, dry=True), finetune.steps())
+    from xdistil_ray.pipelines import distill
+
+    return run, plan_steps(distill.context(cfg, run, dry=True), distill.steps())
+
+
+def plan_steps(ctx: Context, steps: list[Step]) -> list[Planned]:
+    """The checks a run makes before any work (changed fields, resumability), then each
+    step's plan."""
     ctx.runner.refuse_changes(steps, ctx)
     for step in steps:
         step.check_resumable(ctx)
-    return run, ctx.runner.plan_all(steps, ctx)
+    return ctx.runner.plan_all(steps, ctx)
 
 
 def describe(run: RunFolder, steps: list[Planned]) -> str:
@@ -48,7 +62,7 @@ def describe(run: RunFolder, steps: list[Planned]) -> str:
     return "\n".join(lines)
 
 
-def dry_run(cfg: Config) -> list[Planned]:
+def dry_run(cfg: Config | FinetuneJob) -> list[Planned]:
     run, steps = plan(cfg)
     print(describe(run, steps), flush=True)
     return steps

@@ -15,6 +15,7 @@ runner (markers, resume, refused config changes, storage outages); the job has n
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -27,7 +28,7 @@ from xdistil_ray.config import EMBEDDED
 from xdistil_ray.config import ConfigError
 from xdistil_ray.config import FinetuneJob
 from xdistil_ray.config import dump_yaml
-from xdistil_ray.data.readers import resolve_source
+from xdistil_ray.data.readers import describe, resolve_source
 from xdistil_ray.distill import stage_plan
 from xdistil_ray.observe import console
 from xdistil_ray.pipelines.ray_start import init_ray
@@ -37,7 +38,7 @@ from xdistil_ray.run import storage
 from xdistil_ray.run import markers
 from xdistil_ray.run.markers import DataMarker, EvalMarker, InitMarker, ModelMarker, StageMarker
 from xdistil_ray.run.runfolder import RunFolder
-from xdistil_ray.run.steps import Context, Runner, Step
+from xdistil_ray.run.steps import Context, Planned, Runner, Step
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +79,18 @@ def _looks_like_a_path(path: str) -> bool:
             or ("/" in path and os.path.isdir(os.path.dirname(path))))
 
 
-def _labeled_sources(run: RunFolder, cfg: FinetuneJob) -> dict:
-    """The labeled splits, resolved (the embedded ones written into the run folder)."""
+def _labeled_sources(run: RunFolder, cfg: FinetuneJob, generate: bool = True) -> dict:
+    """The labeled splits, resolved (the embedded ones written into the run folder; with
+    ``generate`` False, a dry run, nothing is written and they resolve to None)."""
     embedded = {}
-    if EMBEDDED in (cfg.labeled.train, cfg.labeled.dev):
+    if generate and EMBEDDED in (cfg.labeled.train, cfg.labeled.dev):
         embedded = embedded_inputs(cfg, run)
     sources = {}
     for split in ("train", "dev"):
         value = getattr(cfg.labeled, split)
-        if value:
+        if value == EMBEDDED and not generate:
+            sources[split] = None
+        elif value:
             sources[split] = resolve_source(embedded[split] if value == EMBEDDED else value,
                                             f"labeled.{split}", cfg.storage_options(),
                                             split=getattr(cfg.labeled, f"{split}_split"))
@@ -107,12 +111,13 @@ def _identities(cfg: FinetuneJob, model_path: str, sources: dict) -> dict[str, s
 class FinetuneContext(Context):
     """What the job's steps hand on."""
 
-    def __init__(self, cfg: FinetuneJob, run: RunFolder, model_path: str, sources: dict):
+    def __init__(self, cfg: FinetuneJob, run: RunFolder, model_path: str, sources: dict,
+                 dry: bool = False):
         flat = config_mod.flatten(config_mod.to_dict(cfg))
         defaults = config_mod.flatten(config_mod.to_dict(FinetuneJob()))
         runner = Runner(run, _identities(cfg, model_path, sources), defaults,
                         after_step=console.sync_logs)
-        super().__init__(cfg, run, runner, flat)
+        super().__init__(cfg, run, runner, flat, dry)
         self.model_path, self.labeled = model_path, sources
         self.started = time.time()
         self.data: DataMarker | None = None
@@ -129,7 +134,14 @@ class FinetuneContext(Context):
         return stage_plan.Sources.of(self.run, self.data, None)
 
     def start_ray(self) -> None:
-        init_ray(self.cfg)
+        if not self.dry:
+            init_ray(self.cfg)
+
+    def has_dev(self) -> bool:
+        """Whether the job has a dev split (known from the config before the data step)."""
+        if self.data is not None:
+            return self.data.split("dev") is not None
+        return bool(self.cfg.labeled.dev or self.cfg.labeled.dev_fraction)
 
 
 class LabeledDataStep(Step):
@@ -155,7 +167,9 @@ class LabeledDataStep(Step):
             labeled=markers.build(markers.LabeledData, labeled), pairs=bool(pair),
             task=cfg.task, fingerprint=fp, seconds=round(time.time() - start, 1)))
 
-    def use(self, ctx: FinetuneContext, marker: DataMarker) -> None:
+    def use(self, ctx: FinetuneContext, marker: DataMarker | None) -> None:
+        if marker is None:  # a dry run before the step
+            return
         cfg = ctx.cfg
         names = marker.label_names
         if len(names) < 2:
@@ -166,6 +180,17 @@ class LabeledDataStep(Step):
                 f"finetune.batch_size: {rows} training rows cannot fill one batch of "
                 f"{cfg.finetune.batch_size} on each of {cfg.train.num_workers} workers")
         ctx.data = marker
+
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        cfg, data = ctx.cfg, ctx.run.marker(self.folder, DataMarker)
+        reads = [f"labeled.{split}: {describe(src, getattr(cfg.labeled, split))}"
+                 for split, src in ctx.labeled.items()]
+        detail = ""
+        if data is not None:
+            detail = ", ".join(f"{split} {info.kept} rows kept of {info.input_rows}"
+                               for split, info in data.labeled.splits.items())
+        return [Planned(self.name, self.folder, self.state(ctx), reads, "driver",
+                        detail + (f"; {len(data.label_names)} labels" if data else ""))]
 
 
 class InitStep(Step):
@@ -195,6 +220,12 @@ class InitStep(Step):
             files={f"model/{k}": v for k, v in files.items()}, fingerprint=fp,
             params=models.num_params(model), init=cfg.init))
 
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        what = ("the model's weights" if ctx.cfg.init == "pretrained"
+                else "fresh weights of the model's shape (init: random)")
+        return [Planned(self.name, self.folder, self.state(ctx),
+                        [f"model: {ctx.cfg.model}"], "driver", what)]
+
 
 class FinetuneStageStep(Step):
     """``finetune/``: one labels-only stage with a new task head (Ray Train + DeepSpeed)."""
@@ -215,8 +246,16 @@ class FinetuneStageStep(Step):
         return train.run_stage(run, STAGE, spec, train.stage_dataset(run, files, columns, None),
                                train.Scaling.of(cfg), fp)
 
-    def use(self, ctx: FinetuneContext, marker: StageMarker) -> None:
+    def use(self, ctx: FinetuneContext, marker: StageMarker | None) -> None:
         ctx.stage = marker
+
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        f = ctx.cfg.finetune
+        return [Planned(self.name, self.folder, self.state(ctx),
+                        [f"{INIT}/model", layout.LABELED_TRAIN],
+                        stage_plan.training_resources(ctx.cfg),
+                        f"labels with a new {ctx.cfg.task} head; {f.epochs:g} epoch(s) at batch "
+                        f"{f.batch_size}, learning rate {f.learning_rate:g}")]
 
 
 class ModelStep(Step):
@@ -232,6 +271,10 @@ class ModelStep(Step):
         return export.run_step(ctx.run, STAGE, ctx.model_path, ctx.label_names, fp,
                                task=ctx.cfg.task, rel=MODEL)
 
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        return [Planned(self.name, self.folder, self.state(ctx), [f"{STAGE}/model"], "driver",
+                        "the Hugging Face folder")]
+
 
 class DevEvalStep(Step):
     """``eval/``: dev scores of the fine-tuned model, when there is a dev split."""
@@ -246,7 +289,7 @@ class DevEvalStep(Step):
         return {**ctx.fingerprint(*_STAGE_KEYS), "eval.version": evaluate.VERSION}
 
     def not_needed(self, ctx: FinetuneContext) -> str | None:
-        return None if ctx.data.split("dev") else "(no dev split)"
+        return None if ctx.has_dev() else "(no dev split)"
 
     def run(self, ctx: FinetuneContext, fp: dict) -> EvalMarker:
         from xdistil_ray.evaluate import step as evaluate
@@ -259,6 +302,15 @@ class DevEvalStep(Step):
 
     def use(self, ctx: FinetuneContext, marker: EvalMarker | None) -> None:
         ctx.evaluation = marker
+
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        why = self.not_needed(ctx)
+        if why:
+            return [Planned(self.name, self.folder, f"not needed {why}")]
+        e = ctx.cfg.eval
+        each = {"CPU": e.num_cpus, **({"GPU": e.num_gpus} if e.num_gpus else {})}
+        return [Planned(self.name, self.folder, self.state(ctx), [MODEL, layout.LABELED_DEV],
+                        f"one Ray task {json.dumps(each)}", "dev scores of the model")]
 
 
 class FinetuneReportStep(Step):
@@ -279,14 +331,27 @@ class FinetuneReportStep(Step):
         console.show(report.finetune_summary(ctx.run, out, MODEL))
         return out
 
-    def use(self, ctx: FinetuneContext, marker: dict) -> None:
+    def use(self, ctx: FinetuneContext, marker: dict | None) -> None:
         ctx.report = marker
+
+    def plan(self, ctx: FinetuneContext) -> list[Planned]:
+        from xdistil_ray.report.step import LOSS_PLOT
+
+        return [Planned(self.name, self.folder, "to run", ["every step's marker"], "driver",
+                        f"report.json, report.md, {LOSS_PLOT}")]
 
 
 def steps() -> list[Step]:
     """The job's steps, in the order they run."""
     return [LabeledDataStep(), InitStep(), FinetuneStageStep(), ModelStep(), DevEvalStep(),
             FinetuneReportStep()]
+
+
+def context(cfg: FinetuneJob, run: RunFolder, tmp: str, dry: bool = False) -> FinetuneContext:
+    """The job's context: the model checked (an ``s3://`` one copied into ``tmp``), the
+    labeled splits resolved (a dry run writes nothing)."""
+    return FinetuneContext(cfg, run, local_model(cfg, tmp),
+                           _labeled_sources(run, cfg, generate=not dry), dry)
 
 
 def run(cfg: FinetuneJob, take_over: bool = False) -> dict:
@@ -300,8 +365,7 @@ def run(cfg: FinetuneJob, take_over: bool = False) -> dict:
     with lease.hold(folder, take_over):
         log.info(f"run folder: {folder.uri}")
         with tempfile.TemporaryDirectory() as tmp:
-            ctx = FinetuneContext(cfg, folder, local_model(cfg, tmp),
-                                  _labeled_sources(folder, cfg))
+            ctx = context(cfg, folder, tmp)
             ctx.started = started
             job = steps()
             ctx.runner.refuse_changes(job, ctx)
