@@ -359,123 +359,168 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
                  checkpoint) -> str:
     """One stage from ``previous`` (a local folder; empty: its ``init_path``) or from
     ``checkpoint``; commits it (rank 0). Returns this rank's folder of the final student."""
-    import ray.train
-
     started = time.time()
     if rank == 0:
         _mark_started(spec)
         say(f"[xdistil] {spec.rel}: running")
-    init = previous or _local(spec, spec.init_path, spec.init_in_run, stage_dir, "init")
-    teacher = _online_teacher(spec, stage_dir)
-    try:
-        trainer = StageTrainer(spec, init, teacher)
-    except Exception as e:  # the files and settings it was given: a restart meets it again
-        if storage.is_storage_error(e):
-            raise
-        raise will_fail_again(f"building the model of {spec.name}", e) from e
-    step, history, resumed, restore_dir, progress = 0, [], [], None, {}
-    if checkpoint is not None:
-        # to_directory per rank, not as_directory: see shared/NOTES.md (ray issue 48726).
-        restore_dir = checkpoint.to_directory(os.path.join(stage_dir, "restore"))
-        progress = verify_checkpoint(restore_dir)
-        step, history = progress["step"], progress["history"]
-        resumed = progress.get("resumed_from", []) + [step]
-    validation = validation_mod.for_stage(spec, progress.get("validation"))
+    trainer = _stage_trainer(spec, stage_dir, previous)
+    loop = _StageLoop(spec, trainer, stage_dir, rank, world)
+    loop.restore(checkpoint)
     nodes = _node_ids()
-    # The driver refuses another number of workers at ZeRO 1-3 before any work
-    # (checkpoint.world_size_problem).
-    loadable = restore_dir is not None and loads_deepspeed_state(progress, world,
-                                                                 spec.zero_stage)
-    state = (safe_load(os.path.join(restore_dir, MODULE_FILE))
-             if restore_dir is not None and not loadable else None)
-    trainer.build(trainer.phase_for(max(0, step - 1), validation.phase_floor(max(0, step - 1))),
-                  step, state)
-    if loadable:
-        use_safe_loading(trainer.engine)
-        trainer.engine.load_checkpoint(restore_dir, tag=DEEPSPEED_TAG)
-    if restore_dir is not None:
-        best = os.path.join(restore_dir, BEST_MODULE_FILE)
-        validation.restore(safe_load(best) if os.path.exists(best) else None, trainer, step)
-        shutil.rmtree(restore_dir, ignore_errors=True)
-        if rank == 0:
-            say(f"[xdistil] {spec.name}: resumed from step {step} of {spec.total_steps} "
-                f"(checkpoint of {progress['world_size']} workers verified)")
-    batches = batches_forever(ray.train.get_dataset_shard(spec.dataset), spec.batch_size,
-                              spec.seed, PadCollate(trainer.pad_id, spec.label_names,
-                                                    spec.per_token), trainer.engine.device,
-                              cache_bytes=spec.cache_bytes)
-    clock = _ProgressClock(spec, step)
-    preemption = PreemptionNotices()
-    board = tensorboard_log.StageLog(spec.run, spec.rel, stage_dir) if rank == 0 else None
-    window, parts, final_saved = [], {}, False
-
-    def log_window():
-        """The mean losses of the steps since the last logged one, at ``step``."""
-        nonlocal window, parts
-        means = _means_across_ranks({"total": window, **parts})
-        history.append([step, means["total"], round(time.time(), 3)])
-        window, parts = [], {}
-        if rank == 0:
-            clock.maybe_print(step, history)
-            # "0:logits" -> "loss/0_logits" (TensorBoard's tags take no colon)
-            board.scalars(step, {**{f"loss/{k.replace(':', '_')}": v
-                                    for k, v in means.items()},
-                                 "learning_rate": trainer.learning_rate(),
-                                 "grad_norm": trainer.grad_norm()})
-
-    stopped_early = _verdict(validation, trainer, step) == "stop"  # resumed at its stop
-    while step < spec.total_steps and not stopped_early:
-        if trainer.phase_for(step, validation.phase_floor(step)) != trainer.phase:
-            trainer.build(trainer.phase_for(step, validation.phase_floor(step)), step)
-            if rank == 0:  # the workers' log only: not a line the console needs
-                say(f"({spec.name}) step {step}: unfreezing phase {trainer.phase}")
-        window.append(trainer.train_step(next(batches)))  # losses stay on the device
-        for name, value in trainer.last_parts.items():
-            parts.setdefault(name, []).append(value)
-        step += 1
-        if step % spec.log_every == 0 or step == spec.total_steps:
-            log_window()
-        if validation.due(step):
-            score = validation.measure(trainer, step)
-            verdict = _verdict(validation, trainer, step)
-            stopped_early = verdict == "stop"
-            if verdict == "advance":
-                validation.advance(trainer.phase + 1, step)
-            if rank == 0:  # every dev score, and a held-out check that changes course
-                console = verdict != "go" or validation.tag.startswith("dev/")
-                say(f"{'[xdistil] ' if console else '('}{spec.name}{': ' if console else ') '}"
-                    f"{validation.line(stopped_early)}"
-                    + (f", unfreezing phase {trainer.phase + 1} starts"
-                       if verdict == "advance" else ""))
-                board.scalars(step, {validation.tag: score})
-            if stopped_early and window:  # the steps since the last logged one end the curve
-                log_window()
-        end = step == spec.total_steps or stopped_early
-        notice = (step % spec.log_every == 0 and not end and preemption.notice_due(step))
-        if notice and rank == 0:
-            say(f"[xdistil] {spec.name}: {notice}: checkpoint at step {step}")
-        # Only checkpoints go to Ray Train: a report waits until the controller has taken the
-        # previous one (it polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S), so a report per log
-        # interval held a fast stage to one interval per report (ray_start.RAY_ENV).
-        if step % spec.checkpoint_every == 0 or end or notice:
-            final_saved = end
-            if board is not None:
-                board.sync()  # the curves so far, beside the checkpoint
-            _save_and_report(trainer, _progress(spec, step, history, resumed, world, validation),
-                             stage_dir, rank, final=end, validation=validation)
-    if not final_saved:  # restored at (or, with fewer workers' longer steps, past) the end
-        _save_and_report(trainer, _progress(spec, step, history, resumed, world, validation),
-                         stage_dir, rank, final=True, validation=validation)
+    loop.run()
     final = os.path.join(stage_dir, MODEL_DIR)
     if rank == 0:
-        board.close()
-        extra = {"validation": validation.summary(stopped_early)} if validation.enabled else {}
+        validation = loop.validation
+        extra = ({"validation": validation.summary(loop.stopped_early)}
+                 if validation.enabled else {})
         extra["nodes"] = nodes
         if validation.enabled and validation.at_chance():
             say(f"[xdistil] warning: {spec.name}: {validation.chance_warning()}")
-        _commit(spec, final, history, resumed, time.time() - started, step, extra)
+        _commit(spec, final, loop.history, loop.resumed, time.time() - started, loop.step,
+                extra)
         say(f"[xdistil] {spec.rel}: done in {time.time() - started:.0f}s")
     return final
+
+
+def _stage_trainer(spec: StageSpec, stage_dir: str, previous: str) -> StageTrainer:
+    """The stage's student (from ``previous``, else its init) and online teacher; an error in
+    building them is one a restart meets again (the files and settings it was given)."""
+    init = previous or _local(spec, spec.init_path, spec.init_in_run, stage_dir, "init")
+    teacher = _online_teacher(spec, stage_dir)
+    try:
+        return StageTrainer(spec, init, teacher)
+    except Exception as e:
+        if storage.is_storage_error(e):
+            raise
+        raise will_fail_again(f"building the model of {spec.name}", e) from e
+
+
+class _StageLoop:
+    """A stage's steps on one rank: restored from a checkpoint or not, then trained until its
+    last step or an early stop, logging, validating and checkpointing on the way."""
+
+    def __init__(self, spec: StageSpec, trainer: StageTrainer, stage_dir: str, rank: int,
+                 world: int):
+        self.spec, self.trainer, self.stage_dir = spec, trainer, stage_dir
+        self.rank, self.world = rank, world
+        self.step, self.history, self.resumed = 0, [], []
+        self.validation = None
+        self.stopped_early = False
+        self.window, self.parts = [], {}
+        self.board = None
+
+    def restore(self, checkpoint) -> None:
+        """Builds the engine at the checkpoint's step (or at 0) with its state."""
+        spec, trainer, step = self.spec, self.trainer, 0
+        restore_dir, progress = None, {}
+        if checkpoint is not None:
+            # to_directory per rank, not as_directory: see shared/NOTES.md (ray issue 48726).
+            restore_dir = checkpoint.to_directory(os.path.join(self.stage_dir, "restore"))
+            progress = verify_checkpoint(restore_dir)
+            step, self.history = progress["step"], progress["history"]
+            self.resumed = progress.get("resumed_from", []) + [step]
+        self.step = step
+        self.validation = validation = validation_mod.for_stage(spec, progress.get("validation"))
+        # The driver refuses another number of workers at ZeRO 1-3 before any work
+        # (checkpoint.world_size_problem).
+        loadable = restore_dir is not None and loads_deepspeed_state(progress, self.world,
+                                                                     spec.zero_stage)
+        state = (safe_load(os.path.join(restore_dir, MODULE_FILE))
+                 if restore_dir is not None and not loadable else None)
+        trainer.build(trainer.phase_for(max(0, step - 1),
+                                        validation.phase_floor(max(0, step - 1))), step, state)
+        if loadable:
+            use_safe_loading(trainer.engine)
+            trainer.engine.load_checkpoint(restore_dir, tag=DEEPSPEED_TAG)
+        if restore_dir is not None:
+            best = os.path.join(restore_dir, BEST_MODULE_FILE)
+            validation.restore(safe_load(best) if os.path.exists(best) else None, trainer, step)
+            shutil.rmtree(restore_dir, ignore_errors=True)
+            if self.rank == 0:
+                say(f"[xdistil] {spec.name}: resumed from step {step} of {spec.total_steps} "
+                    f"(checkpoint of {progress['world_size']} workers verified)")
+
+    def run(self) -> None:
+        import ray.train
+
+        spec, trainer, validation = self.spec, self.trainer, self.validation
+        batches = batches_forever(ray.train.get_dataset_shard(spec.dataset), spec.batch_size,
+                                  spec.seed, PadCollate(trainer.pad_id, spec.label_names,
+                                                        spec.per_token), trainer.engine.device,
+                                  cache_bytes=spec.cache_bytes)
+        self.clock = _ProgressClock(spec, self.step)
+        preemption = PreemptionNotices()
+        if self.rank == 0:
+            self.board = tensorboard_log.StageLog(spec.run, spec.rel, self.stage_dir)
+        final_saved = False
+        self.stopped_early = _verdict(validation, trainer, self.step) == "stop"  # resumed at it
+        while self.step < spec.total_steps and not self.stopped_early:
+            step = self.step
+            if trainer.phase_for(step, validation.phase_floor(step)) != trainer.phase:
+                trainer.build(trainer.phase_for(step, validation.phase_floor(step)), step)
+                if self.rank == 0:  # the workers' log only: not a line the console needs
+                    say(f"({spec.name}) step {step}: unfreezing phase {trainer.phase}")
+            self.window.append(trainer.train_step(next(batches)))  # losses stay on the device
+            for name, value in trainer.last_parts.items():
+                self.parts.setdefault(name, []).append(value)
+            self.step = step = step + 1
+            if step % spec.log_every == 0 or step == spec.total_steps:
+                self._log_window()
+            if validation.due(step):
+                self._validate()
+            end = step == spec.total_steps or self.stopped_early
+            notice = (step % spec.log_every == 0 and not end and preemption.notice_due(step))
+            if notice and self.rank == 0:
+                say(f"[xdistil] {spec.name}: {notice}: checkpoint at step {step}")
+            # Only checkpoints go to Ray Train: a report waits until the controller has taken
+            # the previous one (it polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S), so a report
+            # per log interval held a fast stage to one interval per report
+            # (ray_start.RAY_ENV).
+            if step % spec.checkpoint_every == 0 or end or notice:
+                final_saved = end
+                if self.board is not None:
+                    self.board.sync()  # the curves so far, beside the checkpoint
+                self._checkpoint(final=end)
+        if not final_saved:  # restored at (or, with fewer workers' longer steps, past) the end
+            self._checkpoint(final=True)
+        if self.board is not None:
+            self.board.close()
+
+    def _checkpoint(self, final: bool) -> None:
+        _save_and_report(self.trainer, _progress(self.spec, self.step, self.history,
+                                                 self.resumed, self.world, self.validation),
+                         self.stage_dir, self.rank, final=final, validation=self.validation)
+
+    def _log_window(self) -> None:
+        """The mean losses of the steps since the last logged one, at ``step``."""
+        means = _means_across_ranks({"total": self.window, **self.parts})
+        self.history.append([self.step, means["total"], round(time.time(), 3)])
+        self.window, self.parts = [], {}
+        if self.rank == 0:
+            self.clock.maybe_print(self.step, self.history)
+            # "0:logits" -> "loss/0_logits" (TensorBoard's tags take no colon)
+            self.board.scalars(self.step, {**{f"loss/{k.replace(':', '_')}": v
+                                              for k, v in means.items()},
+                                           "learning_rate": self.trainer.learning_rate(),
+                                           "grad_norm": self.trainer.grad_norm()})
+
+    def _validate(self) -> None:
+        """A check due at ``step``: its score, and whether the stage stops or advances."""
+        spec, trainer, validation, step = self.spec, self.trainer, self.validation, self.step
+        score = validation.measure(trainer, step)
+        verdict = _verdict(validation, trainer, step)
+        self.stopped_early = verdict == "stop"
+        if verdict == "advance":
+            validation.advance(trainer.phase + 1, step)
+        if self.rank == 0:  # every dev score, and a held-out check that changes course
+            console = verdict != "go" or validation.tag.startswith("dev/")
+            say(f"{'[xdistil] ' if console else '('}{spec.name}{': ' if console else ') '}"
+                f"{validation.line(self.stopped_early)}"
+                + (f", unfreezing phase {trainer.phase + 1} starts"
+                   if verdict == "advance" else ""))
+            self.board.scalars(step, {validation.tag: score})
+        if self.stopped_early and self.window:  # the steps since the last one end the curve
+            self._log_window()
 
 
 def _verdict(validation, trainer: StageTrainer, step: int) -> str:
