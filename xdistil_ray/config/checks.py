@@ -39,13 +39,31 @@ def validate(cfg) -> None:
     _check(cfg.corpus.max_chars >= cfg.corpus.max_length, "corpus.max_chars: must be >= max_length")
     _check(cfg.corpus.rows_per_shard >= 1, "corpus.rows_per_shard: must be at least 1")
     _check(0 < cfg.corpus.heldout_fraction < 0.5, "corpus.heldout_fraction: must be in (0, 0.5)")
+    _check(cfg.progress_every_s >= 0, "progress_every_s: must be >= 0 seconds")
+    _validate_inference(cfg)
+    _check(cfg.teacher.finetune.epochs > 0, "teacher.finetune.epochs: must be > 0")
+    _check(cfg.task in TASKS, f"task: must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    _check_qa(cfg.qa)
+    if cfg.task == "pair":
+        _check(bool(cfg.labeled.text_pair_column),
+               "labeled.text_pair_column: a pair task needs the second sentence's column")
+    _validate_student(cfg.student)
+    _check(len(cfg.stages) >= 1, "stages: give at least one training stage")
+    names = [st.name for st in cfg.stages]
+    _check(len(set(names)) == len(names), f"stages: stage names must be unique, got {names}")
+    for i, st in enumerate(cfg.stages):
+        _validate_stage(cfg, st, f"stages.{i}")
+    _validate_train(cfg)
+    _validate_outputs(cfg)
+
+
+def _validate_inference(cfg) -> None:
     inf = cfg.teacher.inference
     _check(inf.batch_size >= 1, "teacher.inference.batch_size: must be at least 1")
     _check(inf.num_actors >= 1, "teacher.inference.num_actors: must be at least 1")
     _check(inf.max_actors == 0 or inf.max_actors >= inf.num_actors,
            f"teacher.inference.max_actors: must be 0 (a fixed pool) or at least num_actors "
            f"({inf.num_actors}), got {inf.max_actors}")
-    _check(cfg.progress_every_s >= 0, "progress_every_s: must be >= 0 seconds")
     _check(inf.group_batches >= 1, "teacher.inference.group_batches: must be at least 1")
     _check(inf.dtype in ("auto", "float32", "bfloat16", "float16"),
            f"teacher.inference.dtype: {inf.dtype!r} is not one of auto, float32, bfloat16, float16")
@@ -62,13 +80,9 @@ def validate(cfg) -> None:
                    f"{where}.{name}: set CPUs and GPUs with their own fields; this is for custom "
                    "resources")
             _check(amount > 0, f"{where}.{name}: must be > 0")
-    _check(cfg.teacher.finetune.epochs > 0, "teacher.finetune.epochs: must be > 0")
-    _check(cfg.task in TASKS, f"task: must be one of {', '.join(TASKS)}, got {cfg.task!r}")
-    _check_qa(cfg.qa)
-    if cfg.task == "pair":
-        _check(bool(cfg.labeled.text_pair_column),
-               "labeled.text_pair_column: a pair task needs the second sentence's column")
-    s = cfg.student
+
+
+def _validate_student(s) -> None:
     _check(s.init in ("teacher", "random", "pretrained"),
            "student.init: must be 'teacher', 'random' or 'pretrained'")
     _check(s.init != "pretrained" or bool(s.pretrained),
@@ -81,12 +95,10 @@ def validate(cfg) -> None:
     _check(s.num_heads >= 1 and s.hidden_size % s.num_heads == 0,
            "student.hidden_size: must be a multiple of student.num_heads")
     _check(s.intermediate_size >= 1, "student.intermediate_size: must be at least 1")
-    _check(len(cfg.stages) >= 1, "stages: give at least one training stage")
-    names = [st.name for st in cfg.stages]
-    _check(len(set(names)) == len(names), f"stages: stage names must be unique, got {names}")
-    for i, st in enumerate(cfg.stages):
-        _validate_stage(cfg, st, f"stages.{i}")
-    _validate_train(cfg)
+
+
+def _validate_outputs(cfg) -> None:
+    """The evaluation, the export and the trackers (whose packages must be installed)."""
     _check(cfg.eval.max_heldout_rows >= 1, "eval.max_heldout_rows: must be at least 1")
     _check(cfg.eval.speed_batch_size >= 1, "eval.speed_batch_size: must be at least 1")
     _check(cfg.eval.speed_repeats >= 1, "eval.speed_repeats: must be at least 1")
