@@ -70,6 +70,23 @@ def test_run_folder_commits_and_reads_on_s3(s3_run, tmp_path):
 
 
 @pytest.mark.integration
+def test_an_upload_larger_than_a_part_streams_to_s3_whole(s3_run, tmp_path):
+    """RunFolder.upload writes in chunks (a multipart upload in S3): a file of several parts
+    arrives whole, byte for byte, and its marker names its size."""
+    import hashlib
+
+    src = tmp_path / "model"
+    src.mkdir()
+    data = hashlib.sha256(b"0").digest() * (24 * (1 << 20) // 32 + 5)  # 24 MiB and a bit
+    (src / "model.safetensors").write_bytes(data)
+    files = s3_run.upload(str(src), "stage/model")
+    assert files == {"model.safetensors": len(data)}
+    s3_run.commit("stage", ShardMarker(files={f"model/{k}": v for k, v in files.items()}))
+    assert s3_run.verify("stage") == []
+    assert s3_run.read_bytes("stage/model/model.safetensors") == data
+
+
+@pytest.mark.integration
 def test_run_folder_pickles_without_credentials(s3_run):
     blob = pickle.dumps(s3_run)
     assert SECRET_KEY.encode() not in blob and ACCESS_KEY.encode() not in blob

@@ -8,6 +8,7 @@ before it skips a complete step: a missing or cut file makes the step run again)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,6 +31,10 @@ STARTED = markers.STARTED
 fields would mix old and new work, and is refused like a change to a complete step."""
 
 M = TypeVar("M", bound=Marker)
+
+UPLOAD_CHUNK = 8 << 20
+"""Bytes read from a local file per write when uploading it (S3: the multipart upload's parts
+are pyarrow's, 10 MiB and up)."""
 
 
 def relative_to(path: str, base: str) -> str:
@@ -98,16 +103,44 @@ class RunFolder:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Writes a file so that readers see either nothing or all of it."""
+        with self._output(rel) as f:
+            f.write(data)
+
+    def write_file(self, rel: str, local: str) -> int:
+        """Copies the local file ``local`` to ``rel`` in chunks of :data:`UPLOAD_CHUNK` bytes
+        (a model or checkpoint larger than the process's free memory uploads), as
+        :meth:`write_bytes` writes; returns its size."""
+        size = 0
+        with open(local, "rb") as src, self._output(rel) as f:
+            # a plain loop: NativeFile.upload queues up to 50 chunks for its writer thread,
+            # which held 200 MiB of a 256 MiB file when the disk wrote slower than it read
+            while chunk := src.read(UPLOAD_CHUNK):
+                f.write(chunk)
+                size += len(chunk)
+        return size
+
+    @contextlib.contextmanager
+    def _output(self, rel: str):
+        """A stream to ``rel``: locally a temporary file renamed into place when it is whole
+        (rename is atomic on one filesystem); in object storage the object itself, which
+        appears when the stream closes (a multipart upload completes then). A stream cut off
+        by an error may leave a short object there: readers trust only the files a marker names,
+        at the size it names."""
         path = self.path(rel)
         self.fs.create_dir(posixpath.dirname(path), recursive=True)
-        if self.is_local:
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        if not self.is_local:
+            with self.fs.open_output_stream(path) as f:
+                yield f
+            return
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
             with self.fs.open_output_stream(tmp) as f:
-                f.write(data)
-            self.fs.move(tmp, path)  # rename is atomic on one local filesystem
-        else:
-            with self.fs.open_output_stream(path) as f:  # an object appears whole or not at all
-                f.write(data)
+                yield f
+            self.fs.move(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Writes ``rel`` only if it does not exist; whether this call created it. Local disk:
@@ -272,7 +305,5 @@ class RunFolder:
             for name in names:
                 src = os.path.join(dirpath, name)
                 sub = os.path.relpath(src, local_dir).replace(os.sep, "/")
-                with open(src, "rb") as f:
-                    self.write_bytes(posixpath.join(rel, sub), f.read())
-                files[sub] = os.path.getsize(src)
+                files[sub] = self.write_file(posixpath.join(rel, sub), src)
         return files
