@@ -435,7 +435,13 @@ def test_dry_run_of_the_finished_run_agrees_with_its_resubmission(tiny_job, caps
     assert run.list_files("") == before
     assert {name: state for name, state in states.items() if state != "complete"} == {
         "report": "to run"}, states
-    assert "1 step(s) would run: report" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 step(s) would run: report" in out
+    # The capacity plan counts the committed rows and plans the steps the stages took.
+    report = run.read_json("report.json")
+    assert f"{report['data']['kept']:,} corpus rows (kept by the committed data step)" in out
+    steps = ", ".join(f"{s['name']} {s['planned_steps']:,}" for s in report["stages"])
+    assert f"stages' steps: {steps} (batch" in out, out
 
 
 def test_dry_run_of_the_run_extended_by_a_stage(tiny_job, capsys):

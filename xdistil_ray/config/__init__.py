@@ -428,6 +428,19 @@ class StorageConfig:
 
 
 @dataclass
+class PlanConfig:
+    """What `--dry-run`'s capacity plan assumes of GPUs (its CPU figures are measured on this
+    project's build machine): the config does not know the cluster's GPU model."""
+
+    gpu_peak_tflops: float = 989.0
+    """One GPU's dense bf16 peak in TFLOP/s (989: an H100 SXM; an A100 312, an H200 989, an
+    L4 121; not the sparse figure)."""
+    gpu_mfu: float = 0.3
+    """The share of that peak the teacher pass reaches (model FLOPs utilization): assumed until
+    the GPU check (`scripts/gpu_check.sh`) measures it."""
+
+
+@dataclass
 class Config:
     output: str = "runs/default"
     """Run folder: a local path or `s3://bucket/prefix`."""
@@ -462,6 +475,8 @@ class Config:
     """Where Ray runs."""
     storage: StorageConfig = field(default_factory=StorageConfig)
     """How object storage is reached (output and inputs on `s3://`)."""
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    """What `--dry-run`'s capacity plan assumes of GPUs."""
     progress_every_s: float = 10.0
     """Seconds between progress lines of a step (rows or training steps, rate, time left); 0 =
     a line for every batch of rows and every logged training step."""

@@ -98,7 +98,10 @@ def _validate_student(s) -> None:
 
 
 def _validate_outputs(cfg) -> None:
-    """The evaluation, the export and the trackers (whose packages must be installed)."""
+    """The evaluation, the export, the trackers (whose packages must be installed) and the
+    plan's assumptions."""
+    _check(cfg.plan.gpu_peak_tflops > 0, "plan.gpu_peak_tflops: must be > 0")
+    _check(0 < cfg.plan.gpu_mfu <= 1, "plan.gpu_mfu: must be in (0, 1]")
     _check(cfg.eval.max_heldout_rows >= 1, "eval.max_heldout_rows: must be at least 1")
     _check(cfg.eval.speed_batch_size >= 1, "eval.speed_batch_size: must be at least 1")
     _check(cfg.eval.speed_repeats >= 1, "eval.speed_repeats: must be at least 1")

@@ -17,9 +17,10 @@ from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Planned, Step
 
 
-def plan(cfg: Config | FinetuneJob) -> tuple[RunFolder, list[Planned]]:
+def plan(cfg: Config | FinetuneJob) -> tuple[RunFolder, list[Planned], list[str]]:
     """Checks config, storage, inputs and models (as a run does before any work) and returns
-    what each step would do. Raises ConfigError where the run would stop."""
+    what each step would do, with the distillation's capacity plan
+    (:mod:`xdistil_ray.pipelines.capacity`). Raises ConfigError where the run would stop."""
     from xdistil_ray.run import storage
 
     run = RunFolder(cfg.output, cfg.storage_options())
@@ -28,10 +29,13 @@ def plan(cfg: Config | FinetuneJob) -> tuple[RunFolder, list[Planned]]:
         from xdistil_ray.pipelines import finetune
 
         with tempfile.TemporaryDirectory() as tmp:  # an s3:// model is read to check it
-            return run, plan_steps(finetune.context(cfg, run, tmp, dry=True), finetune.steps())
-    from xdistil_ray.pipelines import distill
+            ctx = finetune.context(cfg, run, tmp, dry=True)
+            return run, plan_steps(ctx, finetune.steps()), []
+    from xdistil_ray.pipelines import capacity, distill
 
-    return run, plan_steps(distill.context(cfg, run, dry=True), distill.steps())
+    ctx = distill.context(cfg, run, dry=True)
+    steps = plan_steps(ctx, distill.steps())
+    return run, steps, capacity.describe(capacity.plan(cfg, run, ctx.inputs, ctx.data), cfg)
 
 
 def plan_steps(ctx: Context, steps: list[Step]) -> list[Planned]:
@@ -43,7 +47,7 @@ def plan_steps(ctx: Context, steps: list[Step]) -> list[Planned]:
     return ctx.runner.plan_all(steps, ctx)
 
 
-def describe(run: RunFolder, steps: list[Planned]) -> str:
+def describe(run: RunFolder, steps: list[Planned], extra: list[str] = ()) -> str:
     lines = ["[xdistil] dry run: config and storage checked; nothing was run or written",
              f"[xdistil] run folder: {run.uri}", ""]
     for i, step in enumerate(steps, 1):
@@ -58,11 +62,12 @@ def describe(run: RunFolder, steps: list[Planned]) -> str:
         if step.resources:
             lines.append(f"      resources: {step.resources}")
     todo = [s.name for s in steps if s.runs]
+    lines += list(extra)
     lines += ["", f"[xdistil] {len(todo)} step(s) would run: {', '.join(todo)}"]
     return "\n".join(lines)
 
 
 def dry_run(cfg: Config | FinetuneJob) -> list[Planned]:
-    run, steps = plan(cfg)
-    print(describe(run, steps), flush=True)
+    run, steps, capacity = plan(cfg)
+    print(describe(run, steps, capacity), flush=True)
     return steps
