@@ -255,9 +255,14 @@ def test_the_two_training_workers_ran_on_two_nodes(autoscaling_cluster, tiny_job
     run = RunFolder(tiny_job.uri, tiny_job.options)
     for rel in ("teacher_finetune", "stages/1-representation", "stages/2-logits",
                 "stages/3-labels"):
-        ranks = run.marker(rel, StageMarker).nodes
+        marker = run.marker(rel, StageMarker)
+        ranks = marker.nodes
         assert len(ranks) == 2 and len(set(ranks)) == 2 and set(ranks) <= train_nodes, (
             rel, ranks, nodes)
+        # ZeRO-2: each rank wrote its optimizer shard into the last checkpoint; rank 0 also
+        # the weights, the full module and the student
+        assert len(marker.checkpoint_bytes) == 2, marker.checkpoint_bytes
+        assert marker.checkpoint_bytes[0] > marker.checkpoint_bytes[1] > 0, marker
 
 
 def test_the_job_console_shows_the_projects_lines_only(tiny_job):

@@ -49,7 +49,8 @@ def written(tmp_path):
                         "label_names": ["negative", "positive"]}}
     run.write_text("student/config.json", "{}")  # the exported student, committed
     run.commit("student", ModelMarker(params=4782722, fingerprint={"student.num_layers": 4}))
-    stages = [_stage("representation", ["representation"], 0.39, 0.026),
+    stages = [{**_stage("representation", ["representation"], 0.39, 0.026),
+               "checkpoint_bytes": [58_100_000, 38_400_000]},
               {**_stage("logits", ["logits"], 0.58, 0.008), "planned_steps": 1000,
                "validation": {"metric": "heldout_loss", "every": 100, "kept_step": 200,
                               "scores": [[1, 100, 0.0143], [2, 200, 0.0116],
@@ -89,6 +90,8 @@ def test_results_table_has_teacher_beside_student(written):
             "early") in md
     assert ("- logits: held-out loss every 100 steps 0.0143, 0.0116, 0.0119; kept step 200; "
             "phase 2 started early at step 200, stopped early") in md
+    assert "last checkpoint (rank 0 adds the progress, the full module and, at the end, the " \
+        "student): representation 58.1 MB / 38.4 MB" in md  # the logits stage recorded none
 
 
 def test_report_json_holds_the_same_figures(written):

@@ -221,3 +221,27 @@ def test_a_zero0_checkpoint_resumes_on_another_number_of_workers(two_ranks):
         loaded = torch.load(root / f"zero0-1to2-rank{rank}.pt")
         _same_state(saved["optimizer"], loaded["optimizer"])
         assert loaded["lr"] == pytest.approx(saved["lr"])
+
+
+def test_a_checkpoint_is_one_copy_at_zero0_and_a_shard_per_rank_at_zero3(two_ranks):
+    """ZeRO-0 writes the weights and the optimizer state once (rank 0's one file); ZeRO-3 each
+    rank its own shard, half of the state each, the two together the size of ZeRO-0's copy
+    (2026-12-07: 7.25 MB against 2 x 3.60 MB of optimizer state + 2 x 23 kB of weights' shards).
+    Which bytes each rank of a stage wrote is in the stage's marker and the report
+    (tests/test_cluster_integration.py: two ZeRO-2 ranks)."""
+    from xdistil_ray.distill.checkpoint import DEEPSPEED_TAG
+
+    root, _ = two_ranks
+
+    def sizes(zero: int) -> dict:
+        return {p.name: p.stat().st_size for p in (root / f"ckpt-zero{zero}" / DEEPSPEED_TAG)
+                .iterdir()}
+
+    zero0, zero3 = sizes(0), sizes(3)
+    assert list(zero0) == ["mp_rank_00_model_states.pt"]
+    assert set(zero3) == {f"zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt"
+                          for r in range(WORLD) for kind in ("model", "optim")}
+    shard = [sum(v for k, v in zero3.items() if k.startswith(f"zero_pp_rank_{r}_"))
+             for r in range(WORLD)]
+    assert shard[0] == pytest.approx(shard[1], rel=0.01)
+    assert sum(shard) == pytest.approx(zero0["mp_rank_00_model_states.pt"], rel=0.05)

@@ -54,8 +54,9 @@ def use_safe_loading(engine) -> None:
     engine.checkpoint_engine = SafeCheckpointEngine()
 
 
-def write_rank_manifest(folder: str, rank: int) -> None:
-    """Lists the files this rank wrote into its checkpoint folder (with sizes), written last."""
+def write_rank_manifest(folder: str, rank: int) -> int:
+    """Lists the files this rank wrote into its checkpoint folder (with sizes), written last;
+    returns their bytes."""
     files = {}
     for dirpath, _, names in os.walk(folder):
         for name in names:
@@ -63,6 +64,7 @@ def write_rank_manifest(folder: str, rank: int) -> None:
             files[os.path.relpath(path, folder).replace(os.sep, "/")] = os.path.getsize(path)
     with open(os.path.join(folder, RANK_MANIFEST.format(rank=rank)), "w") as f:
         json.dump(files, f)
+    return sum(files.values())
 
 
 def checkpoint_problem(fs, path: str) -> str | None:

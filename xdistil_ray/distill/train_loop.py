@@ -374,6 +374,7 @@ def _train_stage(spec: StageSpec, stage_dir: str, rank: int, world: int, previou
         extra = ({"validation": validation.summary(loop.stopped_early)}
                  if validation.enabled else {})
         extra["nodes"] = nodes
+        extra["checkpoint_bytes"] = loop.checkpoint_bytes
         if validation.enabled and validation.at_chance():
             say(f"[xdistil] warning: {spec.name}: {validation.chance_warning()}")
         _commit(spec, final, loop.history, loop.resumed, time.time() - started, loop.step,
@@ -408,6 +409,8 @@ class _StageLoop:
         self.stopped_early = False
         self.window, self.parts = [], {}
         self.board = None
+        self.checkpoint_bytes: list[int] = []
+        """The bytes each rank wrote into the stage's last checkpoint."""
 
     def restore(self, checkpoint) -> None:
         """Builds the engine at the checkpoint's step (or at 0) with its state."""
@@ -487,9 +490,10 @@ class _StageLoop:
             self.board.close()
 
     def _checkpoint(self, final: bool) -> None:
-        _save_and_report(self.trainer, _progress(self.spec, self.step, self.history,
-                                                 self.resumed, self.world, self.validation),
-                         self.stage_dir, self.rank, final=final, validation=self.validation)
+        self.checkpoint_bytes = _save_and_report(
+            self.trainer, _progress(self.spec, self.step, self.history, self.resumed, self.world,
+                                    self.validation),
+            self.stage_dir, self.rank, final=final, validation=self.validation)
 
     def _log_window(self) -> None:
         """The mean losses of the steps since the last logged one, at ``step``."""
@@ -535,13 +539,17 @@ def _node_ids() -> list[str]:
     marker: where the worker group ran."""
     import ray
 
-    node = ray.get_runtime_context().get_node_id()
+    return _by_rank(ray.get_runtime_context().get_node_id())
+
+
+def _by_rank(value) -> list:
+    """``value`` of every rank, by rank (a collective: every rank calls it)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized() \
             and torch.distributed.get_world_size() > 1:
         out = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(out, node)
+        torch.distributed.all_gather_object(out, value)
         return out
-    return [node]
+    return [value]
 
 
 def _mark_started(spec: StageSpec) -> None:
@@ -686,12 +694,13 @@ class _ProgressClock:
 
 
 def _save_and_report(trainer: StageTrainer, progress: dict, stage_dir: str, rank: int,
-                     final: bool, validation: validation_mod.Validation) -> None:
+                     final: bool, validation: validation_mod.Validation) -> list[int]:
     """Every rank saves its DeepSpeed shard; rank 0 adds the progress, the full module (to
     resume on another number of workers), the best epoch's weights when they are not the
     current ones and, at the end, ``model/``: the best epoch's weights where validation found
     one (each rank also keeps its own copy as the next stage's start); each rank lists its
-    files last. Ray merges the ranks' folders into one checkpoint."""
+    files last. Ray merges the ranks' folders into one checkpoint. Returns the bytes each
+    rank wrote (by rank)."""
     import ray.train
     from ray.train import Checkpoint, CheckpointUploadMode
 
@@ -714,7 +723,7 @@ def _save_and_report(trainer: StageTrainer, progress: dict, stage_dir: str, rank
             torch.save(best, os.path.join(out, BEST_MODULE_FILE))
         with open(os.path.join(out, PROGRESS_FILE), "w") as f:
             json.dump(progress, f)
-    write_rank_manifest(out, rank)
+    written = _by_rank(write_rank_manifest(out, rank))
     history = progress["history"]
     # A checkpoint's folder is its own and never written again: uploaded in the background
     # while training goes on (Ray Train registers it once uploaded). The stage's last one is
@@ -724,3 +733,4 @@ def _save_and_report(trainer: StageTrainer, progress: dict, stage_dir: str, rank
     ray.train.report({"step": step, "loss": history[-1][1] if history else float("nan")},
                      checkpoint=Checkpoint.from_directory(out), checkpoint_upload_mode=mode,
                      delete_local_checkpoint_after_upload=True)
+    return written

@@ -70,6 +70,7 @@ def build(cfg: Config, *, data: DataMarker, teacher: TeacherMarker | None, init:
                     "first_loss": s.first_loss, "final_loss": s.final_loss,
                     "resumed_from": s.resumed_from,
                     "validation": s.validation,
+                    "checkpoint_bytes": s.checkpoint_bytes,
                     "seconds": s.seconds} for s in stages],
         "eval": evaluation.eval,
         "retained": tables.retained(evaluation.eval),
@@ -146,6 +147,13 @@ def markdown(report: dict) -> str:
     validated = ([("teacher fine-tune", ft["validation"])] if ft and ft["validation"] else []) + [
         (st["name"], st["validation"]) for st in report["stages"] if st.get("validation")]
     lines += ["", f"![Loss curves]({LOSS_PLOT})", ""]
+    written = [st for st in report["stages"] if st.get("checkpoint_bytes")]
+    if written:
+        lines += ["Checkpoints: the bytes each rank wrote into a stage's last checkpoint "
+                  "(rank 0 adds the progress, the full module and, at the end, the student): "
+                  + "; ".join(f"{st['name']} " + " / ".join(f"{b / 1e6:.1f} MB"
+                                                            for b in st["checkpoint_bytes"])
+                              for st in written), ""]
     if validated:
         lines += ["Validation: the dev score after each epoch, or the held-out transfer loss of "
                   "a stage on the transfer set (the kept weights end the step):", ""]

@@ -212,7 +212,9 @@ class StageMarker(Marker):
     unfreeze: bool = False
     validation: dict[str, Any] | None = None
     nodes: list[Any] = field(default_factory=list)
-    """Where the worker group ran: a record per rank."""
+    """Where the worker group ran: a Ray node id per rank."""
+    checkpoint_bytes: list[int] = field(default_factory=list)
+    """The bytes each rank wrote into the stage's last checkpoint (by rank)."""
 
 
 # ------------------------------------------------------------------ outputs
