@@ -101,6 +101,14 @@ def run_phase(script: str, phase: str, args: dict, timeout_s: int = 3600) -> dic
         return json.load(open(result.name))
 
 
+def start_phase(script: str, phase: str, args: dict) -> subprocess.Popen:
+    """:func:`run_phase` started in its own session (so that the benchmark can kill it with
+    everything it started: ``os.killpg``); its result is not read."""
+    return subprocess.Popen([sys.executable, script, "--phase", phase, "--args", json.dumps(args),
+                             "--result", os.devnull], env=_phase_env(), cwd=ROOT,
+                            start_new_session=True)
+
+
 def run_phases(script: str, phase: str, args_list: list[dict], timeout_s: int = 3600) -> list[dict]:
     """:func:`run_phase` for each of ``args_list`` at once (parallel fresh processes)."""
     env = _phase_env()

@@ -266,6 +266,13 @@ def load(data: bytes, kind: type[M], where: str) -> M | None:
     Raises:
         MarkerVersionError: when a newer xdistil_ray wrote it.
     """
+    raw = json_object(data, where)
+    return None if raw is None else parse(raw, kind, where)
+
+
+def json_object(data: bytes, where: str) -> dict | None:
+    """The JSON object in ``data``, or None (with a console line) when it is none: a file
+    cut short, empty or edited by hand counts as absent."""
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
@@ -274,7 +281,7 @@ def load(data: bytes, kind: type[M], where: str) -> M | None:
     if not isinstance(raw, dict):
         log.info(f"{where} is not a JSON object: treated as absent")
         return None
-    return parse(raw, kind, where)
+    return raw
 
 
 def parse(raw: dict, kind: type[M], where: str) -> M | None:

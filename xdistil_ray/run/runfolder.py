@@ -235,16 +235,10 @@ class RunFolder:
         """A JSON object (a lease, a tracker's run id), or None when it is missing or does not
         parse (a console line says which)."""
         try:
-            data = json.loads(self.read_bytes(rel_path))
+            data = self.read_bytes(rel_path)
         except FileNotFoundError:
             return None
-        except (ValueError, UnicodeDecodeError) as e:
-            log.info(f"{self.uri_of(rel_path)} does not parse ({e}): treated as absent")
-            return None
-        if not isinstance(data, dict):
-            log.info(f"{self.uri_of(rel_path)} is not a JSON object: treated as absent")
-            return None
-        return data
+        return markers.json_object(data, self.uri_of(rel_path))
 
     def is_complete(self, rel: str) -> bool:
         return self.marker(rel) is not None
