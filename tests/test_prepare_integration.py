@@ -170,17 +170,17 @@ def test_qa_transfer_set_is_corpus_and_training_questions_less_the_dev_share(
         label_column="", labeled_text_column="", rows_per_shard=64,
         fingerprint={}, task="qa", dev_fraction=0.2,
         qa_columns=("question", "context", "answers"))
-    c, splits = marker["corpus"], marker["labeled"]["splits"]
-    assert marker["pairs"] is True
-    assert c["input_rows"] == len(corpus_rows) + 120
-    assert c["input_rows"] == c["kept"] + sum(c["dropped"].values())
-    assert c["dropped"][qa.MISSING_QUESTION] == 1
-    assert c["dropped"][qa.DEV_QUESTION] == splits["dev"]["kept"] > 0
-    assert c["windows"] > c["kept"] and sum(s["rows"] for s in c["shards"]) == c["windows"]
+    c, splits = marker.corpus, marker.labeled.splits
+    assert marker.pairs is True
+    assert c.input_rows == len(corpus_rows) + 120
+    assert c.input_rows == c.kept + sum(c.dropped.values())
+    assert c.dropped[qa.MISSING_QUESTION] == 1
+    assert c.dropped[qa.DEV_QUESTION] == splits["dev"].kept > 0
+    assert c.windows > c.kept and sum(s.rows for s in c.shards) == c.windows
     dev = set(pq.read_table(run.path("data/labeled/dev", "dev.parquet")).column("example")
               .to_pylist())
-    transfer = {e for s in c["shards"]
-                for e in pq.read_table(run.path("data/corpus", s["file"])).column("example")
+    transfer = {e for s in c.shards
+                for e in pq.read_table(run.path("data/corpus", s.file)).column("example")
                 .to_pylist()}
     assert dev and not dev & transfer
 
@@ -209,30 +209,30 @@ def test_labeled_training_rows_join_the_transfer_set(task, tmp_path, ray_local, 
             rows_per_shard=32, fingerprint={}, task=task, dev_fraction=0.2,
             pair_column="text_pair" if pair else "",
             labeled_pair_column="text_pair" if pair else "", with_labeled=with_labeled)
-        texts = [t for s in marker["corpus"]["shards"]
-                 for t in pq.read_table(run.path("data/corpus", s["file"])).column("text")
+        texts = [t for s in marker.corpus.shards
+                 for t in pq.read_table(run.path("data/corpus", s.file)).column("text")
                  .to_pylist()]
         dev = set(pq.read_table(run.path("data/labeled/dev", "dev.parquet")).column("text")
                   .to_pylist())
         return marker, texts, dev
 
     marker, texts, dev = run_step("with", True)
-    c, splits = marker["corpus"], marker["labeled"]["splits"]
-    train_kept = splits["train"]["kept"]
-    assert 0 < splits["dev"]["kept"] < 30 and train_kept + splits["dev"]["kept"] == 61
-    assert c["labeled_rows"] == train_kept
-    assert c["input_rows"] == 41 + train_kept
-    assert c["input_rows"] == c["kept"] + sum(c["dropped"].values())
+    c, splits = marker.corpus, marker.labeled.splits
+    train_kept = splits["train"].kept
+    assert 0 < splits["dev"].kept < 30 and train_kept + splits["dev"].kept == 61
+    assert c.labeled_rows == train_kept
+    assert c.input_rows == 41 + train_kept
+    assert c.input_rows == c.kept + sum(c.dropped.values())
     shared_in_train = "shared sentence" not in dev
-    assert c["dropped"] == ({"duplicate": 1} if shared_in_train else {})
-    assert len(texts) == len(set(texts)) == c["kept"] == 41 + train_kept - shared_in_train
+    assert c.dropped == ({"duplicate": 1} if shared_in_train else {})
+    assert len(texts) == len(set(texts)) == c.kept == 41 + train_kept - shared_in_train
     assert not dev & set(texts)  # the dev rows stay out of the transfer set
     assert {f"labeled sentence {k}" for k in range(60)} - dev <= set(texts)
     if pair:  # both sentences of a labeled pair reach the shards
         run = RunFolder(str(tmp_path / "with"))
-        table = pa.concat_tables(pq.read_table(run.path("data/corpus", s["file"]))
-                                 for s in c["shards"])
+        table = pa.concat_tables(pq.read_table(run.path("data/corpus", s.file))
+                                 for s in c.shards)
         assert all(len(set(ids)) > 1 for ids in table.column("token_type_ids").to_pylist())
     marker, texts, _ = run_step("without", False)
-    assert marker["corpus"]["labeled_rows"] == 0 and sorted(texts) == sorted(
+    assert marker.corpus.labeled_rows == 0 and sorted(texts) == sorted(
         r["text"] for r in corpus_rows)
