@@ -55,6 +55,24 @@ def test_later_epochs_come_from_the_first_epochs_rows_reshuffled():
         assert (b["n"] == b["x"] % 3 + 1).all()
 
 
+def test_the_cached_epochs_do_not_depend_on_the_order_the_batches_were_collated_in():
+    """Ray collates prefetched batches in threads, which add them to the cache in either order;
+    the later epochs must come out the same (the same seed: the same batches) either way."""
+    from xdistil_ray.modeling.batches import _RowCache
+
+    def epochs(batch_order):
+        cache = _RowCache(10**6)
+        for start in batch_order:
+            cache.add({"x": np.arange(start, start + 4),
+                       "ids": np.array([np.arange(i % 3 + 1) for i in range(start, start + 4)],
+                                       dtype=object)})
+        cache.close_epoch()
+        return [b["x"].tolist() for b in cache.epoch(4, 7, _collate, "cpu")]
+
+    assert epochs([0, 4, 8]) == epochs([8, 0, 4]) == epochs([4, 8, 0])
+    assert sorted(x for b in epochs([0, 4, 8]) for x in b) == list(range(12))
+
+
 def test_rows_over_the_cache_budget_stream_every_epoch():
     from xdistil_ray.modeling.batches import batches_forever
 

@@ -168,8 +168,19 @@ class _RowCache:
             yield {k: v.to(device) for k, v in batch.items()}
 
     def close_epoch(self) -> None:
-        if self.columns is not None:
-            self.complete = True
+        """Ends the first epoch: the rows, added in whatever order Ray's prefetch threads
+        collated their batches, are put in an order of their content alone, so that the later
+        epochs' seeded shuffles are the same in every run (they were not: the same fine-tune
+        twice trained its second epoch on other batches, seen 2026-12-07)."""
+        if self.columns is None:
+            return
+        names = sorted(self.columns)
+        rows = len(self.columns[names[0]]) if names else 0
+        keys = [tuple(np.asarray(self.columns[n][i]).tobytes() for n in names)
+                for i in range(rows)]
+        order = sorted(range(rows), key=keys.__getitem__)
+        self.columns = {n: [values[i] for i in order] for n, values in self.columns.items()}
+        self.complete = True
 
 
 def _nbytes(values) -> int:
