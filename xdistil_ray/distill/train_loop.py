@@ -235,7 +235,8 @@ class StageTrainer:
         import deepspeed
 
         if self.engine is not None:
-            state = self.full_state()
+            if state is None:  # a new phase: the weights trained so far
+                state = self.full_state()
             self.engine = None
             self.module = self._new_module()
         if state is not None:
