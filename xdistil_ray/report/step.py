@@ -146,14 +146,7 @@ def markdown(report: dict) -> str:
     ft = report["teacher"].get("finetune")
     validated = ([("teacher fine-tune", ft["validation"])] if ft and ft["validation"] else []) + [
         (st["name"], st["validation"]) for st in report["stages"] if st.get("validation")]
-    lines += ["", f"![Loss curves]({LOSS_PLOT})", ""]
-    written = [st for st in report["stages"] if st.get("checkpoint_bytes")]
-    if written:
-        lines += ["Checkpoints: the bytes each rank wrote into a stage's last checkpoint "
-                  "(rank 0 adds the progress, the full module and, at the end, the student): "
-                  + "; ".join(f"{st['name']} " + " / ".join(f"{b / 1e6:.1f} MB"
-                                                            for b in st["checkpoint_bytes"])
-                              for st in written), ""]
+    lines += ["", f"![Loss curves]({LOSS_PLOT})", "", *_checkpoint_lines(report["stages"])]
     if validated:
         lines += ["Validation: the dev score after each epoch, or the held-out transfer loss of "
                   "a stage on the transfer set (the kept weights end the step):", ""]
@@ -171,6 +164,18 @@ def markdown(report: dict) -> str:
         if ti else "- no stored teacher outputs (all targets online)",
         "", f"Total wall time of this invocation: {report['seconds']:.0f}s", ""]
     return "\n".join(lines)
+
+
+def _checkpoint_lines(stages: list[dict]) -> list[str]:
+    """The bytes each rank wrote into each stage's last checkpoint (none recorded: no line)."""
+    written = [st for st in stages if st.get("checkpoint_bytes")]
+    if not written:
+        return []
+    return ["Checkpoints: the bytes each rank wrote into a stage's last checkpoint (rank 0 "
+            "adds the progress, the full module and, at the end, the student): "
+            + "; ".join(f"{st['name']} " + " / ".join(f"{b / 1e6:.1f} MB"
+                                                      for b in st["checkpoint_bytes"])
+                        for st in written), ""]
 
 
 def _validation_line(name: str, v: dict) -> str:
