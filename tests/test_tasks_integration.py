@@ -264,10 +264,6 @@ def _finetune(root, student: str, init: str, data: dict, extra: tuple = ()):
     return finetune.run(_finetune_config(root, student, init, data, extra))
 
 
-def _history(folder) -> list:
-    return json.loads((folder / "finetune" / "losses.json").read_text())["history"]
-
-
 def _finetune_config(root, student: str, init: str, data: dict, extra: tuple = ()):
     from xdistil_ray.config import FinetuneJob
 
@@ -291,13 +287,6 @@ def test_finetuned_distilled_student_beats_the_same_shape_from_scratch(agnostic_
     data = write_binary_sentiment(str(ft_root / "inputs"), seed=11, num_train=384, num_dev=512)
     distilled = _finetune(ft_root, str(root / "run" / "student"), "pretrained", data)
     scratch = _finetune(ft_root, str(root / "run" / "student"), "random", data)
-    # The same fine-tune again (a new folder): Ray Train reads the rows in their files' order,
-    # so it steps through the same batches to the same weights (distill/step.py:
-    # ordered_ingest; without it the first logged losses differed in the 3rd digit).
-    again = _finetune(ft_root / "again", str(root / "run" / "student"), "random", data)
-    assert again["eval"] == scratch["eval"]
-    assert [h[:2] for h in _history(ft_root / "again" / "ft-random")] == [
-        h[:2] for h in _history(ft_root / "ft-random")]
     for report in (distilled, scratch):
         assert report["eval"]["dev_rows"] == 512 and report["finetune"]["steps"] == 72
         assert report["size"]["num_layers"] == 2 and report["size"]["hidden_size"] == 64
@@ -320,12 +309,12 @@ def test_finetuned_distilled_student_beats_the_same_shape_from_scratch(agnostic_
     # Since the agnostic run trains on one worker (2026-12-07), run seeds 0 / 1 / 2 of this
     # fine-tune: 83.4 / 78.3 / 77.5 distilled, 70.3 / 76.8 / 66.2 from scratch (13.1, 1.6 and
     # 11.3 points; macro-F1 83.3 / 78.3 / 77.5 against 68.8 / 76.6 / 63.8).
-    # Those "fixed seed" runs were not reproducible: the rows reached the stage in the order
-    # their reads finished, and the same seed 0 gave 77.7 / 73.6 (4.1 points, beside other
-    # work) and 80.3 / 72.5 alone (2026-12-07). With the ingest ordered and the student kept at
-    # its best epoch (the stage had kept its last epoch's weights while its report named the
-    # best one), seed 0 gives 78.9 / 53.5 (2026-12-07, run twice: the same scores): from scratch
-    # the short fine-tune stays at chance (50.4, 53.5, 50.4 by epoch).
+    # Those "fixed seed" runs are not reproducible: the rows reach the stage in the order their
+    # reads finish, and the same seed 0 gave 77.7 / 73.6 (4.1 points, beside other work) and
+    # 80.3 / 72.5 alone (2026-12-07). Ray Data's preserve_order on the ingest made them
+    # reproducible (78.9 / 53.5 twice, with the stage keeping its best epoch) but left the QA
+    # default's one-epoch stages in file order, and its student fell to 35% F1: reverted the
+    # same day, so this margin is measured on a run that varies (issue 31).
     print(f"\n[finetune] dev accuracy distilled {distilled['eval']['accuracy']:.3f}, "
           f"scratch {scratch['eval']['accuracy']:.3f}")
     assert distilled["eval"]["accuracy"] >= scratch["eval"]["accuracy"] + 0.05, (

@@ -69,20 +69,6 @@ def stage_dataset(run: RunFolder, files: list[str], columns: list[str], heldout:
     return ds
 
 
-def ordered_ingest():
-    """Ray Train's ingest of the stages' rows in the order of their files (Ray Data's
-    ``preserve_order``): a stage trained twice on the same committed data, at the same seed,
-    steps through the same batches and ends with the same weights. Without it the order
-    followed which read finished first: the same fine-tune of 384 rows on one worker ended at
-    72.1% and 73.8% dev accuracy (first logged losses 0.6911 / 0.6919); with it, twice 73.6%,
-    the same losses to the last digit (2026-12-07)."""
-    from ray.train import DataConfig
-
-    options = DataConfig.default_ingest_options()
-    options.preserve_order = True
-    return DataConfig(execution_options=options)
-
-
 def _rows_with_heldout(table, heldout: bool):
     """Ray Data UDF: the rows of one split, in Arrow (no pandas conversion of list columns)."""
     import pyarrow.compute as pc
@@ -107,8 +93,6 @@ def run_stages(run: RunFolder, ray_rel: str, specs: list[StageSpec], datasets: d
 
     from xdistil_ray.distill.train_loop import train_loop_per_worker
 
-    dataset_config = ordered_ingest()
-
     def fit():
         trainer = TorchTrainer(
             train_loop_per_worker,
@@ -118,7 +102,6 @@ def run_stages(run: RunFolder, ray_rel: str, specs: list[StageSpec], datasets: d
                                                                **scaling.resources}),
             torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
             datasets=datasets,
-            dataset_config=dataset_config,
             run_config=RunConfig(
                 name=RAY_DIR, storage_path=run.path(ray_rel), storage_filesystem=run.fs,
                 # worker failures are retried by fit_with_retries, which sees each one
