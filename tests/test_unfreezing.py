@@ -117,6 +117,23 @@ def test_learning_rate_schedule_continues_across_rebuilds(single_process_group, 
     assert trainer.engine.get_lr()[0] == pytest.approx(1e-2 * (21 - 13) / (21 - 2), rel=1e-6)
 
 
+def test_a_rebuild_with_given_weights_takes_them_not_the_current_ones(single_process_group,
+                                                                      tiny_classifier_dir):
+    """The stage's end goes back to its best epoch through ``build(phase, step, best)``: the
+    engine already exists, and the weights given must win over the ones trained since (they
+    were dropped silently: the report named the kept epoch, the student had the last one's)."""
+    spec = _spec(tiny_classifier_dir, total_steps=6, zero_stage=0)
+    trainer = StageTrainer(spec, tiny_classifier_dir)
+    trainer.build(trainer.last_phase, 0)
+    trainer.train_step(_batch(0))
+    best = trainer.full_state()
+    for step in (1, 2):
+        trainer.train_step(_batch(step))
+    assert any(not torch.equal(best[k], v) for k, v in trainer.full_state().items())
+    trainer.build(trainer.phase, 3, best)
+    assert all(torch.equal(best[k], v) for k, v in trainer.full_state().items())
+
+
 def test_restore_mid_stage_rebuilds_the_phase_and_continues(single_process_group,
                                                              tiny_classifier_dir, tmp_path):
     spec = _spec(tiny_classifier_dir, total_steps=10, zero_stage=2, unfreeze_steps=2)
