@@ -441,6 +441,41 @@ class PlanConfig:
 
 
 @dataclass
+class CandidateConfig:
+    """One candidate student of a sweep: the data, the teacher fine-tune and the teacher pass
+    run once; each candidate runs its student init, stages, export and eval in
+    `candidates/<name>/`."""
+
+    name: str = ""
+    """The candidate's folder name (`candidates/<name>`): letters, digits, '-', '_' and '.'."""
+    student: StudentConfig = field(default_factory=StudentConfig)
+    """Its shape and init: the fields given here over the run's `student` section."""
+    learning_rate: float = 0.0
+    """Every stage's peak learning rate for this candidate; 0 = each stage's own."""
+    temperature: float = 0.0
+    """The temperature of every KL `logits` loss for this candidate; 0 = each loss's own."""
+
+
+@dataclass
+class SelectConfig:
+    """How a sweep picks the student it exports as the run's `student/`. A candidate's score
+    is its headline dev score (accuracy; entity F1; SQuAD F1), or without dev data its
+    agreement with the teacher (CKA for `task: none`); its latency is its PyTorch CPU latency
+    at batch 1, measured by its eval."""
+
+    rule: str = "best"
+    """`best`: the highest score (within `max_latency_ms` when set); `smallest`: the fewest
+    parameters among those keeping `min_retained` of the teacher's score; `fastest`: the lowest
+    latency among those. When no candidate meets the rule, the closest one is exported and the
+    report says the rule was not met."""
+    min_retained: float = 0.97
+    """`smallest` / `fastest`: the share of the teacher's score a candidate must keep (without
+    dev data: the share of held-out rows it agrees with the teacher on)."""
+    max_latency_ms: float = 0.0
+    """`best`: the latency budget in milliseconds; 0 = none."""
+
+
+@dataclass
 class Config:
     output: str = "runs/default"
     """Run folder: a local path or `s3://bucket/prefix`."""
@@ -477,6 +512,12 @@ class Config:
     """How object storage is reached (output and inputs on `s3://`)."""
     plan: PlanConfig = field(default_factory=PlanConfig)
     """What `--dry-run`'s capacity plan assumes of GPUs."""
+    candidates: list[CandidateConfig] = field(default_factory=list)
+    """Candidate students trained from one teacher pass (a sweep), each in
+    `candidates/<name>/`; the one `select` picks is exported as `student/`, and the report
+    compares them all. Empty = the one student of the `student` section."""
+    select: SelectConfig = field(default_factory=SelectConfig)
+    """How a sweep picks its student (`candidates`)."""
     progress_every_s: float = 10.0
     """Seconds between progress lines of a step (rows or training steps, rate, time left); 0 =
     a line for every batch of rows and every logged training step."""
@@ -558,9 +599,34 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         base = to_dict(kind())
         _merge(base, copy.deepcopy(task_defaults))
         data = _layers(base, file_data, overrides)
+    if kind is Config:
+        _candidate_students(data)
     cfg = _build(kind, data, "")
     validate(cfg) if kind is Config else validate_finetune(cfg)
     return cfg
+
+
+def _candidate_students(data: dict) -> None:
+    """Each candidate's ``student`` as the run's ``student`` section with the candidate's fields
+    over it (a resolved config, read again, resolves to itself)."""
+    for cand in data.get("candidates") or []:
+        if isinstance(cand, dict) and isinstance(cand.get("student", {}), dict):
+            student = copy.deepcopy(data["student"])
+            _merge(student, copy.deepcopy(cand.get("student") or {}))
+            cand["student"] = student
+
+
+def candidate_config(cfg: Config, cand: CandidateConfig) -> Config:
+    """The run's config as candidate ``cand`` trains: its student, its recipe fields over every
+    stage, and no candidates of its own."""
+    stages = []
+    for st in cfg.stages:
+        losses = [dataclasses.replace(loss, temperature=cand.temperature)
+                  if cand.temperature and loss.type == "logits" and loss.function == "kl"
+                  else loss for loss in st.losses]
+        stages.append(dataclasses.replace(st, losses=losses,
+                                          learning_rate=cand.learning_rate or st.learning_rate))
+    return dataclasses.replace(cfg, student=cand.student, stages=stages, candidates=[])
 
 
 TASK_DEFAULTS: dict[str, dict] = {

@@ -6,6 +6,8 @@ Kept apart from :mod:`xdistil_ray.config` (the dataclasses and their loading), w
 
 from __future__ import annotations
 
+import re
+
 from xdistil_ray.config.extras import require
 from xdistil_ray.run import storage
 from xdistil_ray.errors import ConfigError
@@ -48,6 +50,7 @@ def validate(cfg) -> None:
         _check(bool(cfg.labeled.text_pair_column),
                "labeled.text_pair_column: a pair task needs the second sentence's column")
     _validate_student(cfg.student)
+    _validate_candidates(cfg)
     _check(len(cfg.stages) >= 1, "stages: give at least one training stage")
     names = [st.name for st in cfg.stages]
     _check(len(set(names)) == len(names), f"stages: stage names must be unique, got {names}")
@@ -82,19 +85,51 @@ def _validate_inference(cfg) -> None:
             _check(amount > 0, f"{where}.{name}: must be > 0")
 
 
-def _validate_student(s) -> None:
+def _validate_student(s, where: str = "student") -> None:
     _check(s.init in ("teacher", "random", "pretrained"),
-           "student.init: must be 'teacher', 'random' or 'pretrained'")
+           f"{where}.init: must be 'teacher', 'random' or 'pretrained'")
     _check(s.init != "pretrained" or bool(s.pretrained),
-           "student.pretrained: give the small model's folder or id for init: pretrained")
+           f"{where}.pretrained: give the small model's folder or id for init: pretrained")
     _check(not s.teacher_layers or (s.init == "teacher" and len(s.teacher_layers) == s.num_layers),
-           f"student.teacher_layers: give one teacher block per student block "
+           f"{where}.teacher_layers: give one teacher block per student block "
            f"({s.num_layers}), with init: teacher")
-    _check(all(i >= 1 for i in s.teacher_layers), "student.teacher_layers: blocks are 1-based")
-    _check(s.num_layers >= 1, "student.num_layers: must be at least 1")
+    _check(all(i >= 1 for i in s.teacher_layers), f"{where}.teacher_layers: blocks are 1-based")
+    _check(s.num_layers >= 1, f"{where}.num_layers: must be at least 1")
     _check(s.num_heads >= 1 and s.hidden_size % s.num_heads == 0,
-           "student.hidden_size: must be a multiple of student.num_heads")
-    _check(s.intermediate_size >= 1, "student.intermediate_size: must be at least 1")
+           f"{where}.hidden_size: must be a multiple of {where}.num_heads")
+    _check(s.intermediate_size >= 1, f"{where}.intermediate_size: must be at least 1")
+
+
+SELECT_RULES = ("best", "smallest", "fastest")
+CANDIDATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _validate_candidates(cfg) -> None:
+    """A sweep's candidates (unique folder names, students that make sense) and its rule."""
+    sel = cfg.select
+    _check(sel.rule in SELECT_RULES,
+           f"select.rule: must be one of {', '.join(SELECT_RULES)}, got {sel.rule!r}")
+    _check(0 < sel.min_retained <= 1.5, "select.min_retained: must be in (0, 1.5]")
+    _check(sel.max_latency_ms >= 0, "select.max_latency_ms: must be 0 (no budget) or more")
+    if not cfg.candidates:
+        default = type(sel)()
+        _check(sel == default, "select: picks one of `candidates`, and none is given; list the "
+               "candidate students (candidates=[{name: small, student: {hidden_size: 128}}, "
+               "...]) or leave select out")
+        return
+    names = [c.name for c in cfg.candidates]
+    for i, c in enumerate(cfg.candidates):
+        _check(bool(CANDIDATE_NAME.fullmatch(c.name)),
+               f"candidates.{i}.name: a folder name of letters, digits, '-', '_' and '.' "
+               f"(starting with a letter or digit), got {c.name!r}")
+        _validate_student(c.student, f"candidates.{i}.student")
+        _check(c.learning_rate >= 0, f"candidates.{i}.learning_rate: must be 0 (each stage's "
+               "own) or more")
+        _check(c.temperature >= 0, f"candidates.{i}.temperature: must be 0 (each loss's own) "
+               "or more")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    _check(not duplicates, f"candidates: names must be unique (each is a folder), "
+           f"{', '.join(duplicates)} given more than once")
 
 
 def _validate_outputs(cfg) -> None:

@@ -227,7 +227,7 @@ class StagesStep(StepGroup):
     def parts(self, ctx: Context) -> list[tuple[str, dict]]:
         from xdistil_ray.distill.stage_plan import stage_folder
 
-        return [(stage_folder(k, s.name), ctx.fingerprint(*stage_keys(k)))
+        return [(stage_folder(k, s.name, ctx.prefix), ctx.fingerprint(*stage_keys(k)))
                 for k, s in enumerate(ctx.cfg.stages)]
 
     def check_resumable(self, ctx: Context) -> None:
@@ -235,7 +235,7 @@ class StagesStep(StepGroup):
 
         t = ctx.cfg.train
         pending = [rel for rel, _ in self.parts(ctx) if not ctx.run.is_complete(rel)]
-        refuse_unresumable(ctx.run, STAGES_RAY, pending, t.num_workers, t.zero_stage)
+        refuse_unresumable(ctx.run, self.where(ctx), pending, t.num_workers, t.zero_stage)
 
     def run_pending(self, ctx: Context, pending: list[tuple[int, str, dict]]) -> list:
         from xdistil_ray.distill import stage_plan
@@ -244,7 +244,7 @@ class StagesStep(StepGroup):
         parts = self.parts(ctx)
         specs, datasets = [], {}
         for k, rel, fp in pending:
-            init = parts[k - 1][0] if k else layout.STUDENT_INIT
+            init = parts[k - 1][0] if k else posixpath.join(ctx.prefix, layout.STUDENT_INIT)
             losses = stage_plan.resolve_stage_losses(cfg.stages[k], ctx.inputs.shapes)
             spec, files, columns, heldout = stage_plan.plan(
                 cfg, k, losses, sources, ctx.data, run=run, init_path=init, teacher=ctx.teacher,
@@ -253,7 +253,7 @@ class StagesStep(StepGroup):
                 spec, rel=rel, dataset=f"stage{k + 1}", progress_every_s=cfg.progress_every_s,
                 marker=stage_marker_fields(spec, fp)))
             datasets[f"stage{k + 1}"] = stage_dataset(run, files, columns, heldout)
-        return run_stages(run, STAGES_RAY, specs, datasets, Scaling.of(cfg))
+        return run_stages(run, self.where(ctx), specs, datasets, Scaling.of(cfg))
 
     def use(self, ctx: Context, markers: list[StageMarker]) -> None:
         ctx.stage_markers = markers
@@ -264,11 +264,11 @@ class StagesStep(StepGroup):
         from xdistil_ray.distill.checkpoint import newest_progress
 
         cfg, run, data = ctx.cfg, ctx.run, ctx.data
-        out, previous = [], f"{layout.STUDENT_INIT}/{layout.MODEL}"
+        out, previous = [], posixpath.join(ctx.prefix, layout.STUDENT_INIT, layout.MODEL)
         for k, (stage, (rel, _)) in enumerate(zip(cfg.stages, self.parts(ctx))):
             state = ctx.runner.state(rel)
             if state.startswith("half"):
-                progress = newest_progress(run, posixpath.join(STAGES_RAY, RAY_DIR), rel)
+                progress = newest_progress(run, posixpath.join(self.where(ctx), RAY_DIR), rel)
                 if progress is not None:
                     state = f"half done (resumes from the checkpoint at step {progress['step']})"
             data_kind = stage_data(stage)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import statistics
 import tempfile
 import time
@@ -140,6 +141,7 @@ def disk_bytes(model) -> int:
 
 
 def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bool,
+             student_rel: str,
              heldout_paths: list[str], dev_paths: list[str], label_names: list[str],
              max_heldout_rows: int, speed_batch_size: int, speed_repeats: int,
              torch_threads: int, windows: qa.WindowSettings | None = None) -> dict:
@@ -150,7 +152,7 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
         if teacher_in_run:
             teacher_path = run.download(teacher_path, f"{tmp}/teacher", "model")
         teacher = models.load_model(teacher_path, task).eval()
-        student_dir = run.download("student", f"{tmp}/student")
+        student_dir = run.download(student_rel, f"{tmp}/student")
         student = models.load_model(student_dir, task).eval()
         heldout = read_rows(run, heldout_paths,
                             ["input_ids", "token_type_ids", "logits", *TOPK_COLUMNS, *QA_COLUMNS],
@@ -258,16 +260,16 @@ def evaluate_dev(run: RunFolder, *, task: str, model_rel: str, dev_paths: list[s
 
 
 def run_step(run: RunFolder, *, num_cpus: float, num_gpus: float = 0.0, fingerprint: dict,
-             fn=evaluate, **kwargs) -> EvalMarker:
+             fn=evaluate, rel: str = STEP, **kwargs) -> EvalMarker:
     """Runs ``fn`` (:func:`evaluate`, or :func:`evaluate_dev`) as a Ray task (on a GPU when
-    ``num_gpus``) and commits ``eval/metrics.json``."""
+    ``num_gpus``) and commits ``rel`` (``eval/``) with its ``metrics.json``."""
     import ray
 
     threads = max(1, int(num_cpus))
     task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or None)(fn)
     result = ray.get(task.remote(run, torch_threads=threads, **kwargs))
-    run.write_json(layout.METRICS, result)
-    return run.commit(STEP, EvalMarker(fingerprint=fingerprint, **result))
+    run.write_json(posixpath.join(rel, posixpath.basename(layout.METRICS)), result)
+    return run.commit(rel, EvalMarker(fingerprint=fingerprint, **result))
 
 
 class EvalStep(Step):
@@ -285,9 +287,12 @@ class EvalStep(Step):
                 "eval.version": VERSION}
 
     def run(self, ctx: Context, fp: dict) -> EvalMarker:
+        from xdistil_ray.export.step import ExportStep
+
         cfg, e = ctx.cfg, ctx.cfg.eval
         return run_step(
             ctx.run, num_cpus=e.num_cpus, num_gpus=e.num_gpus, fingerprint=fp, task=cfg.task,
+            rel=self.where(ctx), student_rel=ExportStep().where(ctx),
             teacher_path=ctx.teacher.path, teacher_in_run=ctx.teacher.in_run,
             heldout_paths=ctx.sources.heldout_files(), dev_paths=list(ctx.sources.labeled_dev),
             label_names=ctx.label_names, max_heldout_rows=e.max_heldout_rows,
@@ -300,6 +305,8 @@ class EvalStep(Step):
     def plan(self, ctx: Context) -> list[Planned]:
         e = ctx.cfg.eval
         each = {"CPU": e.num_cpus, **({"GPU": e.num_gpus} if e.num_gpus else {})}
-        return [Planned(self.name, self.folder, self.state(ctx),
-                        [layout.STUDENT, "teacher (held-out rows)", layout.LABELED_DEV],
+        from xdistil_ray.export.step import ExportStep
+
+        return [Planned(self.name, self.where(ctx), self.state(ctx),
+                        [ExportStep().where(ctx), "teacher (held-out rows)", layout.LABELED_DEV],
                         f"one Ray task {json.dumps(each)}")]

@@ -61,15 +61,15 @@ class ExportStep(Step):
     def run(self, ctx: Context, fp: dict) -> ModelMarker:
         cfg = ctx.cfg
         return run_step(ctx.run, _final_stage(ctx), ctx.inputs.teacher_path, ctx.label_names,
-                        fp, task=cfg.task,
+                        fp, task=cfg.task, rel=self.where(ctx),
                         onnx_opset=cfg.export.opset if cfg.export.onnx else None)
 
     def plan(self, ctx: Context) -> list[Planned]:
-        return [Planned(self.name, self.folder, self.state(ctx), [_final_stage(ctx) + "/model"],
+        return [Planned(self.name, self.where(ctx), self.state(ctx), [_final_stage(ctx) + "/model"],
                         "driver", "the Hugging Face folder")]
 
 
 def _final_stage(ctx: Context) -> str:
     from xdistil_ray.distill.stage_plan import stage_folder
 
-    return stage_folder(len(ctx.cfg.stages) - 1, ctx.cfg.stages[-1].name)
+    return stage_folder(len(ctx.cfg.stages) - 1, ctx.cfg.stages[-1].name, ctx.prefix)

@@ -13,6 +13,7 @@ hands on from one step's marker to the next.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -24,8 +25,9 @@ from xdistil_ray.observe import console
 from xdistil_ray.pipelines.ray_start import init_ray
 from xdistil_ray.run import identity
 from xdistil_ray.run import layout
-from xdistil_ray.run.markers import (DataMarker, EvalMarker, InitMarker, StageMarker,
-                                     TeacherMarker)
+from xdistil_ray.errors import ConfigError
+from xdistil_ray.run.markers import (DataMarker, EvalMarker, InitMarker, ModelMarker,
+                                     StageMarker, TeacherMarker)
 from xdistil_ray.run.runfolder import RunFolder
 from xdistil_ray.run.steps import Context, Runner, Step
 from xdistil_ray.tasks.shapes import task_of
@@ -33,19 +35,21 @@ from xdistil_ray.tasks.shapes import task_of
 log = logging.getLogger(__name__)
 
 
-def steps() -> list[Step]:
-    """The pipeline's steps, in the order they run."""
+def steps(cfg: Config | None = None) -> list[Step]:
+    """The pipeline's steps, in the order they run: with ``cfg.candidates``, a sweep's
+    (:mod:`xdistil_ray.pipelines.sweep`): the student's steps once per candidate, then the
+    chosen one copied as ``student/``."""
     from xdistil_ray.data.step import DataStep
-    from xdistil_ray.distill.step import StagesStep
-    from xdistil_ray.evaluate.step import EvalStep
-    from xdistil_ray.export.step import ExportStep
     from xdistil_ray.report.step import ReportStep
-    from xdistil_ray.student.step import StudentInitStep
     from xdistil_ray.teacher.finetune import TeacherFinetuneStep
     from xdistil_ray.teacher.step import TeacherStep
 
-    return [DataStep(), TeacherFinetuneStep(), TeacherStep(), StudentInitStep(), StagesStep(),
-            ExportStep(), EvalStep(), ReportStep()]
+    from xdistil_ray.pipelines.sweep import CandidatesStep, ChosenStep, student_steps
+
+    teacher = [DataStep(), TeacherFinetuneStep(), TeacherStep()]
+    if cfg is not None and cfg.candidates:
+        return teacher + [CandidatesStep(), ChosenStep(), ReportStep()]
+    return teacher + student_steps() + [ReportStep()]
 
 
 class DistillContext(Context):
@@ -69,7 +73,40 @@ class DistillContext(Context):
         self.init_marker: InitMarker | None = None
         self.stage_markers: list[StageMarker] = []
         self.eval_marker: EvalMarker | None = None
+        self.candidates: dict[str, DistillContext] = {}
+        """A sweep's candidates, each its own context (its config, its folder, its markers)."""
+        self.choice: ModelMarker | None = None
+        """A sweep's ``student/`` marker: which candidate was chosen, and why."""
         self.report: dict | None = None
+
+    def candidate_contexts(self) -> dict[str, "DistillContext"]:
+        """A context per candidate of a sweep, from what this one holds now: the candidate's
+        config (:func:`~xdistil_ray.config.candidate_config`), its folder, its model shapes
+        checked against the teacher (a candidate that cannot be built from it is refused here,
+        before any work), no markers of its own yet."""
+        from xdistil_ray.pipelines.inputs import check_models
+
+        out = {}
+        for cand in self.cfg.candidates:
+            c = copy.copy(self)
+            c.cfg = config_mod.candidate_config(self.cfg, cand)
+            c.flat = config_mod.flatten(config_mod.to_dict(c.cfg))
+            c.prefix = layout.candidate_folder(cand.name)
+            try:
+                shapes = check_models(c.cfg, self.inputs.teacher_path)
+            except ConfigError as e:
+                raise ConfigError(f"candidates: {cand.name!r}: {e}") from None
+            c.inputs = dataclasses.replace(self.inputs, shapes=shapes)
+            c.init_marker, c.stage_markers, c.eval_marker = None, [], None
+            c.candidates, c.choice = {}, None
+            out[cand.name] = c
+        return out
+
+    def chosen(self) -> "DistillContext":
+        """The context whose student the run exports: the chosen candidate's in a sweep."""
+        if self.choice is not None and self.choice.candidate in self.candidates:
+            return self.candidates[self.choice.candidate]
+        return self
 
     def fingerprint(self, *sections: str) -> dict:
         """Every step that depends on the task depends on ``qa`` in a QA run (the windows)."""
@@ -135,7 +172,7 @@ def run(cfg: Config, take_over: bool = False) -> dict:
         ctx = context(cfg, folder)
         ctx.started = started
         log.info(f"run folder: {folder.uri}")
-        pipeline = steps()
+        pipeline = steps(cfg)
         ctx.runner.refuse_changes(pipeline, ctx)
         folder.write_text(layout.CONFIG, config_mod.dump_yaml(cfg))
         console.attach_run(folder)

@@ -34,7 +34,7 @@ def plan(cfg: Config | FinetuneJob) -> tuple[RunFolder, list[Planned], list[str]
     from xdistil_ray.pipelines import capacity, distill
 
     ctx = distill.context(cfg, run, dry=True)
-    steps = plan_steps(ctx, distill.steps())
+    steps = plan_steps(ctx, distill.steps(cfg))
     return run, steps, capacity.describe(capacity.plan(cfg, run, ctx.inputs, ctx.data), cfg)
 
 

@@ -148,6 +148,7 @@ def distillation_card(report: dict, cfg, run_name: str) -> str:
         + ".", "",
         "## Results", "", *results_table(report), "",
         *speed_table(report), "",
+        *_chosen_lines(report.get("candidates")),
         "## How it was made", "",
         f"Task `{task}`; stages in order (XtremeDistil-style), each from the previous one's "
         "weights:", "",
@@ -173,6 +174,22 @@ def distillation_card(report: dict, cfg, run_name: str) -> str:
     if report["speed"]["cpu"].get("onnx"):
         lines += _onnx_usage(task, report["speed"]["cpu"]["onnx"])
     return "\n".join(lines)
+
+
+def _chosen_lines(sweep: dict | None) -> list[str]:
+    """Why this student, of a sweep's candidates."""
+    if not sweep:
+        return []
+    others = ", ".join(f"{r['name']} ({r['shape']}, {r['params'] / 1e6:.1f}M, "
+                       f"{100 * (r['score'] or 0):.1f}%)"
+                       for r in sweep["rows"] if r["name"] != sweep["chosen"])
+    return ["## Why this student", "",
+            f"Chosen of {len(sweep['rows'])} candidates trained from the same teacher outputs: "
+            f"**{sweep['chosen']}**, {sweep['reason']}"
+            + ("" if sweep["met"] else " (no candidate met the rule)") + "."
+            + (f" The others: {others}." if others else "")
+            + " The run's `report.md` compares them (Pareto front of score against latency and "
+            "size).", ""]
 
 
 _ORT_CLASSES = {"sentence": "ORTModelForSequenceClassification",

@@ -98,6 +98,34 @@ def speed_size(size: dict, speed: dict) -> bytes:
     return _png(fig)
 
 
+def candidates(section: dict) -> bytes:
+    """A sweep's candidates: score against CPU latency at batch 1, each marker's area its
+    parameters; the Pareto front joined and ringed, the exported candidate named in bold."""
+    plt = _pyplot()
+    rows = section["rows"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    biggest = max(r["params"] for r in rows)
+    for r in rows:
+        on_front = r["name"] in section["front"]
+        ax.scatter(r["latency_ms"], r["score"] or 0.0, s=60 + 900 * r["params"] / biggest,
+                   color=_STUDENT, alpha=0.55, edgecolors="black" if on_front else "none",
+                   linewidths=1.5)
+        ax.annotate(f"{r['name']} ({r['params'] / 1e6:.1f}M)", (r["latency_ms"], r["score"] or 0.0),
+                    textcoords="offset points", xytext=(8, 6), fontsize=8,
+                    fontweight="bold" if r["name"] == section["chosen"] else "normal")
+    front = sorted((r for r in rows if r["name"] in section["front"]),
+                   key=lambda r: r["latency_ms"])
+    ax.plot([r["latency_ms"] for r in front], [r["score"] or 0.0 for r in front], color="black",
+            linewidth=0.8, linestyle="--", label="Pareto front")
+    ax.set_xlabel("CPU latency, batch 1 (ms)")
+    ax.set_ylabel(rows[0]["metric"].replace("_", " "))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Candidates: score against latency (marker area: parameters)", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _short(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"

@@ -13,6 +13,7 @@ from xdistil_ray.run import layout
 from xdistil_ray.observe import console
 from xdistil_ray.report import model_card
 from xdistil_ray.report import plots
+from xdistil_ray.report import selection
 from xdistil_ray.report import tables
 from xdistil_ray.observe import tensorboard_log
 from xdistil_ray.config import Config
@@ -131,7 +132,9 @@ def markdown(report: dict) -> str:
         "## Size and speed", "",
         *tables.speed_table(report), "",
         f"![Size and speed]({SPEED_PLOT})", "",
-        "## Training", "",
+        *_candidate_lines(report),
+        "## Training" + (f" (the exported student, {report['candidates']['chosen']})"
+                         if "candidates" in report else ""), "",
         "| stage | losses | targets | unfreezing | steps | steps/s | resumed from step | "
         "first loss | final loss | seconds |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
@@ -164,6 +167,14 @@ def markdown(report: dict) -> str:
         if ti else "- no stored teacher outputs (all targets online)",
         "", f"Total wall time of this invocation: {report['seconds']:.0f}s", ""]
     return "\n".join(lines)
+
+
+def _candidate_lines(report: dict) -> list[str]:
+    """A sweep's candidates: their table, the chosen one and why, the plot."""
+    if "candidates" not in report:
+        return []
+    return [*selection.markdown(report["candidates"]),
+            f"![Candidates]({report['plots']['candidates']})", ""]
 
 
 def _checkpoint_lines(stages: list[dict]) -> list[str]:
@@ -201,12 +212,18 @@ def _curves(run: RunFolder, stage_folders: list[tuple[str, str]]) -> list[dict]:
     return curves
 
 
-def write(run: RunFolder, cfg: Config, *, stage_folders: list[tuple[str, str]], **kwargs) -> dict:
+def write(run: RunFolder, cfg: Config, *, stage_folders: list[tuple[str, str]],
+          sweep: dict | None = None, **kwargs) -> dict:
     """Writes ``report.json``, ``report.md`` and the plots; ``stage_folders``: (title, folder)
-    of every committed training stage, in order."""
+    of every committed training stage, in order; ``sweep``: a sweep's candidates
+    (:func:`xdistil_ray.report.selection.section`)."""
     report = build(cfg, **kwargs)
     run.write_bytes(LOSS_PLOT, plots.loss_curves(_curves(run, stage_folders)))
     run.write_bytes(SPEED_PLOT, plots.speed_size(report["size"], report["speed"]))
+    if sweep is not None:
+        report["candidates"] = sweep
+        report["plots"]["candidates"] = layout.CANDIDATES_PLOT
+        run.write_bytes(layout.CANDIDATES_PLOT, plots.candidates(sweep))
     run.write_json(layout.REPORT_JSON, report)
     run.write_text(layout.REPORT_MD, markdown(report))
     if run.marker(STUDENT) is not None:
@@ -255,9 +272,14 @@ def headline(report: dict) -> str:
 
 def summary(run: RunFolder, report: dict) -> str:
     """What the driver prints at the end: where the student and the report are, the headline."""
+    sweep = report.get("candidates")
+    chosen = (f"[xdistil] chosen of {len(sweep['rows'])} candidates: {sweep['chosen']}: "
+              f"{sweep['reason']}{'' if sweep['met'] else ' (THE RULE WAS NOT MET)'}\n"
+              if sweep else "")
     return (f"[xdistil] done in {report['seconds']:.0f}s\n"
             f"[xdistil] student: {run.uri_of('student')} "
             f"({report['size']['student_params'] / 1e6:.1f}M parameters, a Hugging Face folder)\n"
+            + chosen +
             f"[xdistil] report:  {run.uri_of('report.md')} (+ {LOSS_PLOT}, {SPEED_PLOT}, "
             "report.json)\n"
             f"[xdistil] {headline(report)}")
@@ -338,25 +360,26 @@ class ReportStep(Step):
     committed = False
 
     def run(self, ctx: Context, fp: dict) -> dict:
-        from xdistil_ray.distill.stage_plan import stage_folder
-        from xdistil_ray.distill.step import STAGES_RAY, clean_checkpoints
+        from xdistil_ray.distill.step import StagesStep, clean_checkpoints
         from xdistil_ray.teacher.finetune import FOLDER as TEACHER_FINETUNE
 
-        cfg, run = ctx.cfg, ctx.run
-        stages = [stage_folder(k, s.name) for k, s in enumerate(cfg.stages)]
+        run, chosen = ctx.run, ctx.chosen()
         # Checkpoints of committed stages go once the run has moved on (Ray Train's controller
         # may still write into its folder just after fit returns).
         clean_checkpoints(run, TEACHER_FINETUNE, [TEACHER_FINETUNE])
-        clean_checkpoints(run, STAGES_RAY, stages)
-        trained = [(f"{k + 1}. {s.name}", rel) for k, (s, rel) in enumerate(zip(cfg.stages,
-                                                                                 stages))]
+        for student in list(ctx.candidates.values()) or [ctx]:
+            clean_checkpoints(run, StagesStep().where(student),
+                              [rel for rel, _ in StagesStep().parts(student)])
+        cfg = chosen.cfg
+        trained = [(f"{k + 1}. {s.name}", rel) for k, (s, (rel, _)) in enumerate(
+            zip(cfg.stages, StagesStep().parts(chosen)))]
         if ctx.teacher.in_run:
             trained.insert(0, ("teacher fine-tune", TEACHER_FINETUNE))
         result = write(run, cfg, stage_folders=trained, data=ctx.data,
-                       teacher=ctx.teacher_marker, init=ctx.init_marker,
-                       stages=ctx.stage_markers, evaluation=ctx.eval_marker,
+                       teacher=ctx.teacher_marker, init=chosen.init_marker,
+                       stages=chosen.stage_markers, evaluation=chosen.eval_marker,
                        finetune=ctx.teacher_finetune if ctx.teacher.in_run else None,
-                       seconds=round(time.time() - ctx.started, 1))
+                       seconds=round(time.time() - ctx.started, 1), sweep=_sweep(ctx))
         _track(run, cfg, result, trained)
         console.show(summary(run, result))
         return result
@@ -367,6 +390,16 @@ class ReportStep(Step):
     def plan(self, ctx: Context) -> list[Planned]:
         return [Planned(self.name, self.folder, "to run", ["every step's marker"], "driver",
                         f"report.json, report.md, {LOSS_PLOT}, {SPEED_PLOT}")]
+
+
+def _sweep(ctx: Context) -> dict | None:
+    """A sweep's ``candidates`` section of the report (None for a run of one student)."""
+    if ctx.choice is None or not ctx.candidates:
+        return None
+    rows = [selection.figures(name, c.eval_marker, c.init_marker)
+            for name, c in ctx.candidates.items()]
+    choice = selection.Choice(ctx.choice.candidate, ctx.choice.met, ctx.choice.reason)
+    return selection.section(rows, choice, ctx.cfg.select)
 
 
 def _track(run: RunFolder, cfg: Config, result: dict, trained: list[tuple[str, str]]) -> None:

@@ -12,7 +12,9 @@ A run folder (local or ``s3://``) after the distillation pipeline::
     stages/<k>-<name>/     model/, losses.json per stage + COMPLETE; stages/ray/: checkpoints
     student/               the exported Hugging Face folder (onnx/, README.md) + COMPLETE
     eval/                  metrics.json + COMPLETE
-    report.json, report.md, loss_curves.png, speed_size.png
+    candidates/<name>/     a sweep's candidate (student_init/, stages/, student/, eval/ as
+                           above); student/ is then the chosen candidate's copy
+    report.json, report.md, loss_curves.png, speed_size.png (a sweep: candidates.png)
     tensorboard/, logs/
 
 The fine-tuning job's (jobs/finetune.py) folder holds ``data/``, ``init/``, ``finetune/``,
@@ -47,11 +49,13 @@ RAY = "ray"
 STUDENT = "student"
 EVAL = "eval"
 METRICS = "eval/metrics.json"
+CANDIDATES = "candidates"
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 LOSS_PLOT = "loss_curves.png"
 SPEED_PLOT = "speed_size.png"
+CANDIDATES_PLOT = "candidates.png"
 
 FINETUNE_INIT = "init"
 FINETUNE_STAGE = "finetune"
@@ -62,6 +66,13 @@ MODEL = "model"
 """A model's Hugging Face folder inside a committed step (``student_init/model``)."""
 
 
-def stage_folder(k: int, name: str) -> str:
-    """Stage ``k`` (from 0) named ``name``: ``stages/<k+1>-<name>``."""
-    return posixpath.join(STAGES, f"{k + 1}-{name}")
+def stage_folder(k: int, name: str, prefix: str = "") -> str:
+    """Stage ``k`` (from 0) named ``name``: ``stages/<k+1>-<name>`` (under a candidate's
+    ``prefix``)."""
+    return posixpath.join(prefix, STAGES, f"{k + 1}-{name}")
+
+
+def candidate_folder(name: str) -> str:
+    """A sweep's candidate ``name``: ``candidates/<name>``, which holds its own
+    ``student_init/``, ``stages/``, ``student/`` and ``eval/``."""
+    return posixpath.join(CANDIDATES, name)

@@ -226,6 +226,12 @@ class ModelMarker(Marker):
     kind: ClassVar[str] = "model"
 
     params: int = 0
+    candidate: str = ""
+    """A sweep's ``student/``: the candidate it was copied from (empty otherwise)."""
+    reason: str = ""
+    """Why ``select`` chose that candidate."""
+    met: bool = True
+    """Whether the candidate meets ``select``'s rule (else it was the closest)."""
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import posixpath
 import threading
 import time
 from dataclasses import dataclass, field
@@ -96,6 +97,9 @@ class Context:
 
     def __init__(self, cfg: Any, run: RunFolder, runner: "Runner", flat: dict, dry: bool = False):
         self.cfg, self.run, self.runner, self.flat, self.dry = cfg, run, runner, flat, dry
+        self.prefix = ""
+        """The folder a sweep's candidate writes its steps under (``candidates/<name>``); empty
+        for a run's one student."""
 
     def fingerprint(self, *sections: str) -> dict:
         """The config fields under ``sections`` with the inputs' identities."""
@@ -129,9 +133,13 @@ class Step:
     def fingerprint(self, ctx: Context) -> dict:
         return ctx.fingerprint(*self.keys)
 
+    def where(self, ctx: Context) -> str:
+        """The step's folder in the run folder: ``folder``, under a candidate's prefix."""
+        return posixpath.join(ctx.prefix, self.folder)
+
     def parts(self, ctx: Context) -> list[tuple[str, dict]]:
         """The folders this step commits, each with its fingerprint."""
-        return [(self.folder, self.fingerprint(ctx))] if self.committed else []
+        return [(self.where(ctx), self.fingerprint(ctx))] if self.committed else []
 
     def not_needed(self, ctx: Context) -> str | None:
         """Why this run does not need the step (it is then skipped), or None."""
@@ -154,11 +162,11 @@ class Step:
         """What the run folder holds of this step (the dry run hands it on), or None."""
         if not self.committed or self.not_needed(ctx):
             return None
-        return ctx.run.marker(self.folder, self.marker_kind)
+        return ctx.run.marker(self.where(ctx), self.marker_kind)
 
     def state(self, ctx: Context) -> str:
         """The step's state as ``--dry-run`` prints it."""
-        return ctx.runner.state(self.folder, self.fingerprint(ctx) if self.derived else None,
+        return ctx.runner.state(self.where(ctx), self.fingerprint(ctx) if self.derived else None,
                                 self.marker_kind)
 
 
@@ -231,7 +239,7 @@ class Runner:
         elif not step.committed:
             marker = step.run(ctx, {})
         else:
-            marker = self.ensure(step.folder, step.fingerprint(ctx),
+            marker = self.ensure(step.where(ctx), step.fingerprint(ctx),
                                  lambda fp: step.run(ctx, fp), resumable=step.resumable,
                                  derived=step.derived, announce=step.announce,
                                  kind=step.marker_kind)

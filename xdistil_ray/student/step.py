@@ -18,7 +18,7 @@ from xdistil_ray.run.steps import Context, Planned, Step
 STEP = layout.STUDENT_INIT
 
 
-def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, task: str,
+def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, rel: str, task: str,
                    num_layers: int, hidden_size: int, num_heads: int, intermediate_size: int,
                    init: str, teacher_layers: list[int], pretrained: str, seed: int,
                    architecture: str = "") -> dict:
@@ -36,7 +36,7 @@ def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, t
                                        teacher_layers=teacher_layers, pretrained=pretrained,
                                        architecture=architecture)
         models.save_pretrained(student, None, f"{tmp}/student")
-        files = run.upload(f"{tmp}/student", f"{STEP}/model")
+        files = run.upload(f"{tmp}/student", f"{rel}/model")
         files = {f"model/{name}": size for name, size in files.items()}
         return {"files": files, "teacher_params": models.num_params(teacher),
                 "student_params": models.num_params(student),
@@ -45,12 +45,12 @@ def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, t
                 "student_shape": families.shape_of(student.config)}
 
 
-def run_step(run: RunFolder, *, fingerprint: dict, **kwargs) -> InitMarker:
-    """Runs :func:`build_and_save` on a Ray worker and commits ``student_init/``."""
+def run_step(run: RunFolder, *, fingerprint: dict, rel: str = STEP, **kwargs) -> InitMarker:
+    """Runs :func:`build_and_save` on a Ray worker and commits ``rel`` (``student_init/``)."""
     import ray
 
-    info = ray.get(ray.remote(num_cpus=1)(build_and_save).remote(run, **kwargs))
-    return run.commit(STEP, InitMarker(fingerprint=fingerprint, **info))
+    info = ray.get(ray.remote(num_cpus=1)(build_and_save).remote(run, rel=rel, **kwargs))
+    return run.commit(rel, InitMarker(fingerprint=fingerprint, **info))
 
 
 class StudentInitStep(Step):
@@ -63,7 +63,7 @@ class StudentInitStep(Step):
     def run(self, ctx: Context, fp: dict) -> InitMarker:
         cfg, s = ctx.cfg, ctx.cfg.student
         return run_step(
-            ctx.run, teacher_path=ctx.teacher.path, teacher_in_run=ctx.teacher.in_run,
+            ctx.run, rel=self.where(ctx), teacher_path=ctx.teacher.path, teacher_in_run=ctx.teacher.in_run,
             task=cfg.task, num_layers=s.num_layers, hidden_size=s.hidden_size,
             num_heads=s.num_heads, intermediate_size=s.intermediate_size, init=s.init,
             teacher_layers=s.teacher_layers, pretrained=s.pretrained,
@@ -74,7 +74,7 @@ class StudentInitStep(Step):
 
     def plan(self, ctx: Context) -> list[Planned]:
         s = ctx.cfg.student
-        return [Planned(self.name, self.folder, self.state(ctx), ctx.teacher_reads(),
+        return [Planned(self.name, self.where(ctx), self.state(ctx), ctx.teacher_reads(),
                         "one Ray task (1 CPU)",
                         f"L{s.num_layers}-H{s.hidden_size}, init: {s.init}"
                         + (f", architecture: {s.architecture}" if s.architecture else ""))]
