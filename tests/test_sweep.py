@@ -8,7 +8,7 @@ from xdistil_ray.report import selection
 from xdistil_ray.run.markers import EvalMarker, InitMarker
 
 TWO = "candidates=[{name: narrow}, {name: wide, student: {hidden_size: 128, num_heads: 4}, " \
-      "learning_rate: 0.005, temperature: 3.0}]"
+      "learning_rate_scale: 5.0, temperature: 3.0}]"
 
 
 def test_a_candidate_is_the_runs_student_with_its_own_fields_over_it():
@@ -19,7 +19,7 @@ def test_a_candidate_is_the_runs_student_with_its_own_fields_over_it():
     assert wide.student.num_layers == cfg.student.num_layers  # the rest is the run's
     c = candidate_config(cfg, wide)
     assert c.student == wide.student and c.candidates == []
-    assert [s.learning_rate for s in c.stages] == [0.005] * 3
+    assert [s.learning_rate for s in c.stages] == [5 * s.learning_rate for s in cfg.stages]
     assert c.stages[1].losses[0].temperature == 3.0  # a KL logits loss takes it
     assert c.stages[0].losses[0].temperature == cfg.stages[0].losses[0].temperature
     assert candidate_config(cfg, narrow).stages == cfg.stages  # no recipe fields: unchanged
@@ -42,7 +42,7 @@ def test_a_resolved_sweep_config_reads_back_as_itself(tmp_path):
     ([TWO, "select.min_retained=0"], r"select.min_retained: must be in \(0, 1.5\]"),
     (["candidates=[{name: a, student: {hidden_size: 100, num_heads: 3}}]"],
      "candidates.0.student.hidden_size: must be a multiple of candidates.0.student.num_heads"),
-    (["candidates=[{name: a, learning_rate: -1}]"], "candidates.0.learning_rate"),
+    (["candidates=[{name: a, learning_rate_scale: 0}]"], "candidates.0.learning_rate_scale"),
     (["candidates=[{name: a, size: 3}]"], "unknown config key 'candidates.0.size'"),
 ])
 def test_a_bad_sweep_is_refused_naming_the_field(overrides, message):

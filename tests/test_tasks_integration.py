@@ -97,16 +97,26 @@ def pair_run(tmp_path_factory, ray_local):
     1's teacher ended at 72%; seed 2's teacher reached 100% and its student never left the
     majority (logits MSE 5.43 -> 5.44, 52.5%); CI's run at seed 0 kept 75.5% (2026-12-03)."""
     root = tmp_path_factory.mktemp("pair")
-    report = _run(root, "pair", [
-        {"name": "representation", "losses": [{"type": "representation"}], "epochs": 1,
-         "batch_size": 32, "learning_rate": 5.0e-4},
-        {"name": "logits", "losses": [{"type": "logits"}], "epochs": 6, "batch_size": 32,
-         "learning_rate": 5.0e-4}],
-        extra=["corpus.with_labeled=false", "corpus.max_length=64", "teacher.finetune.epochs=2",
-               "student.hidden_size=384", "student.num_heads=12",
-               "student.intermediate_size=1536"],
-        num_corpus=1000, num_train=2000, num_dev=200, onnx=True)
+    report = _run(root, "pair", PAIR_STAGES, extra=PAIR_EXTRA, num_corpus=1000, num_train=2000,
+                  num_dev=200, onnx=True)
     return root, report
+
+
+PAIR_STAGES = [
+    {"name": "representation", "losses": [{"type": "representation"}], "epochs": 1,
+     "batch_size": 32, "learning_rate": 5.0e-4},
+    {"name": "logits", "losses": [{"type": "logits"}], "epochs": 6, "batch_size": 32,
+     "learning_rate": 5.0e-4}]
+PAIR_CANDIDATES = [
+    {"name": "wide"},
+    {"name": "narrow", "student": {"hidden_size": 64, "num_heads": 2, "intermediate_size": 128},
+     "learning_rate_scale": 4.0}]
+"""The pair run is a sweep of two students from its one teacher pass: 2 blocks of the teacher's
+width (384, the run's ``student``) and tiny.yaml's 2 x 64 at tiny.yaml's learning rate (2e-3)."""
+PAIR_EXTRA = ["corpus.with_labeled=false", "corpus.max_length=64", "teacher.finetune.epochs=2",
+              "student.hidden_size=384", "student.num_heads=12", "student.intermediate_size=1536",
+              "candidates=" + json.dumps(PAIR_CANDIDATES), "select.rule=smallest",
+              "select.min_retained=0.9"]
 
 
 def test_pair_run_keeps_the_teachers_accuracy(pair_run):
@@ -122,6 +132,52 @@ def test_pair_run_keeps_the_teachers_accuracy(pair_run):
     assert e["teacher_accuracy"] >= 0.9, e
     assert e["student_accuracy"] >= 0.9 * e["teacher_accuracy"], e
     _losses_fell(report)
+
+
+def test_the_pair_sweep_exports_the_candidate_its_rule_picks(pair_run):
+    """Two students from one teacher pass, each in its own folder; the rule (the smallest that
+    keeps 90% of the teacher's accuracy) picks one, copied as student/ with its card saying
+    why; a candidate added to the finished sweep is the only one that would train."""
+    from xdistil_ray.config import SelectConfig
+    from xdistil_ray.pipelines.dry_run import dry_run
+    from xdistil_ray.report import selection
+    from xdistil_ray.run.runfolder import RunFolder
+
+    root, report = pair_run
+    sweep = report["candidates"]
+    rows = [selection.Figures(**r) for r in sweep["rows"]]
+    assert [r.name for r in rows] == ["wide", "narrow"]
+    expected = selection.choose(rows, SelectConfig(rule="smallest", min_retained=0.9))
+    assert (sweep["chosen"], sweep["met"], sweep["reason"]) == (
+        expected.name, expected.met, expected.reason)
+    assert sweep["front"] == selection.pareto_front(rows) and sweep["chosen"] in sweep["front"]
+    narrow, wide = rows[1], rows[0]
+    assert narrow.params < wide.params / 5 and narrow.shape == "L2-H64"
+    run = RunFolder(str(root / "run"))
+    chosen = run.marker("student")
+    assert chosen.candidate == sweep["chosen"]
+    assert run.read_bytes("student/model.safetensors") == run.read_bytes(
+        f"candidates/{sweep['chosen']}/student/model.safetensors")
+    assert report["eval"] == run.marker(f"candidates/{sweep['chosen']}/eval").eval
+    for name in ("wide", "narrow"):
+        for step in ("student_init", "stages/1-representation", "stages/2-logits", "student",
+                     "eval"):
+            assert run.is_complete(f"candidates/{name}/{step}"), (name, step)
+    assert not run.exists("stages") and not run.exists("eval")  # only the candidates' own
+    md = run.read_bytes("report.md").decode()
+    assert "## Candidates" in md and f"**{sweep['chosen']}**" in md
+    assert run.read_bytes("candidates.png")[:4] == b"\x89PNG"
+    card = run.read_bytes("student/README.md").decode()
+    assert "## Why this student" in card and sweep["reason"] in card
+    # The same sweep again: nothing but the report; one candidate more: only its steps.
+    cfg = load_config(str(root / "run" / "config.yaml"))
+    assert [s.name for s in dry_run(cfg) if s.runs] == ["report"]
+    three = PAIR_CANDIDATES + [{"name": "deeper", "student": {
+        "num_layers": 3, "hidden_size": 64, "num_heads": 2, "intermediate_size": 128}}]
+    cfg = load_config(str(root / "run" / "config.yaml"), ["candidates=" + json.dumps(three)])
+    assert [s.name for s in dry_run(cfg) if s.runs] == [
+        "deeper: student_init", "deeper: stage 1: representation", "deeper: stage 2: logits",
+        "deeper: student", "deeper: eval", "student (chosen)", "report"]
 
 
 def test_the_int8_onnx_student_scores_what_the_fp32_one_does(pair_run):

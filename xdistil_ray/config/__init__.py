@@ -450,8 +450,9 @@ class CandidateConfig:
     """The candidate's folder name (`candidates/<name>`): letters, digits, '-', '_' and '.'."""
     student: StudentConfig = field(default_factory=StudentConfig)
     """Its shape and init: the fields given here over the run's `student` section."""
-    learning_rate: float = 0.0
-    """Every stage's peak learning rate for this candidate; 0 = each stage's own."""
+    learning_rate_scale: float = 1.0
+    """Each stage's peak learning rate times this for this candidate (a narrow student
+    usually takes a higher rate than one of the teacher's width)."""
     temperature: float = 0.0
     """The temperature of every KL `logits` loss for this candidate; 0 = each loss's own."""
 
@@ -624,8 +625,8 @@ def candidate_config(cfg: Config, cand: CandidateConfig) -> Config:
         losses = [dataclasses.replace(loss, temperature=cand.temperature)
                   if cand.temperature and loss.type == "logits" and loss.function == "kl"
                   else loss for loss in st.losses]
-        stages.append(dataclasses.replace(st, losses=losses,
-                                          learning_rate=cand.learning_rate or st.learning_rate))
+        stages.append(dataclasses.replace(
+            st, losses=losses, learning_rate=st.learning_rate * cand.learning_rate_scale))
     return dataclasses.replace(cfg, student=cand.student, stages=stages, candidates=[])
 
 

@@ -123,8 +123,7 @@ def _validate_candidates(cfg) -> None:
                f"candidates.{i}.name: a folder name of letters, digits, '-', '_' and '.' "
                f"(starting with a letter or digit), got {c.name!r}")
         _validate_student(c.student, f"candidates.{i}.student")
-        _check(c.learning_rate >= 0, f"candidates.{i}.learning_rate: must be 0 (each stage's "
-               "own) or more")
+        _check(c.learning_rate_scale > 0, f"candidates.{i}.learning_rate_scale: must be > 0")
         _check(c.temperature >= 0, f"candidates.{i}.temperature: must be 0 (each loss's own) "
                "or more")
     duplicates = sorted({n for n in names if names.count(n) > 1})
