@@ -126,11 +126,19 @@ def test_pair_run_keeps_the_teachers_accuracy(pair_run):
     assert report["task"] == "pair" and report["teacher"]["finetuned"] is True
     assert report["data"]["label_names"] == ["contradiction", "entailment"]
     e = report["eval"]
+    rows = {r["name"]: r for r in report["candidates"]["rows"]}
     # Measured 2026-12-07 over run seeds 0 / 1 / 2 (the fixture's docstring): teacher 99.5 /
-    # 98.0 / 100%, student ratio 0.965 / 0.980 / 0.955: the 0.9 ratio has 0.055 of room under
-    # the lowest.
+    # 98.0 / 100%, student ratio 0.965 / 0.980 / 0.955; as this sweep (the same day, seeds
+    # 0 / 1 / 2): teacher 99.5 / 100 / 100%, the wide student's ratio 0.950 / 0.960 / 0.970:
+    # the 0.9 ratio has 0.05 of room under the lowest of the six.
     assert e["teacher_accuracy"] >= 0.9, e
-    assert e["student_accuracy"] >= 0.9 * e["teacher_accuracy"], e
+    assert rows["wide"]["retained"] >= 0.9, rows
+    # The narrow student (2 x 64, 2.1M parameters, 7.6x fewer than the wide one's 15.6M; its
+    # stages at 2e-3) keeps less: 0.779 / 0.780 / 0.745 of the teacher (agreement 77.9 / 76.8 /
+    # 73.7%), the same sweeps. Its floor, 0.65, is 0.095 under the lowest (a dev pair is 0.5
+    # points); well above the majority class's 0.5.
+    assert rows["narrow"]["retained"] >= 0.65, rows
+    assert rows["narrow"]["latency_ms"] < rows["wide"]["latency_ms"], rows
     _losses_fell(report)
 
 
