@@ -149,6 +149,7 @@ def test_the_pair_sweep_exports_the_candidate_its_rule_picks(pair_run):
     from xdistil_ray.config import SelectConfig
     from xdistil_ray.pipelines.dry_run import dry_run
     from xdistil_ray.report import selection
+    from xdistil_ray.run.markers import EvalMarker, ModelMarker
     from xdistil_ray.run.runfolder import RunFolder
 
     root, report = pair_run
@@ -162,11 +163,11 @@ def test_the_pair_sweep_exports_the_candidate_its_rule_picks(pair_run):
     narrow, wide = rows[1], rows[0]
     assert narrow.params < wide.params / 5 and narrow.shape == "L2-H64"
     run = RunFolder(str(root / "run"))
-    chosen = run.marker("student")
+    chosen = run.marker("student", ModelMarker)
     assert chosen.candidate == sweep["chosen"]
     assert run.read_bytes("student/model.safetensors") == run.read_bytes(
         f"candidates/{sweep['chosen']}/student/model.safetensors")
-    assert report["eval"] == run.marker(f"candidates/{sweep['chosen']}/eval").eval
+    assert report["eval"] == run.marker(f"candidates/{sweep['chosen']}/eval", EvalMarker).eval
     for name in ("wide", "narrow"):
         for step in ("student_init", "stages/1-representation", "stages/2-logits", "student",
                      "eval"):
@@ -402,15 +403,28 @@ def test_finetuned_distilled_student_beats_the_same_shape_from_scratch(agnostic_
 @pytest.fixture(scope="module")
 def qa_run(tmp_path_factory, ray_local):
     """Extractive QA on the embedded SQuAD 2.0-style data, windows of 64 tokens (contexts of
-    several sentences take two or three), through every step: the smallest run that does (one
-    epoch each; the teacher learns little of 256 questions in one, so scores are only checked
-    for shape here; the embedded default's are in the README)."""
+    several sentences take two or three), through every step, small enough to run in the suite
+    and large enough to learn: its scores are bounded (``test_extractive_qa_run``).
+
+    Until 2026-12-07 it ran 256 questions, one fine-tune epoch and a 2 x 64 student, and was
+    checked for shape only: its teacher stayed at "no answer" (dev F1 23.6%, the share of
+    unanswerable questions), so it could not have caught the QA default's fall to 35% F1
+    that day. Tried on the way (run seed 0 unless said): 3 fine-tune epochs at 3e-4 on 256
+    questions and a 2 x 384 student: teacher 92.2%, student 23.4% (35 logits steps); 4 x 384:
+    teacher 76.9%, student 58.6%; 4 epochs at batch 16: teacher 93.8%, student 92.6%, but at
+    seed 1 the fine-tune stopped on its patience at 28.0%, and at 3 epochs the teacher ended at
+    42.5% (the same seed as the 76.9%: runs do not repeat). 512 questions with every epoch run
+    (patience 0) is what this fixture keeps (measured beside the test's bounds)."""
     root = tmp_path_factory.mktemp("qa")
     report = _run(root, "qa", [
         {"name": "logits", "losses": [{"type": "logits", "function": "kl", "temperature": 2.0}],
-         "epochs": 1},
-        {"name": "labels", "losses": [{"type": "labels"}], "epochs": 1}],
-        ["qa.max_length=64", "qa.doc_stride=16", "teacher.finetune.epochs=1"], num_corpus=640)
+         "epochs": 2, "learning_rate": 5.0e-4},
+        {"name": "labels", "losses": [{"type": "labels"}], "epochs": 1, "learning_rate": 5.0e-4}],
+        ["qa.max_length=64", "qa.doc_stride=16", "teacher.finetune.epochs=3",
+         "teacher.finetune.batch_size=16", "teacher.finetune.learning_rate=3e-4",
+         "teacher.finetune.patience=0", "student.num_layers=4", "student.hidden_size=384",
+         "student.num_heads=12", "student.intermediate_size=1536"],
+        num_corpus=640, num_train=512)
     return root, report
 
 
@@ -428,9 +442,18 @@ def test_extractive_qa_run(qa_run):
     e = report["eval"]
     assert e["dev_rows"] == 64 and e["heldout_questions"] > 0
     for who in ("teacher", "student"):
-        assert 0.0 <= e[f"{who}_exact"] <= e[f"{who}_f1"] <= 1.0
+        assert e[f"{who}_exact"] <= e[f"{who}_f1"]
         assert e[f"{who}_has_ans_total"] + e[f"{who}_no_ans_total"] == 64
-    assert 0.0 <= e["agreement"] <= e["agreement_f1"] <= 1.0
+    # Measured 2026-12-07 over run seeds 0 / 1 / 2 (this fixture's settings, `seed=` added):
+    # teacher dev F1 96.9 / 95.3 / 98.4% (its fine-tune's epochs 67.9, 96.9, 96.9 / 76.8, 91.7,
+    # 95.3 / 40.6, 94.8, 98.4), student 98.4 / 93.9 / 95.3% (ratio 1.016 / 0.985 / 0.968),
+    # agreement of the answers on held-out questions 93.8 / 92.2 / 93.8%; 304-319 s alone.
+    # Each bound sits about 10 points under the lowest (a dev question is 1.6 points); a
+    # student that says "no answer" everywhere (the 35% F1 of the QA default's regression, the
+    # 23.4% this fixture scored before) fails all three.
+    assert e["teacher_f1"] >= 0.85, e
+    assert e["student_f1"] >= 0.9 * e["teacher_f1"], e
+    assert e["agreement"] >= 0.8 and e["agreement_f1"] >= e["agreement"], e
     _losses_fell(report)
     folder = str(root / "run" / "student")
     assert type(AutoModelForQuestionAnswering.from_pretrained(folder)).__name__.endswith(
