@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from xdistil_ray.config import Config
+from xdistil_ray.config import Config, candidate_config
 from xdistil_ray.data.readers import CorpusSource
 from xdistil_ray.run.markers import CorpusStats, DataMarker, LabeledData, SplitStats
 from xdistil_ray.tasks.shapes import task_of
@@ -64,6 +64,8 @@ class Plan:
     output_how: str = ""
     checkpoint_bytes: float = 0.0
     student_params: int = 0
+    candidates: list[tuple[str, int]] = field(default_factory=list)
+    """A sweep's candidates and their parameters (each checkpoints its own student)."""
     stage_steps: list[tuple[str, int | None]] = field(default_factory=list)
 
 
@@ -174,6 +176,8 @@ def plan(cfg: Config, run, inputs, data: DataMarker | None) -> Plan:
                                                      outputs_needed(cfg))
     out.student_params = student_params(cfg, teacher)
     out.checkpoint_bytes = CHECKPOINT_BYTES_PER_PARAM * out.student_params
+    out.candidates = [(c.name, student_params(candidate_config(cfg, c), teacher))
+                      for c in cfg.candidates]
     if data is not None and data.corpus is not None:
         steps_data, known = data, {"labeled": True, "corpus": True}
     else:
@@ -274,9 +278,16 @@ def describe(p: Plan, cfg: Config) -> list[str]:
     stored = f"{size(p.output_bytes * rows)}" if rows else "-"
     lines.append(f"  teacher outputs: {p.output_bytes:,.0f} B per row ({p.output_how}); "
                  f"in all {stored}")
-    lines.append(f"  checkpoints: {size(p.checkpoint_bytes)} each for a student of about "
-                 f"{p.student_params / 1e6:.1f}M parameters ({CHECKPOINT_BYTES_PER_PARAM} B "
-                 f"per parameter, assumed), {KEPT_CHECKPOINTS} kept while a stage trains")
+    if p.candidates:
+        each = ", ".join(f"{name} {size(CHECKPOINT_BYTES_PER_PARAM * n)} ({n / 1e6:.1f}M "
+                         "parameters)" for name, n in p.candidates)
+        lines.append(f"  checkpoints, each candidate's own: {each} ({CHECKPOINT_BYTES_PER_PARAM} "
+                     f"B per parameter, assumed), {KEPT_CHECKPOINTS} kept while a stage trains; "
+                     "the candidates train one after another on the same stages' steps")
+    else:
+        lines.append(f"  checkpoints: {size(p.checkpoint_bytes)} each for a student of about "
+                     f"{p.student_params / 1e6:.1f}M parameters ({CHECKPOINT_BYTES_PER_PARAM} B "
+                     f"per parameter, assumed), {KEPT_CHECKPOINTS} kept while a stage trains")
     steps = ", ".join(f"{name} {n:,}" if n is not None else f"{name} ?"
                       for name, n in p.stage_steps)
     lines.append(f"  stages' steps: {steps} (batch per worker x {cfg.train.num_workers} "
