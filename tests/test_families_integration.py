@@ -33,6 +33,11 @@ RUNS = [("electra", "pair", ["ENTAILMENT", "CONTRADICTION"]), ("modernbert", "pa
 """DeBERTa-v3 brings an SST-2-style 2-label head to the four ratings: the run replaces it and
 fine-tunes the new one (transformers 5 refused to load it into a 4-label model)."""
 
+TRIMMED = ("electra", "distilbert")
+"""Runs whose student's vocabulary is trimmed to the data (student.vocab: data): a pair task
+(token types) with online targets, and a token task (word alignment); the XLM-R and ModernBERT
+teachers' Unigram and BPE tokenizers are refused (tests/test_vocab.py)."""
+
 CLASS_PREFIX = {"electra": "Electra", "modernbert": "ModernBert", "deberta-v3": "DebertaV2",
                 "distilbert": "DistilBert", "xlm-roberta": "XLMRoberta"}
 
@@ -107,7 +112,8 @@ def family_run(request, tmp_path_factory, ray_local, teacher_path):
         load_tokenizer(teacher_path).save_pretrained(teacher)
     with contextlib.redirect_stdout(_Tee(sys.stdout)) as console:
         report = _run(root, task, STAGES, [f"teacher.model={teacher}",
-                                           "teacher.finetune.epochs=1", *EARLY_STOP],
+                                           "teacher.finetune.epochs=1", *EARLY_STOP]
+                      + (["student.vocab=data"] if kind in TRIMMED else []),
                       num_corpus=384)
     (root / "console.txt").write_text(console.text.getvalue())
     print(f"\n[{kind} {task}] {report['seconds']:.0f}s; final losses "
@@ -146,6 +152,44 @@ def test_a_teacher_of_the_family_runs_every_step(family_run):
         assert list(student.config.id2label.values()) == report["data"]["label_names"]
         assert student.config.num_labels == len(LABELS) != len(head)
         assert "its head is replaced by a new one" in report_console(root)
+    if kind in TRIMMED:
+        _trimmed_to_the_transfer_set(root, report, student)
+    else:
+        assert student.config.vocab_size == len(models.load_tokenizer(str(root / "teacher")))
+
+
+def _trimmed_to_the_transfer_set(root, report, student):
+    """The exported student's vocabulary is the tokens of its data: its tokenizer (in its
+    folder) tokenizes every sentence of the transfer set (all but the held-out ones, which
+    measure how it does on text it was not trimmed to, and those cut at max_length) as the
+    teacher's does, and its word table has a row per token."""
+    import pyarrow.parquet as pq
+
+    from xdistil_ray.modeling import models
+    from xdistil_ray.run.runfolder import RunFolder
+    from xdistil_ray.student import vocab
+
+    v = report["student"]["vocab"]
+    teacher_tok = models.load_tokenizer(str(root / "teacher"))
+    tok = models.load_tokenizer(str(root / "run" / "student"))
+    assert student.config.vocab_size == len(tok) == v["kept"] < len(teacher_tok) // 4
+    texts = []
+    for shard in sorted((root / "run" / "data" / "corpus").rglob("*.parquet")):
+        rows = pq.read_table(str(shard), columns=["text", "truncated", "heldout"]).to_pylist()
+        texts += [r["text"] for r in rows if not r["truncated"] and not r["heldout"]]
+    kept = [i for i, t in sorted((i, t) for t, i in tok.get_vocab().items())]
+    ids = teacher_tok.convert_tokens_to_ids([tok.convert_ids_to_tokens(i) for i in kept])
+    c = vocab.compare(teacher_tok, tok, vocab.id_table(ids, len(teacher_tok), tok.unk_token_id),
+                      texts)
+    assert c.rows == len(texts) > 300 and c.rows_differ == 0 and c.tokens_outside == 0
+    assert v["checks"]["transfer"]["rows_differ"] == 0 < v["checks"]["transfer"]["rows"]
+    assert v["checks"]["dev"]["rows"] == 64
+    assert v["params_before"] - v["params_after"] == \
+        (len(teacher_tok) - v["kept"]) * student.get_input_embeddings().embedding_dim
+    report_md = (root / "run" / "report.md").read_text()
+    assert "## Vocabulary (trimmed to the data)" in report_md
+    assert "trimmed to the run's data" in (root / "run" / "student" / "README.md").read_text()
+    assert RunFolder(str(root / "run")).is_complete("student_init")
 
 
 def _checks_decided_the_stage(report):

@@ -213,6 +213,11 @@ class StudentConfig:
     """Keep the student's word embeddings (the teacher's, factorized to the student's width)
     fixed through the distillation stages, as XtremeDistil's flag does: most of a small
     student's weights, and they stay aligned with the teacher's vocabulary."""
+    vocab: str = "teacher"
+    """`teacher`: the teacher's whole vocabulary; `data`: only the tokens the transfer set and
+    the labeled training rows use, the special tokens and the single characters, the word
+    table cut to their rows and the tokenizer rebuilt on them (WordPiece teachers: BERT,
+    mBERT, ELECTRA, DistilBERT; docs/choosing-the-student.md)."""
 
 
 @dataclass

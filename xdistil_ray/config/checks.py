@@ -98,6 +98,7 @@ def _validate_student(s, where: str = "student") -> None:
     _check(s.num_heads >= 1 and s.hidden_size % s.num_heads == 0,
            f"{where}.hidden_size: must be a multiple of {where}.num_heads")
     _check(s.intermediate_size >= 1, f"{where}.intermediate_size: must be at least 1")
+    _check(s.vocab in ("teacher", "data"), f"{where}.vocab: must be 'teacher' or 'data'")
 
 
 SELECT_RULES = ("best", "smallest", "fastest")

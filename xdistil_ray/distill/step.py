@@ -251,7 +251,7 @@ class StagesStep(StepGroup):
                 shapes=ctx.inputs.shapes)
             specs.append(dataclasses.replace(
                 spec, rel=rel, dataset=f"stage{k + 1}", progress_every_s=cfg.progress_every_s,
-                marker=stage_marker_fields(spec, fp)))
+                marker=stage_marker_fields(spec, fp), vocab=ctx.init_marker.vocab))
             datasets[f"stage{k + 1}"] = stage_dataset(run, files, columns, heldout)
         return run_stages(run, self.where(ctx), specs, datasets, Scaling.of(cfg))
 

@@ -87,6 +87,9 @@ class StageSpec:
     """Tokenizer saved beside the final weights."""
     freeze_word_embeddings: bool = False
     """Keep the word embeddings fixed in this stage."""
+    vocab: dict = field(default_factory=dict)
+    """A student with a trimmed vocabulary: its init marker's ``vocab`` (the teacher ids it
+    kept, :mod:`xdistil_ray.student.vocab`); empty: the teacher's vocabulary."""
     validation: tuple[str, ...] = ()
     """Labeled dev files (full paths in the run folder) scored after each epoch; the best
     epoch's weights end the stage (:mod:`xdistil_ray.distill.validation`). Empty: no validation."""
@@ -195,8 +198,11 @@ class StageTrainer:
 
         spec = self.spec
         torch.manual_seed(spec.seed)
+        from xdistil_ray.student.vocab import table_of
+
         model = load_model(self.local_init, spec.task, spec.label_names if spec.new_head else None)
-        return DistillModule(model, objective.projections(spec.losses, spec.teacher_hidden))
+        return DistillModule(model, objective.projections(spec.losses, spec.teacher_hidden),
+                             table_of(spec.vocab))
 
     def _never_trained(self) -> set[str]:
         """Parameters no loss of this stage reaches (e.g. an unused head), or kept fixed."""
@@ -299,7 +305,9 @@ class StageTrainer:
 
     @property
     def pad_id(self) -> int:
-        return self.module.student.config.pad_token_id or 0
+        """The padding id of the batches (the teacher's ids where the student's are trimmed)."""
+        pad = self.module.student.config.pad_token_id or 0
+        return self.spec.vocab["teacher_ids"][pad] if self.spec.vocab else pad
 
 
 # ---------------------------------------------------------------------- Ray Train entry point

@@ -200,10 +200,11 @@ class Validation:
     @torch.no_grad()
     def _score(self, model) -> float:
         from xdistil_ray.modeling.scoring import DEV_COLUMNS, dev_scores, read_rows
+        from xdistil_ray.student.vocab import mapped_rows, table_of
 
         if self._rows is None:
-            self._rows = read_rows(self.spec.run, list(self.spec.validation), DEV_COLUMNS,
-                                   10**9, False)
+            rows = read_rows(self.spec.run, list(self.spec.validation), DEV_COLUMNS, 10**9, False)
+            self._rows = mapped_rows(rows, table_of(self.spec.vocab))
             self.chance = chance_score(self.metric, self._rows.get("label"))
         was_training = model.training
         model.eval()

@@ -114,14 +114,16 @@ def measure_speed(model, rows: dict, *, batch_size: int, repeats: int, device: s
 
 
 def speed(teacher, student, rows: dict, *, batch_size: int, repeats: int,
-          torch_threads: int) -> dict:
+          torch_threads: int, student_rows: dict | None = None) -> dict:
     """Teacher and student speed, and the student's speedups, per device (``cpu`` always,
-    ``cuda`` when this process has a GPU)."""
+    ``cuda`` when this process has a GPU); ``student_rows``: the same rows in the student's
+    ids (a trimmed vocabulary), default ``rows``."""
     out = {"batch_size": min(batch_size, len(rows["input_ids"]))}
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         t = measure_speed(teacher, rows, batch_size=batch_size, repeats=repeats, device=device)
-        s = measure_speed(student, rows, batch_size=batch_size, repeats=repeats, device=device)
+        s = measure_speed(student, student_rows or rows, batch_size=batch_size, repeats=repeats,
+                          device=device)
         out[device] = {
             "name": (torch.cuda.get_device_name() if device == "cuda"
                      else f"{torch_threads} CPU thread{'s' if torch_threads != 1 else ''}"),
@@ -144,8 +146,12 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
              student_rel: str,
              heldout_paths: list[str], dev_paths: list[str], label_names: list[str],
              max_heldout_rows: int, speed_batch_size: int, speed_repeats: int,
-             torch_threads: int, windows: qa.WindowSettings | None = None) -> dict:
+             torch_threads: int, windows: qa.WindowSettings | None = None,
+             vocab: dict | None = None) -> dict:
+    """``vocab``: a student with a trimmed vocabulary (its init marker's): it reads the stored
+    rows (the teacher's ids) mapped to its own (:func:`xdistil_ray.student.vocab.mapped_rows`)."""
     from xdistil_ray.modeling import models
+    from xdistil_ray.student.vocab import mapped_rows, table_of
 
     torch.set_num_threads(torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,26 +164,31 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
                             ["input_ids", "token_type_ids", "logits", *TOPK_COLUMNS, *QA_COLUMNS],
                             max_heldout_rows, True)
         heldout = with_dense_logits(heldout, len(label_names))
+        table = table_of(vocab)
         teacher_run = run_model(teacher, heldout, pooling(task))
-        result = {"eval": fidelity(task, teacher, student, heldout, len(label_names), windows,
-                                   teacher_run=teacher_run)}
-        speed_rows, dev = heldout, None
+        result = {"eval": fidelity(task, teacher, student, mapped_rows(heldout, table),
+                                   len(label_names), windows, teacher_run=teacher_run)}
+        speed_rows, dev, dev_student = heldout, None, None
         if dev_paths:
             dev = read_rows(run, dev_paths, DEV_COLUMNS, 10**9, False)
             result["eval"]["dev_rows"] = len(set(dev["example"])) if task_of(task).spans else \
                 len(dev["input_ids"])
-            for who, model in (("teacher", teacher), ("student", student)):
-                for name, value in dev_scores(task, model, dev, label_names, windows).items():
+            dev_student = mapped_rows(dev, table)
+            for who, model, rows in (("teacher", teacher, dev), ("student", student, dev_student)):
+                for name, value in dev_scores(task, model, rows, label_names, windows).items():
                     result["eval"][f"{who}_{name}"] = value
             speed_rows = dev
+        student_speed_rows = mapped_rows(speed_rows, table)
         result["speed"] = speed(teacher, student, speed_rows, batch_size=speed_batch_size,
-                                repeats=speed_repeats, torch_threads=torch_threads)
-        onnx = onnx_figures(student_dir, task, speed_rows, batch_size=speed_batch_size,
+                                repeats=speed_repeats, torch_threads=torch_threads,
+                                student_rows=student_speed_rows)
+        onnx = onnx_figures(student_dir, task, student_speed_rows, batch_size=speed_batch_size,
                             repeats=speed_repeats, threads=torch_threads,
                             pad_id=student.config.pad_token_id or 0)
         if onnx:
             result["speed"]["cpu"]["onnx"] = onnx
-            result["eval"].update(_int8_scores(task, student_dir, heldout, dev, teacher_run[0],
+            result["eval"].update(_int8_scores(task, student_dir, mapped_rows(heldout, table),
+                                               dev_student, teacher_run[0],
                                                label_names, windows, torch_threads,
                                                student.config.pad_token_id or 0))
     size = {"teacher_params": models.num_params(teacher),
@@ -297,7 +308,7 @@ class EvalStep(Step):
             heldout_paths=ctx.sources.heldout_files(), dev_paths=list(ctx.sources.labeled_dev),
             label_names=ctx.label_names, max_heldout_rows=e.max_heldout_rows,
             speed_batch_size=e.speed_batch_size, speed_repeats=e.speed_repeats,
-            windows=cfg.windows())
+            windows=cfg.windows(), vocab=ctx.init_marker.vocab if ctx.init_marker else {})
 
     def use(self, ctx: Context, marker: EvalMarker | None) -> None:
         ctx.eval_marker = marker

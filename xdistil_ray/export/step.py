@@ -6,6 +6,7 @@ that the task's Auto class (``AutoModelForSequenceClassification``,
 
 from __future__ import annotations
 
+import posixpath
 import tempfile
 
 from xdistil_ray.tasks.shapes import task_of
@@ -23,12 +24,15 @@ exported again."""
 
 def run_step(run: RunFolder, final_stage: str, tokenizer_path: str, label_names: list[str],
              fingerprint: dict, task: str = "sentence", rel: str = STEP,
-             onnx_opset: int | None = None) -> ModelMarker:
-    """Copies the last stage's weights with the tokenizer and label names (and, given
+             onnx_opset: int | None = None, tokenizer_rel: str = "") -> ModelMarker:
+    """Copies the last stage's weights with the tokenizer (the teacher's at ``tokenizer_path``,
+    or the trimmed one the run holds at ``tokenizer_rel``) and label names (and, given
     ``onnx_opset``, exports them for ONNX Runtime); commits ``rel`` (``student/``)."""
     from xdistil_ray.modeling import models
 
     with tempfile.TemporaryDirectory() as tmp:
+        if tokenizer_rel:
+            tokenizer_path = run.download(tokenizer_rel, f"{tmp}/tokenizer", "model")
         model = models.load_model(run.download(final_stage, f"{tmp}/final", "model"), task)
         if label_names and task_of(task).head:
             model.config.id2label = dict(enumerate(label_names))
@@ -62,11 +66,19 @@ class ExportStep(Step):
         cfg = ctx.cfg
         return run_step(ctx.run, _final_stage(ctx), ctx.inputs.teacher_path, ctx.label_names,
                         fp, task=cfg.task, rel=self.where(ctx),
-                        onnx_opset=cfg.export.opset if cfg.export.onnx else None)
+                        onnx_opset=cfg.export.opset if cfg.export.onnx else None,
+                        tokenizer_rel=_trimmed_tokenizer(ctx))
 
     def plan(self, ctx: Context) -> list[Planned]:
         return [Planned(self.name, self.where(ctx), self.state(ctx), [_final_stage(ctx) + "/model"],
                         "driver", "the Hugging Face folder")]
+
+
+def _trimmed_tokenizer(ctx: Context) -> str:
+    """``student_init/`` where it holds a trimmed vocabulary's tokenizer, else ""."""
+    if ctx.init_marker is None or not ctx.init_marker.vocab:
+        return ""
+    return posixpath.join(ctx.prefix, layout.STUDENT_INIT)
 
 
 def _final_stage(ctx: Context) -> str:

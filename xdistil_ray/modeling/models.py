@@ -430,18 +430,26 @@ class DistillModule(nn.Module):
     Args:
         student: the student model.
         projections: name -> teacher width; identity where the widths are equal.
+        id_table: teacher id -> student id, for a student with a trimmed vocabulary
+            (:mod:`xdistil_ray.student.vocab`): the batches hold the teacher's ids (the online
+            teacher reads them as they are). None: the student has the teacher's vocabulary.
     """
 
-    def __init__(self, student: nn.Module, projections: dict[str, int]):
+    def __init__(self, student: nn.Module, projections: dict[str, int], id_table=None):
         super().__init__()
         self.student = student
         width = student.config.hidden_size
         self.projections = nn.ModuleDict({
             name: nn.Linear(width, out) if out != width else nn.Identity()
             for name, out in projections.items()})
+        # not in the state dict: the checkpoints hold the student's weights only
+        self.register_buffer("id_table", None if id_table is None else
+                             torch.as_tensor(id_table, dtype=torch.long), persistent=False)
 
     def forward(self, batch: dict, *, hidden_states: bool, qkv_block: int | None) -> dict:
         """See :func:`forward_outputs`."""
+        if self.id_table is not None:
+            batch = {**batch, "input_ids": self.id_table[batch["input_ids"]]}
         return forward_outputs(self.student, batch, hidden_states=hidden_states,
                                qkv_block=qkv_block)
 

@@ -147,6 +147,12 @@ def check_models(cfg: Config, teacher_path: str) -> Shapes:
                 f"student.architecture: {s.architecture!r} differs from the teacher's "
                 f"{t.model_type!r}; init: teacher builds the teacher's own architecture: use "
                 "student.init=random (or pretrained), or leave student.architecture empty")
+    if s.vocab == "data":
+        from xdistil_ray.student import vocab
+
+        why = vocab.refusal(models.load_tokenizer(teacher_path), t.model_type)
+        if why:
+            raise ConfigError(why)
     student = Shapes(s.num_layers, s.hidden_size, t.num_hidden_layers, t.hidden_size,
                      t.num_attention_heads)
     if s.init == "pretrained":

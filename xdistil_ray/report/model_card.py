@@ -160,6 +160,7 @@ def distillation_card(report: dict, cfg, run_name: str) -> str:
         f"Student initialised `{s['init']}`; {s['num_heads']} attention heads, feed-forward "
         f"{s['intermediate_size']}. The run's `config.yaml` and `report.md` hold every "
         "setting and figure.", "",
+        *_vocab_lines(s.get("vocab")),
         "## Data", "",
         f"- transfer set: {d['kept']} sentences kept of {d['input_rows']} "
         f"({d.get('from_labeled', 0)} of them labeled training rows), {d['heldout']} held out to "
@@ -174,6 +175,20 @@ def distillation_card(report: dict, cfg, run_name: str) -> str:
     if report["speed"]["cpu"].get("onnx"):
         lines += _onnx_usage(task, report["speed"]["cpu"]["onnx"])
     return "\n".join(lines)
+
+
+def _vocab_lines(v: dict | None) -> list[str]:
+    """A vocabulary trimmed to the run's data, and what that means for other text."""
+    if not v:
+        return []
+    heldout = v["checks"].get("heldout") or {}
+    rate = (f" On held-out sentences of the transfer set {heldout['tokens_outside'] / heldout['tokens']:.2%}"
+            " of the teacher's tokens are outside it (the tokenizer splits those words into "
+            "smaller pieces)." if heldout.get("tokens") else "")
+    return [f"Its vocabulary is the teacher's trimmed to the run's data: {v['kept']:,} of "
+            f"{v['teacher_size']:,} tokens (the ones the transfer set and the labeled rows use, "
+            "the special tokens and the single characters); on that data it tokenizes as the "
+            f"teacher's tokenizer does.{rate}", ""]
 
 
 def _chosen_lines(sweep: dict | None) -> list[str]:

@@ -59,7 +59,8 @@ def build(cfg: Config, *, data: DataMarker, teacher: TeacherMarker | None, init:
                     "num_layers": shape["num_hidden_layers"],
                     "hidden_size": shape["hidden_size"],
                     "num_heads": shape["num_attention_heads"],
-                    "intermediate_size": shape["intermediate_size"]},
+                    "intermediate_size": shape["intermediate_size"],
+                    "vocab": {k: v for k, v in init.vocab.items() if k != "teacher_ids"}},
         "teacher_inference": None if teacher is None else {
             "rows": teacher.rows, "outputs": teacher.outputs,
             "shards_run": teacher.shards_run, "shards_skipped": teacher.shards_skipped,
@@ -132,6 +133,7 @@ def markdown(report: dict) -> str:
         "## Size and speed", "",
         *tables.speed_table(report), "",
         f"![Size and speed]({SPEED_PLOT})", "",
+        *_vocab_lines(report["student"].get("vocab")),
         *_candidate_lines(report),
         "## Training" + (f" (the exported student, {report['candidates']['chosen']})"
                          if "candidates" in report else ""), "",
@@ -167,6 +169,31 @@ def markdown(report: dict) -> str:
         if ti else "- no stored teacher outputs (all targets online)",
         "", f"Total wall time of this invocation: {report['seconds']:.0f}s", ""]
     return "\n".join(lines)
+
+
+def _vocab_lines(v: dict | None) -> list[str]:
+    """A trimmed vocabulary: what was kept and how its tokenizer compares with the teacher's."""
+    if not v:
+        return []
+    lines = ["## Vocabulary (trimmed to the data)", "",
+             f"The student keeps {v['kept']:,} of the teacher's {v['teacher_size']:,} tokens "
+             f"({v['seen']:,} seen in {v['transfer_rows']:,} transfer and {v['labeled_rows']:,} "
+             "labeled training rows, the special tokens and the single characters): "
+             f"{v['params_before']:,} -> {v['params_after']:,} parameters. The trimmed tokenizer "
+             "against the teacher's:", "",
+             "| sentences | compared | tokenized otherwise | teacher tokens outside the vocabulary |"
+             " unknown (teacher / trimmed) |", "|---|---:|---:|---:|---:|"]
+    names = {"transfer": "transfer set", "heldout": "held-out transfer", "dev": "labeled dev"}
+    for name, c in v["checks"].items():
+        if not c["rows"]:
+            continue
+        lines.append(f"| {names.get(name, name)} | {c['rows']:,} | "
+                     f"{c['rows_differ'] / c['rows']:.2%} | "
+                     f"{c['tokens_outside'] / max(1, c['tokens']):.2%} | "
+                     f"{c['unknown_teacher']:,} / {c['unknown_student']:,} |")
+    return lines + ["", "Dev and fidelity scores read the stored rows (the teacher's "
+                    "tokenization) with tokens outside the vocabulary as unknown; the exported "
+                    "tokenizer splits those into smaller pieces instead.", ""]
 
 
 def _candidate_lines(report: dict) -> list[str]:

@@ -186,6 +186,10 @@ class InitMarker(Marker):
     teacher_hidden: int = 0
     student_architecture: str = ""
     student_shape: dict[str, Any] = field(default_factory=dict)
+    vocab: dict[str, Any] = field(default_factory=dict)
+    """``student.vocab: data``: the kept teacher ids (in the student's order) and how the
+    trimmed tokenizer compares with the teacher's (:func:`xdistil_ray.student.vocab.trim`);
+    empty: the teacher's vocabulary."""
     params: int = 0
     """The fine-tuning job: the model's parameters."""
     init: str = ""

@@ -21,9 +21,12 @@ STEP = layout.STUDENT_INIT
 def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, rel: str, task: str,
                    num_layers: int, hidden_size: int, num_heads: int, intermediate_size: int,
                    init: str, teacher_layers: list[int], pretrained: str, seed: int,
-                   architecture: str = "") -> dict:
+                   architecture: str = "", vocab: str = "teacher", transfer: tuple = (),
+                   labeled: tuple = (), dev: tuple = ()) -> dict:
     """Builds the student (see :func:`xdistil_ray.modeling.models.build_student`) and writes its Hugging
-    Face folder to the run."""
+    Face folder to the run; with ``vocab: data`` its vocabulary trimmed to the tokens of the
+    ``transfer`` and ``labeled`` files (:func:`xdistil_ray.student.vocab.trim`), its tokenizer
+    beside it."""
     from xdistil_ray.modeling import families
     from xdistil_ray.modeling import models
 
@@ -35,6 +38,13 @@ def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, r
                                        init=init, seed=seed, task=task,
                                        teacher_layers=teacher_layers, pretrained=pretrained,
                                        architecture=architecture)
+        trimmed = {}
+        if vocab == "data":
+            from xdistil_ray.student import vocab as vocab_mod
+
+            tokenizer, trimmed = vocab_mod.trim(
+                run, student, models.load_tokenizer(local), transfer=list(transfer),
+                labeled=list(labeled), dev=list(dev), folder=f"{tmp}/student")
         models.save_pretrained(student, None, f"{tmp}/student")
         files = run.upload(f"{tmp}/student", f"{rel}/model")
         files = {f"model/{name}": size for name, size in files.items()}
@@ -42,7 +52,7 @@ def build_and_save(run: RunFolder, teacher_path: str, teacher_in_run: bool, *, r
                 "student_params": models.num_params(student),
                 "teacher_hidden": teacher.config.hidden_size,
                 "student_architecture": student.config.model_type,
-                "student_shape": families.shape_of(student.config)}
+                "student_shape": families.shape_of(student.config), "vocab": trimmed}
 
 
 def run_step(run: RunFolder, *, fingerprint: dict, rel: str = STEP, **kwargs) -> InitMarker:
@@ -60,6 +70,12 @@ class StudentInitStep(Step):
     marker_kind = InitMarker
     keys = ("student", "task", "teacher.model", "teacher.finetune", "labeled", "seed")
 
+    def fingerprint(self, ctx: Context) -> dict:
+        """A vocabulary trimmed to the data depends on the corpus too."""
+        if ctx.cfg.student.vocab == "data":
+            return ctx.fingerprint(*self.keys, "corpus")
+        return super().fingerprint(ctx)
+
     def run(self, ctx: Context, fp: dict) -> InitMarker:
         cfg, s = ctx.cfg, ctx.cfg.student
         return run_step(
@@ -67,7 +83,8 @@ class StudentInitStep(Step):
             task=cfg.task, num_layers=s.num_layers, hidden_size=s.hidden_size,
             num_heads=s.num_heads, intermediate_size=s.intermediate_size, init=s.init,
             teacher_layers=s.teacher_layers, pretrained=s.pretrained,
-            architecture=s.architecture, seed=cfg.seed, fingerprint=fp)
+            architecture=s.architecture, seed=cfg.seed, fingerprint=fp, vocab=s.vocab,
+            **(_trim_sources(ctx) if s.vocab == "data" else {}))
 
     def use(self, ctx: Context, marker: InitMarker | None) -> None:
         ctx.init_marker = marker
@@ -77,4 +94,12 @@ class StudentInitStep(Step):
         return [Planned(self.name, self.where(ctx), self.state(ctx), ctx.teacher_reads(),
                         "one Ray task (1 CPU)",
                         f"L{s.num_layers}-H{s.hidden_size}, init: {s.init}"
-                        + (f", architecture: {s.architecture}" if s.architecture else ""))]
+                        + (f", architecture: {s.architecture}" if s.architecture else "")
+                        + (", vocabulary trimmed to the data" if s.vocab == "data" else ""))]
+
+
+def _trim_sources(ctx: Context) -> dict:
+    """The files a trimmed vocabulary is counted (and checked) on."""
+    sources = ctx.sources
+    return {"transfer": sources.corpus, "labeled": sources.labeled_train,
+            "dev": sources.labeled_dev}
