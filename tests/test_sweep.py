@@ -111,6 +111,9 @@ def test_without_dev_scores_the_score_is_the_agreement():
     f = selection.figures("x", e, InitMarker(student_shape={"num_hidden_layers": 1,
                                                             "hidden_size": 8}))
     assert (f.metric, f.score, f.retained) == ("agreement", 0.93, 0.93)
+    trimmed = InitMarker(student_shape={"num_hidden_layers": 1, "hidden_size": 8},
+                         vocab={"kept": 6012, "teacher_ids": [0, 1]})
+    assert selection.figures("x", e, trimmed).shape == "L1-H8, V6,012"  # a trimmed vocabulary
 
 
 def test_the_pareto_front_drops_the_dominated_candidates_only():

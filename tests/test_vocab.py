@@ -233,3 +233,24 @@ def test_a_trimmed_student_exports_to_onnx_with_its_tokenizer(tmp_path, tokenize
         logits = loaded(**{k: torch.as_tensor(v) for k, v in batch.items()}).logits
     np.testing.assert_allclose(np.stack(preds), logits.numpy(), atol=1e-4)
     assert tiny_config("bert").vocab_size == len(tokenizer)
+
+
+def test_the_report_and_the_card_say_what_was_kept_and_how_it_tokenizes_other_text():
+    from xdistil_ray.report import model_card
+    from xdistil_ray.report import step as report_step
+
+    c = {"rows": 200, "rows_differ": 0, "tokens": 4000, "tokens_outside": 0,
+         "unknown_teacher": 0, "unknown_student": 0}
+    v = {"kept": 6012, "teacher_size": 30522, "seen": 4018, "transfer_rows": 9000,
+         "labeled_rows": 1000, "params_before": 4_782_722, "params_after": 2_424_386,
+         "checks": {"transfer": c, "heldout": {**c, "rows_differ": 30, "tokens_outside": 40},
+                    "dev": {**c, "rows": 0}}}
+    text = "\n".join(report_step._vocab_lines(v))
+    assert "keeps 6,012 of the teacher's 30,522 tokens" in text
+    assert "4,782,722 -> 2,424,386 parameters" in text
+    assert "| transfer set | 200 | 0.00% | 0.00% | 0 / 0 |" in text
+    assert "| held-out transfer | 200 | 15.00% | 1.00% | 0 / 0 |" in text
+    assert "labeled dev" not in text  # none compared
+    card = "\n".join(model_card._vocab_lines(v))
+    assert "6,012 of 30,522 tokens" in card and "1.00% of the teacher's tokens" in card
+    assert report_step._vocab_lines({}) == model_card._vocab_lines(None) == []

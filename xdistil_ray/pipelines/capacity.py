@@ -243,7 +243,8 @@ def _output_bytes(cfg: Config, teacher, tokens: float, data: DataMarker | None,
 
 def student_params(cfg: Config, teacher) -> int:
     """The student's parameters from its shape (embeddings of the teacher's vocabulary and
-    positions, the blocks, a classifier): an estimate the student init step makes exact."""
+    positions, the blocks, a classifier): an estimate the student init step makes exact (with
+    ``student.vocab: data``, an upper bound: the kept tokens are known once it has run)."""
     s = cfg.student
     h, i = s.hidden_size, s.intermediate_size
     embeddings = (teacher.vocab_size + getattr(teacher, "max_position_embeddings", 512) + 2) * h
@@ -279,13 +280,17 @@ def describe(p: Plan, cfg: Config) -> list[str]:
     lines.append(f"  teacher outputs: {p.output_bytes:,.0f} B per row ({p.output_how}); "
                  f"in all {stored}")
     if p.candidates:
-        each = ", ".join(f"{name} {size(CHECKPOINT_BYTES_PER_PARAM * n)} ({n / 1e6:.1f}M "
-                         "parameters)" for name, n in p.candidates)
+        trimmed = {c.name for c in cfg.candidates if c.student.vocab == "data"}
+        each = ", ".join(f"{name} {'at most ' if name in trimmed else ''}"
+                         f"{size(CHECKPOINT_BYTES_PER_PARAM * n)} ({n / 1e6:.1f}M parameters"
+                         f"{' with the whole vocabulary' if name in trimmed else ''})"
+                         for name, n in p.candidates)
         lines.append(f"  checkpoints, each candidate's own: {each} ({CHECKPOINT_BYTES_PER_PARAM} "
                      f"B per parameter, assumed), {KEPT_CHECKPOINTS} kept while a stage trains; "
                      "the candidates train one after another on the same stages' steps")
     else:
-        lines.append(f"  checkpoints: {size(p.checkpoint_bytes)} each for a student of about "
+        about = "at most" if cfg.student.vocab == "data" else "about"
+        lines.append(f"  checkpoints: {size(p.checkpoint_bytes)} each for a student of {about} "
                      f"{p.student_params / 1e6:.1f}M parameters ({CHECKPOINT_BYTES_PER_PARAM} B "
                      f"per parameter, assumed), {KEPT_CHECKPOINTS} kept while a stage trains")
     steps = ", ".join(f"{name} {n:,}" if n is not None else f"{name} ?"

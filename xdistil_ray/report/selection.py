@@ -55,7 +55,8 @@ def figures(name: str, evaluation, init) -> Figures:
     int8 = cpu.get("onnx", {}).get("int8") or {}
     shape = init.student_shape
     return Figures(
-        name=name, shape=f"L{shape['num_hidden_layers']}-H{shape['hidden_size']}",
+        name=name, shape=f"L{shape['num_hidden_layers']}-H{shape['hidden_size']}"
+        + (f", V{init.vocab['kept']:,}" if init.vocab else ""),
         params=size["student_params"], disk_bytes=size["student_disk_bytes"],
         latency_ms=cpu["student_latency_ms"], throughput=cpu["student_throughput"],
         score=score, metric=metric, retained=retained, agreement=e.get("agreement"),
