@@ -36,4 +36,13 @@ def test_the_readme_links_to_pages_that_exist():
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     links = re.findall(r"\]\((docs/[^)]+)\)", text)
     assert len(links) >= 10
-    assert [link for link in links if not os.path.exists(os.path.join(ROOT, link))] == []
+    assert [link for link in links
+            if not os.path.exists(os.path.join(ROOT, link.split("#")[0]))] == []
+    for link in links:  # a section named after '#': one of the page's headings, as GitHub links it
+        page, _, anchor = link.partition("#")
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", open(os.path.join(ROOT, page), encoding="utf-8")
+                                  .read(), re.M)
+            slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                     for h in headings}
+            assert anchor in slugs, (link, sorted(slugs))
