@@ -154,3 +154,12 @@ def test_the_reports_candidates_table_marks_the_front_and_the_chosen_one():
     from xdistil_ray.report import plots
 
     assert plots.candidates(section)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_labels_of_candidates_at_the_same_point_go_one_under_the_other():
+    from xdistil_ray.report.plots import _label_lines
+
+    rows = [{"name": n, "latency_ms": x, "score": y} for n, x, y in
+            [("a", 0.93, 0.93), ("b", 2.55, 0.93), ("c", 0.89, 0.93), ("d", 2.02, 0.93),
+             ("e", 0.90, 0.93)]]
+    assert _label_lines(rows) == {"a": 0, "b": 0, "c": 1, "d": 0, "e": 2}

@@ -105,13 +105,14 @@ def candidates(section: dict) -> bytes:
     rows = section["rows"]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     biggest = max(r["params"] for r in rows)
+    lines = _label_lines(rows)
     for r in rows:
         on_front = r["name"] in section["front"]
         ax.scatter(r["latency_ms"], r["score"] or 0.0, s=60 + 900 * r["params"] / biggest,
                    color=_STUDENT, alpha=0.55, edgecolors="black" if on_front else "none",
                    linewidths=1.5)
         ax.annotate(f"{r['name']} ({r['params'] / 1e6:.1f}M)", (r["latency_ms"], r["score"] or 0.0),
-                    textcoords="offset points", xytext=(8, 6), fontsize=8,
+                    textcoords="offset points", xytext=(8, 6 - 11 * lines[r["name"]]), fontsize=8,
                     fontweight="bold" if r["name"] == section["chosen"] else "normal")
     front = sorted((r for r in rows if r["name"] in section["front"]),
                    key=lambda r: r["latency_ms"])
@@ -124,6 +125,21 @@ def candidates(section: dict) -> bytes:
     ax.set_title("Candidates: score against latency (marker area: parameters)", fontsize=10)
     fig.tight_layout()
     return _png(fig)
+
+
+def _label_lines(rows: list[dict]) -> dict[str, int]:
+    """Each candidate's label line: candidates whose points nearly coincide (within a tenth
+    of the latency range and a fiftieth of the score range) get their labels one under the
+    other instead of on top of each other."""
+    xs = [r["latency_ms"] for r in rows]
+    ys = [r["score"] or 0.0 for r in rows]
+    dx, dy = 0.1 * ((max(xs) - min(xs)) or 1.0), 0.02 * ((max(ys) - min(ys)) or 1.0)
+    out: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        near = [rows[j]["name"] for j in range(i)
+                if abs(xs[j] - xs[i]) <= dx and abs(ys[j] - ys[i]) <= dy]
+        out[r["name"]] = max((out[n] + 1 for n in near), default=0)
+    return out
 
 
 def _short(value: float) -> str:
