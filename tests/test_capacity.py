@@ -84,7 +84,8 @@ def test_gpu_actors_are_planned_at_the_assumed_peak_and_utilization(tmp_path):
 
 def test_a_sweep_plans_each_candidates_checkpoints(tmp_path, capsys):
     """A sweep's candidates checkpoint their own students: the plan sizes each from its shape
-    (the sweep recipe's three: the default L4-H128 is the 4.8M of the test above)."""
+    (the sweep recipe's four: the default L4-H128 is the 4.8M of the test above; a trimmed
+    vocabulary's is at most its untrimmed twin's, known once its student_init has run)."""
     from xdistil_ray.pipelines.dry_run import dry_run
     from xdistil_ray.pipelines.inputs import resolve_inputs
 
@@ -94,7 +95,7 @@ def test_a_sweep_plans_each_candidates_checkpoints(tmp_path, capsys):
     line = next(x for x in out.splitlines() if "checkpoints, each candidate's own" in x)
     inputs = resolve_inputs(cfg, None, generate=False)
     params = dict(capacity.plan(cfg, None, inputs, None).candidates)
-    assert list(params) == ["l4-h128", "l2-h64", "l4-h256"]
-    assert round(params["l4-h128"] / 1e5) == 48 and params["l2-h64"] < params["l4-h128"] < \
-        params["l4-h256"]
+    assert list(params) == ["l4-h128", "l4-h128-trim", "l2-h64", "l2-h64-trim"]
+    assert round(params["l4-h128"] / 1e5) == 48 and params["l2-h64"] < params["l4-h128"]
     assert "l4-h128 76.5 MB (4.8M parameters)" in line, line
+    assert "l4-h128-trim at most 76.5 MB (4.8M parameters with the whole vocabulary)" in line
