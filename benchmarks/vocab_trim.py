@@ -1,7 +1,7 @@
 """Benchmark: a student vocabulary trimmed to its transfer set (``student.vocab: data``) on real
 English text, against the teacher's whole vocabulary measured in the same run.
 
-    .venv/bin/python benchmarks/vocab_trim.py [--sizes 1000 10000 100000] [--heldout 2000]
+    .venv/bin/python benchmarks/vocab_trim.py [--sizes 1000 10000 60000] [--heldout 2000]
 
 The text: the prose of every installed Python package (its description in ``METADATA`` and
 the docstrings of its files) and of the standard library's modules, written by many authors,
@@ -101,7 +101,7 @@ def student_params(layers: int, hidden: int, vocab_size: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 60000])
     parser.add_argument("--heldout", type=int, default=5000)
     parser.add_argument("--files-per-package", type=int, default=400)
     args = parser.parse_args()
