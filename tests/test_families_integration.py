@@ -167,6 +167,7 @@ def _trimmed_to_the_transfer_set(root, report, student):
 
     from xdistil_ray.modeling import models
     from xdistil_ray.run.runfolder import RunFolder
+    from xdistil_ray.modeling import vocab_map
     from xdistil_ray.student import vocab
 
     v = report["student"]["vocab"]
@@ -179,7 +180,7 @@ def _trimmed_to_the_transfer_set(root, report, student):
         texts += [r["text"] for r in rows if not r["truncated"] and not r["heldout"]]
     kept = [i for i, t in sorted((i, t) for t, i in tok.get_vocab().items())]
     ids = teacher_tok.convert_tokens_to_ids([tok.convert_ids_to_tokens(i) for i in kept])
-    c = vocab.compare(teacher_tok, tok, vocab.id_table(ids, len(teacher_tok), tok.unk_token_id),
+    c = vocab.compare(teacher_tok, tok, vocab_map.id_table(ids, len(teacher_tok), tok.unk_token_id),
                       texts)
     assert c.rows == len(texts) > 300 and c.rows_differ == 0 and c.tokens_outside == 0
     assert v["checks"]["transfer"]["rows_differ"] == 0 < v["checks"]["transfer"]["rows"]

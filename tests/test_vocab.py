@@ -17,6 +17,7 @@ from xdistil_ray.data.embedded_reviews import review
 from xdistil_ray.errors import ConfigError
 from xdistil_ray.modeling import models
 from xdistil_ray.run.runfolder import RunFolder
+from xdistil_ray.modeling import vocab_map
 from xdistil_ray.student import vocab
 
 WORDPIECE_FAMILIES = ["bert", "electra", "distilbert"]
@@ -49,7 +50,7 @@ def trimmed(tokenizer, tmp_path_factory):
 def test_the_trimmed_tokenizer_tokenizes_its_data_as_the_teachers(tokenizer, trimmed):
     texts, kept, student_tok, _ = trimmed
     assert len(student_tok) == len(kept) < len(tokenizer) // 10
-    table = vocab.id_table(kept, len(tokenizer), student_tok.unk_token_id)
+    table = vocab_map.id_table(kept, len(tokenizer), student_tok.unk_token_id)
     c = vocab.compare(tokenizer, student_tok, table, texts)
     assert c.rows == 400 and c.rows_differ == 0 and c.tokens_outside == 0
     pairs_t = tokenizer(texts[:50], texts[50:100])
@@ -64,7 +65,7 @@ def test_the_trimmed_tokenizer_tokenizes_its_data_as_the_teachers(tokenizer, tri
 
 def test_words_the_data_never_showed_split_into_characters_not_unknown(tokenizer, trimmed):
     _, kept, student_tok, _ = trimmed
-    table = vocab.id_table(kept, len(tokenizer), student_tok.unk_token_id)
+    table = vocab_map.id_table(kept, len(tokenizer), student_tok.unk_token_id)
     c = vocab.compare(tokenizer, student_tok, table, ["The xylophone recital was sublime."])
     assert c.rows_differ == 1 and c.tokens_outside >= 2  # xylophone, recital, sublime
     assert c.unknown_student == c.unknown_teacher == 0
@@ -102,7 +103,7 @@ def test_a_trimmed_student_computes_what_the_untrimmed_one_does_on_its_data(kind
     texts = data[:8]
     theirs = tokenizer(texts, padding=True, return_tensors="pt")
     ours = student_tok(texts, padding=True, return_tensors="pt")
-    table = torch.as_tensor(vocab.id_table(kept, len(tokenizer), student_tok.unk_token_id))
+    table = torch.as_tensor(vocab_map.id_table(kept, len(tokenizer), student_tok.unk_token_id))
     assert torch.equal(table[theirs["input_ids"]], ours["input_ids"])
     keys = ["input_ids", "attention_mask"]
     with torch.no_grad():
@@ -118,7 +119,7 @@ def test_the_distill_module_maps_the_teachers_ids_for_a_trimmed_student(tokenize
                                    intermediate_size=64, init="teacher", seed=0)
     vocab.trim_embeddings(student, kept)
     student.eval()
-    table = vocab.id_table(kept, len(tokenizer), student_tok.unk_token_id)
+    table = vocab_map.id_table(kept, len(tokenizer), student_tok.unk_token_id)
     module = models.DistillModule(student, {}, table)
     assert "id_table" not in module.state_dict()  # checkpoints hold the student's weights only
     theirs = tokenizer(texts[:4], padding=True, return_tensors="pt")
@@ -127,11 +128,11 @@ def test_the_distill_module_maps_the_teachers_ids_for_a_trimmed_student(tokenize
         out = module(dict(theirs), hidden_states=False, qkv_block=None)
         direct = models.forward_outputs(student, dict(ours), hidden_states=False, qkv_block=None)
     torch.testing.assert_close(out["logits"], direct["logits"])
-    rows = vocab.mapped_rows({"input_ids": [np.asarray(r) for r in tokenizer(texts[:3])["input_ids"]],
+    rows = vocab_map.mapped_rows({"input_ids": [np.asarray(r) for r in tokenizer(texts[:3])["input_ids"]],
                               "label": ["a", "b", "c"]}, table)
     assert [r.tolist() for r in rows["input_ids"]] == student_tok(texts[:3])["input_ids"]
     assert rows["label"] == ["a", "b", "c"]
-    assert vocab.mapped_rows(rows, None) is rows
+    assert vocab_map.mapped_rows(rows, None) is rows
 
 
 def test_ids_are_counted_on_the_rows_not_held_out(tmp_path, tokenizer):

@@ -198,7 +198,7 @@ class StageTrainer:
 
         spec = self.spec
         torch.manual_seed(spec.seed)
-        from xdistil_ray.student.vocab import table_of
+        from xdistil_ray.modeling.vocab_map import table_of
 
         model = load_model(self.local_init, spec.task, spec.label_names if spec.new_head else None)
         return DistillModule(model, objective.projections(spec.losses, spec.teacher_hidden),

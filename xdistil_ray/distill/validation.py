@@ -200,7 +200,7 @@ class Validation:
     @torch.no_grad()
     def _score(self, model) -> float:
         from xdistil_ray.modeling.scoring import DEV_COLUMNS, dev_scores, read_rows
-        from xdistil_ray.student.vocab import mapped_rows, table_of
+        from xdistil_ray.modeling.vocab_map import mapped_rows, table_of
 
         if self._rows is None:
             rows = read_rows(self.spec.run, list(self.spec.validation), DEV_COLUMNS, 10**9, False)

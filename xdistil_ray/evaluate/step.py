@@ -151,7 +151,7 @@ def evaluate(run: RunFolder, *, task: str, teacher_path: str, teacher_in_run: bo
     """``vocab``: a student with a trimmed vocabulary (its init marker's): it reads the stored
     rows (the teacher's ids) mapped to its own (:func:`xdistil_ray.student.vocab.mapped_rows`)."""
     from xdistil_ray.modeling import models
-    from xdistil_ray.student.vocab import mapped_rows, table_of
+    from xdistil_ray.modeling.vocab_map import mapped_rows, table_of
 
     torch.set_num_threads(torch_threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,8 @@ tokens the output never shows, and a Unigram vocabulary (XLM-R, DeBERTa-v3) pick
 segmentation by score, where a straddled cut changes it: those are refused before work.
 
 The pipeline keeps the data step's ids (the teacher's): the stages map them through
-:func:`id_table` in :class:`~xdistil_ray.modeling.models.DistillModule`, and the eval maps
+:func:`~xdistil_ray.modeling.vocab_map.id_table` in
+:class:`~xdistil_ray.modeling.models.DistillModule`, and the eval maps
 the stored rows the same way (a token outside the kept ones becomes unknown there, where the
 trimmed tokenizer would split it into smaller pieces: :func:`compare` measures how often that
 happens on held-out text).
@@ -28,6 +29,8 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from xdistil_ray.modeling.vocab_map import id_table
 
 TRIMMABLE = ("WordPiece",)
 """Tokenizer models whose trimmed vocabulary tokenizes the data as the full one does."""
@@ -146,20 +149,6 @@ def trim_embeddings(model, kept: list[int]) -> None:
             setattr(model.config, name, new_id.get(value))
 
 
-def id_table(teacher_ids: list[int], teacher_size: int, unknown: int) -> np.ndarray:
-    """Teacher id -> student id (``unknown`` for a token the student lacks)."""
-    table = np.full(max(teacher_size, max(teacher_ids) + 1), unknown, dtype=np.int64)
-    table[np.asarray(teacher_ids, dtype=np.int64)] = np.arange(len(teacher_ids))
-    return table
-
-
-def mapped_rows(rows: dict, table: np.ndarray | None) -> dict:
-    """``rows`` (stored with the teacher's ids) with the student's ids."""
-    if table is None:
-        return rows
-    return {**rows, "input_ids": [table[np.asarray(r, dtype=np.int64)] for r in rows["input_ids"]]}
-
-
 @dataclass
 class Comparison:
     """The trimmed tokenizer against the teacher's on some sentences."""
@@ -257,10 +246,3 @@ def trim(run, model, teacher_tok, *, transfer: list[str], labeled: list[str], de
         "transfer_rows": rows, "labeled_rows": labeled_rows,
         "params_before": teacher_params, "params_after": sum(p.numel() for p in model.parameters()),
         "checks": checks}
-
-
-def table_of(info: dict | None) -> np.ndarray | None:
-    """The id table of an init marker's ``vocab`` (None: the teacher's vocabulary)."""
-    if not info or not info.get("teacher_ids"):
-        return None
-    return id_table(info["teacher_ids"], info["teacher_size"], info["unknown"])
