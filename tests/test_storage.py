@@ -215,3 +215,23 @@ def test_a_short_outage_is_ridden_out_by_the_requests_retries(s3, options):
         else:
             back.join()
     assert run.read_bytes("b.bin") == b"y" * 10
+
+
+def test_a_storage_error_line_keeps_the_error_past_a_long_key():
+    """The console's "waiting on storage (...)" line names the store's error even where the
+    object key is long enough to push it past the line's limit (the failure scenario once
+    printed "... in bucket 'runs': AW" and its check for "AWS Error" failed, CI 2026-12-08)."""
+    from xdistil_ray.run.storage import first_line
+
+    key = "resilience/teacher/shards/" + "x" * 60 + "/part-810e06962c97d06b-7b41de4d911be0da-36.parquet"
+    e = OSError(f"Traceback\nOSError: When uploading part for key '{key}' in bucket 'runs': AWS "
+                "Error NETWORK_CONNECTION during UploadPart operation: curlCode: 7, Could not "
+                "connect to server; Details: Failed to connect to 127.0.0.1:33533")
+    line = first_line(e)
+    assert len(line) <= 200
+    assert line.startswith("OSError: When uploading part for key 'resilience/teacher/")
+    assert " ... AWS Error NETWORK_CONNECTION during UploadPart operation" in line
+    short = OSError("OSError: When reading key 'a': AWS Error NETWORK_CONNECTION")
+    assert first_line(short) == "OSError: When reading key 'a': AWS Error NETWORK_CONNECTION"
+    assert first_line(OSError("no store error here " * 20)) == ("no store error here " * 20)[:200]
+    assert first_line(OSError("")) == "OSError"

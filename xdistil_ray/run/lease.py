@@ -32,6 +32,7 @@ import time
 import uuid
 
 from xdistil_ray.run import layout
+from xdistil_ray.run import storage
 from xdistil_ray.errors import ConfigError
 from xdistil_ray.run.runfolder import RunFolder
 
@@ -178,7 +179,7 @@ class Lease:
             except OSError as e:
                 if not waiting:
                     log.info(f"cannot renew the run folder's lease, waiting on storage "
-                             f"({str(e).splitlines()[0][:200]})")
+                             f"({storage.first_line(e)})")
                 waiting = True
 
     def _interrupt_main(self) -> None:

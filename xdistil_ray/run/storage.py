@@ -231,9 +231,21 @@ def is_storage_error(e: BaseException) -> bool:
     return "AWS Error" in text or "curlCode" in text
 
 
-def first_line(e: BaseException) -> str:
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The line of ``e`` that names the store's error, at most about ``limit`` characters: a
+    longer one keeps its start and its ``AWS Error ...`` part (an object key can be long
+    enough to push the error itself past the limit), the middle elided."""
     lines = [line for line in str(e).splitlines() if "AWS Error" in line] or str(e).splitlines()
-    return lines[0].strip()[:200] if lines else type(e).__name__
+    if not lines:
+        return type(e).__name__
+    line = lines[0].strip()
+    if len(line) <= limit:
+        return line
+    at = line.find("AWS Error")
+    tail = line[at:at + limit // 2] if at >= 0 else ""
+    if not tail or at + len(tail) <= limit:
+        return line[:limit]
+    return f"{line[:limit - len(tail) - 5]} ... {tail}"
 
 
 def wait_until_reachable(uri: str, options: StorageOptions, wait_s: float = OUTAGE_WAIT_S,
